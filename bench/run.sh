@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# bench/run.sh — interleaved wrk load benchmark on 127.0.0.1:
+#   direct   nginx backend returning a fixed 12-byte body ("hello world\n")
+#   nginx    nginx reverse proxy (1 worker, upstream keepalive) to the backend
+#   cratopus the gateway (workers: 1) proxying to the same backend
+# Rounds are interleaved (direct, nginx, cratopus, direct, ...) so drift on
+# the machine hits every target alike; the table shows medians over rounds.
+# See bench/README.md for the knobs and how to read the output.
+set -euo pipefail
+
+BENCH_TAG=run
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/lib.sh"
+
+# ---- settings (override via env) ---------------------------------------------
+ROUNDS=${ROUNDS:-3}              # measured rounds; each round runs every target once
+DURATION=${DURATION:-10s}        # per run: wrk -d (10, 10s or 1m)
+CONNECTIONS=${CONNECTIONS:-64}   # wrk -c
+THREADS=${THREADS:-1}            # wrk -t
+WARMUP=${WARMUP:-2}              # seconds of unrecorded warm-up per target (0 = none)
+BENCH_PATH=${BENCH_PATH:-/hello} # request path (every target answers it via the backend)
+OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
+SKIP_CRATOPUS=${SKIP_CRATOPUS:-0}  # 1 = only direct and nginx
+READY_WAIT=${READY_WAIT:-20}     # seconds a target gets to answer its readiness URL
+
+case "$DURATION" in
+  *[0-9]) DURATION="${DURATION}s" ;;
+esac
+case "$DURATION" in
+  *s) DURATION_S=${DURATION%s} ;;
+  *m) DURATION_S=$(( ${DURATION%m} * 60 )) ;;
+  *) die "DURATION must look like 10, 10s or 1m (got $DURATION)" ;;
+esac
+[[ "$DURATION_S" =~ ^[0-9]+$ ]] || die "DURATION must be whole seconds or minutes (got $DURATION)"
+for v in ROUNDS CONNECTIONS THREADS WARMUP; do
+  [[ "${!v}" =~ ^[0-9]+$ ]] || die "$v must be a non-negative integer (got ${!v})"
+done
+[ "$ROUNDS" -ge 1 ] || die "ROUNDS must be at least 1"
+
+bench_init
+ensure_pkgs wrk:wrk nginx:nginx curl:curl python3:python3
+pin_setup
+[ "$SKIP_CRATOPUS" = 1 ] || resolve_cratopus   # may build, before anything is started
+python3 "$BENCH_DIR/wrk_report.py" selftest >/dev/null || die "wrk output parser self-test failed"
+
+# ---- targets -----------------------------------------------------------------
+TARGETS=()             # in run order
+declare -A TPORT=()    # name -> port
+declare -A TPID=()     # name -> pid of its server (for liveness checks)
+
+sanity() {  # sanity NAME PORT — the bench path must answer 200 with the backend's body
+  local name=$1 port=$2 code body
+  code=$(curl -s -o "$TMP/sanity.body" -w '%{http_code}' --max-time 3 "http://127.0.0.1:$port$BENCH_PATH" || true)
+  body=$(cat "$TMP/sanity.body" 2>/dev/null || true)
+  if [ "$code" != 200 ] || [ "$body" != "$BACKEND_BODY" ]; then
+    die "$name: GET $BENCH_PATH gave HTTP $code with body '${body:0:80}' (want 200 '$BACKEND_BODY')"
+  fi
+}
+
+# add_target NAME PORT START_CMD [READY_PATH]
+#   Start a server with the shell command START_CMD (run with `exec` in its own
+#   session, pinned to the server CPU), wait until http://127.0.0.1:PORT/READY_PATH
+#   answers 200 (default: the bench path), check the bench path, and add it
+#   to the run. To bench another gateway config, write it and call add_target.
+add_target() {
+  local name=$1 port=$2 cmd=$3 ready=${4:-$BENCH_PATH}
+  msg "starting $name on 127.0.0.1:$port"
+  start_proc "$name" bash -c "exec $cmd"
+  TPID[$name]=$LAST_PID
+  wait_http "$name" "$LAST_PID" "http://127.0.0.1:$port$ready" "$READY_WAIT" || die "$name did not become ready"
+  sanity "$name" "$port"
+  TARGETS+=("$name"); TPORT[$name]=$port
+}
+
+start_backend
+sanity direct "$BACKEND_PORT"
+TARGETS+=(direct); TPORT[direct]=$BACKEND_PORT; TPID[direct]=$BACKEND_PID
+
+port=$(free_port)
+write_nginx_proxy_conf "$TMP/nginx" "$port"
+add_target nginx "$port" "nginx -p $TMP/nginx -e $TMP/nginx/error.log -c $TMP/nginx/nginx.conf"
+
+if [ "$SKIP_CRATOPUS" != 1 ]; then
+  port=$(free_port)
+  mkdir -p "$TMP/cratopus"
+  write_cratopus_conf "$TMP/cratopus/gateway.yaml" "$port" 1
+  add_target cratopus "$port" \
+    "env RUST_LOG=${RUST_LOG:-warn} $(printf '%q' "$CRATOPUS_BIN") run -c $TMP/cratopus/gateway.yaml" /__health
+fi
+
+# ---- load --------------------------------------------------------------------
+mkdir -p "$OUT_DIR/wrk"
+rm -f "$OUT_DIR"/wrk/*-r[0-9]*.txt   # raw output of an earlier run
+RUNS="$TMP/runs.jsonl"; : >"$RUNS"
+
+run_wrk() {  # run_wrk NAME SECONDS ROUND (0 = warm-up, not recorded)
+  local name=$1 secs=$2 round=$3 out rc=0 line
+  if [ "$round" = 0 ]; then out="$TMP/warmup-$name.txt"; else out="$OUT_DIR/wrk/$name-r$round.txt"; fi
+  run_client "$out" timeout -k 5 $((secs + 30)) \
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency \
+    "http://127.0.0.1:${TPORT[$name]}$BENCH_PATH" || rc=$?
+  if ! kill -0 "${TPID[$name]}" 2>/dev/null; then
+    msg "$name died during the run; log tail:"; tail -n 20 "$TMP/$name.log" >&2 || true
+    die "$name is gone"
+  fi
+  [ "$round" = 0 ] && return 0
+  [ "$rc" = 0 ] || { msg "wrk exited $rc for $name round $round:"; tail -n 5 "$out" >&2; }
+  line=$(python3 "$BENCH_DIR/wrk_report.py" parse "$out")
+  printf '{"target":"%s","round":%d,"run":%s}\n' "$name" "$round" "$line" >>"$RUNS"
+  python3 - "$line" "$name" "$round" <<'PY' >&2
+import json, sys
+r = json.loads(sys.argv[1])
+f = lambda v, s: "n/a" if v is None else format(v, s)
+print("[run]   round %s %-12s %10s req/s  p50 %s ms  p99 %s ms%s" % (
+    sys.argv[3], sys.argv[2], f(r["rps"], ".0f"), f(r["p50_ms"], ".3f"), f(r["p99_ms"], ".3f"),
+    "  errors %d" % (r["socket_errors"] + r["non_2xx_3xx"]) if r["socket_errors"] + r["non_2xx_3xx"] else ""))
+PY
+}
+
+pin_desc="off"; [ "${#SRV_PIN[@]}" -gt 0 ] && pin_desc="servers on CPU 0, wrk on CPU 1"
+msg "targets: ${TARGETS[*]} | wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency, $ROUNDS rounds, warm-up ${WARMUP}s | pinning: $pin_desc"
+if [ "$WARMUP" -gt 0 ]; then
+  for t in "${TARGETS[@]}"; do run_wrk "$t" "$WARMUP" 0; done
+fi
+for round in $(seq 1 "$ROUNDS"); do
+  for t in "${TARGETS[@]}"; do run_wrk "$t" "$DURATION_S" "$round"; done
+done
+
+# ---- report ------------------------------------------------------------------
+ver() { "$@" 2>&1 | grep -oE '[0-9]+\.[0-9]+(\.[0-9]+)?' | head -n1 || true; }
+ports_json=$(for t in "${TARGETS[@]}"; do printf '%s=%s\n' "$t" "${TPORT[$t]}"; done)
+BENCH_SETTINGS=$(
+  WRK_V=$(ver wrk -v) NGINX_V=$(ver nginx -v) PORTS="$ports_json" PIN_DESC="$pin_desc" \
+  GIT_REV=$(git -C "$REPO_ROOT" rev-parse --short HEAD 2>/dev/null || true) \
+  CRATOPUS="$([ "$SKIP_CRATOPUS" = 1 ] || echo "$CRATOPUS_BIN")" \
+  ROUNDS="$ROUNDS" DURATION_S="$DURATION_S" CONNECTIONS="$CONNECTIONS" THREADS="$THREADS" \
+  WARMUP="$WARMUP" BENCH_PATH="$BENCH_PATH" python3 - <<'PY'
+import json, os, platform, time
+e = os.environ
+print(json.dumps({
+    "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    "rounds": int(e["ROUNDS"]), "duration_s": int(e["DURATION_S"]),
+    "connections": int(e["CONNECTIONS"]), "threads": int(e["THREADS"]),
+    "warmup_s": int(e["WARMUP"]), "path": e["BENCH_PATH"], "pinning": e["PIN_DESC"],
+    "ports": dict(l.split("=", 1) for l in e["PORTS"].splitlines() if l),
+    "cratopus_bin": e["CRATOPUS"] or None, "git_rev": e["GIT_REV"] or None,
+    "versions": {"wrk": e["WRK_V"] or None, "nginx": e["NGINX_V"] or None},
+    "cpus": os.cpu_count(), "kernel": platform.release(),
+}))
+PY
+)
+export BENCH_SETTINGS
+echo
+python3 "$BENCH_DIR/wrk_report.py" report "$RUNS" "$OUT_DIR/bench.json"
+echo
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS interleaved rounds, medians; pinning: $pin_desc"
+echo "results: $OUT_DIR/bench.json   raw wrk output: $OUT_DIR/wrk/"

@@ -1,0 +1,86 @@
+//! Config problems with the place they were found.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One problem in a config file: where it is and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<u32>,
+    /// 1-based column, when known.
+    pub column: Option<u32>,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        ConfigError {
+            file: file.into(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+
+    /// An error at a place a [`serde_saphyr::Spanned`] value recorded.
+    pub fn at(file: &Path, loc: &serde_saphyr::Location, message: impl Into<String>) -> Self {
+        let (line, column) = (loc.line(), loc.column());
+        ConfigError {
+            file: file.to_path_buf(),
+            line: (line > 0).then_some(line as u32),
+            column: (column > 0).then_some(column as u32),
+            message: message.into(),
+        }
+    }
+
+    pub fn with_position(mut self, line: u32, column: u32) -> Self {
+        self.line = Some(line);
+        self.column = Some(column);
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(col) = self.column {
+                write!(f, ":{col}")?;
+            }
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in one load; never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    pub fn one(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+impl From<ConfigError> for ConfigErrors {
+    fn from(e: ConfigError) -> Self {
+        ConfigErrors::one(e)
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}

@@ -1,0 +1,25 @@
+//! The config model of cratopus and its loading pipeline.
+//!
+//! `gateway.yaml` and the organization files are described by the serde types in [`model`];
+//! [`load`] reads them (with `${ENV}` interpolation and globbing) and [`validate`] checks what
+//! serde cannot: references, duplicates, values out of range. Every problem carries its file,
+//! line and column so that an operator can find it; all problems are reported at once.
+//!
+//! The runtime never reads these types on the hot path: `cratopus-core` compiles them into a
+//! `Snapshot` first.
+
+pub mod error;
+pub mod interpolate;
+pub mod load;
+pub mod model;
+pub mod units;
+pub mod validate;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use load::{LoadedConfig, LoadedOrg, load_file, load_str};
+pub use model::*;
+pub use units::{ByteSize, Dur};
+
+/// The config `cratopus run` uses when no file is given: one listener on 127.0.0.1:8080 and one
+/// default organization that sends every request to the built-in mirror.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.yaml");

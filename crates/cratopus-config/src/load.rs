@@ -1,0 +1,139 @@
+//! Reading config files: text → `${ENV}` interpolation → YAML → serde types, then
+//! [`crate::validate`]. Relative paths are relative to the file that names them.
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::interpolate::interpolate;
+use crate::model::{GatewayConfig, OrgSource, OrganizationConfig};
+use crate::validate;
+use serde::de::DeserializeOwned;
+use std::path::{Path, PathBuf};
+
+/// An organization and the file it came from (the gateway file for inline ones).
+#[derive(Debug, Clone)]
+pub struct LoadedOrg {
+    pub file: PathBuf,
+    pub config: OrganizationConfig,
+}
+
+/// A whole config, loaded and validated.
+#[derive(Debug, Clone)]
+pub struct LoadedConfig {
+    pub file: PathBuf,
+    pub gateway: GatewayConfig,
+    pub orgs: Vec<LoadedOrg>,
+    /// Every file read, to watch for changes.
+    pub files: Vec<PathBuf>,
+    /// Directories whose globs chose organization files: a new file there is a change too.
+    pub watch_dirs: Vec<PathBuf>,
+}
+
+fn env_lookup(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// Parses one YAML document into `T`, turning the parser's error into a located [`ConfigError`].
+fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigErrors> {
+    let text = interpolate(file, text, &env_lookup).map_err(ConfigErrors)?;
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        with_snippet: false,
+    };
+    serde_saphyr::from_str_with_options::<T>(&text, options).map_err(|e| {
+        let mut err = ConfigError::new(file, yaml_message(&e));
+        if let Some(loc) = e.location()
+            && loc.line() > 0 {
+                err = err.with_position(loc.line() as u32, loc.column().max(1) as u32);
+            }
+        ConfigErrors::one(err)
+    })
+}
+
+/// The parser's message without its own position prefix or snippet (we print the position).
+fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let msg = e.without_snippet().to_string();
+    let msg = msg.lines().next().unwrap_or("").trim().to_string();
+    // serde-saphyr ends messages with " at line N, column M"; we print the position ourselves.
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg,
+    }
+}
+
+fn read(file: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(file)
+        .map_err(|e| ConfigErrors::one(ConfigError::new(file, format!("cannot read file: {e}"))))
+}
+
+/// Loads `gateway.yaml` at `path` with the organization files it names.
+pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
+    let text = read(path)?;
+    load_str(path, &text)
+}
+
+/// Loads a gateway config from `text`, as if read from `path` (used for the embedded default).
+pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
+    let gateway: GatewayConfig = parse_yaml(path, text)?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut errors = Vec::new();
+    let mut orgs = Vec::new();
+    let mut files = vec![path.to_path_buf()];
+    let mut watch_dirs = Vec::new();
+    for source in &gateway.organizations.0 {
+        match source {
+            OrgSource::Inline(org) => orgs.push(LoadedOrg {
+                file: path.to_path_buf(),
+                config: (**org).clone(),
+            }),
+            OrgSource::Path(pattern) => {
+                let full = base.join(&pattern.value);
+                let full_str = full.to_string_lossy().to_string();
+                let is_glob = pattern.value.contains(['*', '?', '[']);
+                let mut matched: Vec<PathBuf> = match glob::glob(&full_str) {
+                    Ok(paths) => paths.filter_map(Result::ok).collect(),
+                    Err(e) => {
+                        errors.push(ConfigError::at(
+                            path,
+                            &pattern.referenced,
+                            format!("invalid organizations pattern `{}`: {e}", pattern.value),
+                        ));
+                        continue;
+                    }
+                };
+                matched.sort();
+                if is_glob {
+                    if let Some(dir) = full.parent() {
+                        watch_dirs.push(dir.to_path_buf());
+                    }
+                } else if matched.is_empty() {
+                    errors.push(ConfigError::new(
+                        path,
+                        format!("organization file `{}` does not exist", full.display()),
+                    ));
+                }
+                for file in matched {
+                    let loaded = read(&file).and_then(|t| parse_yaml::<OrganizationConfig>(&file, &t));
+                    match loaded {
+                        Ok(config) => orgs.push(LoadedOrg {
+                            file: file.clone(),
+                            config,
+                        }),
+                        Err(e) => errors.extend(e.0),
+                    }
+                    files.push(file);
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    let loaded = LoadedConfig {
+        file: path.to_path_buf(),
+        gateway,
+        orgs,
+        files,
+        watch_dirs,
+    };
+    validate::validate(&loaded)?;
+    Ok(loaded)
+}

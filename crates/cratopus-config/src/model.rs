@@ -1,0 +1,427 @@
+//! The serde types of `gateway.yaml` and of an organization file.
+//!
+//! Unknown keys are errors everywhere (`deny_unknown_fields`), so a typo never silently turns
+//! a setting off. Values whose place matters for a later error (references, patterns, names)
+//! are kept [`Spanned`].
+
+use crate::units::{ByteSize, Dur};
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+pub use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// `gateway.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Where the gateway accepts HTTP. Default: one listener on 127.0.0.1:8080.
+    #[serde(default = "default_listeners")]
+    pub listeners: Vec<ListenerConfig>,
+    /// Runtime worker threads. Default: the number of cores. `1` runs a single-threaded runtime.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Path answered with 200 by the gateway itself, before routing.
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub traffic_log: Option<TrafficLogConfig>,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[serde(default = "default_shutdown_timeout")]
+    pub shutdown_timeout: Dur,
+    /// The organization that answers hosts no organization claims.
+    #[serde(default)]
+    pub default_organization: Option<Spanned<String>>,
+    /// Organization files (paths or globs, relative to this file) or inline organizations.
+    #[serde(default)]
+    pub organizations: OrgSources,
+    /// Reload when a config file changes. SIGHUP always reloads.
+    #[serde(default = "yes")]
+    pub watch: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_listeners() -> Vec<ListenerConfig> {
+    vec![ListenerConfig {
+        name: Some("http".into()),
+        bind: "127.0.0.1:8080".into(),
+    }]
+}
+fn default_health_path() -> String {
+    "/__health".into()
+}
+fn default_shutdown_timeout() -> Dur {
+    Dur::secs(30)
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `host:port`; port 0 picks a free port (the chosen address is logged).
+    pub bind: String,
+}
+
+/// Protection against oversized and slow requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest request head (request line and headers); larger gets 431.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: ByteSize,
+    /// Most header fields in a request; more gets 431.
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Time a client has to send a complete request head (slowloris guard); then 408.
+    #[serde(default = "default_header_read_timeout")]
+    pub header_read_timeout: Dur,
+    /// Largest request body on any route unless the route sets its own; larger gets 413.
+    #[serde(default)]
+    pub max_body_bytes: Option<ByteSize>,
+    /// Idle keep-alive connections from clients are closed after this long.
+    #[serde(default = "default_client_idle_timeout")]
+    pub client_idle_timeout: Dur,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: default_max_header_bytes(),
+            max_headers: default_max_headers(),
+            header_read_timeout: default_header_read_timeout(),
+            max_body_bytes: None,
+            client_idle_timeout: default_client_idle_timeout(),
+        }
+    }
+}
+fn default_max_header_bytes() -> ByteSize {
+    ByteSize(64 * 1024)
+}
+fn default_max_headers() -> usize {
+    200
+}
+fn default_header_read_timeout() -> Dur {
+    Dur::secs(10)
+}
+fn default_client_idle_timeout() -> Dur {
+    Dur::secs(75)
+}
+
+/// The traffic log: one JSON line per request.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficLogConfig {
+    /// File to append to; `-` writes to standard output.
+    pub path: String,
+    /// Rotate when the file grows past this size (`path.1`, `path.2`, …).
+    #[serde(default)]
+    pub max_size: Option<ByteSize>,
+    /// Rotated files kept.
+    #[serde(default = "default_keep")]
+    pub keep: usize,
+    /// Lines queued for the writer; when full, lines are dropped and counted.
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+}
+fn default_keep() -> usize {
+    5
+}
+fn default_queue() -> usize {
+    65536
+}
+
+/// Where the organizations come from: a path or glob, or an inline organization.
+#[derive(Debug, Clone)]
+pub enum OrgSource {
+    Path(Spanned<String>),
+    Inline(Box<OrganizationConfig>),
+}
+
+/// One source or a list of them.
+#[derive(Debug, Clone, Default)]
+pub struct OrgSources(pub Vec<OrgSource>);
+
+impl<'de> Deserialize<'de> for OrgSource {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OrgSource;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a path or glob of organization files, or an inline organization")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OrgSource, E> {
+                Ok(OrgSource::Path(Spanned::new(
+                    v.to_string(),
+                    serde_saphyr::Location::UNKNOWN,
+                    serde_saphyr::Location::UNKNOWN,
+                )))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OrgSource, A::Error> {
+                OrganizationConfig::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|o| OrgSource::Inline(Box::new(o)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl<'de> Deserialize<'de> for OrgSources {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OrgSources;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a path or glob, or a list of paths, globs and inline organizations")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<OrgSources, E> {
+                Ok(OrgSources(vec![OrgSource::Path(Spanned::new(
+                    v.to_string(),
+                    serde_saphyr::Location::UNKNOWN,
+                    serde_saphyr::Location::UNKNOWN,
+                ))]))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OrgSources, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<OrgSource>()? {
+                    out.push(s);
+                }
+                Ok(OrgSources(out))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OrgSources, A::Error> {
+                OrganizationConfig::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(|o| OrgSources(vec![OrgSource::Inline(Box::new(o))]))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An organization: a tenant with its domains, upstreams and routes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationConfig {
+    pub name: Spanned<String>,
+    /// Host names this organization answers: exact (`api.acme.test`) or `*.acme.test`.
+    #[serde(default)]
+    pub domains: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// A pool of targets with its balancing, health checking and timeouts.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub targets: Vec<TargetConfig>,
+    #[serde(default)]
+    pub balance: Balance,
+    /// What `consistent_hash` hashes.
+    #[serde(default)]
+    pub hash_on: Option<HashOn>,
+    #[serde(default)]
+    pub health_check: Option<HealthCheckConfig>,
+    #[serde(default)]
+    pub timeouts: UpstreamTimeouts,
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// How often target host names are resolved again.
+    #[serde(default = "default_dns_refresh")]
+    pub dns_refresh: Dur,
+    /// Send the client's Host header upstream instead of the target's `host:port`.
+    #[serde(default)]
+    pub preserve_host: bool,
+    /// Idle keep-alive connections kept per target.
+    #[serde(default = "default_max_idle")]
+    pub max_idle_per_target: usize,
+}
+fn default_dns_refresh() -> Dur {
+    Dur::secs(30)
+}
+fn default_max_idle() -> usize {
+    1024
+}
+
+/// A target: `http://host:port` or `mirror://`, with an optional weight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetConfig {
+    pub url: String,
+    pub weight: u32,
+}
+
+impl<'de> Deserialize<'de> for TargetConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            url: String,
+            #[serde(default = "one")]
+            weight: u32,
+        }
+        fn one() -> u32 {
+            1
+        }
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = TargetConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a target URL such as http://10.0.0.1:8080, or {url, weight}")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TargetConfig, E> {
+                Ok(TargetConfig {
+                    url: v.to_string(),
+                    weight: 1,
+                })
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<TargetConfig, A::Error> {
+                let f = Full::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(TargetConfig {
+                    url: f.url,
+                    weight: f.weight,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's algorithm).
+    #[default]
+    RoundRobin,
+    /// The target with the fewest in-flight requests relative to its weight.
+    LeastConnections,
+    /// Two targets at random, the less loaded of them.
+    PowerOfTwo,
+    /// A ring of virtual nodes hashed from `hash_on`.
+    ConsistentHash,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    Header(String),
+    Cookie(String),
+    ClientIp,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge over cleartext.
+    H2c,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTimeouts {
+    /// TCP connect; past it the request gets 504.
+    #[serde(default = "default_connect")]
+    pub connect: Dur,
+    /// From sending the request to the response head; past it 504.
+    #[serde(default = "default_response")]
+    pub response: Dur,
+    /// Idle pooled connections are closed after this long.
+    #[serde(default = "default_idle")]
+    pub idle: Dur,
+}
+impl Default for UpstreamTimeouts {
+    fn default() -> Self {
+        UpstreamTimeouts {
+            connect: default_connect(),
+            response: default_response(),
+            idle: default_idle(),
+        }
+    }
+}
+fn default_connect() -> Dur {
+    Dur::secs(5)
+}
+fn default_response() -> Dur {
+    Dur::secs(60)
+}
+fn default_idle() -> Dur {
+    Dur::secs(60)
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthCheckKind {
+    #[default]
+    Http,
+    Tcp,
+}
+
+/// Active health checking of every target of an upstream.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    #[serde(default, rename = "type")]
+    pub kind: HealthCheckKind,
+    /// Path requested by `http` checks.
+    #[serde(default = "default_hc_path")]
+    pub path: String,
+    /// Status an `http` check expects; by default any 2xx.
+    #[serde(default)]
+    pub expect_status: Option<u16>,
+    #[serde(default = "default_hc_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_hc_timeout")]
+    pub timeout: Dur,
+    /// Consecutive successes that bring a target back.
+    #[serde(default = "default_two")]
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take a target out.
+    #[serde(default = "default_two")]
+    pub unhealthy_threshold: u32,
+}
+fn default_hc_path() -> String {
+    "/".into()
+}
+fn default_hc_interval() -> Dur {
+    Dur::secs(5)
+}
+fn default_hc_timeout() -> Dur {
+    Dur::secs(2)
+}
+fn default_two() -> u32 {
+    2
+}
+
+/// A route: what it matches and where it goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Shown in logs and metrics; default: the path pattern.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Path pattern: literal segments, `{param}` for one segment, `{*rest}` for the rest.
+    pub path: Spanned<String>,
+    /// Methods this route answers; empty means every method.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// The upstream requests go to.
+    pub upstream: Spanned<String>,
+    /// Removed from the start of the path before forwarding.
+    #[serde(default)]
+    pub strip_prefix: Option<Spanned<String>>,
+    /// Upstream path template, with the route's `{param}`s, e.g. `/v2/users/{id}`.
+    #[serde(default)]
+    pub rewrite: Option<Spanned<String>>,
+    /// Time to the upstream's response head on this route (overrides the upstream's).
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// Largest request body on this route; larger gets 413.
+    #[serde(default)]
+    pub max_body_bytes: Option<ByteSize>,
+}

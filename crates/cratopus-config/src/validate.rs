@@ -1,0 +1,323 @@
+//! Checks that serde cannot make: names unique, references resolve, values in range.
+//! Route patterns are checked where they are compiled (`cratopus-core`), with the same errors.
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::load::LoadedConfig;
+use crate::model::{Balance, HealthCheckConfig};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Every problem in `cfg`, all at once.
+pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
+    let mut errors = Vec::new();
+    let gw = &cfg.gateway;
+    let file = cfg.file.as_path();
+
+    if gw.listeners.is_empty() {
+        errors.push(ConfigError::new(
+            file,
+            "`listeners` is empty: the gateway would not accept anything",
+        ));
+    }
+    for l in &gw.listeners {
+        if l.bind.parse::<std::net::SocketAddr>().is_err() && split_host_port(&l.bind).is_none() {
+            errors.push(ConfigError::new(
+                file,
+                format!("listener bind `{}` is not host:port", l.bind),
+            ));
+        }
+    }
+    if !gw.health_path.starts_with('/') {
+        errors.push(ConfigError::new(
+            file,
+            format!("health_path `{}` must start with `/`", gw.health_path),
+        ));
+    }
+    if gw.workers == Some(0) {
+        errors.push(ConfigError::new(file, "`workers` must be at least 1"));
+    }
+    if let Some(t) = &gw.traffic_log
+        && t.queue == 0 {
+            errors.push(ConfigError::new(file, "traffic_log.queue must be at least 1"));
+        }
+
+    let mut org_names: HashMap<&str, &Path> = HashMap::new();
+    let mut domains: HashMap<String, &str> = HashMap::new();
+    for org in &cfg.orgs {
+        let f = org.file.as_path();
+        let o = &org.config;
+        let name = o.name.value.as_str();
+        if name.is_empty() {
+            errors.push(ConfigError::at(f, &o.name.referenced, "organization name is empty"));
+        } else if let Some(prev) = org_names.insert(name, f) {
+            errors.push(ConfigError::at(
+                f,
+                &o.name.referenced,
+                format!("organization `{name}` is also defined in {}", prev.display()),
+            ));
+        }
+        for d in &o.domains {
+            let domain = d.value.to_ascii_lowercase();
+            if let Err(why) = check_domain(&domain) {
+                errors.push(ConfigError::at(f, &d.referenced, why));
+            } else if let Some(prev) = domains.insert(domain.clone(), name) {
+                errors.push(ConfigError::at(
+                    f,
+                    &d.referenced,
+                    format!("domain `{domain}` is already claimed by organization `{prev}`"),
+                ));
+            }
+        }
+        for (uname, u) in &o.upstreams {
+            if u.targets.is_empty() {
+                errors.push(ConfigError::new(f, format!("upstream `{uname}` has no targets")));
+            }
+            for t in &u.targets {
+                if let Err(why) = check_target(&t.url) {
+                    errors.push(ConfigError::new(f, format!("upstream `{uname}`: {why}")));
+                }
+                if t.weight == 0 {
+                    errors.push(ConfigError::new(
+                        f,
+                        format!("upstream `{uname}`: target `{}` has weight 0; remove it instead", t.url),
+                    ));
+                }
+            }
+            if u.balance == Balance::ConsistentHash && u.hash_on.is_none() {
+                errors.push(ConfigError::new(
+                    f,
+                    format!("upstream `{uname}` balances by consistent_hash but has no `hash_on` (header, cookie or client_ip)"),
+                ));
+            }
+            if let Some(hc) = &u.health_check {
+                check_health(f, uname, hc, &mut errors);
+            }
+        }
+        for r in &o.routes {
+            if !o.upstreams.contains_key(&r.upstream.value) {
+                let known: Vec<&str> = o.upstreams.keys().map(String::as_str).collect();
+                errors.push(ConfigError::at(
+                    f,
+                    &r.upstream.referenced,
+                    format!(
+                        "route `{}` names upstream `{}`, which organization `{name}` does not define{}",
+                        r.path.value,
+                        r.upstream.value,
+                        hint(&r.upstream.value, &known)
+                    ),
+                ));
+            }
+            for m in &r.methods {
+                if !is_http_method(&m.value) {
+                    errors.push(ConfigError::at(
+                        f,
+                        &m.referenced,
+                        format!("`{}` is not an HTTP method", m.value),
+                    ));
+                }
+            }
+            if let Some(p) = &r.strip_prefix
+                && !p.value.starts_with('/') {
+                    errors.push(ConfigError::at(f, &p.referenced, "strip_prefix must start with `/`"));
+                }
+            if let Some(p) = &r.rewrite
+                && !p.value.starts_with('/') {
+                    errors.push(ConfigError::at(f, &p.referenced, "rewrite must start with `/`"));
+                }
+        }
+    }
+    if let Some(d) = &gw.default_organization
+        && !org_names.contains_key(d.value.as_str()) {
+            let known: Vec<&str> = org_names.keys().copied().collect();
+            errors.push(ConfigError::at(
+                file,
+                &d.referenced,
+                format!(
+                    "default_organization `{}` is not defined{}",
+                    d.value,
+                    hint(&d.value, &known)
+                ),
+            ));
+        }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn check_health(f: &Path, uname: &str, hc: &HealthCheckConfig, errors: &mut Vec<ConfigError>) {
+    if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
+        errors.push(ConfigError::new(
+            f,
+            format!("upstream `{uname}`: health check thresholds must be at least 1"),
+        ));
+    }
+    if hc.interval.0.is_zero() || hc.timeout.0.is_zero() {
+        errors.push(ConfigError::new(
+            f,
+            format!("upstream `{uname}`: health check interval and timeout must be above 0"),
+        ));
+    }
+    if !hc.path.starts_with('/') {
+        errors.push(ConfigError::new(
+            f,
+            format!("upstream `{uname}`: health check path must start with `/`"),
+        ));
+    }
+    if let Some(s) = hc.expect_status
+        && !(100..=599).contains(&s) {
+            errors.push(ConfigError::new(
+                f,
+                format!("upstream `{uname}`: expect_status {s} is not an HTTP status"),
+            ));
+        }
+}
+
+/// `host:port` split for names that are not socket addresses (`localhost:8080`).
+pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host, port.parse().ok()?))
+}
+
+/// A target URL is `mirror://` or `http://host[:port]` with no path.
+pub fn check_target(url: &str) -> Result<(), String> {
+    if url == "mirror://" || url == "mirror" {
+        return Ok(());
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return Err(if url.starts_with("https://") {
+            format!("target `{url}`: https targets are not supported yet; use http:// or mirror://")
+        } else {
+            format!("target `{url}` must start with http:// or be mirror://")
+        });
+    };
+    let hostport = rest.trim_end_matches('/');
+    if hostport.is_empty() || hostport.contains('/') {
+        return Err(format!("target `{url}` must be http://host:port without a path"));
+    }
+    if !hostport.contains(':') || hostport.ends_with(']') {
+        return Ok(()); // port 80
+    }
+    split_host_port(hostport)
+        .map(|_| ())
+        .ok_or_else(|| format!("target `{url}` has an invalid port"))
+}
+
+fn check_domain(d: &str) -> Result<(), String> {
+    let name = d.strip_prefix("*.").unwrap_or(d);
+    if name.is_empty() || name.contains('*') || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    {
+        return Err(format!(
+            "`{d}` is not a domain: use a name such as api.example.com or *.example.com"
+        ));
+    }
+    Ok(())
+}
+
+/// Method tokens per RFC 9110: visible ASCII without separators.
+pub fn is_http_method(m: &str) -> bool {
+    !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// `, did you mean `x`?` for the closest known name, if any is close.
+pub fn hint(got: &str, known: &[&str]) -> String {
+    known
+        .iter()
+        .map(|k| (edit_distance(got, k), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3))
+        .min()
+        .map(|(_, k)| format!(", did you mean `{k}`?"))
+        .unwrap_or_default()
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::load_str;
+
+    #[test]
+    fn hints() {
+        assert_eq!(hint("usres", &["users", "orders"]), ", did you mean `users`?");
+        assert_eq!(hint("zzz", &["users"]), "");
+    }
+
+    #[test]
+    fn targets() {
+        assert!(check_target("http://127.0.0.1:8080").is_ok());
+        assert!(check_target("http://backend").is_ok());
+        assert!(check_target("mirror://").is_ok());
+        assert!(check_target("ftp://x").is_err());
+        assert!(check_target("http://x:99999").is_err());
+        assert!(check_target("http://x:80/path").is_err());
+    }
+
+    #[test]
+    fn all_errors_with_lines() {
+        let yaml = "\
+default_organization: nope
+organizations:
+  - name: a
+    domains: [a.test]
+    upstreams:
+      users:
+        targets: [\"http://127.0.0.1:1\"]
+    routes:
+      - path: /x
+        upstream: usres
+  - name: b
+    domains: [a.test]
+";
+        let errs = load_str(Path::new("gw.yaml"), yaml).unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 3, "{text:#?}");
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("gw.yaml:10:") && t.contains("did you mean `users`")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("gw.yaml:12:") && t.contains("already claimed")),
+            "{text:#?}"
+        );
+        assert!(
+            text.iter()
+                .any(|t| t.starts_with("gw.yaml:1:") && t.contains("default_organization")),
+            "{text:#?}"
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_located() {
+        let yaml = "listeners:\n  - bind: 127.0.0.1:0\n    timout: 5s\n";
+        let errs = load_str(Path::new("gw.yaml"), yaml).unwrap_err().0;
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].line, Some(3), "{}", errs[0]);
+        assert!(errs[0].message.contains("timout"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn embedded_default_loads() {
+        let cfg = load_str(Path::new("<embedded>"), crate::EMBEDDED_DEFAULT).unwrap();
+        assert_eq!(cfg.orgs.len(), 1);
+        assert_eq!(cfg.gateway.listeners[0].bind, "127.0.0.1:8080");
+    }
+}

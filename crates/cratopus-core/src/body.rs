@@ -1,0 +1,196 @@
+//! The bodies that flow through the gateway. Both stream: nothing here buffers a whole body.
+//!
+//! [`RequestBody`] wraps the client's body on its way upstream: it counts bytes for the traffic
+//! log and enforces the route's body limit as the bytes pass. [`ResponseBody`] is what the
+//! client receives, from the upstream or from the gateway itself; when it ends (or the client
+//! goes away) it writes the request's traffic-log line and releases the target's in-flight count.
+
+use bytes::Bytes;
+use cratopus_observe::{LogLine, TrafficLog};
+use cratopus_upstream::InflightGuard;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body grew past the route's limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// What the request body did, shared with the response side for the log and the 413.
+#[derive(Debug, Default)]
+pub struct BodyStats {
+    pub bytes: AtomicU64,
+    pub too_large: AtomicBool,
+}
+
+pub struct RequestBody {
+    inner: Incoming,
+    limit: u64,
+    seen: u64,
+    stats: Option<Arc<BodyStats>>,
+}
+
+impl RequestBody {
+    /// Wraps `inner`; `stats` is only allocated for requests that have a body.
+    pub fn new(inner: Incoming, limit: Option<u64>) -> (RequestBody, Option<Arc<BodyStats>>) {
+        let stats = (!inner.is_end_stream()).then(|| Arc::new(BodyStats::default()));
+        (
+            RequestBody {
+                inner,
+                limit: limit.unwrap_or(u64::MAX),
+                seen: 0,
+                stats: stats.clone(),
+            },
+            stats,
+        )
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if let Some(s) = &this.stats {
+                        s.bytes.store(this.seen, Ordering::Relaxed);
+                        if this.seen > this.limit {
+                            s.too_large.store(true, Ordering::Relaxed);
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
+                        }
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            other => other.map(|o| o.map(|r| r.map_err(|e| -> BoxError { Box::new(e) }))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+}
+
+/// The traffic-log line waiting for the response to end.
+pub struct PendingLog {
+    pub line: LogLine,
+    pub log: TrafficLog,
+    pub start: Instant,
+    pub request: Option<Arc<BodyStats>>,
+}
+
+pub struct ResponseBody {
+    kind: Kind,
+    sent: u64,
+    pending: Option<Box<PendingLog>>,
+    _inflight: Option<InflightGuard>,
+}
+
+impl ResponseBody {
+    pub fn full(bytes: Bytes) -> ResponseBody {
+        ResponseBody {
+            kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            sent: 0,
+            pending: None,
+            _inflight: None,
+        }
+    }
+
+    pub fn upstream(body: Incoming) -> ResponseBody {
+        ResponseBody {
+            kind: Kind::Upstream(body),
+            sent: 0,
+            pending: None,
+            _inflight: None,
+        }
+    }
+
+    /// Writes `pending` to the traffic log when this body is done.
+    pub fn with_log(mut self, pending: Option<Box<PendingLog>>) -> Self {
+        self.pending = pending;
+        self
+    }
+
+    /// Keeps the target's in-flight count until this body is done.
+    pub fn with_inflight(mut self, guard: Option<InflightGuard>) -> Self {
+        self._inflight = guard;
+        self
+    }
+
+    fn finish(&mut self) {
+        self._inflight = None;
+        if let Some(mut p) = self.pending.take() {
+            p.line.bytes_out = self.sent;
+            p.line.total_ms = p.start.elapsed().as_secs_f64() * 1000.0;
+            if let Some(s) = &p.request {
+                p.line.bytes_in = s.bytes.load(Ordering::Relaxed);
+            }
+            let PendingLog { line, log, .. } = *p;
+            log.log(line);
+        }
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        let polled = match &mut this.kind {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(b) => Pin::new(b).poll_frame(cx),
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    this.sent += d.len() as u64;
+                }
+            }
+            Poll::Ready(None) => this.finish(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(b) => b.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,337 @@
+//! The request pipeline. One fixed order, written once here:
+//!
+//! ```text
+//! health path → match (Host → organization → route; 404 / 405) → limits (431 / 413)
+//! → pick a healthy target (503) → forward (502 / 504) → response headers → traffic log
+//! ```
+//!
+//! Policies (authentication, rate limits, …) slot in between match and forward as they arrive.
+//! Every answer, the gateway's own errors included, carries `X-Request-Id` and leaves one line
+//! in the traffic log when its body ends.
+
+use crate::body::{PendingLog, RequestBody, ResponseBody};
+use crate::error::GatewayError;
+use crate::forward::{self, X_REQUEST_ID};
+use crate::router::Match;
+use crate::snapshot::{Route, Snapshot};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use cratopus_config::HashOn;
+use cratopus_observe::LogLine;
+use cratopus_upstream::balancer::hash_key;
+use cratopus_upstream::{Target, TargetKind};
+use http::header::{self, HeaderValue};
+use http::uri::{Scheme, Uri};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
+
+/// What the server knows of the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub scheme: &'static str,
+}
+
+/// Holds the current snapshot and runs requests against it.
+pub struct Engine {
+    current: ArcSwap<Snapshot>,
+}
+
+/// What the phases learn about a request, for the log line.
+#[derive(Default)]
+struct Learned {
+    org: Option<Arc<str>>,
+    route: Option<Arc<str>>,
+    upstream: Option<Arc<str>>,
+    upstream_ms: Option<f64>,
+    error: Option<&'static str>,
+}
+
+impl Engine {
+    pub fn new(snapshot: Snapshot) -> Engine {
+        Engine {
+            current: ArcSwap::from_pointee(snapshot),
+        }
+    }
+
+    /// The snapshot requests are served from now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Serves every new request from `snapshot`; requests in flight finish on the old one.
+    pub fn swap(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ResponseBody> {
+        let start = Instant::now();
+        let snap = self.current.load_full();
+        let request_id = forward::request_id(req.headers());
+
+        if req.uri().path() == snap.health_path {
+            let mut res = Response::new(ResponseBody::full(Bytes::from_static(b"{\"status\":\"ok\"}\n")));
+            res.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            res.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+            return res;
+        }
+
+        let log_base = snap.traffic_log.enabled().then(|| LogLine {
+            ts: SystemTime::now(),
+            request_id: request_id.clone(),
+            org: None,
+            route: None,
+            method: req.method().clone(),
+            host: host_value(&req),
+            uri: req.uri().clone(),
+            status: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            upstream: None,
+            total_ms: 0.0,
+            upstream_ms: None,
+            client_ip: conn.peer.ip(),
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            error: None,
+        });
+
+        let mut learned = Learned::default();
+        let mut stats = None;
+        let (mut res, inflight) = match self.run(&snap, req, conn, &request_id, &mut learned, &mut stats).await {
+            Ok((res, guard)) => (res, guard),
+            Err(e) => {
+                learned.error = Some(e.code());
+                (e.to_response(&request_id).map(ResponseBody::full), None)
+            }
+        };
+        res.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+
+        let pending = log_base.map(|mut line| {
+            line.status = res.status().as_u16();
+            line.org = learned.org;
+            line.route = learned.route;
+            line.upstream = learned.upstream;
+            line.upstream_ms = learned.upstream_ms;
+            line.error = learned.error;
+            Box::new(PendingLog {
+                line,
+                log: snap.traffic_log.clone(),
+                start,
+                request: stats,
+            })
+        });
+        res.map(|b| b.with_log(pending).with_inflight(inflight))
+    }
+
+    async fn run(
+        &self,
+        snap: &Snapshot,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        request_id: &HeaderValue,
+        learned: &mut Learned,
+        stats_out: &mut Option<Arc<crate::body::BodyStats>>,
+    ) -> Result<(Response<ResponseBody>, Option<cratopus_upstream::InflightGuard>), GatewayError> {
+        // Match: Host → organization → route.
+        let host = host_str(&req);
+        let org = snap
+            .hosts
+            .lookup(host)
+            .and_then(|i| snap.orgs.get(i))
+            .ok_or_else(|| GatewayError::UnknownHost(host.to_string()))?;
+        learned.org = Some(org.name.clone());
+
+        if forward::head_size(
+            req.uri().path_and_query().map_or(1, |p| p.as_str().len()),
+            req.headers(),
+        ) > snap.max_header_bytes
+        {
+            return Err(GatewayError::HeadersTooLarge(snap.max_header_bytes));
+        }
+
+        let path = req.uri().path();
+        let (route, new_path) = match org.router.find(req.method(), path) {
+            Match::Found(route, params) => {
+                let p = forward::upstream_path(route, &params, path, req.uri().query());
+                (route.clone(), p)
+            }
+            Match::NotFound => return Err(GatewayError::NoRoute),
+            Match::MethodNotAllowed(allow) => {
+                return Err(GatewayError::MethodNotAllowed(req.method().to_string(), allow.clone()));
+            }
+        };
+        learned.route = Some(route.name.clone());
+
+        // Limits the route can judge before reading the body.
+        if let Some(limit) = route.max_body {
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit) {
+                return Err(GatewayError::BodyTooLarge(limit));
+            }
+        }
+
+        // Upstream: a healthy target.
+        let upstream = &route.upstream;
+        let hash = upstream.pool.hash_on().and_then(|h| request_hash(h, &req, conn));
+        let target = upstream
+            .pool
+            .pick(hash)
+            .ok_or_else(|| GatewayError::NoHealthyTarget(upstream.name.to_string()))?;
+        learned.upstream = Some(target.label.clone());
+        let guard = target.begin();
+
+        let (mut parts, body) = req.into_parts();
+        let (body, stats) = RequestBody::new(body, route.max_body);
+        *stats_out = stats.clone();
+
+        if matches!(target.kind, TargetKind::Mirror) {
+            if let Some(p) = new_path {
+                parts.uri = Uri::from(p);
+            }
+            let started = Instant::now();
+            let res = cratopus_mirror::echo(Request::from_parts(parts, body), conn.peer).await;
+            learned.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+            if stats.as_ref().is_some_and(|s| s.too_large.load(Ordering::Relaxed)) {
+                return Err(GatewayError::BodyTooLarge(route.max_body.unwrap_or(0)));
+            }
+            return Ok((res.map(ResponseBody::full), Some(guard)));
+        }
+
+        let req = upstream_request(&route, &target, parts, body, new_path, conn, request_id)?;
+        let started = Instant::now();
+        let result = tokio::time::timeout(route.timeout, upstream.client.request(req)).await;
+        learned.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        let res = match result {
+            Err(_) => return Err(GatewayError::UpstreamTimeout),
+            Ok(Err(e)) => {
+                if stats.as_ref().is_some_and(|s| s.too_large.load(Ordering::Relaxed)) {
+                    return Err(GatewayError::BodyTooLarge(route.max_body.unwrap_or(0)));
+                }
+                tracing::debug!(route = %route.name, target = %target.label, error = %e, error_source = ?std::error::Error::source(&e), "upstream request failed");
+                return Err(classify(&e));
+            }
+            Ok(Ok(res)) => res,
+        };
+        let (mut parts, body) = res.into_parts();
+        forward::strip_hop_by_hop(&mut parts.headers);
+        Ok((Response::from_parts(parts, ResponseBody::upstream(body)), Some(guard)))
+    }
+}
+
+/// The Host header, or for HTTP/2 the `:authority` (which hyper puts in the URI).
+fn host_str<B>(req: &Request<B>) -> &str {
+    match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().unwrap_or(""),
+        None => req.uri().authority().map_or("", |a| a.as_str()),
+    }
+}
+
+fn host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
+    match req.headers().get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    }
+}
+
+/// Builds the request the upstream receives.
+fn upstream_request(
+    route: &Route,
+    target: &Target,
+    mut parts: http::request::Parts,
+    body: RequestBody,
+    new_path: Option<http::uri::PathAndQuery>,
+    conn: &ConnInfo,
+    request_id: &HeaderValue,
+) -> Result<Request<RequestBody>, GatewayError> {
+    let TargetKind::Http { authority, .. } = &target.kind else {
+        return Err(GatewayError::UpstreamFailed);
+    };
+    let upstream = &route.upstream;
+    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let path = new_path.or_else(|| parts.uri.path_and_query().cloned());
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(Scheme::HTTP);
+    uri.authority = target.connect_authority.clone();
+    uri.path_and_query = path;
+    parts.uri = Uri::from_parts(uri).map_err(|_| GatewayError::BadRequest("invalid request target".into()))?;
+
+    forward::strip_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::EXPECT); // the gateway answered it already
+    forward::set_forwarded(
+        &mut parts.headers,
+        conn.peer.ip(),
+        conn.scheme,
+        client_host.as_ref(),
+        request_id,
+    );
+    if upstream.h2c {
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(header::HOST);
+    } else {
+        parts.version = Version::HTTP_11;
+        let host = if upstream.preserve_host {
+            client_host
+        } else {
+            HeaderValue::from_str(authority.as_str()).ok()
+        };
+        if let Some(h) = host {
+            parts.headers.insert(header::HOST, h);
+        }
+    }
+    Ok(Request::from_parts(parts, body))
+}
+
+/// Refused or reset → 502; connect timeout → 504.
+fn classify(e: &hyper_util::client::legacy::Error) -> GatewayError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::TimedOut {
+                return GatewayError::UpstreamTimeout;
+            }
+        source = s.source();
+    }
+    if e.is_connect() {
+        GatewayError::UpstreamUnreachable
+    } else {
+        GatewayError::UpstreamFailed
+    }
+}
+
+/// The consistent-hash key of a request.
+fn request_hash<B>(on: &HashOn, req: &Request<B>, conn: &ConnInfo) -> Option<u64> {
+    match on {
+        HashOn::Header(name) => req.headers().get(name.as_str()).map(|v| hash_key(v.as_bytes())),
+        HashOn::Cookie(name) => req
+            .headers()
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| hash_key(v.as_bytes())),
+        HashOn::ClientIp => Some(match conn.peer.ip() {
+            std::net::IpAddr::V4(ip) => hash_key(&ip.octets()),
+            std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
+        }),
+    }
+}

@@ -1,0 +1,85 @@
+//! The errors the gateway answers itself, each with its status and a stable `code`.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no organization serves host `{0}`")]
+    UnknownHost(String),
+    #[error("no route matches this path")]
+    NoRoute,
+    #[error("this route does not allow method {0}")]
+    MethodNotAllowed(String, HeaderValue),
+    #[error("the request body is larger than the {0} bytes this route accepts")]
+    BodyTooLarge(u64),
+    #[error("the request headers are larger than the {0} bytes the gateway accepts")]
+    HeadersTooLarge(usize),
+    #[error("no healthy target in upstream `{0}`")]
+    NoHealthyTarget(String),
+    #[error("the upstream could not be reached")]
+    UpstreamUnreachable,
+    #[error("the upstream did not answer in time")]
+    UpstreamTimeout,
+    #[error("the upstream failed to answer")]
+    UpstreamFailed,
+    #[error("{0}")]
+    BadRequest(String),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::UnknownHost(_) | GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::NoHealthyTarget(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UpstreamUnreachable | GatewayError::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// A stable machine-readable name, also written to the traffic log.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::UnknownHost(_) => "unknown_host",
+            GatewayError::NoRoute => "no_route",
+            GatewayError::MethodNotAllowed(..) => "method_not_allowed",
+            GatewayError::BodyTooLarge(_) => "body_too_large",
+            GatewayError::HeadersTooLarge(_) => "headers_too_large",
+            GatewayError::NoHealthyTarget(_) => "no_healthy_target",
+            GatewayError::UpstreamUnreachable => "upstream_unreachable",
+            GatewayError::UpstreamTimeout => "upstream_timeout",
+            GatewayError::UpstreamFailed => "upstream_failed",
+            GatewayError::BadRequest(_) => "bad_request",
+        }
+    }
+
+    /// `{"error": {"status", "code", "message", "request_id"}}`, with `Allow` on a 405.
+    pub fn to_response(&self, request_id: &HeaderValue) -> Response<Bytes> {
+        let body = error_body(self.status(), self.code(), &self.to_string(), request_id);
+        let mut res = Response::new(body);
+        *res.status_mut() = self.status();
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let GatewayError::MethodNotAllowed(_, allow) = self {
+            res.headers_mut().insert(header::ALLOW, allow.clone());
+        }
+        res
+    }
+}
+
+/// The JSON error body every gateway error uses.
+pub fn error_body(status: StatusCode, code: &str, message: &str, request_id: &HeaderValue) -> Bytes {
+    let doc = serde_json::json!({"error": {
+        "status": status.as_u16(),
+        "code": code,
+        "message": message,
+        "request_id": request_id.to_str().unwrap_or(""),
+    }});
+    let mut v = serde_json::to_vec(&doc).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}

@@ -1,0 +1,173 @@
+//! What changes on the way through: the upstream path, hop-by-hop headers, the `X-Forwarded-*`
+//! headers and the request id.
+
+use crate::snapshot::{Route, Segment};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::PathAndQuery;
+use std::net::IpAddr;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and so never pass.
+static HOP_BY_HOP: [&HeaderName; 7] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
+
+/// Removes hop-by-hop headers, including the ones the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(conn) = headers.get(&header::CONNECTION)
+        && let Ok(list) = conn.to_str() {
+            let named: Vec<HeaderName> = list
+                .split(',')
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .filter(|n| *n != header::CONNECTION)
+                .collect();
+            for n in named {
+                headers.remove(n);
+            }
+        }
+    for h in HOP_BY_HOP {
+        if headers.contains_key(h) {
+            headers.remove(h);
+        }
+    }
+}
+
+/// The path and query the upstream receives: the route's rewrite with its params filled in,
+/// or the client's path less the route's `strip_prefix`. `None` means unchanged.
+pub fn upstream_path(route: &Route, params: &matchit::Params, path: &str, query: Option<&str>) -> Option<PathAndQuery> {
+    let mut out = if let Some(t) = &route.rewrite {
+        let mut s = String::with_capacity(path.len() + 16);
+        for seg in t {
+            match seg {
+                Segment::Literal(l) => s.push_str(l),
+                Segment::Param(p) => s.push_str(params.get(p).unwrap_or("")),
+            }
+        }
+        s
+    } else if let Some(prefix) = &route.strip_prefix {
+        let rest = path.strip_prefix(prefix.as_str())?;
+        if !rest.is_empty() && !rest.starts_with('/') {
+            return None; // `/apiary` does not lose `/api`
+        }
+        let mut s = String::with_capacity(rest.len() + 1 + query.map_or(0, |q| q.len() + 1));
+        if !rest.starts_with('/') {
+            s.push('/');
+        }
+        s.push_str(rest);
+        s
+    } else {
+        return None;
+    };
+    if out.is_empty() {
+        out.push('/');
+    }
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    PathAndQuery::try_from(out).ok()
+}
+
+/// Sets `X-Forwarded-For` (appending the client), `-Proto`, `-Host` and `X-Request-Id`.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+    request_id: &HeaderValue,
+) {
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {client}")),
+        None => HeaderValue::from_str(&client.to_string()),
+    };
+    if let Ok(v) = xff {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if let Some(h) = host {
+        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+    }
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+}
+
+/// The client's request id if it sent a sane one, or a new random one (32 hex digits).
+pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let n = fastrand::u128(..);
+    let mut buf = [0u8; 32];
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((n >> (4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// The size of a request head as the client sent it, near enough for a limit.
+pub fn head_size(uri_len: usize, headers: &HeaderMap) -> usize {
+    uri_len
+        + headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_is_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn ids() {
+        let h = HeaderMap::new();
+        let a = request_id(&h);
+        assert_eq!(a.len(), 32);
+        assert_ne!(a, request_id(&h));
+        let mut h = HeaderMap::new();
+        h.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("abc-1"));
+        assert_eq!(request_id(&h), "abc-1");
+    }
+
+    #[test]
+    fn xff_appends() {
+        let mut h = HeaderMap::new();
+        h.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_static("10.0.0.1"));
+        set_forwarded(
+            &mut h,
+            "127.0.0.1".parse().unwrap(),
+            "http",
+            None,
+            &HeaderValue::from_static("id"),
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+    }
+}

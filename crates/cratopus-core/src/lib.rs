@@ -1,0 +1,17 @@
+//! The cratopus runtime.
+//!
+//! A config is compiled ([`snapshot::compile`]) into an immutable [`Snapshot`]: the host table,
+//! one router per organization, the routes with everything they need precomputed, and the
+//! upstream pools. The [`engine::Engine`] holds the current snapshot in an `ArcSwap`; each
+//! request loads it once and runs the fixed pipeline of [`engine`] against it.
+
+pub mod body;
+pub mod engine;
+pub mod error;
+pub mod forward;
+pub mod router;
+pub mod snapshot;
+
+pub use engine::{ConnInfo, Engine};
+pub use error::GatewayError;
+pub use snapshot::{Snapshot, compile};

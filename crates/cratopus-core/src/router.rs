@@ -1,0 +1,148 @@
+//! Matching a request to a route: Host → organization ([`HostTable`]), then path and method
+//! within the organization ([`OrgRouter`], a `matchit` radix tree).
+
+use crate::snapshot::Route;
+use http::{HeaderValue, Method};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Host name → organization index. Exact names first, then the longest `*.suffix`, then the
+/// default organization.
+#[derive(Debug, Default)]
+pub struct HostTable {
+    exact: HashMap<Box<str>, usize>,
+    /// (".acme.test", org), longest suffix first.
+    wildcards: Vec<(Box<str>, usize)>,
+    default: Option<usize>,
+}
+
+impl HostTable {
+    pub fn new(default: Option<usize>) -> HostTable {
+        HostTable {
+            default,
+            ..HostTable::default()
+        }
+    }
+
+    /// Adds `domain` (already lowercase; `*.x` for a wildcard).
+    pub fn insert(&mut self, domain: &str, org: usize) {
+        match domain.strip_prefix('*') {
+            Some(suffix) => {
+                self.wildcards.push((suffix.into(), org));
+                self.wildcards.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+            }
+            None => {
+                self.exact.insert(domain.into(), org);
+            }
+        }
+    }
+
+    /// The organization for a Host header value (port and case ignored).
+    pub fn lookup(&self, host: &str) -> Option<usize> {
+        let name = strip_port(host);
+        let lowered;
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = name.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            name
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if let Some(&o) = self.exact.get(name) {
+            return Some(o);
+        }
+        self.wildcards
+            .iter()
+            .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(&**suffix))
+            .map(|(_, o)| *o)
+            .or(self.default)
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+/// The routes that share one path pattern, by method.
+#[derive(Debug, Default)]
+pub struct MethodTable {
+    pub by_method: Vec<(Method, Arc<Route>)>,
+    pub any: Option<Arc<Route>>,
+    /// The `Allow` header for a 405.
+    pub allow: Option<HeaderValue>,
+}
+
+impl MethodTable {
+    fn get(&self, m: &Method) -> Option<&Arc<Route>> {
+        self.by_method
+            .iter()
+            .find(|(mm, _)| mm == m)
+            .map(|(_, r)| r)
+            .or(self.any.as_ref())
+            .or_else(|| {
+                // HEAD is answered by a GET route, as HTTP expects.
+                if *m == Method::HEAD {
+                    self.by_method.iter().find(|(mm, _)| *mm == Method::GET).map(|(_, r)| r)
+                } else {
+                    None
+                }
+            })
+    }
+}
+
+/// The router of one organization.
+#[derive(Debug, Default)]
+pub struct OrgRouter {
+    pub(crate) tree: matchit::Router<usize>,
+    pub(crate) tables: Vec<MethodTable>,
+}
+
+/// The outcome of matching a path and method.
+pub enum Match<'a> {
+    Found(&'a Arc<Route>, matchit::Params<'a, 'a>),
+    NotFound,
+    MethodNotAllowed(&'a HeaderValue),
+}
+
+impl OrgRouter {
+    pub fn find<'a>(&'a self, method: &Method, path: &'a str) -> Match<'a> {
+        let Ok(m) = self.tree.at(path) else {
+            return Match::NotFound;
+        };
+        let table = &self.tables[*m.value];
+        match table.get(method) {
+            Some(r) => Match::Found(r, m.params),
+            None => match &table.allow {
+                Some(allow) => Match::MethodNotAllowed(allow),
+                None => Match::NotFound,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        let mut t = HostTable::new(Some(9));
+        t.insert("api.acme.test", 1);
+        t.insert("*.acme.test", 2);
+        t.insert("*.eu.acme.test", 3);
+        assert_eq!(t.lookup("api.acme.test"), Some(1));
+        assert_eq!(t.lookup("API.Acme.Test:8080"), Some(1));
+        assert_eq!(t.lookup("www.acme.test"), Some(2));
+        assert_eq!(t.lookup("a.eu.acme.test"), Some(3));
+        assert_eq!(t.lookup("acme.test"), Some(9));
+        assert_eq!(t.lookup("[::1]:80"), Some(9));
+        assert_eq!(t.lookup("api.acme.test."), Some(1));
+    }
+}

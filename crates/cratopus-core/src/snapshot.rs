@@ -1,0 +1,433 @@
+//! Compiling a loaded config into the immutable [`Snapshot`] the hot path reads.
+//!
+//! Everything a request needs is computed here once: the host table, one router per
+//! organization, each route's rewrite template and limits, and the upstream pools with their
+//! clients. Upstreams whose config did not change are taken over from the previous snapshot,
+//! so their health state, in-flight counts and pooled connections survive a reload.
+
+use crate::body::RequestBody;
+use crate::router::{HostTable, MethodTable, OrgRouter};
+use cratopus_config::{ConfigError, ConfigErrors, LoadedConfig, Protocol, UpstreamConfig};
+use cratopus_observe::TrafficLog;
+use cratopus_observe::traffic_log::TrafficLogSettings;
+use cratopus_upstream::UpstreamPool;
+use http::{HeaderValue, Method};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+pub type UpstreamClient = Client<HttpConnector, RequestBody>;
+
+/// An upstream as the hot path uses it: its pool and a keep-alive client configured for it.
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub pool: Arc<UpstreamPool>,
+    pub client: UpstreamClient,
+    pub response_timeout: Duration,
+    pub preserve_host: bool,
+    pub h2c: bool,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A piece of a rewrite template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    Param(String),
+}
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: Arc<str>,
+    pub org: Arc<str>,
+    pub pattern: String,
+    pub upstream: Arc<Upstream>,
+    pub strip_prefix: Option<String>,
+    pub rewrite: Option<Vec<Segment>>,
+    pub timeout: Duration,
+    pub max_body: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct Org {
+    pub name: Arc<str>,
+    pub router: OrgRouter,
+}
+
+pub struct Snapshot {
+    pub version: u64,
+    pub loaded_at: SystemTime,
+    pub config: Arc<LoadedConfig>,
+    pub hosts: HostTable,
+    pub orgs: Vec<Org>,
+    pub health_path: String,
+    pub max_header_bytes: usize,
+    pub traffic_log: TrafficLog,
+    upstreams: HashMap<(Arc<str>, String), Arc<Upstream>>,
+}
+
+impl Snapshot {
+    /// The upstreams of this snapshot: (organization, name) → upstream.
+    pub fn upstreams(&self) -> impl Iterator<Item = (&(Arc<str>, String), &Arc<Upstream>)> {
+        self.upstreams.iter()
+    }
+}
+
+/// Parses `/v2/users/{id}/{*rest}` into literal and parameter segments.
+pub fn parse_template(t: &str) -> Result<Vec<Segment>, String> {
+    let mut out = Vec::new();
+    let mut rest = t;
+    while let Some(open) = rest.find('{') {
+        if open > 0 {
+            out.push(Segment::Literal(rest[..open].to_string()));
+        }
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed `{{` in `{t}`"))?
+            + open;
+        let name = rest[open + 1..close].trim_start_matches('*');
+        if name.is_empty() {
+            return Err(format!("empty parameter name in `{t}`"));
+        }
+        out.push(Segment::Param(name.to_string()));
+        rest = &rest[close + 1..];
+    }
+    if !rest.is_empty() {
+        out.push(Segment::Literal(rest.to_string()));
+    }
+    Ok(out)
+}
+
+/// The parameter names of a route pattern.
+fn pattern_params(p: &str) -> Vec<String> {
+    parse_template(p)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|s| match s {
+            Segment::Param(n) => Some(n),
+            Segment::Literal(_) => None,
+        })
+        .collect()
+}
+
+fn build_client(cfg: &UpstreamConfig) -> UpstreamClient {
+    let mut conn = HttpConnector::new();
+    conn.set_connect_timeout(Some(cfg.timeouts.connect.0));
+    conn.set_nodelay(true);
+    conn.set_keepalive(Some(Duration::from_secs(60)));
+    conn.enforce_http(true);
+    let mut b = Client::builder(TokioExecutor::new());
+    b.pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(cfg.timeouts.idle.0)
+        .pool_max_idle_per_host(cfg.max_idle_per_target)
+        .http1_max_buf_size(1024 * 1024)
+        .http1_max_headers(1000);
+    if cfg.protocol == Protocol::H2c {
+        b.http2_only(true);
+    }
+    b.build(conn)
+}
+
+/// Compiles `cfg`. `prev` is the snapshot being replaced, whose unchanged upstreams and traffic
+/// log are reused. On success, background work of new upstreams is started.
+pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -> Result<Snapshot, ConfigErrors> {
+    let mut errors: Vec<ConfigError> = Vec::new();
+    let gw = &cfg.gateway;
+    let file = cfg.file.clone();
+
+    // Traffic log: reuse the running writer when its settings did not change.
+    let settings = gw.traffic_log.as_ref().map(|t| TrafficLogSettings {
+        path: resolve(&file, &t.path),
+        max_size: t.max_size.map(|s| s.0),
+        keep: t.keep,
+        queue: t.queue,
+    });
+    let traffic_log = match (&settings, prev) {
+        (None, _) => TrafficLog::disabled(),
+        (Some(s), Some(p)) if p.traffic_log.settings() == Some(s) => p.traffic_log.clone(),
+        (Some(s), _) => match TrafficLog::start(s.clone()) {
+            Ok(l) => l,
+            Err(e) => {
+                errors.push(ConfigError::new(
+                    &file,
+                    format!("cannot open traffic log `{}`: {e}", s.path.display()),
+                ));
+                TrafficLog::disabled()
+            }
+        },
+    };
+
+    let default_org = gw
+        .default_organization
+        .as_ref()
+        .and_then(|d| cfg.orgs.iter().position(|o| o.config.name.value == d.value))
+        .or_else(|| {
+            // One organization without domains serves every host.
+            (cfg.orgs.len() == 1 && cfg.orgs[0].config.domains.is_empty()).then_some(0)
+        });
+    let mut hosts = HostTable::new(default_org);
+    let mut orgs = Vec::new();
+    let mut upstreams: HashMap<(Arc<str>, String), Arc<Upstream>> = HashMap::new();
+    let mut new_pools = Vec::new();
+
+    for (oi, loaded) in cfg.orgs.iter().enumerate() {
+        let o = &loaded.config;
+        let f = loaded.file.as_path();
+        let org_name: Arc<str> = o.name.value.as_str().into();
+        for d in &o.domains {
+            hosts.insert(&d.value.to_ascii_lowercase(), oi);
+        }
+        for (uname, ucfg) in &o.upstreams {
+            let key = (org_name.clone(), uname.clone());
+            let reused = prev
+                .and_then(|p| p.upstreams.get(&key))
+                .filter(|u| u.pool.config == *ucfg)
+                .cloned();
+            let upstream = match reused {
+                Some(u) => u,
+                None => match UpstreamPool::new(uname, ucfg.clone()).await {
+                    Ok(pool) => {
+                        new_pools.push(pool.clone());
+                        Arc::new(Upstream {
+                            name: uname.as_str().into(),
+                            client: build_client(ucfg),
+                            pool,
+                            response_timeout: ucfg.timeouts.response.0,
+                            preserve_host: ucfg.preserve_host,
+                            h2c: ucfg.protocol == Protocol::H2c,
+                        })
+                    }
+                    Err(e) => {
+                        errors.push(ConfigError::new(f, format!("upstream `{uname}`: {e}")));
+                        continue;
+                    }
+                },
+            };
+            upstreams.insert(key, upstream);
+        }
+
+        let mut router = OrgRouter::default();
+        // pattern → index into router.tables, to group routes that share a pattern.
+        let mut slots: HashMap<String, usize> = HashMap::new();
+        let mut implicit: Vec<(String, Arc<Route>, Vec<Method>)> = Vec::new();
+        for r in &o.routes {
+            let Some(upstream) = upstreams.get(&(org_name.clone(), r.upstream.value.clone())) else {
+                continue; // reported by validation
+            };
+            let pattern = r.path.value.clone();
+            if !pattern.starts_with('/') {
+                errors.push(ConfigError::at(
+                    f,
+                    &r.path.referenced,
+                    format!("path `{pattern}` must start with `/`"),
+                ));
+                continue;
+            }
+            let rewrite = match &r.rewrite {
+                None => None,
+                Some(t) => match parse_template(&t.value) {
+                    Ok(segs) => {
+                        let known = pattern_params(&pattern);
+                        for s in &segs {
+                            if let Segment::Param(p) = s
+                                && !known.contains(p) {
+                                    errors.push(ConfigError::at(
+                                        f,
+                                        &t.referenced,
+                                        format!("rewrite uses `{{{p}}}`, which path `{pattern}` does not capture"),
+                                    ));
+                                }
+                        }
+                        Some(segs)
+                    }
+                    Err(e) => {
+                        errors.push(ConfigError::at(f, &t.referenced, e));
+                        None
+                    }
+                },
+            };
+            let methods: Vec<Method> = r
+                .methods
+                .iter()
+                .filter_map(|m| Method::from_bytes(m.value.to_ascii_uppercase().as_bytes()).ok())
+                .collect();
+            let route = Arc::new(Route {
+                name: r.name.clone().unwrap_or_else(|| pattern.clone()).into(),
+                org: org_name.clone(),
+                pattern: pattern.clone(),
+                upstream: upstream.clone(),
+                strip_prefix: r
+                    .strip_prefix
+                    .as_ref()
+                    .map(|s| s.value.trim_end_matches('/').to_string()),
+                rewrite,
+                timeout: r.timeout.map_or(upstream.response_timeout, |d| d.0),
+                max_body: r.max_body_bytes.or(gw.limits.max_body_bytes).map(|b| b.0),
+            });
+            if let Err(e) = add_route(&mut router, &mut slots, &pattern, &route, &methods) {
+                errors.push(ConfigError::at(f, &r.path.referenced, e));
+                continue;
+            }
+            // `/api/{*rest}` also answers `/api` and `/api/`.
+            if let Some(i) = pattern.rfind("/{*")
+                && pattern.ends_with('}') && !pattern[i + 3..].contains('/') {
+                    let base = &pattern[..i];
+                    let with_slash = format!("{base}/");
+                    if !base.is_empty() {
+                        implicit.push((base.to_string(), route.clone(), methods.clone()));
+                    }
+                    implicit.push((with_slash, route.clone(), methods.clone()));
+                }
+        }
+        for (pattern, route, methods) in implicit {
+            // Explicit routes win; an implicit one only fills methods nobody else answers.
+            let _ = add_route_lenient(&mut router, &mut slots, &pattern, &route, &methods);
+        }
+        for t in &mut router.tables {
+            if t.any.is_none() {
+                let mut names: Vec<&str> = t.by_method.iter().map(|(m, _)| m.as_str()).collect();
+                if names.contains(&"GET") && !names.contains(&"HEAD") {
+                    names.push("HEAD");
+                }
+                t.allow = HeaderValue::from_str(&names.join(", ")).ok();
+            }
+        }
+        orgs.push(Org { name: org_name, router });
+    }
+
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    for p in new_pools {
+        p.start();
+    }
+    Ok(Snapshot {
+        version,
+        loaded_at: SystemTime::now(),
+        health_path: gw.health_path.clone(),
+        max_header_bytes: gw.limits.max_header_bytes.0 as usize,
+        hosts,
+        orgs,
+        traffic_log,
+        upstreams,
+        config: Arc::new(cfg),
+    })
+}
+
+fn resolve(base_file: &Path, p: &str) -> std::path::PathBuf {
+    if p == "-" {
+        return p.into();
+    }
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        base_file.parent().unwrap_or(Path::new("")).join(path)
+    }
+}
+
+fn slot_for(router: &mut OrgRouter, slots: &mut HashMap<String, usize>, pattern: &str) -> Result<usize, String> {
+    if let Some(&i) = slots.get(pattern) {
+        return Ok(i);
+    }
+    let i = router.tables.len();
+    router
+        .tree
+        .insert(pattern, i)
+        .map_err(|e| format!("path `{pattern}` cannot be routed: {e}"))?;
+    router.tables.push(MethodTable::default());
+    slots.insert(pattern.to_string(), i);
+    Ok(i)
+}
+
+fn add_route(
+    router: &mut OrgRouter,
+    slots: &mut HashMap<String, usize>,
+    pattern: &str,
+    route: &Arc<Route>,
+    methods: &[Method],
+) -> Result<(), String> {
+    let i = slot_for(router, slots, pattern)?;
+    let t = &mut router.tables[i];
+    let clash = |other: &Route| {
+        format!(
+            "route `{}` conflicts with route `{}`: same path `{pattern}` and method",
+            route.name, other.name
+        )
+    };
+    if methods.is_empty() {
+        if let Some(other) = t.any.as_ref().or(t.by_method.first().map(|(_, r)| r)) {
+            return Err(clash(other));
+        }
+        t.any = Some(route.clone());
+    } else {
+        if let Some(other) = &t.any {
+            return Err(clash(other));
+        }
+        for m in methods {
+            if let Some((_, other)) = t.by_method.iter().find(|(mm, _)| mm == m) {
+                return Err(clash(other));
+            }
+            t.by_method.push((m.clone(), route.clone()));
+        }
+    }
+    Ok(())
+}
+
+fn add_route_lenient(
+    router: &mut OrgRouter,
+    slots: &mut HashMap<String, usize>,
+    pattern: &str,
+    route: &Arc<Route>,
+    methods: &[Method],
+) -> Result<(), String> {
+    let i = slot_for(router, slots, pattern)?;
+    let t = &mut router.tables[i];
+    if t.any.is_some() {
+        return Ok(());
+    }
+    if methods.is_empty() {
+        if t.by_method.is_empty() {
+            t.any = Some(route.clone());
+        }
+        return Ok(());
+    }
+    for m in methods {
+        if !t.by_method.iter().any(|(mm, _)| mm == m) {
+            t.by_method.push((m.clone(), route.clone()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates() {
+        assert_eq!(
+            parse_template("/v2/{id}/x/{*rest}").unwrap(),
+            vec![
+                Segment::Literal("/v2/".into()),
+                Segment::Param("id".into()),
+                Segment::Literal("/x/".into()),
+                Segment::Param("rest".into()),
+            ]
+        );
+        assert!(parse_template("/v2/{id").is_err());
+        assert_eq!(pattern_params("/users/{id}/{*rest}"), vec!["id", "rest"]);
+    }
+}

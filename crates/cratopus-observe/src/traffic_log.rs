@@ -1,0 +1,408 @@
+//! The traffic log: one JSON line per request, also for requests the gateway rejected.
+//!
+//! Requests hand a [`LogLine`] (plain values, nothing formatted) to a bounded queue; a dedicated
+//! thread formats and writes them, so a slow disk never slows a request. When the queue is full
+//! the line is dropped and counted ([`TrafficLog::dropped`]) instead.
+//!
+//! Only the path is written, never the query string (API keys travel there), and no header but
+//! Host and User-Agent: Authorization, Cookie and key values never reach the file.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What one request leaves in the log. Built on the request path from values the request already
+/// holds (cheap clones of `Bytes`-backed types); formatted by the writer thread.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    pub ts: SystemTime,
+    pub request_id: http::HeaderValue,
+    pub org: Option<Arc<str>>,
+    pub route: Option<Arc<str>>,
+    pub method: http::Method,
+    pub host: Option<http::HeaderValue>,
+    pub uri: http::Uri,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// The target that served the request (`10.0.0.1:8080`, `mirror`).
+    pub upstream: Option<Arc<str>>,
+    pub total_ms: f64,
+    pub upstream_ms: Option<f64>,
+    pub client_ip: IpAddr,
+    pub user_agent: Option<http::HeaderValue>,
+    /// Why the gateway answered itself (`no_route`, `upstream_timeout`, …).
+    pub error: Option<&'static str>,
+}
+
+/// Where lines go; settings read from the gateway config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrafficLogSettings {
+    /// A file, or `-` for standard output.
+    pub path: PathBuf,
+    pub max_size: Option<u64>,
+    pub keep: usize,
+    pub queue: usize,
+}
+
+enum Msg {
+    Line(Box<LogLine>),
+    Reopen,
+}
+
+/// A handle to the writer; cheap to clone. With no writer (traffic log off) it does nothing.
+#[derive(Clone, Default)]
+pub struct TrafficLog {
+    tx: Option<SyncSender<Msg>>,
+    dropped: Arc<AtomicU64>,
+    settings: Option<Arc<TrafficLogSettings>>,
+}
+
+impl TrafficLog {
+    /// A log that writes nothing.
+    pub fn disabled() -> Self {
+        TrafficLog::default()
+    }
+
+    /// Opens the file (creating it and its directory) and starts the writer thread.
+    pub fn start(settings: TrafficLogSettings) -> io::Result<Self> {
+        let sink = Sink::open(&settings)?;
+        let (tx, rx) = sync_channel(settings.queue.max(1));
+        let settings = Arc::new(settings);
+        std::thread::Builder::new()
+            .name("traffic-log".into())
+            .spawn(move || writer(rx, sink))?;
+        Ok(TrafficLog {
+            tx: Some(tx),
+            dropped: Arc::new(AtomicU64::new(0)),
+            settings: Some(settings),
+        })
+    }
+
+    pub fn settings(&self) -> Option<&TrafficLogSettings> {
+        self.settings.as_deref()
+    }
+
+    /// Queues `line`; never blocks. A full queue drops the line and counts it.
+    pub fn log(&self, line: LogLine) {
+        if let Some(tx) = &self.tx
+            && let Err(TrySendError::Full(_)) = tx.try_send(Msg::Line(Box::new(line))) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Closes and reopens the file (after an external rotation, on SIGHUP).
+    pub fn reopen(&self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(Msg::Reopen);
+        }
+    }
+
+    /// Lines dropped because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+struct Sink {
+    path: PathBuf,
+    out: Option<BufWriter<File>>,
+    stdout: bool,
+    size: u64,
+    max_size: Option<u64>,
+    keep: usize,
+}
+
+impl Sink {
+    fn open(s: &TrafficLogSettings) -> io::Result<Sink> {
+        let mut sink = Sink {
+            path: s.path.clone(),
+            out: None,
+            stdout: s.path == Path::new("-"),
+            size: 0,
+            max_size: s.max_size,
+            keep: s.keep,
+        };
+        if !sink.stdout {
+            sink.reopen()?;
+        }
+        Ok(sink)
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        if let Some(mut out) = self.out.take() {
+            let _ = out.flush();
+        }
+        if let Some(dir) = self.path.parent()
+            && !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.out = Some(BufWriter::with_capacity(64 * 1024, file));
+        Ok(())
+    }
+
+    /// `path` → `path.1` → `path.2` …, keeping `keep` old files.
+    fn rotate(&mut self) -> io::Result<()> {
+        if let Some(mut out) = self.out.take() {
+            out.flush()?;
+        }
+        let name = |i: usize| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{i}"));
+            PathBuf::from(p)
+        };
+        if self.keep == 0 {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            let _ = std::fs::remove_file(name(self.keep));
+            for i in (1..self.keep).rev() {
+                let _ = std::fs::rename(name(i), name(i + 1));
+            }
+            std::fs::rename(&self.path, name(1))?;
+        }
+        self.reopen()
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+        if self.stdout {
+            return io::stdout().lock().write_all(buf);
+        }
+        if let Some(max) = self.max_size
+            && self.size > 0 && self.size + buf.len() as u64 > max {
+                self.rotate()?;
+            }
+        if self.out.is_none() {
+            self.reopen()?;
+        }
+        if let Some(out) = &mut self.out {
+            out.write_all(buf)?;
+            self.size += buf.len() as u64;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) {
+        if let Some(out) = &mut self.out {
+            let _ = out.flush();
+        }
+        if self.stdout {
+            let _ = io::stdout().flush();
+        }
+    }
+}
+
+fn writer(rx: Receiver<Msg>, mut sink: Sink) {
+    let mut buf = Vec::with_capacity(1024);
+    let mut warned = false;
+    loop {
+        let msg = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => {
+                sink.flush();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let result = match msg {
+            Msg::Line(line) => {
+                buf.clear();
+                format_line(&line, &mut buf);
+                sink.write(&buf)
+            }
+            Msg::Reopen => sink.reopen(),
+        };
+        match result {
+            Err(e) if !warned => {
+                tracing::error!(path = %sink.path.display(), error = %e, "cannot write the traffic log");
+                warned = true;
+            }
+            Ok(()) => warned = false,
+            Err(_) => {}
+        }
+    }
+    sink.flush();
+}
+
+fn push_str(buf: &mut Vec<u8>, s: &str) {
+    // serde_json escapes as JSON requires; writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *buf, s);
+}
+
+fn push_header(buf: &mut Vec<u8>, v: &http::HeaderValue) {
+    push_str(buf, &String::from_utf8_lossy(v.as_bytes()));
+}
+
+fn push_field(buf: &mut Vec<u8>, name: &str) {
+    buf.extend_from_slice(b",\"");
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"\":");
+}
+
+/// One JSON object and a newline.
+pub fn format_line(l: &LogLine, buf: &mut Vec<u8>) {
+    use std::io::Write as _;
+    buf.extend_from_slice(b"{\"ts\":\"");
+    rfc3339(l.ts, buf);
+    buf.push(b'"');
+    push_field(buf, "request_id");
+    push_header(buf, &l.request_id);
+    push_field(buf, "org");
+    match &l.org {
+        Some(o) => push_str(buf, o),
+        None => buf.extend_from_slice(b"null"),
+    }
+    push_field(buf, "route");
+    match &l.route {
+        Some(r) => push_str(buf, r),
+        None => buf.extend_from_slice(b"null"),
+    }
+    push_field(buf, "method");
+    push_str(buf, l.method.as_str());
+    push_field(buf, "host");
+    match &l.host {
+        Some(h) => push_header(buf, h),
+        None => buf.extend_from_slice(b"null"),
+    }
+    push_field(buf, "path");
+    push_str(buf, l.uri.path());
+    let _ = write!(
+        buf,
+        ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{}",
+        l.status, l.bytes_in, l.bytes_out
+    );
+    push_field(buf, "upstream");
+    match &l.upstream {
+        Some(u) => push_str(buf, u),
+        None => buf.extend_from_slice(b"null"),
+    }
+    let _ = write!(buf, ",\"total_ms\":{:.3}", l.total_ms);
+    match l.upstream_ms {
+        Some(ms) => {
+            let _ = write!(buf, ",\"upstream_ms\":{ms:.3}");
+        }
+        None => buf.extend_from_slice(b",\"upstream_ms\":null"),
+    }
+    push_field(buf, "client_ip");
+    push_str(buf, &l.client_ip.to_string());
+    push_field(buf, "user_agent");
+    match &l.user_agent {
+        Some(h) => push_header(buf, h),
+        None => buf.extend_from_slice(b"null"),
+    }
+    push_field(buf, "error");
+    match l.error {
+        Some(e) => push_str(buf, e),
+        None => buf.extend_from_slice(b"null"),
+    }
+    buf.extend_from_slice(b"}\n");
+}
+
+/// `2026-11-23T13:45:01.123Z`
+fn rfc3339(ts: SystemTime, buf: &mut Vec<u8>) {
+    use std::io::Write as _;
+    let d = ts.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = if month <= 2 { y + 1 } else { y };
+    let _ = write!(
+        buf,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(status: u16) -> LogLine {
+        LogLine {
+            ts: UNIX_EPOCH + Duration::from_millis(1_795_442_701_123),
+            request_id: http::HeaderValue::from_static("abc"),
+            org: Some("acme".into()),
+            route: None,
+            method: http::Method::GET,
+            host: Some(http::HeaderValue::from_static("api.acme.test")),
+            uri: "/users/1?api_key=secret".parse().unwrap(),
+            status,
+            bytes_in: 0,
+            bytes_out: 12,
+            upstream: Some("127.0.0.1:9000".into()),
+            total_ms: 1.5,
+            upstream_ms: Some(1.25),
+            client_ip: "127.0.0.1".parse().unwrap(),
+            user_agent: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn formats_json_without_query() {
+        let mut buf = Vec::new();
+        format_line(&line(200), &mut buf);
+        let text = String::from_utf8(buf).unwrap();
+        assert!(text.ends_with('\n'));
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["ts"], "2026-11-23T14:05:01.123Z");
+        assert_eq!(v["path"], "/users/1");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["route"], serde_json::Value::Null);
+        assert!(!text.contains("secret"));
+    }
+
+    #[test]
+    fn writes_rotates_and_reopens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/traffic.log");
+        let log = TrafficLog::start(TrafficLogSettings {
+            path: path.clone(),
+            max_size: Some(1000),
+            keep: 2,
+            queue: 1024,
+        })
+        .unwrap();
+        for _ in 0..20 {
+            log.log(line(200));
+        }
+        drop(log); // the writer drains the queue and exits
+        for _ in 0..100 {
+            if std::fs::metadata(path.with_extension("log.2")).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let current = std::fs::read_to_string(&path).unwrap();
+        let one = std::fs::read_to_string(path.with_extension("log.1")).unwrap();
+        assert!(current.len() <= 1000 && one.len() <= 1000);
+        assert!(std::fs::metadata(path.with_extension("log.3")).is_err());
+        for l in one.lines().chain(current.lines()) {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            assert_eq!(v["status"], 200);
+        }
+    }
+}

@@ -1,0 +1,174 @@
+//! Config reload: on a change of any config file (watched), on SIGHUP, or when asked.
+//!
+//! The new config is loaded and compiled beside the running one; only a config that passes
+//! every step is swapped in. A rejected config is logged with file, line and reason, and the old
+//! one keeps serving.
+
+use cratopus_config::load_file;
+use cratopus_core::Engine;
+use notify::{RecursiveMode, Watcher};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+pub struct Reloader {
+    engine: Arc<Engine>,
+    path: Option<PathBuf>,
+    lock: Mutex<()>,
+    /// The last reload failure, for the admin API.
+    pub last_error: std::sync::Mutex<Option<String>>,
+}
+
+impl Reloader {
+    pub fn new(engine: Arc<Engine>, path: Option<PathBuf>) -> Reloader {
+        Reloader {
+            engine,
+            path,
+            lock: Mutex::new(()),
+            last_error: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Loads, compiles and swaps in the config from disk. Returns the new version.
+    pub async fn reload(&self) -> Result<u64, String> {
+        let Some(path) = self.path.clone() else {
+            return Err("the gateway runs on its embedded default config; there is no file to reload".into());
+        };
+        let _one_at_a_time = self.lock.lock().await;
+        let prev = self.engine.snapshot();
+        let loaded = tokio::task::spawn_blocking(move || load_file(&path))
+            .await
+            .map_err(|e| e.to_string())?;
+        let result = match loaded {
+            Err(e) => Err(e.to_string()),
+            Ok(cfg) => {
+                if cfg.gateway.listeners != prev.config.gateway.listeners {
+                    tracing::warn!("listener changes take effect at the next restart");
+                }
+                let version = prev.version + 1;
+                match cratopus_core::compile(cfg, Some(&prev), version).await {
+                    Ok(snap) => {
+                        self.engine.swap(snap);
+                        Ok(version)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        match &result {
+            Ok(v) => {
+                tracing::info!(version = v, "config reloaded");
+                if let Ok(mut le) = self.last_error.lock() {
+                    *le = None;
+                }
+            }
+            Err(e) => {
+                tracing::error!(
+                    version = prev.version,
+                    "config rejected, still serving version {}:\n{e}",
+                    prev.version
+                );
+                if let Ok(mut le) = self.last_error.lock() {
+                    *le = Some(e.clone());
+                }
+            }
+        }
+        result
+    }
+
+    /// Reloads on SIGHUP and reopens the traffic log.
+    pub fn on_sighup(self: Arc<Self>) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP");
+            return;
+        };
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reopening the traffic log and reloading");
+                self.engine.snapshot().traffic_log.reopen();
+                if self.path.is_some() {
+                    let _ = self.reload().await;
+                }
+            }
+        });
+    }
+
+    /// Watches the directories of every config file and reloads on a change.
+    pub fn watch_files(self: Arc<Self>) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<PathBuf>(64);
+        let handler = move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res {
+                if matches!(ev.kind, notify::EventKind::Access(_)) {
+                    return;
+                }
+                for p in ev.paths {
+                    let _ = tx.try_send(p);
+                }
+            }
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch config files; reload with SIGHUP");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            let mut watched_dirs: HashSet<PathBuf> = HashSet::new();
+            loop {
+                let (files, dirs) = relevant(&self.engine);
+                for d in dirs.iter().chain(
+                    files
+                        .iter()
+                        .filter_map(|f| f.parent().map(Path::to_path_buf))
+                        .collect::<Vec<_>>()
+                        .iter(),
+                ) {
+                    let d = if d.as_os_str().is_empty() {
+                        PathBuf::from(".")
+                    } else {
+                        d.clone()
+                    };
+                    if watched_dirs.insert(d.clone())
+                        && let Err(e) = watcher.watch(&d, RecursiveMode::NonRecursive) {
+                            tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory");
+                        }
+                }
+                // Wait for a change to a file we read or a YAML file in a glob's directory.
+                let mut changed = false;
+                while !changed {
+                    let Some(p) = rx.recv().await else { return };
+                    changed = is_relevant(&p, &files, &dirs);
+                }
+                // Editors write in several steps: let them finish.
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                while rx.try_recv().is_ok() {}
+                let _ = self.reload().await;
+            }
+        });
+    }
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+fn relevant(engine: &Engine) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let snap = engine.snapshot();
+    let files = snap.config.files.iter().map(|f| canonical(f)).collect();
+    let dirs = snap.config.watch_dirs.iter().map(|d| canonical(d)).collect();
+    (files, dirs)
+}
+
+fn is_relevant(p: &Path, files: &[PathBuf], dirs: &[PathBuf]) -> bool {
+    let name_ok = p.extension().is_some_and(|e| e == "yaml" || e == "yml");
+    let parent = p.parent().map(canonical);
+    let full = parent
+        .as_ref()
+        .and_then(|d| p.file_name().map(|n| d.join(n)))
+        .unwrap_or_else(|| p.to_path_buf());
+    files.contains(&full) || (name_ok && parent.is_some_and(|d| dirs.contains(&d)))
+}

@@ -1,0 +1,70 @@
+//! Active health checks: an HTTP request (expected status) or a TCP connect per target, every
+//! interval, on a fresh connection so that a check sees what a new request would see.
+
+use crate::pool::UpstreamPool;
+use crate::target::{Target, TargetKind};
+use bytes::Bytes;
+use cratopus_config::{HealthCheckConfig, HealthCheckKind};
+use http_body_util::Empty;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+
+/// Checks every target of `pool` once, concurrently, and records the results.
+pub async fn check_all(pool: &Arc<UpstreamPool>, hc: &HealthCheckConfig) {
+    let targets = pool.targets().targets.clone();
+    let mut set = tokio::task::JoinSet::new();
+    for t in targets {
+        if matches!(t.kind, TargetKind::Mirror) {
+            continue;
+        }
+        let hc = hc.clone();
+        let name = pool.name.clone();
+        set.spawn(async move {
+            let result = tokio::time::timeout(hc.timeout.0, check(&t, &hc)).await;
+            let ok = matches!(result, Ok(Ok(())));
+            if let Some(now) = t.record_check(ok, hc.healthy_threshold, hc.unhealthy_threshold) {
+                if now {
+                    tracing::info!(upstream = %name, target = %t.label, "target is healthy again");
+                } else {
+                    let why = match result {
+                        Ok(Err(e)) => e,
+                        Ok(Ok(())) => String::new(),
+                        Err(_) => format!("no answer within {:?}", hc.timeout.0),
+                    };
+                    tracing::warn!(upstream = %name, target = %t.label, reason = %why, "target is unhealthy, taken out");
+                }
+            }
+        });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+async fn check(t: &Target, hc: &HealthCheckConfig) -> Result<(), String> {
+    let TargetKind::Http { addr, authority } = &t.kind else {
+        return Ok(());
+    };
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    if hc.kind == HealthCheckKind::Tcp {
+        return Ok(());
+    }
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(hc.path.as_str())
+        .header(http::header::HOST, authority.as_str())
+        .header(http::header::USER_AGENT, "cratopus-health-check")
+        .header(http::header::CONNECTION, "close")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let res = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+    conn.abort();
+    let status = res.status().as_u16();
+    let ok = match hc.expect_status {
+        Some(s) => status == s,
+        None => (200..300).contains(&status),
+    };
+    if ok { Ok(()) } else { Err(format!("status {status}")) }
+}

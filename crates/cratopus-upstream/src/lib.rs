@@ -1,0 +1,15 @@
+//! Upstream pools: the targets of an upstream (one per resolved address), how one is chosen
+//! for a request ([`balancer`]), and the background work that keeps the set current: DNS
+//! re-resolution and active health checks ([`health`]).
+//!
+//! A pool outlives config reloads when its upstream's config did not change, so health state
+//! and in-flight counts carry over. Its background task holds only a `Weak` reference and ends
+//! when the last snapshot using the pool is gone.
+
+pub mod balancer;
+pub mod health;
+pub mod pool;
+pub mod target;
+
+pub use pool::{TargetSet, UpstreamPool};
+pub use target::{InflightGuard, Target, TargetKind};

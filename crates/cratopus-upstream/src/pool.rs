@@ -1,0 +1,286 @@
+//! An upstream pool: its current target set and the task that keeps it current.
+
+use crate::balancer::{self, Tables};
+use crate::health;
+use crate::target::{Target, TargetKind};
+use arc_swap::ArcSwap;
+use cratopus_config::validate::split_host_port;
+use cratopus_config::{HashOn, UpstreamConfig};
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// The targets of a pool at one moment, with the balancer tables built for them.
+#[derive(Debug)]
+pub struct TargetSet {
+    pub targets: Vec<Arc<Target>>,
+    tables: Tables,
+}
+
+/// One configured target URL: either a fixed address, a name to resolve, or the mirror.
+#[derive(Debug, Clone)]
+enum Endpoint {
+    Mirror {
+        weight: u32,
+    },
+    Http {
+        host: String,
+        port: u16,
+        authority: http::uri::Authority,
+        weight: u32,
+    },
+}
+
+#[derive(Debug)]
+pub struct UpstreamPool {
+    pub name: Arc<str>,
+    pub config: UpstreamConfig,
+    endpoints: Vec<Endpoint>,
+    set: ArcSwap<TargetSet>,
+    counter: AtomicUsize,
+}
+
+impl UpstreamPool {
+    /// Builds the pool, resolving host names once. A name that does not resolve yet leaves its
+    /// targets out (and is retried every `dns_refresh`); it does not fail the config.
+    pub async fn new(name: &str, config: UpstreamConfig) -> Result<Arc<UpstreamPool>, String> {
+        let mut endpoints = Vec::new();
+        for t in &config.targets {
+            endpoints.push(parse_endpoint(&t.url, t.weight)?);
+        }
+        let pool = Arc::new(UpstreamPool {
+            name: name.into(),
+            endpoints,
+            set: ArcSwap::from_pointee(TargetSet {
+                targets: Vec::new(),
+                tables: Tables::default(),
+            }),
+            counter: AtomicUsize::new(0),
+            config,
+        });
+        pool.refresh().await;
+        Ok(pool)
+    }
+
+    /// The current targets.
+    pub fn targets(&self) -> arc_swap::Guard<Arc<TargetSet>> {
+        self.set.load()
+    }
+
+    /// A healthy target for a request; `hash` is the request's key for `consistent_hash`.
+    pub fn pick(&self, hash: Option<u64>) -> Option<Arc<Target>> {
+        let set = self.set.load();
+        let i = balancer::pick(self.config.balance, &set.targets, &set.tables, &self.counter, hash)?;
+        Some(set.targets[i].clone())
+    }
+
+    pub fn hash_on(&self) -> Option<&HashOn> {
+        self.config.hash_on.as_ref()
+    }
+
+    /// Whether any target name must be resolved again from time to time.
+    fn has_names(&self) -> bool {
+        self.endpoints
+            .iter()
+            .any(|e| matches!(e, Endpoint::Http { host, .. } if host.parse::<std::net::IpAddr>().is_err()))
+    }
+
+    /// Resolves every endpoint and swaps in the new set, keeping the `Target` (and so its health
+    /// and load) of every address that is still there.
+    async fn refresh(&self) {
+        let old = self.set.load_full();
+        let mut targets: Vec<Arc<Target>> = Vec::new();
+        for e in &self.endpoints {
+            match e {
+                Endpoint::Mirror { weight } => {
+                    let kind = TargetKind::Mirror;
+                    targets.push(reuse(&old, &kind).unwrap_or_else(|| Arc::new(Target::new(kind, *weight))));
+                }
+                Endpoint::Http {
+                    host,
+                    port,
+                    authority,
+                    weight,
+                } => {
+                    let addrs: Vec<SocketAddr> = match host.parse::<std::net::IpAddr>() {
+                        Ok(ip) => vec![SocketAddr::new(ip, *port)],
+                        Err(_) => match tokio::net::lookup_host((host.as_str(), *port)).await {
+                            Ok(a) => a.collect(),
+                            Err(err) => {
+                                tracing::warn!(upstream = %self.name, host = %host, error = %err, "target name does not resolve");
+                                // Keep the addresses we had for this name rather than none.
+                                old.targets
+                                    .iter()
+                                    .filter_map(|t| match &t.kind {
+                                        TargetKind::Http { addr, authority: a } if a == authority => Some(*addr),
+                                        _ => None,
+                                    })
+                                    .collect()
+                            }
+                        },
+                    };
+                    for addr in addrs {
+                        if targets
+                            .iter()
+                            .any(|t| matches!(&t.kind, TargetKind::Http { addr: a, .. } if *a == addr))
+                        {
+                            continue;
+                        }
+                        let kind = TargetKind::Http {
+                            addr,
+                            authority: authority.clone(),
+                        };
+                        targets.push(reuse(&old, &kind).unwrap_or_else(|| Arc::new(Target::new(kind, *weight))));
+                    }
+                }
+            }
+        }
+        let same =
+            targets.len() == old.targets.len() && targets.iter().zip(&old.targets).all(|(a, b)| Arc::ptr_eq(a, b));
+        if !same {
+            if !old.targets.is_empty() {
+                tracing::info!(upstream = %self.name, targets = targets.len(), "upstream targets changed");
+            }
+            let tables = Tables::build(&targets, self.config.balance);
+            self.set.store(Arc::new(TargetSet { targets, tables }));
+        }
+    }
+
+    /// Starts DNS refresh and health checking, if configured. The task ends with the pool.
+    pub fn start(self: &Arc<Self>) {
+        let needs_dns = self.has_names();
+        let hc = self.config.health_check.clone();
+        if !needs_dns && hc.is_none() {
+            return;
+        }
+        let weak: Weak<UpstreamPool> = Arc::downgrade(self);
+        let dns_every = self.config.dns_refresh.0.max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            let mut next_dns = tokio::time::Instant::now() + dns_every;
+            loop {
+                let Some(pool) = weak.upgrade() else { return };
+                if needs_dns && tokio::time::Instant::now() >= next_dns {
+                    pool.refresh().await;
+                    next_dns = tokio::time::Instant::now() + dns_every;
+                }
+                let wait = match &hc {
+                    Some(hc) => {
+                        health::check_all(&pool, hc).await;
+                        hc.interval.0
+                    }
+                    None => dns_every,
+                };
+                drop(pool);
+                tokio::time::sleep(wait).await;
+            }
+        });
+    }
+}
+
+fn reuse(old: &TargetSet, kind: &TargetKind) -> Option<Arc<Target>> {
+    old.targets.iter().find(|t| &t.kind == kind).cloned()
+}
+
+fn parse_endpoint(url: &str, weight: u32) -> Result<Endpoint, String> {
+    if url == "mirror://" || url == "mirror" {
+        return Ok(Endpoint::Mirror { weight });
+    }
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("target `{url}` must start with http:// or be mirror://"))?
+        .trim_end_matches('/');
+    let (host, port) = if rest.ends_with(']') || !rest.contains(':') {
+        (rest, 80)
+    } else {
+        split_host_port(rest).ok_or_else(|| format!("target `{url}` has an invalid port"))?
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let authority = rest
+        .parse()
+        .map_err(|_| format!("target `{url}` is not a valid host:port"))?;
+    Ok(Endpoint::Http {
+        host,
+        port,
+        authority,
+        weight,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cratopus_config::{Balance, TargetConfig};
+
+    fn config(urls: &[&str]) -> UpstreamConfig {
+        let yaml = format!(
+            "targets: [{}]",
+            urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(",")
+        );
+        let mut c: UpstreamConfig = serde_saphyr_free(&yaml);
+        c.balance = Balance::RoundRobin;
+        c
+    }
+
+    fn serde_saphyr_free(_: &str) -> UpstreamConfig {
+        // Built by hand: this crate does not parse YAML.
+        UpstreamConfig {
+            targets: Vec::new(),
+            balance: Balance::RoundRobin,
+            hash_on: None,
+            health_check: None,
+            timeouts: Default::default(),
+            protocol: Default::default(),
+            dns_refresh: cratopus_config::Dur::secs(30),
+            preserve_host: false,
+            max_idle_per_target: 8,
+        }
+    }
+
+    #[tokio::test]
+    async fn resolves_names_into_targets() {
+        let mut c = config(&[]);
+        c.targets = vec![
+            TargetConfig {
+                url: "http://localhost:8080".into(),
+                weight: 1,
+            },
+            TargetConfig {
+                url: "http://127.0.0.1:9000".into(),
+                weight: 2,
+            },
+            TargetConfig {
+                url: "mirror://".into(),
+                weight: 1,
+            },
+        ];
+        let pool = UpstreamPool::new("u", c).await.unwrap();
+        let set = pool.targets();
+        let labels: Vec<&str> = set.targets.iter().map(|t| &*t.label).collect();
+        assert!(labels.contains(&"127.0.0.1:8080"), "{labels:?}");
+        assert!(labels.contains(&"127.0.0.1:9000"));
+        assert!(labels.contains(&"mirror"));
+        // A refresh keeps the same Target objects.
+        let before = set.targets[0].clone();
+        drop(set);
+        pool.refresh().await;
+        assert!(Arc::ptr_eq(&before, &pool.targets().targets[0]));
+    }
+
+    #[test]
+    fn endpoints() {
+        assert!(matches!(
+            parse_endpoint("http://a:81", 1),
+            Ok(Endpoint::Http { port: 81, .. })
+        ));
+        assert!(matches!(
+            parse_endpoint("http://a", 1),
+            Ok(Endpoint::Http { port: 80, .. })
+        ));
+        assert!(matches!(
+            parse_endpoint("http://[::1]:82", 1),
+            Ok(Endpoint::Http { port: 82, .. })
+        ));
+        assert!(parse_endpoint("https://a", 1).is_err());
+    }
+}

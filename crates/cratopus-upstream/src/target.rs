@@ -1,0 +1,122 @@
+//! One target: an address requests can go to, with its health and load.
+
+use http::uri::Authority;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetKind {
+    /// An HTTP server. `authority` is the configured `host:port`, sent as Host unless the
+    /// upstream preserves the client's.
+    Http { addr: SocketAddr, authority: Authority },
+    /// The built-in echo service, answered in process.
+    Mirror,
+}
+
+#[derive(Debug)]
+pub struct Target {
+    pub kind: TargetKind,
+    /// `10.0.0.1:8080` or `mirror`: the name in logs and metrics.
+    pub label: Arc<str>,
+    pub weight: u32,
+    /// `ip:port` as a URI authority: where the upstream client connects.
+    pub connect_authority: Option<Authority>,
+    healthy: AtomicBool,
+    inflight: AtomicUsize,
+    successes: AtomicU32,
+    failures: AtomicU32,
+}
+
+impl Target {
+    pub fn new(kind: TargetKind, weight: u32) -> Target {
+        let label: Arc<str> = match &kind {
+            TargetKind::Http { addr, .. } => addr.to_string().into(),
+            TargetKind::Mirror => "mirror".into(),
+        };
+        let connect_authority = match &kind {
+            TargetKind::Http { addr, .. } => addr.to_string().parse().ok(),
+            TargetKind::Mirror => None,
+        };
+        Target {
+            kind,
+            label,
+            connect_authority,
+            weight: weight.max(1),
+            healthy: AtomicBool::new(true),
+            inflight: AtomicUsize::new(0),
+            successes: AtomicU32::new(0),
+            failures: AtomicU32::new(0),
+        }
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request against this target until the guard drops.
+    pub fn begin(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        InflightGuard(self.clone())
+    }
+
+    /// Records one health-check result; returns `Some(new_state)` when the state flips.
+    pub fn record_check(&self, ok: bool, healthy_after: u32, unhealthy_after: u32) -> Option<bool> {
+        if ok {
+            self.failures.store(0, Ordering::Relaxed);
+            let n = self.successes.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            if !self.is_healthy() && n >= healthy_after {
+                self.healthy.store(true, Ordering::Relaxed);
+                return Some(true);
+            }
+        } else {
+            self.successes.store(0, Ordering::Relaxed);
+            let n = self.failures.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+            if self.is_healthy() && n >= unhealthy_after {
+                self.healthy.store(false, Ordering::Relaxed);
+                return Some(false);
+            }
+        }
+        None
+    }
+}
+
+/// Holds one in-flight count on a target.
+#[derive(Debug)]
+pub struct InflightGuard(Arc<Target>);
+
+impl InflightGuard {
+    pub fn target(&self) -> &Arc<Target> {
+        &self.0
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_flip_state() {
+        let t = Target::new(TargetKind::Mirror, 1);
+        assert_eq!(t.record_check(false, 2, 3), None);
+        assert_eq!(t.record_check(false, 2, 3), None);
+        assert_eq!(t.record_check(true, 2, 3), None); // resets the failure run
+        assert_eq!(t.record_check(false, 2, 3), None);
+        assert_eq!(t.record_check(false, 2, 3), None);
+        assert_eq!(t.record_check(false, 2, 3), Some(false));
+        assert!(!t.is_healthy());
+        assert_eq!(t.record_check(true, 2, 3), None);
+        assert_eq!(t.record_check(true, 2, 3), Some(true));
+        assert!(t.is_healthy());
+    }
+}
