@@ -41,9 +41,10 @@ fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigE
     serde_saphyr::from_str_with_options::<T>(&text, options).map_err(|e| {
         let mut err = ConfigError::new(file, yaml_message(&e));
         if let Some(loc) = e.location()
-            && loc.line() > 0 {
-                err = err.with_position(loc.line() as u32, loc.column().max(1) as u32);
-            }
+            && loc.line() > 0
+        {
+            err = err.with_position(loc.line() as u32, loc.column().max(1) as u32);
+        }
         ConfigErrors::one(err)
     })
 }

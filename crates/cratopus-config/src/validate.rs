@@ -37,9 +37,10 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
         errors.push(ConfigError::new(file, "`workers` must be at least 1"));
     }
     if let Some(t) = &gw.traffic_log
-        && t.queue == 0 {
-            errors.push(ConfigError::new(file, "traffic_log.queue must be at least 1"));
-        }
+        && t.queue == 0
+    {
+        errors.push(ConfigError::new(file, "traffic_log.queue must be at least 1"));
+    }
 
     let mut org_names: HashMap<&str, &Path> = HashMap::new();
     let mut domains: HashMap<String, &str> = HashMap::new();
@@ -117,28 +118,31 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
                 }
             }
             if let Some(p) = &r.strip_prefix
-                && !p.value.starts_with('/') {
-                    errors.push(ConfigError::at(f, &p.referenced, "strip_prefix must start with `/`"));
-                }
+                && !p.value.starts_with('/')
+            {
+                errors.push(ConfigError::at(f, &p.referenced, "strip_prefix must start with `/`"));
+            }
             if let Some(p) = &r.rewrite
-                && !p.value.starts_with('/') {
-                    errors.push(ConfigError::at(f, &p.referenced, "rewrite must start with `/`"));
-                }
+                && !p.value.starts_with('/')
+            {
+                errors.push(ConfigError::at(f, &p.referenced, "rewrite must start with `/`"));
+            }
         }
     }
     if let Some(d) = &gw.default_organization
-        && !org_names.contains_key(d.value.as_str()) {
-            let known: Vec<&str> = org_names.keys().copied().collect();
-            errors.push(ConfigError::at(
-                file,
-                &d.referenced,
-                format!(
-                    "default_organization `{}` is not defined{}",
-                    d.value,
-                    hint(&d.value, &known)
-                ),
-            ));
-        }
+        && !org_names.contains_key(d.value.as_str())
+    {
+        let known: Vec<&str> = org_names.keys().copied().collect();
+        errors.push(ConfigError::at(
+            file,
+            &d.referenced,
+            format!(
+                "default_organization `{}` is not defined{}",
+                d.value,
+                hint(&d.value, &known)
+            ),
+        ));
+    }
     if errors.is_empty() {
         Ok(())
     } else {
@@ -166,12 +170,13 @@ fn check_health(f: &Path, uname: &str, hc: &HealthCheckConfig, errors: &mut Vec<
         ));
     }
     if let Some(s) = hc.expect_status
-        && !(100..=599).contains(&s) {
-            errors.push(ConfigError::new(
-                f,
-                format!("upstream `{uname}`: expect_status {s} is not an HTTP status"),
-            ));
-        }
+        && !(100..=599).contains(&s)
+    {
+        errors.push(ConfigError::new(
+            f,
+            format!("upstream `{uname}`: expect_status {s} is not an HTTP status"),
+        ));
+    }
 }
 
 /// `host:port` split for names that are not socket addresses (`localhost:8080`).
@@ -221,7 +226,9 @@ fn check_domain(d: &str) -> Result<(), String> {
 
 /// Method tokens per RFC 9110: visible ASCII without separators.
 pub fn is_http_method(m: &str) -> bool {
-    !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+    !m.is_empty()
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// `, did you mean `x`?` for the closest known name, if any is close.

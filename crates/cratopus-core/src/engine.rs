@@ -304,9 +304,10 @@ fn classify(e: &hyper_util::client::legacy::Error) -> GatewayError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
     while let Some(s) = source {
         if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut {
-                return GatewayError::UpstreamTimeout;
-            }
+            && io.kind() == std::io::ErrorKind::TimedOut
+        {
+            return GatewayError::UpstreamTimeout;
+        }
         source = s.source();
     }
     if e.is_connect() {

@@ -27,16 +27,17 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
 /// Removes hop-by-hop headers, including the ones the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if let Some(conn) = headers.get(&header::CONNECTION)
-        && let Ok(list) = conn.to_str() {
-            let named: Vec<HeaderName> = list
-                .split(',')
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-                .filter(|n| *n != header::CONNECTION)
-                .collect();
-            for n in named {
-                headers.remove(n);
-            }
+        && let Ok(list) = conn.to_str()
+    {
+        let named: Vec<HeaderName> = list
+            .split(',')
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| *n != header::CONNECTION)
+            .collect();
+        for n in named {
+            headers.remove(n);
         }
+    }
     for h in HOP_BY_HOP {
         if headers.contains_key(h) {
             headers.remove(h);

@@ -242,13 +242,14 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                         let known = pattern_params(&pattern);
                         for s in &segs {
                             if let Segment::Param(p) = s
-                                && !known.contains(p) {
-                                    errors.push(ConfigError::at(
-                                        f,
-                                        &t.referenced,
-                                        format!("rewrite uses `{{{p}}}`, which path `{pattern}` does not capture"),
-                                    ));
-                                }
+                                && !known.contains(p)
+                            {
+                                errors.push(ConfigError::at(
+                                    f,
+                                    &t.referenced,
+                                    format!("rewrite uses `{{{p}}}`, which path `{pattern}` does not capture"),
+                                ));
+                            }
                         }
                         Some(segs)
                     }
@@ -282,14 +283,16 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
             }
             // `/api/{*rest}` also answers `/api` and `/api/`.
             if let Some(i) = pattern.rfind("/{*")
-                && pattern.ends_with('}') && !pattern[i + 3..].contains('/') {
-                    let base = &pattern[..i];
-                    let with_slash = format!("{base}/");
-                    if !base.is_empty() {
-                        implicit.push((base.to_string(), route.clone(), methods.clone()));
-                    }
-                    implicit.push((with_slash, route.clone(), methods.clone()));
+                && pattern.ends_with('}')
+                && !pattern[i + 3..].contains('/')
+            {
+                let base = &pattern[..i];
+                let with_slash = format!("{base}/");
+                if !base.is_empty() {
+                    implicit.push((base.to_string(), route.clone(), methods.clone()));
                 }
+                implicit.push((with_slash, route.clone(), methods.clone()));
+            }
         }
         for (pattern, route, methods) in implicit {
             // Explicit routes win; an implicit one only fills methods nobody else answers.

@@ -91,9 +91,10 @@ impl TrafficLog {
     /// Queues `line`; never blocks. A full queue drops the line and counts it.
     pub fn log(&self, line: LogLine) {
         if let Some(tx) = &self.tx
-            && let Err(TrySendError::Full(_)) = tx.try_send(Msg::Line(Box::new(line))) {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+            && let Err(TrySendError::Full(_)) = tx.try_send(Msg::Line(Box::new(line)))
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -143,9 +144,10 @@ impl Sink {
             let _ = out.flush();
         }
         if let Some(dir) = self.path.parent()
-            && !dir.as_os_str().is_empty() {
-                std::fs::create_dir_all(dir)?;
-            }
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)?;
+        }
         let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
         self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
         self.out = Some(BufWriter::with_capacity(64 * 1024, file));
@@ -179,9 +181,11 @@ impl Sink {
             return io::stdout().lock().write_all(buf);
         }
         if let Some(max) = self.max_size
-            && self.size > 0 && self.size + buf.len() as u64 > max {
-                self.rotate()?;
-            }
+            && self.size > 0
+            && self.size + buf.len() as u64 > max
+        {
+            self.rotate()?;
+        }
         if self.out.is_none() {
             self.reopen()?;
         }

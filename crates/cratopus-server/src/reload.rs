@@ -133,9 +133,10 @@ impl Reloader {
                         d.clone()
                     };
                     if watched_dirs.insert(d.clone())
-                        && let Err(e) = watcher.watch(&d, RecursiveMode::NonRecursive) {
-                            tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory");
-                        }
+                        && let Err(e) = watcher.watch(&d, RecursiveMode::NonRecursive)
+                    {
+                        tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory");
+                    }
                 }
                 // Wait for a change to a file we read or a YAML file in a glob's directory.
                 let mut changed = false;
