@@ -77,15 +77,13 @@ pub struct Limits {
     /// Most header fields in a request; more gets 431.
     #[serde(default = "default_max_headers")]
     pub max_headers: usize,
-    /// Time a client has to send a complete request head (slowloris guard); then 408.
+    /// Time a client has to send a complete request head (slowloris guard); then 408. It also
+    /// bounds how long an idle keep-alive connection stays open between requests.
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout: Dur,
     /// Largest request body on any route unless the route sets its own; larger gets 413.
     #[serde(default)]
     pub max_body_bytes: Option<ByteSize>,
-    /// Idle keep-alive connections from clients are closed after this long.
-    #[serde(default = "default_client_idle_timeout")]
-    pub client_idle_timeout: Dur,
 }
 
 impl Default for Limits {
@@ -95,7 +93,6 @@ impl Default for Limits {
             max_headers: default_max_headers(),
             header_read_timeout: default_header_read_timeout(),
             max_body_bytes: None,
-            client_idle_timeout: default_client_idle_timeout(),
         }
     }
 }
@@ -107,9 +104,6 @@ fn default_max_headers() -> usize {
 }
 fn default_header_read_timeout() -> Dur {
     Dur::secs(10)
-}
-fn default_client_idle_timeout() -> Dur {
-    Dur::secs(75)
 }
 
 /// The traffic log: one JSON line per request.

@@ -141,9 +141,7 @@ impl Engine {
         // Match: Host → organization → route.
         let host = host_str(&req);
         let org = snap
-            .hosts
-            .lookup(host)
-            .and_then(|i| snap.orgs.get(i))
+            .org_for_host(host)
             .ok_or_else(|| GatewayError::UnknownHost(host.to_string()))?;
         learned.org = Some(org.name.clone());
 
@@ -194,6 +192,21 @@ impl Engine {
         let (body, stats) = RequestBody::new(body, route.max_body);
         *stats_out = stats.clone();
 
+        // Headers as every target sees them, the mirror included.
+        let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            let authority = parts.uri.authority()?;
+            HeaderValue::from_str(authority.as_str()).ok()
+        });
+        forward::strip_hop_by_hop(&mut parts.headers);
+        parts.headers.remove(header::EXPECT); // hyper answered it when the body was first read
+        forward::set_forwarded(
+            &mut parts.headers,
+            conn.peer.ip(),
+            conn.scheme,
+            client_host.as_ref(),
+            request_id,
+        );
+
         if matches!(target.kind, TargetKind::Mirror) {
             if let Some(p) = new_path {
                 parts.uri = Uri::from(p);
@@ -207,7 +220,7 @@ impl Engine {
             return Ok((res.map(ResponseBody::full), Some(guard)));
         }
 
-        let req = upstream_request(&route, &target, parts, body, new_path, conn, request_id)?;
+        let req = upstream_request(&route, &target, parts, body, new_path, client_host)?;
         let started = Instant::now();
         let result = tokio::time::timeout(route.timeout, upstream.client.request(req)).await;
         learned.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
@@ -253,19 +266,12 @@ fn upstream_request(
     mut parts: http::request::Parts,
     body: RequestBody,
     new_path: Option<http::uri::PathAndQuery>,
-    conn: &ConnInfo,
-    request_id: &HeaderValue,
+    client_host: Option<HeaderValue>,
 ) -> Result<Request<RequestBody>, GatewayError> {
     let TargetKind::Http { authority, .. } = &target.kind else {
         return Err(GatewayError::UpstreamFailed);
     };
     let upstream = &route.upstream;
-    let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
     let path = new_path.or_else(|| parts.uri.path_and_query().cloned());
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(Scheme::HTTP);
@@ -273,15 +279,6 @@ fn upstream_request(
     uri.path_and_query = path;
     parts.uri = Uri::from_parts(uri).map_err(|_| GatewayError::BadRequest("invalid request target".into()))?;
 
-    forward::strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(header::EXPECT); // the gateway answered it already
-    forward::set_forwarded(
-        &mut parts.headers,
-        conn.peer.ip(),
-        conn.scheme,
-        client_host.as_ref(),
-        request_id,
-    );
     if upstream.h2c {
         parts.version = Version::HTTP_2;
         parts.headers.remove(header::HOST);

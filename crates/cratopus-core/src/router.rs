@@ -11,8 +11,8 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct HostTable {
     exact: HashMap<Box<str>, usize>,
-    /// (".acme.test", org), longest suffix first.
-    wildcards: Vec<(Box<str>, usize)>,
+    /// ".acme.test" → org, for `*.acme.test`.
+    wildcards: HashMap<Box<str>, usize>,
     default: Option<usize>,
 }
 
@@ -28,8 +28,7 @@ impl HostTable {
     pub fn insert(&mut self, domain: &str, org: usize) {
         match domain.strip_prefix('*') {
             Some(suffix) => {
-                self.wildcards.push((suffix.into(), org));
-                self.wildcards.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
+                self.wildcards.insert(suffix.into(), org);
             }
             None => {
                 self.exact.insert(domain.into(), org);
@@ -51,11 +50,15 @@ impl HostTable {
         if let Some(&o) = self.exact.get(name) {
             return Some(o);
         }
-        self.wildcards
-            .iter()
-            .find(|(suffix, _)| name.len() > suffix.len() && name.ends_with(&**suffix))
-            .map(|(_, o)| *o)
-            .or(self.default)
+        // Each dot starts a candidate suffix; the first one found is the longest.
+        if !self.wildcards.is_empty() {
+            for (i, _) in name.match_indices('.').filter(|(i, _)| *i > 0) {
+                if let Some(&o) = self.wildcards.get(&name[i..]) {
+                    return Some(o);
+                }
+            }
+        }
+        self.default
     }
 }
 

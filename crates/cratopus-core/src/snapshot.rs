@@ -78,6 +78,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The organization serving `host` (a Host header value; port and case ignored).
+    pub fn org_for_host(&self, host: &str) -> Option<&Org> {
+        self.hosts.lookup(host).and_then(|i| self.orgs.get(i))
+    }
+
     /// The upstreams of this snapshot: (organization, name) → upstream.
     pub fn upstreams(&self) -> impl Iterator<Item = (&(Arc<str>, String), &Arc<Upstream>)> {
         self.upstreams.iter()

@@ -212,20 +212,9 @@ mod tests {
     use super::*;
     use cratopus_config::{Balance, TargetConfig};
 
-    fn config(urls: &[&str]) -> UpstreamConfig {
-        let yaml = format!(
-            "targets: [{}]",
-            urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(",")
-        );
-        let mut c: UpstreamConfig = serde_saphyr_free(&yaml);
-        c.balance = Balance::RoundRobin;
-        c
-    }
-
-    fn serde_saphyr_free(_: &str) -> UpstreamConfig {
-        // Built by hand: this crate does not parse YAML.
+    fn config(targets: Vec<TargetConfig>) -> UpstreamConfig {
         UpstreamConfig {
-            targets: Vec::new(),
+            targets,
             balance: Balance::RoundRobin,
             hash_on: None,
             health_check: None,
@@ -239,8 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn resolves_names_into_targets() {
-        let mut c = config(&[]);
-        c.targets = vec![
+        let c = config(vec![
             TargetConfig {
                 url: "http://localhost:8080".into(),
                 weight: 1,
@@ -253,7 +241,7 @@ mod tests {
                 url: "mirror://".into(),
                 weight: 1,
             },
-        ];
+        ]);
         let pool = UpstreamPool::new("u", c).await.unwrap();
         let set = pool.targets();
         let labels: Vec<&str> = set.targets.iter().map(|t| &*t.label).collect();
