@@ -89,11 +89,17 @@ pub fn set_forwarded(
     host: Option<&HeaderValue>,
     request_id: &HeaderValue,
 ) {
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {client}")),
-        None => HeaderValue::from_str(&client.to_string()),
-    };
-    if let Ok(v) = xff {
+    // Earlier proxies' addresses may come in several header lines: keep them all, in order.
+    let mut chain = String::new();
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        if let Ok(v) = v.to_str() {
+            chain.push_str(v);
+            chain.push_str(", ");
+        }
+    }
+    use std::fmt::Write as _;
+    let _ = write!(chain, "{client}");
+    if let Ok(v) = HeaderValue::from_str(&chain) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
@@ -103,7 +109,7 @@ pub fn set_forwarded(
     headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 }
 
-/// The client's request id if it sent a sane one, or a new random one (32 hex digits).
+/// The client's request id if it sent a sane one, or a new random one.
 pub fn request_id(headers: &HeaderMap) -> HeaderValue {
     if let Some(v) = headers.get(&X_REQUEST_ID) {
         let b = v.as_bytes();
@@ -111,6 +117,11 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
             return v.clone();
         }
     }
+    new_request_id()
+}
+
+/// A new random request id: 32 hex digits (128 bits).
+pub fn new_request_id() -> HeaderValue {
     let n = fastrand::u128(..);
     let mut buf = [0u8; 32];
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -169,6 +180,18 @@ mod tests {
             &HeaderValue::from_static("id"),
         );
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("10.0.0.1"));
+        h.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("10.0.0.2, 10.0.0.3"));
+        set_forwarded(
+            &mut h,
+            "127.0.0.1".parse().unwrap(),
+            "http",
+            None,
+            &HeaderValue::from_static("id"),
+        );
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
     }
 }

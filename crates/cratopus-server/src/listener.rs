@@ -130,10 +130,17 @@ pub async fn serve(
         let builder = builder.clone();
         let mut stop = stop.clone();
         let guard = tracker.enter();
+        let opts_header_timeout = opts.header_read_timeout;
         tokio::spawn(async move {
             let _guard = guard;
-            let io = ConnIo::new(stream);
-            let shared = io.0.clone();
+            // hyper starts its header timer only once it knows the protocol, which takes a first
+            // byte: a client that connects and sends nothing would otherwise hold the socket.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(opts_header_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let (io, state) = ConnIo::new(stream);
             let info = ConnInfo { peer, scheme: "http" };
             let svc = service_fn(move |req| {
                 let engine = engine.clone();
@@ -150,36 +157,13 @@ pub async fn serve(
             };
             if let Err(e) = result {
                 let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
-                if timed_out && shared.partial.load(Ordering::Relaxed) {
-                    request_timeout(&shared.stream).await;
+                if timed_out && state.is_partial() {
+                    // Written by the IO as the connection drops, just below.
+                    state.request_timeout();
                 } else {
                     tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                 }
             }
         });
     }
-}
-
-/// Tells a client that sent part of a request head too slowly that time is up.
-async fn request_timeout(stream: &tokio::net::TcpStream) {
-    const BODY: &str = "{\"error\":{\"status\":408,\"code\":\"request_timeout\",\"message\":\"the request head did not arrive in time\",\"request_id\":\"\"}}\n";
-    let msg = format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
-        BODY.len()
-    );
-    let mut buf = msg.as_bytes();
-    let write = async {
-        while !buf.is_empty() {
-            if stream.writable().await.is_err() {
-                return;
-            }
-            match stream.try_write(buf) {
-                Ok(n) => buf = &buf[n..],
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                Err(_) => return,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
-    let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
 }

@@ -72,10 +72,10 @@ impl Gateway {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.contains("listening") {
-                        if let Some(a) = field(&line, "addr").and_then(|a| a.parse().ok()) {
-                            let _ = tx.send(a);
-                        }
+                    if line.contains("listening")
+                        && let Some(a) = field(&line, "addr").and_then(|a| a.parse().ok())
+                    {
+                        let _ = tx.send(a);
                     }
                     if std::env::var_os("GATEWAY_LOG").is_some() {
                         eprintln!("[gateway] {line}");
