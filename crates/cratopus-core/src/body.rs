@@ -5,6 +5,7 @@
 //! client receives, from the upstream or from the gateway itself; when it ends (or the client
 //! goes away) it writes the request's traffic-log line and releases the target's in-flight count.
 
+use crate::conn_pool::PoolReturn;
 use bytes::Bytes;
 use cratopus_observe::{LogLine, TrafficLog};
 use cratopus_upstream::InflightGuard;
@@ -102,6 +103,8 @@ pub struct PendingLog {
 
 pub struct ResponseBody {
     kind: Kind,
+    /// The upstream connection, handed back to its pool when the body has been read whole.
+    conn: Option<PoolReturn>,
     sent: u64,
     pending: Option<Box<PendingLog>>,
     _inflight: Option<InflightGuard>,
@@ -111,15 +114,18 @@ impl ResponseBody {
     pub fn full(bytes: Bytes) -> ResponseBody {
         ResponseBody {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
+            conn: None,
             sent: 0,
             pending: None,
             _inflight: None,
         }
     }
 
-    pub fn upstream(body: Incoming) -> ResponseBody {
+    /// The upstream's body; `conn` goes back to the pool once the body ends.
+    pub fn upstream(body: Incoming, conn: Option<PoolReturn>) -> ResponseBody {
         ResponseBody {
             kind: Kind::Upstream(body),
+            conn,
             sent: 0,
             pending: None,
             _inflight: None,
@@ -139,6 +145,14 @@ impl ResponseBody {
     }
 
     fn finish(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            // Reusable only if the upstream's body was read to its end.
+            if let Kind::Upstream(b) = &self.kind
+                && b.is_end_stream()
+            {
+                conn.put_back();
+            }
+        }
         self._inflight = None;
         if let Some(mut p) = self.pending.take() {
             p.line.bytes_out = self.sent;

@@ -10,6 +10,7 @@
 //! in the traffic log when its body ends.
 
 use crate::body::{PendingLog, RequestBody, ResponseBody};
+use crate::conn_pool::SendError;
 use crate::error::GatewayError;
 use crate::forward::{self, X_REQUEST_ID};
 use crate::router::Match;
@@ -220,24 +221,35 @@ impl Engine {
             return Ok((res.map(ResponseBody::full), Some(guard)));
         }
 
+        let Some(addr) = target.addr() else {
+            return Err(GatewayError::UpstreamFailed);
+        };
         let req = upstream_request(&route, &target, parts, body, new_path, client_host)?;
         let started = Instant::now();
-        let result = tokio::time::timeout(route.timeout, upstream.client.request(req)).await;
+        let result = tokio::time::timeout(route.timeout, upstream.conns.send(addr, req)).await;
         learned.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-        let res = match result {
+        let (res, conn) = match result {
             Err(_) => return Err(GatewayError::UpstreamTimeout),
-            Ok(Err(e)) => {
+            Ok(Err(SendError::Connect(e))) => return Err(e),
+            Ok(Err(SendError::Request(e))) => {
                 if stats.as_ref().is_some_and(|s| s.too_large.load(Ordering::Relaxed)) {
                     return Err(GatewayError::BodyTooLarge(route.max_body.unwrap_or(0)));
                 }
-                tracing::debug!(route = %route.name, target = %target.label, error = %e, error_source = ?std::error::Error::source(&e), "upstream request failed");
-                return Err(classify(&e));
+                tracing::debug!(route = %route.name, target = %target.label, error = %e, "upstream request failed");
+                return Err(if e.is_timeout() {
+                    GatewayError::UpstreamTimeout
+                } else {
+                    GatewayError::UpstreamFailed
+                });
             }
-            Ok(Ok(res)) => res,
+            Ok(Ok(r)) => r,
         };
         let (mut parts, body) = res.into_parts();
         forward::strip_hop_by_hop(&mut parts.headers);
-        Ok((Response::from_parts(parts, ResponseBody::upstream(body)), Some(guard)))
+        Ok((
+            Response::from_parts(parts, ResponseBody::upstream(body, conn)),
+            Some(guard),
+        ))
     }
 }
 
@@ -274,9 +286,12 @@ fn upstream_request(
     let upstream = &route.upstream;
     let path = new_path.or_else(|| parts.uri.path_and_query().cloned());
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = target.connect_authority.clone();
-    uri.path_and_query = path;
+    if upstream.h2c {
+        // HTTP/2 carries scheme and authority as pseudo-headers, taken from the URI.
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(authority.clone());
+    }
+    uri.path_and_query = path.or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
     parts.uri = Uri::from_parts(uri).map_err(|_| GatewayError::BadRequest("invalid request target".into()))?;
 
     if upstream.h2c {
@@ -294,24 +309,6 @@ fn upstream_request(
         }
     }
     Ok(Request::from_parts(parts, body))
-}
-
-/// Refused or reset → 502; connect timeout → 504.
-fn classify(e: &hyper_util::client::legacy::Error) -> GatewayError {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>()
-            && io.kind() == std::io::ErrorKind::TimedOut
-        {
-            return GatewayError::UpstreamTimeout;
-        }
-        source = s.source();
-    }
-    if e.is_connect() {
-        GatewayError::UpstreamUnreachable
-    } else {
-        GatewayError::UpstreamFailed
-    }
 }
 
 /// The consistent-hash key of a request.

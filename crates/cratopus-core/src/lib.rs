@@ -6,6 +6,7 @@
 //! request loads it once and runs the fixed pipeline of [`engine`] against it.
 
 pub mod body;
+pub mod conn_pool;
 pub mod engine;
 pub mod error;
 pub mod forward;

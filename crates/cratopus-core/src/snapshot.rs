@@ -5,28 +5,23 @@
 //! clients. Upstreams whose config did not change are taken over from the previous snapshot,
 //! so their health state, in-flight counts and pooled connections survive a reload.
 
-use crate::body::RequestBody;
+use crate::conn_pool::{ConnPool, PoolSettings};
 use crate::router::{HostTable, MethodTable, OrgRouter};
 use cratopus_config::{ConfigError, ConfigErrors, LoadedConfig, Protocol, UpstreamConfig};
 use cratopus_observe::TrafficLog;
 use cratopus_observe::traffic_log::TrafficLogSettings;
 use cratopus_upstream::UpstreamPool;
 use http::{HeaderValue, Method};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-pub type UpstreamClient = Client<HttpConnector, RequestBody>;
-
-/// An upstream as the hot path uses it: its pool and a keep-alive client configured for it.
+/// An upstream as the hot path uses it: its targets and its keep-alive connections.
 pub struct Upstream {
     pub name: Arc<str>,
     pub pool: Arc<UpstreamPool>,
-    pub client: UpstreamClient,
+    pub conns: Arc<ConnPool>,
     pub response_timeout: Duration,
     pub preserve_host: bool,
     pub h2c: bool,
@@ -126,23 +121,13 @@ fn pattern_params(p: &str) -> Vec<String> {
         .collect()
 }
 
-fn build_client(cfg: &UpstreamConfig) -> UpstreamClient {
-    let mut conn = HttpConnector::new();
-    conn.set_connect_timeout(Some(cfg.timeouts.connect.0));
-    conn.set_nodelay(true);
-    conn.set_keepalive(Some(Duration::from_secs(60)));
-    conn.enforce_http(true);
-    let mut b = Client::builder(TokioExecutor::new());
-    b.pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(cfg.timeouts.idle.0)
-        .pool_max_idle_per_host(cfg.max_idle_per_target)
-        .http1_max_buf_size(1024 * 1024)
-        .http1_max_headers(1000);
-    if cfg.protocol == Protocol::H2c {
-        b.http2_only(true);
+fn pool_settings(cfg: &UpstreamConfig) -> PoolSettings {
+    PoolSettings {
+        connect_timeout: cfg.timeouts.connect.0,
+        idle_timeout: cfg.timeouts.idle.0,
+        max_idle_per_target: cfg.max_idle_per_target,
+        h2c: cfg.protocol == Protocol::H2c,
     }
-    b.build(conn)
 }
 
 /// Compiles `cfg`. `prev` is the snapshot being replaced, whose unchanged upstreams and traffic
@@ -207,7 +192,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                         new_pools.push(pool.clone());
                         Arc::new(Upstream {
                             name: uname.as_str().into(),
-                            client: build_client(ucfg),
+                            conns: ConnPool::new(pool_settings(ucfg)),
                             pool,
                             response_timeout: ucfg.timeouts.response.0,
                             preserve_host: ucfg.preserve_host,

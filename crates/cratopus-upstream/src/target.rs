@@ -20,8 +20,6 @@ pub struct Target {
     /// `10.0.0.1:8080` or `mirror`: the name in logs and metrics.
     pub label: Arc<str>,
     pub weight: u32,
-    /// `ip:port` as a URI authority: where the upstream client connects.
-    pub connect_authority: Option<Authority>,
     healthy: AtomicBool,
     inflight: AtomicUsize,
     successes: AtomicU32,
@@ -34,19 +32,22 @@ impl Target {
             TargetKind::Http { addr, .. } => addr.to_string().into(),
             TargetKind::Mirror => "mirror".into(),
         };
-        let connect_authority = match &kind {
-            TargetKind::Http { addr, .. } => addr.to_string().parse().ok(),
-            TargetKind::Mirror => None,
-        };
         Target {
             kind,
             label,
-            connect_authority,
             weight: weight.max(1),
             healthy: AtomicBool::new(true),
             inflight: AtomicUsize::new(0),
             successes: AtomicU32::new(0),
             failures: AtomicU32::new(0),
+        }
+    }
+
+    /// The socket address of an HTTP target.
+    pub fn addr(&self) -> Option<std::net::SocketAddr> {
+        match &self.kind {
+            TargetKind::Http { addr, .. } => Some(*addr),
+            TargetKind::Mirror => None,
         }
     }
 
