@@ -25,6 +25,8 @@ pub struct LoadedConfig {
     pub files: Vec<PathBuf>,
     /// Directories whose globs chose organization files: a new file there is a change too.
     pub watch_dirs: Vec<PathBuf>,
+    /// When reading began: a file modified after this may not be in this config.
+    pub read_at: std::time::SystemTime,
 }
 
 fn env_lookup(name: &str) -> Option<String> {
@@ -67,12 +69,16 @@ fn read(file: &Path) -> Result<String, ConfigErrors> {
 
 /// Loads `gateway.yaml` at `path` with the organization files it names.
 pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
+    let read_at = std::time::SystemTime::now();
     let text = read(path)?;
-    load_str(path, &text)
+    let mut cfg = load_str(path, &text)?;
+    cfg.read_at = read_at;
+    Ok(cfg)
 }
 
 /// Loads a gateway config from `text`, as if read from `path` (used for the embedded default).
 pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
+    let read_at = std::time::SystemTime::now();
     let gateway: GatewayConfig = parse_yaml(path, text)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut errors = Vec::new();
@@ -134,6 +140,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
         orgs,
         files,
         watch_dirs,
+        read_at,
     };
     validate::validate(&loaded)?;
     Ok(loaded)

@@ -53,6 +53,8 @@ pub struct TrafficLogSettings {
 enum Msg {
     Line(Box<LogLine>),
     Reopen,
+    /// Write out everything queued before this, then answer.
+    Flush(std::sync::mpsc::Sender<()>),
 }
 
 /// A handle to the writer; cheap to clone. With no writer (traffic log off) it does nothing.
@@ -105,6 +107,16 @@ impl TrafficLog {
     pub fn reopen(&self) {
         if let Some(tx) = &self.tx {
             let _ = tx.try_send(Msg::Reopen);
+        }
+    }
+
+    /// Waits (blocking, up to `timeout`) until every line queued so far is in the file.
+    pub fn flush(&self, timeout: Duration) {
+        if let Some(tx) = &self.tx {
+            let (ack, done) = std::sync::mpsc::channel();
+            if tx.send(Msg::Flush(ack)).is_ok() {
+                let _ = done.recv_timeout(timeout);
+            }
         }
     }
 
@@ -225,6 +237,11 @@ fn writer(rx: Receiver<Msg>, mut sink: Sink) {
                 sink.write(&buf)
             }
             Msg::Reopen => sink.reopen(),
+            Msg::Flush(ack) => {
+                sink.flush();
+                let _ = ack.send(());
+                Ok(())
+            }
         };
         match result {
             Err(e) if !warned => {

@@ -14,6 +14,12 @@ use std::time::Duration;
 /// Loads nothing itself: compiles `cfg`, binds its listeners, serves until SIGTERM/SIGINT, and
 /// reloads from `path` (when the config came from a file) on change or SIGHUP.
 pub async fn run(cfg: LoadedConfig, path: Option<PathBuf>) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    // Signals first: a SIGHUP or SIGTERM that arrives once we say we listen must find its handler.
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+    let hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
+
     let shutdown_timeout = cfg.gateway.shutdown_timeout.0;
     let listeners_cfg = cfg.gateway.listeners.clone();
     let limits = cfg.gateway.limits.clone();
@@ -23,15 +29,28 @@ pub async fn run(cfg: LoadedConfig, path: Option<PathBuf>) -> Result<(), String>
         .map_err(|e| format!("invalid config:\n{e}"))?;
     let engine = Arc::new(Engine::new(snapshot));
 
+    // Reload sources before the listeners: an edit made right after start-up is seen.
+    let reloader = Arc::new(reload::Reloader::new(engine.clone(), path.clone()));
+    if path.is_some() && watch {
+        reloader.clone().watch_files();
+    }
+    reloader.clone().on_sighup(hup);
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tracker = listener::ConnTracker::default();
-    let mut bound = Vec::new();
+    let mut listeners = Vec::new();
     for l in &listeners_cfg {
         let listener = listener::bind(&l.bind)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", l.bind))?;
+        listeners.push((l.name.clone().unwrap_or_else(|| l.bind.clone()), listener));
+    }
+    if let Some(p) = &path {
+        tracing::info!(config = %p.display(), version = 1, "config loaded");
+    }
+    let mut bound = Vec::new();
+    for (name, listener) in listeners {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let name = l.name.clone().unwrap_or_else(|| l.bind.clone());
         tracing::info!(name = %name, addr = %addr, "listening");
         bound.push(tokio::spawn(listener::serve(
             listener,
@@ -42,16 +61,10 @@ pub async fn run(cfg: LoadedConfig, path: Option<PathBuf>) -> Result<(), String>
         )));
     }
 
-    let reloader = Arc::new(reload::Reloader::new(engine.clone(), path.clone()));
-    if let Some(p) = &path {
-        if watch {
-            reloader.clone().watch_files();
-        }
-        tracing::info!(config = %p.display(), version = 1, "config loaded");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
     }
-    reloader.clone().on_sighup();
-
-    wait_for_stop_signal().await;
     tracing::info!(deadline = ?shutdown_timeout, "shutting down: no new connections, finishing requests in flight");
     let _ = stop_tx.send(true);
     for b in bound {
@@ -66,25 +79,9 @@ pub async fn run(cfg: LoadedConfig, path: Option<PathBuf>) -> Result<(), String>
             "shutdown deadline passed; closing the remaining connections"
         );
     }
-    // Give the traffic log writer a moment to drain.
-    drop(engine);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Every finished request has queued its traffic-log line by now: write them out.
+    let log = engine.snapshot().traffic_log.clone();
+    let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            std::future::pending::<()>().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

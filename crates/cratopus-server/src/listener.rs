@@ -136,9 +136,13 @@ pub async fn serve(
             // hyper starts its header timer only once it knows the protocol, which takes a first
             // byte: a client that connects and sends nothing would otherwise hold the socket.
             let mut first = [0u8; 1];
-            match tokio::time::timeout(opts_header_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
+            tokio::select! {
+                r = tokio::time::timeout(opts_header_timeout, stream.peek(&mut first)) => match r {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                },
+                // Shutting down: a connection that has not asked for anything is simply closed.
+                _ = stop.changed() => return,
             }
             let (io, state) = ConnIo::new(stream);
             let info = ConnInfo { peer, scheme: "http" };

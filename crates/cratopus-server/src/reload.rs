@@ -79,12 +79,7 @@ impl Reloader {
     }
 
     /// Reloads on SIGHUP and reopens the traffic log.
-    pub fn on_sighup(self: Arc<Self>) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP");
-            return;
-        };
+    pub fn on_sighup(self: Arc<Self>, mut hup: tokio::signal::unix::Signal) {
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 tracing::info!("SIGHUP: reopening the traffic log and reloading");
@@ -116,40 +111,51 @@ impl Reloader {
                 return;
             }
         };
+        // The first registration happens before this returns, so that no early edit is missed;
+        // an edit between reading the files and now is caught by their modification times.
+        let mut watched_dirs: HashSet<PathBuf> = HashSet::new();
+        let (mut files, mut dirs) = relevant(&self.engine);
+        register(&mut watcher, &mut watched_dirs, &files, &dirs);
+        let read_at = self.engine.snapshot().config.read_at;
+        let missed = files.iter().any(|f| {
+            std::fs::metadata(f)
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t > read_at)
+        });
         tokio::spawn(async move {
-            let mut watched_dirs: HashSet<PathBuf> = HashSet::new();
+            let mut pending = missed;
             loop {
-                let (files, dirs) = relevant(&self.engine);
-                for d in dirs.iter().chain(
-                    files
-                        .iter()
-                        .filter_map(|f| f.parent().map(Path::to_path_buf))
-                        .collect::<Vec<_>>()
-                        .iter(),
-                ) {
-                    let d = if d.as_os_str().is_empty() {
-                        PathBuf::from(".")
-                    } else {
-                        d.clone()
-                    };
-                    if watched_dirs.insert(d.clone())
-                        && let Err(e) = watcher.watch(&d, RecursiveMode::NonRecursive)
-                    {
-                        tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory");
-                    }
-                }
                 // Wait for a change to a file we read or a YAML file in a glob's directory.
-                let mut changed = false;
-                while !changed {
+                while !pending {
                     let Some(p) = rx.recv().await else { return };
-                    changed = is_relevant(&p, &files, &dirs);
+                    pending = is_relevant(&p, &files, &dirs);
                 }
+                pending = false;
                 // Editors write in several steps: let them finish.
                 tokio::time::sleep(Duration::from_millis(150)).await;
                 while rx.try_recv().is_ok() {}
                 let _ = self.reload().await;
+                (files, dirs) = relevant(&self.engine);
+                register(&mut watcher, &mut watched_dirs, &files, &dirs);
             }
         });
+    }
+}
+
+/// Watches the directories of `files` and `dirs` that are not watched yet.
+fn register(watcher: &mut impl Watcher, watched: &mut HashSet<PathBuf>, files: &[PathBuf], dirs: &[PathBuf]) {
+    let parents = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf));
+    for d in dirs.iter().cloned().chain(parents) {
+        let d = if d.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            d
+        };
+        if watched.insert(d.clone())
+            && let Err(e) = watcher.watch(&d, RecursiveMode::NonRecursive)
+        {
+            tracing::warn!(dir = %d.display(), error = %e, "cannot watch directory");
+        }
     }
 }
 
