@@ -15,7 +15,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,7 +37,8 @@ struct Idle {
 /// The connections of one upstream, by target address.
 pub struct ConnPool {
     settings: PoolSettings,
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    /// Per target, oldest first: reuse takes the newest, pruning drops from the front.
+    idle: Mutex<HashMap<SocketAddr, VecDeque<Idle>>>,
     h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>>>,
 }
 
@@ -78,7 +79,7 @@ impl ConnPool {
         req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<PoolReturn>), SendError> {
         if self.settings.h2c {
-            return self.send_h2(addr, req).await.map(|r| (r, None));
+            return Box::pin(self.send_h2(addr, req)).await.map(|r| (r, None));
         }
         let mut req = req;
         // A pooled connection may have been closed by the target just now; the request then
@@ -86,7 +87,8 @@ impl ConnPool {
         loop {
             let (mut sender, reused) = match self.checkout(addr).await {
                 Some(s) => (s, true),
-                None => (self.connect_h1(addr).await?, false),
+                // Connecting is the cold path: boxed, so that every request's future stays small.
+                None => (Box::pin(self.connect_h1(addr)).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(res) => {
@@ -110,7 +112,7 @@ impl ConnPool {
         loop {
             let idle = {
                 let mut map = self.idle.lock().ok()?;
-                map.get_mut(&addr)?.pop()?
+                map.get_mut(&addr)?.pop_back()?
             };
             if idle.since.elapsed() > self.settings.idle_timeout || idle.sender.is_closed() {
                 continue; // dropping it closes the connection
@@ -126,15 +128,18 @@ impl ConnPool {
         if sender.is_closed() {
             return;
         }
+        let now = Instant::now();
         let Ok(mut map) = self.idle.lock() else { return };
         let list = map.entry(addr).or_default();
-        let timeout = self.settings.idle_timeout;
-        list.retain(|i| i.since.elapsed() <= timeout && !i.sender.is_closed());
+        // The oldest idle connections are at the front; drop those past the idle timeout.
+        while list
+            .front()
+            .is_some_and(|i| now.duration_since(i.since) > self.settings.idle_timeout)
+        {
+            list.pop_front();
+        }
         if list.len() < self.settings.max_idle_per_target {
-            list.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+            list.push_back(Idle { sender, since: now });
         }
     }
 

@@ -43,9 +43,11 @@ pub struct Engine {
     current: ArcSwap<Snapshot>,
 }
 
-/// What the phases learn about a request, for the log line.
+/// What the phases learn about a request, for the log line. With the traffic log off nothing
+/// is recorded (and no clock is read).
 #[derive(Default)]
 struct Learned {
+    enabled: bool,
     org: Option<Arc<str>>,
     route: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
@@ -71,7 +73,8 @@ impl Engine {
     }
 
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ResponseBody> {
-        let start = Instant::now();
+        let logging = self.current.load().traffic_log.enabled();
+        let start = logging.then(Instant::now);
         let snap = self.current.load_full();
         let request_id = forward::request_id(req.headers());
 
@@ -102,7 +105,10 @@ impl Engine {
             error: None,
         });
 
-        let mut learned = Learned::default();
+        let mut learned = Learned {
+            enabled: logging,
+            ..Learned::default()
+        };
         let mut stats = None;
         let (mut res, inflight) = match self.run(&snap, req, conn, &request_id, &mut learned, &mut stats).await {
             Ok((res, guard)) => (res, guard),
@@ -123,7 +129,7 @@ impl Engine {
             Box::new(PendingLog {
                 line,
                 log: snap.traffic_log.clone(),
-                start,
+                start: start.unwrap_or_else(Instant::now),
                 request: stats,
             })
         });
@@ -144,7 +150,9 @@ impl Engine {
         let org = snap
             .org_for_host(host)
             .ok_or_else(|| GatewayError::UnknownHost(host.to_string()))?;
-        learned.org = Some(org.name.clone());
+        if learned.enabled {
+            learned.org = Some(org.name.clone());
+        }
 
         if forward::head_size(
             req.uri().path_and_query().map_or(1, |p| p.as_str().len()),
@@ -165,7 +173,9 @@ impl Engine {
                 return Err(GatewayError::MethodNotAllowed(req.method().to_string(), allow.clone()));
             }
         };
-        learned.route = Some(route.name.clone());
+        if learned.enabled {
+            learned.route = Some(route.name.clone());
+        }
 
         // Limits the route can judge before reading the body.
         if let Some(limit) = route.max_body {
@@ -186,7 +196,9 @@ impl Engine {
             .pool
             .pick(hash)
             .ok_or_else(|| GatewayError::NoHealthyTarget(upstream.name.to_string()))?;
-        learned.upstream = Some(target.label.clone());
+        if learned.enabled {
+            learned.upstream = Some(target.label.clone());
+        }
         let guard = target.begin();
 
         let (mut parts, body) = req.into_parts();
@@ -212,9 +224,9 @@ impl Engine {
             if let Some(p) = new_path {
                 parts.uri = Uri::from(p);
             }
-            let started = Instant::now();
+            let started = learned.enabled.then(Instant::now);
             let res = cratopus_mirror::echo(Request::from_parts(parts, body), conn.peer).await;
-            learned.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+            learned.upstream_ms = started.map(|t| t.elapsed().as_secs_f64() * 1000.0);
             if stats.as_ref().is_some_and(|s| s.too_large.load(Ordering::Relaxed)) {
                 return Err(GatewayError::BodyTooLarge(route.max_body.unwrap_or(0)));
             }
@@ -225,9 +237,9 @@ impl Engine {
             return Err(GatewayError::UpstreamFailed);
         };
         let req = upstream_request(&route, &target, parts, body, new_path, client_host)?;
-        let started = Instant::now();
+        let started = learned.enabled.then(Instant::now);
         let result = tokio::time::timeout(route.timeout, upstream.conns.send(addr, req)).await;
-        learned.upstream_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        learned.upstream_ms = started.map(|t| t.elapsed().as_secs_f64() * 1000.0);
         let (res, conn) = match result {
             Err(_) => return Err(GatewayError::UpstreamTimeout),
             Ok(Err(SendError::Connect(e))) => return Err(e),

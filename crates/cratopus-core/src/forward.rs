@@ -26,6 +26,11 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
 
 /// Removes hop-by-hop headers, including the ones the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names (cheap comparisons of standard
+    // headers) spares the hash lookups below.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k)) {
+        return;
+    }
     if let Some(conn) = headers.get(&header::CONNECTION)
         && let Ok(list) = conn.to_str()
     {
