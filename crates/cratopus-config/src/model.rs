@@ -140,27 +140,27 @@ pub enum OrgSource {
 #[derive(Debug, Clone, Default)]
 pub struct OrgSources(pub Vec<OrgSource>);
 
+/// Reads one source: a string is a path or glob, a map an inline organization.
+struct SourceVisitor;
+
+impl<'de> Visitor<'de> for SourceVisitor {
+    type Value = OrgSource;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a path or glob of organization files, or an inline organization")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<OrgSource, E> {
+        let unknown = serde_saphyr::Location::UNKNOWN;
+        Ok(OrgSource::Path(Spanned::new(v.to_string(), unknown, unknown)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OrgSource, A::Error> {
+        OrganizationConfig::deserialize(de::value::MapAccessDeserializer::new(map))
+            .map(|o| OrgSource::Inline(Box::new(o)))
+    }
+}
+
 impl<'de> Deserialize<'de> for OrgSource {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = OrgSource;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a path or glob of organization files, or an inline organization")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<OrgSource, E> {
-                Ok(OrgSource::Path(Spanned::new(
-                    v.to_string(),
-                    serde_saphyr::Location::UNKNOWN,
-                    serde_saphyr::Location::UNKNOWN,
-                )))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OrgSource, A::Error> {
-                OrganizationConfig::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(|o| OrgSource::Inline(Box::new(o)))
-            }
-        }
-        d.deserialize_any(V)
+        d.deserialize_any(SourceVisitor)
     }
 }
 
@@ -173,11 +173,7 @@ impl<'de> Deserialize<'de> for OrgSources {
                 f.write_str("a path or glob, or a list of paths, globs and inline organizations")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<OrgSources, E> {
-                Ok(OrgSources(vec![OrgSource::Path(Spanned::new(
-                    v.to_string(),
-                    serde_saphyr::Location::UNKNOWN,
-                    serde_saphyr::Location::UNKNOWN,
-                ))]))
+                SourceVisitor.visit_str(v).map(|s| OrgSources(vec![s]))
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<OrgSources, A::Error> {
                 let mut out = Vec::new();
@@ -187,8 +183,7 @@ impl<'de> Deserialize<'de> for OrgSources {
                 Ok(OrgSources(out))
             }
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<OrgSources, A::Error> {
-                OrganizationConfig::deserialize(de::value::MapAccessDeserializer::new(map))
-                    .map(|o| OrgSources(vec![OrgSource::Inline(Box::new(o))]))
+                SourceVisitor.visit_map(map).map(|s| OrgSources(vec![s]))
             }
         }
         d.deserialize_any(V)

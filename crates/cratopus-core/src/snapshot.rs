@@ -267,7 +267,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                 timeout: r.timeout.map_or(upstream.response_timeout, |d| d.0),
                 max_body: r.max_body_bytes.or(gw.limits.max_body_bytes).map(|b| b.0),
             });
-            if let Err(e) = add_route(&mut router, &mut slots, &pattern, &route, &methods) {
+            if let Err(e) = add_route(&mut router, &mut slots, &pattern, &route, &methods, true) {
                 errors.push(ConfigError::at(f, &r.path.referenced, e));
                 continue;
             }
@@ -286,7 +286,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         }
         for (pattern, route, methods) in implicit {
             // Explicit routes win; an implicit one only fills methods nobody else answers.
-            let _ = add_route_lenient(&mut router, &mut slots, &pattern, &route, &methods);
+            let _ = add_route(&mut router, &mut slots, &pattern, &route, &methods, false);
         }
         for t in &mut router.tables {
             if t.any.is_none() {
@@ -345,61 +345,41 @@ fn slot_for(router: &mut OrgRouter, slots: &mut HashMap<String, usize>, pattern:
     Ok(i)
 }
 
+/// Adds `route` at `pattern` for `methods` (every method when empty). An `explicit` route that
+/// overlaps another is an error; an implicit one (`/api` for `/api/{*rest}`) only takes the
+/// methods nobody else answers there.
 fn add_route(
     router: &mut OrgRouter,
     slots: &mut HashMap<String, usize>,
     pattern: &str,
     route: &Arc<Route>,
     methods: &[Method],
+    explicit: bool,
 ) -> Result<(), String> {
     let i = slot_for(router, slots, pattern)?;
     let t = &mut router.tables[i];
     let clash = |other: &Route| {
-        format!(
+        Err(format!(
             "route `{}` conflicts with route `{}`: same path `{pattern}` and method",
             route.name, other.name
-        )
+        ))
     };
-    if methods.is_empty() {
-        if let Some(other) = t.any.as_ref().or(t.by_method.first().map(|(_, r)| r)) {
-            return Err(clash(other));
-        }
-        t.any = Some(route.clone());
-    } else {
-        if let Some(other) = &t.any {
-            return Err(clash(other));
-        }
-        for m in methods {
-            if let Some((_, other)) = t.by_method.iter().find(|(mm, _)| mm == m) {
-                return Err(clash(other));
-            }
-            t.by_method.push((m.clone(), route.clone()));
-        }
-    }
-    Ok(())
-}
-
-fn add_route_lenient(
-    router: &mut OrgRouter,
-    slots: &mut HashMap<String, usize>,
-    pattern: &str,
-    route: &Arc<Route>,
-    methods: &[Method],
-) -> Result<(), String> {
-    let i = slot_for(router, slots, pattern)?;
-    let t = &mut router.tables[i];
-    if t.any.is_some() {
-        return Ok(());
+    if let Some(other) = &t.any {
+        return if explicit { clash(other) } else { Ok(()) };
     }
     if methods.is_empty() {
-        if t.by_method.is_empty() {
-            t.any = Some(route.clone());
+        // For an implicit route `any` means "every method the others do not answer".
+        match t.by_method.first() {
+            Some((_, other)) if explicit => return clash(other),
+            _ => t.any = Some(route.clone()),
         }
         return Ok(());
     }
     for m in methods {
-        if !t.by_method.iter().any(|(mm, _)| mm == m) {
-            t.by_method.push((m.clone(), route.clone()));
+        match t.by_method.iter().find(|(mm, _)| mm == m) {
+            Some((_, other)) if explicit => return clash(other),
+            Some(_) => {}
+            None => t.by_method.push((m.clone(), route.clone())),
         }
     }
     Ok(())
@@ -422,5 +402,64 @@ mod tests {
         );
         assert!(parse_template("/v2/{id").is_err());
         assert_eq!(pattern_params("/users/{id}/{*rest}"), vec!["id", "rest"]);
+    }
+
+    async fn compile_str(yaml: &str) -> Result<Snapshot, ConfigErrors> {
+        let loaded = cratopus_config::load_str(Path::new("gw.yaml"), yaml).expect("loads");
+        compile(loaded, None, 1).await
+    }
+
+    #[tokio::test]
+    async fn conflicting_routes_are_errors_with_their_line() {
+        let yaml = "\
+organizations:
+  - name: a
+    upstreams:
+      u:
+        targets: [\"mirror://\"]
+    routes:
+      - {path: \"/users/{id}\", upstream: u, methods: [GET]}
+      - {path: \"/users/{id}\", upstream: u, methods: [POST]}
+      - {path: \"/users/{id}\", upstream: u, methods: [get]}
+      - {path: \"/users/{name}/x\", upstream: u}
+      - {path: \"/files/{*rest}\", upstream: u}
+      - {path: /files, upstream: u, methods: [DELETE]}
+";
+        let errs = match compile_str(yaml).await {
+            Ok(_) => panic!("conflicts must fail"),
+            Err(e) => e.0,
+        };
+        let text: Vec<String> = errs.iter().map(ToString::to_string).collect();
+        // Only the third route clashes (GET again; methods are case-insensitive). Different
+        // parameter names at one position and a catch-all beside an explicit prefix are fine.
+        assert_eq!(errs.len(), 1, "{text:#?}");
+        assert!(
+            text[0].starts_with("gw.yaml:9:") && text[0].contains("conflicts with route `/users/{id}`"),
+            "{text:#?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn catch_all_also_answers_its_prefix_unless_claimed() {
+        let yaml = "\
+organizations:
+  - name: a
+    upstreams:
+      u:
+        targets: [\"mirror://\"]
+    routes:
+      - {name: all, path: \"/files/{*rest}\", upstream: u}
+      - {name: del, path: /files, upstream: u, methods: [DELETE]}
+";
+        let snap = compile_str(yaml).await.expect("compiles");
+        let org = snap.org_for_host("any").expect("single org serves every host");
+        let name = |m: Method, p: &str| match org.router.find(&m, p) {
+            crate::router::Match::Found(r, _) => r.name.to_string(),
+            _ => "none".into(),
+        };
+        assert_eq!(name(Method::GET, "/files/a/b"), "all");
+        assert_eq!(name(Method::GET, "/files"), "all");
+        assert_eq!(name(Method::GET, "/files/"), "all");
+        assert_eq!(name(Method::DELETE, "/files"), "del");
     }
 }
