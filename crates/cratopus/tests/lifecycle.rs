@@ -412,6 +412,7 @@ async fn sighup_reloads_when_file_watching_is_off() {
 
 /// The gateway says `listening` before it watches its config files; an edit made in between is
 /// never applied (not even later: the watcher only reacts to changes it sees).
+#[ignore = "stress: keeps every core busy; .ci/run runs it alone with --ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn an_edit_made_right_after_start_up_is_applied() {
     let _hog = common_ops::CpuHog::start(4);
@@ -430,6 +431,7 @@ async fn an_edit_made_right_after_start_up_is_applied() {
 }
 
 /// The gateway says `listening` before it handles SIGHUP; a SIGHUP in between kills it.
+#[ignore = "stress: keeps every core busy; .ci/run runs it alone with --ignored"]
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_right_after_start_up_reloads_and_does_not_kill() {
     let _hog = common_ops::CpuHog::start(4);
