@@ -4,20 +4,26 @@
 //! [`load`] reads them (with `${ENV}` interpolation and globbing) and [`validate`] checks what
 //! serde cannot: references, duplicates, values out of range. Every problem carries its file,
 //! line and column so that an operator can find it; all problems are reported at once.
+//! [`schema`] gives the JSON Schemas of both kinds of file, generated from the same types, for
+//! editors.
 //!
 //! The runtime never reads these types on the hot path: `cratopus-core` compiles them into a
 //! `Snapshot` first.
 
 pub mod error;
 pub mod interpolate;
+pub mod lint;
 pub mod load;
 pub mod model;
+pub mod report;
+pub mod schema;
 pub mod units;
 pub mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{LoadedConfig, LoadedOrg, load_file, load_str};
 pub use model::*;
+pub use schema::{gateway_schema, organization_schema};
 pub use units::{ByteSize, Dur};
 
 /// The config `cratopus run` uses when no file is given: one listener on 127.0.0.1:8080 and one

@@ -56,10 +56,36 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
     let msg = e.without_snippet().to_string();
     let msg = msg.lines().next().unwrap_or("").trim().to_string();
     // serde-saphyr ends messages with " at line N, column M"; we print the position ourselves.
-    match msg.rfind(" at line ") {
+    let msg = match msg.rfind(" at line ") {
         Some(i) => msg[..i].to_string(),
         None => msg,
+    };
+    friendlier(&msg)
+}
+
+/// serde's "unknown field `timout`, expected one of a, b" becomes "unknown key `timout`, did you
+/// mean `timeout`?" when one name is close; likewise for unknown variants ("values").
+fn friendlier(msg: &str) -> String {
+    for (prefix, noun) in [("unknown field `", "key"), ("unknown variant `", "value")] {
+        let Some(rest) = msg.strip_prefix(prefix) else { continue };
+        let Some((got, tail)) = rest.split_once('`') else {
+            continue;
+        };
+        let known: Vec<&str> = tail
+            .trim_start_matches(", expected one of ")
+            .trim_start_matches(", expected ")
+            .split(", ")
+            .map(|k| k.trim_matches('`'))
+            .filter(|k| !k.is_empty())
+            .collect();
+        let hint = crate::validate::hint(got, &known);
+        return if hint.is_empty() {
+            format!("unknown {noun} `{got}`; expected one of: {}", known.join(", "))
+        } else {
+            format!("unknown {noun} `{got}`{hint}")
+        };
     }
+    msg.to_string()
 }
 
 fn read(file: &Path) -> Result<String, ConfigErrors> {

@@ -3,16 +3,22 @@
 //! Unknown keys are errors everywhere (`deny_unknown_fields`), so a typo never silently turns
 //! a setting off. Values whose place matters for a later error (references, patterns, names)
 //! are kept [`Spanned`].
+//!
+//! Every type also describes itself as a JSON Schema ([`schemars::JsonSchema`], see
+//! [`crate::schema`]); the types with a hand-written `Deserialize` have a hand-written schema
+//! that accepts what it accepts, and `Spanned<T>` fields appear as plain `T`.
 
 use crate::units::{ByteSize, Dur};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize};
 pub use serde_saphyr::Spanned;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// `gateway.yaml`.
-#[derive(Debug, Clone, Deserialize)]
+/// `gateway.yaml`: listeners, limits, the traffic log and where the organizations come from.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     /// Where the gateway accepts HTTP. Default: one listener on 127.0.0.1:8080.
@@ -24,8 +30,10 @@ pub struct GatewayConfig {
     /// Path answered with 200 by the gateway itself, before routing.
     #[serde(default = "default_health_path")]
     pub health_path: String,
+    /// Protection against oversized and slow requests.
     #[serde(default)]
     pub limits: Limits,
+    /// The traffic log: one JSON line per request. Default: off.
     #[serde(default)]
     pub traffic_log: Option<TrafficLogConfig>,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
@@ -33,8 +41,10 @@ pub struct GatewayConfig {
     pub shutdown_timeout: Dur,
     /// The organization that answers hosts no organization claims.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub default_organization: Option<Spanned<String>>,
-    /// Organization files (paths or globs, relative to this file) or inline organizations.
+    /// Organization files (a path or glob relative to this file, such as `orgs/*.yaml`), an inline
+    /// organization, or a list mixing both.
     #[serde(default)]
     pub organizations: OrgSources,
     /// Reload when a config file changes. SIGHUP always reloads.
@@ -58,9 +68,11 @@ fn default_shutdown_timeout() -> Dur {
     Dur::secs(30)
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// An address the gateway accepts HTTP on.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
+    /// Shown in logs (`listening name=http addr=…`).
     #[serde(default)]
     pub name: Option<String>,
     /// `host:port`; port 0 picks a free port (the chosen address is logged).
@@ -68,7 +80,7 @@ pub struct ListenerConfig {
 }
 
 /// Protection against oversized and slow requests.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Largest request head (request line and headers); larger gets 431.
@@ -107,10 +119,11 @@ fn default_header_read_timeout() -> Dur {
 }
 
 /// The traffic log: one JSON line per request.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficLogConfig {
-    /// File to append to; `-` writes to standard output.
+    /// File to append to (relative to gateway.yaml; its directory is created); `-` writes to
+    /// standard output.
     pub path: String,
     /// Rotate when the file grows past this size (`path.1`, `path.2`, …).
     #[serde(default)]
@@ -190,34 +203,85 @@ impl<'de> Deserialize<'de> for OrgSources {
     }
 }
 
+impl JsonSchema for OrgSource {
+    fn schema_name() -> Cow<'static, str> {
+        "OrgSource".into()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::OrgSource").into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let inline = generator.subschema_for::<OrganizationConfig>();
+        json_schema!({
+            "description": "A path or glob of organization files, or an inline organization.",
+            "anyOf": [
+                {
+                    "type": "string",
+                    "description": "A path or glob of organization files, relative to this file (`orgs/*.yaml`). A new file matching a glob is picked up by hot reload."
+                },
+                inline
+            ]
+        })
+    }
+}
+
+impl JsonSchema for OrgSources {
+    fn schema_name() -> Cow<'static, str> {
+        "OrgSources".into()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::OrgSources").into()
+    }
+    fn json_schema(generator: &mut SchemaGenerator) -> Schema {
+        let one = generator.subschema_for::<OrgSource>();
+        json_schema!({
+            "description": "Where organizations come from: a path or glob, an inline organization, or a list mixing both.",
+            "anyOf": [
+                one,
+                { "type": "array", "items": one }
+            ]
+        })
+    }
+}
+
 /// An organization: a tenant with its domains, upstreams and routes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrganizationConfig {
+    /// The organization's name, unique across the gateway.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// Host names this organization answers: exact (`api.acme.test`) or `*.acme.test`.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub domains: Vec<Spanned<String>>,
+    /// The upstreams, by name; a route names one in `upstream`.
     #[serde(default)]
     pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// The routes, matched by path and then by method.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
 }
 
 /// A pool of targets with its balancing, health checking and timeouts.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
+    /// `http://host:port` (port 80 if omitted) or `mirror://`, as strings or `{url, weight}`.
     pub targets: Vec<TargetConfig>,
+    /// How a target is chosen for each request.
     #[serde(default)]
     pub balance: Balance,
     /// What `consistent_hash` hashes.
     #[serde(default)]
     pub hash_on: Option<HashOn>,
+    /// Active health checks; without them every target is always healthy.
     #[serde(default)]
     pub health_check: Option<HealthCheckConfig>,
+    /// Timeouts towards the targets.
     #[serde(default)]
     pub timeouts: UpstreamTimeouts,
+    /// The protocol spoken to the targets.
     #[serde(default)]
     pub protocol: Protocol,
     /// How often target host names are resolved again.
@@ -280,7 +344,43 @@ impl<'de> Deserialize<'de> for TargetConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+/// How an upstream picks a target.
+impl JsonSchema for TargetConfig {
+    fn schema_name() -> Cow<'static, str> {
+        "TargetConfig".into()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::TargetConfig").into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        let url_doc = "`http://host:port` (port 80 if omitted) or `mirror://` (the built-in echo service). \
+                       A host name is resolved with DNS and every address becomes a target.";
+        json_schema!({
+            "description": "A target: its URL as a string (weight 1), or `{url, weight}`.",
+            "anyOf": [
+                { "type": "string", "description": url_doc },
+                {
+                    "type": "object",
+                    "properties": {
+                        "url": { "type": "string", "description": url_doc },
+                        "weight": {
+                            "type": "integer",
+                            "minimum": 1,
+                            "maximum": u32::MAX,
+                            "default": 1,
+                            "description": "The target's share of requests relative to the other targets."
+                        }
+                    },
+                    "required": ["url"],
+                    "additionalProperties": false
+                }
+            ]
+        })
+    }
+}
+
+/// How an upstream picks a target.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     /// Smooth weighted round robin (nginx's algorithm).
@@ -294,30 +394,38 @@ pub enum Balance {
     ConsistentHash,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+/// What `consistent_hash` hashes: `{header: X-User}`, `{cookie: session}` or `client_ip`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HashOn {
+    /// The value of this request header; requests without it go to a random target.
     Header(String),
+    /// The value of this cookie; requests without it go to a random target.
     Cookie(String),
+    /// The client's IP address.
     ClientIp,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+/// The protocol spoken to an upstream's targets.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
+    /// HTTP/1.1.
     #[default]
     Http1,
     /// HTTP/2 with prior knowledge over cleartext.
     H2c,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// Timeouts towards an upstream's targets.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamTimeouts {
     /// TCP connect; past it the request gets 504.
     #[serde(default = "default_connect")]
     pub connect: Dur,
-    /// From sending the request to the response head; past it 504.
+    /// From sending the request to the response head; past it 504. A route's `timeout`
+    /// overrides it.
     #[serde(default = "default_response")]
     pub response: Dur,
     /// Idle pooled connections are closed after this long.
@@ -343,28 +451,34 @@ fn default_idle() -> Dur {
     Dur::secs(60)
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+/// How a health check probes a target.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HealthCheckKind {
+    /// A GET of `path` on a new connection.
     #[default]
     Http,
+    /// A TCP connect.
     Tcp,
 }
 
 /// Active health checking of every target of an upstream.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
+    /// `http` (a GET on a new connection) or `tcp` (a connect).
     #[serde(default, rename = "type")]
     pub kind: HealthCheckKind,
-    /// Path requested by `http` checks.
+    /// Path requested by `http` checks; Host is the target's `host:port`.
     #[serde(default = "default_hc_path")]
     pub path: String,
     /// Status an `http` check expects; by default any 2xx.
     #[serde(default)]
     pub expect_status: Option<u16>,
+    /// Time between checks of every target.
     #[serde(default = "default_hc_interval")]
     pub interval: Dur,
+    /// A check that takes longer fails.
     #[serde(default = "default_hc_timeout")]
     pub timeout: Dur,
     /// Consecutive successes that bring a target back.
@@ -388,24 +502,29 @@ fn default_two() -> u32 {
 }
 
 /// A route: what it matches and where it goes.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// Shown in logs and metrics; default: the path pattern.
     #[serde(default)]
     pub name: Option<String>,
     /// Path pattern: literal segments, `{param}` for one segment, `{*rest}` for the rest.
+    #[schemars(with = "String")]
     pub path: Spanned<String>,
-    /// Methods this route answers; empty means every method.
+    /// Methods this route answers; empty means every method. `GET` answers `HEAD` too.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub methods: Vec<Spanned<String>>,
-    /// The upstream requests go to.
+    /// The upstream requests go to: the name of an upstream of the same organization.
+    #[schemars(with = "String")]
     pub upstream: Spanned<String>,
     /// Removed from the start of the path before forwarding.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub strip_prefix: Option<Spanned<String>>,
     /// Upstream path template, with the route's `{param}`s, e.g. `/v2/users/{id}`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub rewrite: Option<Spanned<String>>,
     /// Time to the upstream's response head on this route (overrides the upstream's).
     #[serde(default)]

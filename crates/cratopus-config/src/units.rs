@@ -1,7 +1,9 @@
 //! Human units in config values: durations (`250ms`, `5s`, `2m`, `1h`) and sizes
 //! (`512`, `64KiB`, `10MB`, `1GiB`).
 
-use serde::{Deserialize, Deserializer, de};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Deserializer, Serialize, Serializer, de};
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -102,6 +104,52 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// What [`parse_duration`] accepts as a string (a JSON Schema / ECMA-262 pattern).
+pub const DURATION_PATTERN: &str = r"^\s*([0-9]+(\.[0-9]*)?|\.[0-9]+)\s*(ms|us|µs|s|min|m|h|d)?\s*$";
+
+/// What [`parse_size`] accepts as a string (a JSON Schema / ECMA-262 pattern).
+pub const SIZE_PATTERN: &str = r"^\s*[0-9]+\s*([bB]|[kKmMgG]([iI]?[bB])?)?\s*$";
+
+/// Written as the config writes it (`30s`, `500ms`), so that it reads back the same; used for the
+/// defaults in the JSON Schema.
+impl Serialize for Dur {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let d = self.0;
+        let text = if d.subsec_nanos() == 0 {
+            format!("{}s", d.as_secs())
+        } else if d.subsec_nanos().is_multiple_of(1_000_000) {
+            format!("{}ms", d.as_millis())
+        } else if d.subsec_nanos().is_multiple_of(1_000) {
+            format!("{}us", d.as_micros())
+        } else {
+            format!("{}s", d.as_secs_f64())
+        };
+        s.serialize_str(&text)
+    }
+}
+
+impl JsonSchema for Dur {
+    fn schema_name() -> Cow<'static, str> {
+        "Duration".into()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::Dur").into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        // One schema rather than `anyOf` (`pattern` applies to strings only, `minimum` to numbers
+        // only), so that an editor reports the pattern, not "expected a number".
+        json_schema!({
+            "description": "A duration: a number with a unit (`250ms`, `5s`, `1.5s`, `2m`, `1h`, `1d`; also `us`, `min`), or a bare number of seconds.",
+            "type": ["string", "number"],
+            "pattern": DURATION_PATTERN,
+            "patternErrorMessage": "expected a duration such as 500ms, 5s or 2m, or a number of seconds",
+            "minimum": 0,
+            "maximum": 1_000_000_000,
+            "examples": ["500ms", "5s", "2m"]
+        })
+    }
+}
+
 /// A size in bytes written with an optional unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ByteSize(pub u64);
@@ -112,6 +160,39 @@ impl<'de> Deserialize<'de> for ByteSize {
             |s: &str| parse_size(s).map(ByteSize),
             "a size such as 65536, 64KiB or 10MiB",
         ))
+    }
+}
+
+/// Written as the config writes it: `64KiB`, `10MiB`, `1GiB` when the size is a whole number of
+/// those, else a bare number of bytes.
+impl Serialize for ByteSize {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.0;
+        for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+            if n != 0 && n.is_multiple_of(1u64 << shift) {
+                return s.serialize_str(&format!("{}{unit}", n >> shift));
+            }
+        }
+        s.serialize_u64(n)
+    }
+}
+
+impl JsonSchema for ByteSize {
+    fn schema_name() -> Cow<'static, str> {
+        "ByteSize".into()
+    }
+    fn schema_id() -> Cow<'static, str> {
+        concat!(module_path!(), "::ByteSize").into()
+    }
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "description": "A size in bytes: a bare number of bytes, or a number with a unit: `64KiB`, `10MiB`, `1GiB` (powers of 1024; also `K`, `M`, `G`) or `10KB`, `10MB`, `1GB` (powers of 1000). Units ignore case.",
+            "type": ["string", "integer"],
+            "pattern": SIZE_PATTERN,
+            "patternErrorMessage": "expected a size such as 65536, 64KiB or 10MiB",
+            "minimum": 0,
+            "examples": [65536, "64KiB", "10MiB"]
+        })
     }
 }
 
@@ -138,5 +219,35 @@ mod tests {
         assert_eq!(parse_size("1g").unwrap(), 1 << 30);
         assert!(parse_size("12 bananas").is_err());
         assert!(parse_size("99999999999999GiB").is_err());
+    }
+
+    /// What the schema's defaults are written with reads back as the same value.
+    #[test]
+    fn serialize_reads_back() {
+        for d in [
+            Dur::secs(30),
+            Dur::secs(0),
+            Dur::millis(250),
+            Dur::millis(1500),
+            Dur(Duration::from_micros(7)),
+            Dur(Duration::from_nanos(1_500_000_001)),
+        ] {
+            let v = serde_json::to_value(d).unwrap();
+            assert!(v.is_string(), "{v}");
+            let back: Dur = serde_json::from_value(v.clone()).unwrap();
+            assert!(
+                back.0.abs_diff(d.0) < Duration::from_micros(1),
+                "{d:?} → {v} → {back:?}"
+            );
+        }
+        assert_eq!(serde_json::to_value(Dur::secs(30)).unwrap(), "30s");
+        assert_eq!(serde_json::to_value(Dur::millis(500)).unwrap(), "500ms");
+        for n in [0, 1, 1000, 1024, 65536, 1536, 10 << 20, 3 << 30, 5 << 40, u64::MAX] {
+            let v = serde_json::to_value(ByteSize(n)).unwrap();
+            let back: ByteSize = serde_json::from_value(v.clone()).unwrap();
+            assert_eq!(back, ByteSize(n), "{v}");
+        }
+        assert_eq!(serde_json::to_value(ByteSize(65536)).unwrap(), "64KiB");
+        assert_eq!(serde_json::to_value(ByteSize(1000)).unwrap(), 1000);
     }
 }

@@ -45,6 +45,8 @@ pub enum Segment {
 #[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
+    /// Where the route is defined (line in its file), for messages.
+    pub line: u64,
     pub org: Arc<str>,
     pub pattern: String,
     pub upstream: Arc<Upstream>,
@@ -256,6 +258,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                 .collect();
             let route = Arc::new(Route {
                 name: r.name.clone().unwrap_or_else(|| pattern.clone()).into(),
+                line: r.path.referenced.line(),
                 org: org_name.clone(),
                 pattern: pattern.clone(),
                 upstream: upstream.clone(),
@@ -358,26 +361,31 @@ fn add_route(
 ) -> Result<(), String> {
     let i = slot_for(router, slots, pattern)?;
     let t = &mut router.tables[i];
-    let clash = |other: &Route| {
+    let clash = |other: &Route, method: Option<&Method>| {
+        let method = method.map_or_else(|| "every method".to_string(), |m| format!("method {m}"));
         Err(format!(
-            "route `{}` conflicts with route `{}`: same path `{pattern}` and method",
-            route.name, other.name
+            "route `{}` conflicts with route `{}` (line {}): both answer path `{pattern}` for {method}",
+            route.name, other.name, other.line
         ))
     };
     if let Some(other) = &t.any {
-        return if explicit { clash(other) } else { Ok(()) };
+        return if explicit {
+            clash(other, methods.first())
+        } else {
+            Ok(())
+        };
     }
     if methods.is_empty() {
         // For an implicit route `any` means "every method the others do not answer".
         match t.by_method.first() {
-            Some((_, other)) if explicit => return clash(other),
+            Some((m, other)) if explicit => return clash(other, Some(m)),
             _ => t.any = Some(route.clone()),
         }
         return Ok(());
     }
     for m in methods {
         match t.by_method.iter().find(|(mm, _)| mm == m) {
-            Some((_, other)) if explicit => return clash(other),
+            Some((_, other)) if explicit => return clash(other, Some(m)),
             Some(_) => {}
             None => t.by_method.push((m.clone(), route.clone())),
         }

@@ -2,11 +2,16 @@
 //!
 //! - `cratopus run [-c gateway.yaml]`: serve (the embedded default when no file is given)
 //! - `cratopus check -c gateway.yaml`: load and compile the config, print every problem
+//! - `cratopus routes -c gateway.yaml [--json]`: the routing tree (organizations, hosts, paths, routes)
+//! - `cratopus schema [--org] [-o FILE]`: the JSON Schema of the config, for editors
 //! - `cratopus mirror --listen ADDR`: the echo service alone
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+mod routes_cmd;
+mod schema_cmd;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,10 +31,31 @@ enum Command {
         #[arg(short, long, env = "CRATOPUS_CONFIG")]
         config: Option<PathBuf>,
     },
-    /// Validate a config without starting anything; exits non-zero on errors.
+    /// Validate a config without starting anything: every error and warning, with its place.
+    /// Exits 1 on errors (and on warnings with --strict).
     Check {
         #[arg(short, long, env = "CRATOPUS_CONFIG")]
         config: PathBuf,
+        /// Fail on warnings too.
+        #[arg(long)]
+        strict: bool,
+    },
+    /// Print the routing tree: organizations, hosts, paths, methods, routes and upstreams.
+    Routes {
+        #[arg(short, long, env = "CRATOPUS_CONFIG")]
+        config: PathBuf,
+        /// Print the tree as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the JSON Schema of gateway.yaml (with --org, of an organization file), for editors.
+    Schema {
+        /// The schema of an organization file instead of gateway.yaml.
+        #[arg(long)]
+        org: bool,
+        /// Write the schema to this file instead of standard output.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
     },
     /// Run the echo service alone.
     Mirror {
@@ -50,7 +76,9 @@ fn main() -> ExitCode {
         .init();
     match cli.command {
         Command::Run { config } => run(config),
-        Command::Check { config } => check(&config),
+        Command::Check { config, strict } => check(&config, strict),
+        Command::Routes { config, json } => routes_cmd::run(&config, json),
+        Command::Schema { org, out } => schema_cmd::run(org, out.as_deref()),
         Command::Mirror { listen } => mirror(&listen),
     }
 }
@@ -102,23 +130,47 @@ fn run(config: Option<PathBuf>) -> ExitCode {
     }
 }
 
-fn check(path: &Path) -> ExitCode {
-    let result = load(Some(path)).and_then(|cfg| {
-        let rt = runtime(Some(1)).map_err(|e| e.to_string())?;
-        rt.block_on(cratopus_core::compile(cfg, None, 1))
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    });
-    match result {
-        Ok(()) => {
-            println!("{}: ok", path.display());
-            ExitCode::SUCCESS
-        }
+fn check(path: &Path, strict: bool) -> ExitCode {
+    use cratopus_config::report::{Severity, render};
+    let errors = |e: cratopus_config::ConfigErrors| -> Vec<(Severity, cratopus_config::ConfigError)> {
+        e.0.into_iter().map(|e| (Severity::Error, e)).collect()
+    };
+    let mut cfg = match cratopus_config::load_file(path) {
+        Ok(c) => c,
         Err(e) => {
-            eprintln!("{e}");
-            ExitCode::FAILURE
+            let problems = errors(e);
+            eprint!("{}", render(&problems));
+            eprintln!("{}: {} error(s)", path.display(), problems.len());
+            return ExitCode::FAILURE;
         }
+    };
+    let warnings: Vec<_> = cratopus_config::lint::lint(&cfg)
+        .into_iter()
+        .map(|w| (Severity::Warning, w))
+        .collect();
+    // Compile as `run` would (routes, templates, pools), without opening the traffic log.
+    cfg.gateway.traffic_log = None;
+    let compiled = runtime(Some(1))
+        .map_err(|e| e.to_string())
+        .map(|rt| rt.block_on(cratopus_core::compile(cfg, None, 1)).map(|_| ()));
+    let mut problems = match compiled {
+        Ok(Ok(())) => Vec::new(),
+        Ok(Err(e)) => errors(e),
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let n_errors = problems.len();
+    problems.extend(warnings);
+    eprint!("{}", render(&problems));
+    let n_warnings = problems.len() - n_errors;
+    if n_errors > 0 || (strict && n_warnings > 0) {
+        eprintln!("{}: {n_errors} error(s), {n_warnings} warning(s)", path.display());
+        return ExitCode::FAILURE;
     }
+    println!("{}: ok ({n_warnings} warning(s))", path.display());
+    ExitCode::SUCCESS
 }
 
 fn mirror(listen: &str) -> ExitCode {

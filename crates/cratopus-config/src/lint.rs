@@ -1,0 +1,128 @@
+//! Warnings: things that load and run but are probably not what the author meant.
+//! `cratopus check` prints them; `--strict` makes them fail the check.
+
+use crate::error::ConfigError;
+use crate::load::LoadedConfig;
+use std::collections::HashSet;
+use std::net::ToSocketAddrs;
+
+/// Every warning for `cfg`. Resolving target names does DNS lookups (blocking).
+pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
+    let mut warnings = Vec::new();
+    let default = cfg.gateway.default_organization.as_ref().map(|d| d.value.as_str());
+    let single_open = cfg.orgs.len() == 1 && cfg.orgs[0].config.domains.is_empty();
+    for org in &cfg.orgs {
+        let f = org.file.as_path();
+        let o = &org.config;
+        let name = o.name.value.as_str();
+        if o.domains.is_empty() && default != Some(name) && !single_open {
+            warnings.push(ConfigError::at(
+                f,
+                &o.name.referenced,
+                format!(
+                    "organization `{name}` has no domains and is not the default_organization: no request can reach it"
+                ),
+            ));
+        }
+        let used: HashSet<&str> = o.routes.iter().map(|r| r.upstream.value.as_str()).collect();
+        for (uname, u) in &o.upstreams {
+            if !used.contains(uname.as_str()) {
+                warnings.push(ConfigError::new(
+                    f,
+                    format!("upstream `{uname}` of organization `{name}` is used by no route"),
+                ));
+            }
+            for t in &u.targets {
+                if let Some(host) = target_host(&t.url)
+                    && host.parse::<std::net::IpAddr>().is_err()
+                    && (host.as_str(), 80).to_socket_addrs().is_err()
+                {
+                    warnings.push(ConfigError::new(
+                        f,
+                        format!("upstream `{uname}`: target host `{host}` does not resolve (yet); its route answers 503 until it does"),
+                    ));
+                }
+            }
+        }
+        for r in &o.routes {
+            if let Some(p) = &r.strip_prefix {
+                let prefix = p.value.trim_end_matches('/');
+                let literal = r.path.value.split('{').next().unwrap_or("");
+                if !prefix.is_empty()
+                    && !literal.starts_with(prefix)
+                    && !prefix.starts_with(literal.trim_end_matches('/'))
+                {
+                    warnings.push(ConfigError::at(
+                        f,
+                        &p.referenced,
+                        format!(
+                            "strip_prefix `{}` is not a prefix of the route's path `{}`: it never applies",
+                            p.value, r.path.value
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    warnings
+}
+
+/// The host of an `http://host:port` target.
+fn target_host(url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?.trim_end_matches('/');
+    if rest.starts_with('[') {
+        return Some(rest.trim_start_matches('[').split(']').next()?.to_string());
+    }
+    Some(rest.split(':').next()?.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::load_str;
+    use std::path::Path;
+
+    #[test]
+    fn warns_about_unreachable_orgs_unused_upstreams_and_dead_prefixes() {
+        let yaml = "\
+default_organization: a
+organizations:
+  - name: a
+    upstreams:
+      u: {targets: [\"http://127.0.0.1:1\"]}
+      spare: {targets: [\"http://no-such-host.invalid:80\"]}
+    routes:
+      - path: /api/{*rest}
+        upstream: u
+        strip_prefix: /v1
+  - name: b
+    upstreams:
+      u: {targets: [\"mirror://\"]}
+    routes:
+      - {path: /x, upstream: u}
+";
+        let cfg = load_str(Path::new("gw.yaml"), yaml).unwrap();
+        let w: Vec<String> = lint(&cfg).iter().map(ToString::to_string).collect();
+        assert_eq!(w.len(), 4, "{w:#?}");
+        assert!(
+            w.iter()
+                .any(|m| m.contains("`spare`") && m.contains("used by no route")),
+            "{w:#?}"
+        );
+        assert!(
+            w.iter()
+                .any(|m| m.contains("no-such-host.invalid") && m.contains("does not resolve")),
+            "{w:#?}"
+        );
+        assert!(
+            w.iter()
+                .any(|m| m.starts_with("gw.yaml:10:") && m.contains("never applies")),
+            "{w:#?}"
+        );
+        assert!(
+            w.iter()
+                .any(|m| m.starts_with("gw.yaml:11:") && m.contains("`b` has no domains")),
+            "{w:#?}"
+        );
+    }
+}
