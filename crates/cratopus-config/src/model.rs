@@ -50,6 +50,26 @@ pub struct GatewayConfig {
     /// Reload when a config file changes. SIGHUP always reloads.
     #[serde(default = "yes")]
     pub watch: bool,
+    /// The admin API on its own listener. Off unless this section is present.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin API: status, organizations, upstreams, reload and Prometheus metrics, each call
+/// behind a bearer token.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `host:port` of the admin listener; keep it on loopback or a private network.
+    #[serde(default = "default_admin_bind")]
+    pub bind: String,
+    /// The bearer token every call must carry; `${CRATOPUS_ADMIN_TOKEN}` reads it from the
+    /// environment. At least 16 characters.
+    pub token: String,
+}
+
+fn default_admin_bind() -> String {
+    "127.0.0.1:9901".into()
 }
 
 fn yes() -> bool {

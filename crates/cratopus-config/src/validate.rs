@@ -33,6 +33,17 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
             format!("health_path `{}` must start with `/`", gw.health_path),
         ));
     }
+    if let Some(a) = &gw.admin {
+        if a.token.len() < 16 {
+            errors.push(ConfigError::new(file, "admin.token must be at least 16 characters"));
+        }
+        if split_host_port(&a.bind).is_none() {
+            errors.push(ConfigError::new(
+                file,
+                format!("admin bind `{}` is not host:port", a.bind),
+            ));
+        }
+    }
     if gw.workers == Some(0) {
         errors.push(ConfigError::new(file, "`workers` must be at least 1"));
     }

@@ -1,6 +1,7 @@
 //! The running gateway: listeners and connections ([`listener`]), config reload on file change
 //! or SIGHUP ([`reload`]), and graceful shutdown on SIGTERM/SIGINT.
 
+pub mod admin;
 pub mod conn_io;
 pub mod listener;
 pub mod reload;
@@ -21,6 +22,7 @@ pub async fn run(cfg: LoadedConfig, path: Option<PathBuf>) -> Result<(), String>
     let hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
 
     let shutdown_timeout = cfg.gateway.shutdown_timeout.0;
+    let admin_cfg = cfg.gateway.admin.clone();
     let listeners_cfg = cfg.gateway.listeners.clone();
     let limits = cfg.gateway.limits.clone();
     let watch = cfg.gateway.watch;
@@ -59,6 +61,31 @@ pub async fn run(cfg: LoadedConfig, path: Option<PathBuf>) -> Result<(), String>
             stop_rx.clone(),
             tracker.clone(),
         )));
+    }
+
+    if let Some(a) = admin_cfg {
+        let listener = listener::bind(&a.bind)
+            .await
+            .map_err(|e| format!("cannot listen on {} (admin): {e}", a.bind))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        tracing::info!(name = "admin", addr = %addr, "listening");
+        let state = Arc::new(admin::AdminState {
+            engine: engine.clone(),
+            reloader: reloader.clone(),
+            token: a.token,
+            started: std::time::Instant::now(),
+        });
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, admin::router(state))
+                .with_graceful_shutdown(async move {
+                    let _ = stop.changed().await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        });
     }
 
     tokio::select! {

@@ -1,0 +1,235 @@
+//! The admin API, on its own listener: what the gateway is serving and how its upstreams are,
+//! plus reload. Every call needs `Authorization: Bearer <admin.token>` (compared in constant
+//! time); without it the answer is 401. `GET /api/openapi.json` describes the API.
+
+use crate::reload::Reloader;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cratopus_core::Engine;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// What the handlers share.
+pub struct AdminState {
+    pub engine: Arc<Engine>,
+    pub reloader: Arc<Reloader>,
+    pub token: String,
+    pub started: Instant,
+}
+
+/// The admin API's routes.
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/api/status", get(status))
+        .route("/api/organizations", get(organizations))
+        .route("/api/upstreams", get(upstreams))
+        .route("/api/reload", post(reload))
+        .route("/api/openapi.json", get(openapi))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// Equal slices without an early exit, so timing does not reveal how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({"error": {"status": status.as_u16(), "code": code, "message": message}});
+    (status, axum::Json(body)).into_response()
+}
+
+async fn require_token(State(state): State<Arc<AdminState>>, req: Request, next: Next) -> Response {
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !constant_time_eq(given.as_bytes(), state.token.as_bytes()) {
+        let mut res = error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin bearer token is required",
+        );
+        res.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"cratopus-admin\""),
+        );
+        return res;
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such admin endpoint; see /api/openapi.json",
+    )
+}
+
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+async fn status(State(s): State<Arc<AdminState>>) -> Response {
+    let snap = s.engine.snapshot();
+    let last_error = s.reloader.last_error.lock().ok().and_then(|e| e.clone());
+    axum::Json(json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": s.started.elapsed().as_secs_f64(),
+        "config": {
+            "version": snap.version,
+            "file": snap.config.file.display().to_string(),
+            "loaded_at": unix_secs(snap.loaded_at),
+            "last_reload_error": last_error,
+        },
+        "traffic_log_dropped": snap.traffic_log.dropped(),
+    }))
+    .into_response()
+}
+
+async fn organizations(State(s): State<Arc<AdminState>>) -> Response {
+    let snap = s.engine.snapshot();
+    let orgs: Vec<Value> = snap
+        .config
+        .orgs
+        .iter()
+        .map(|o| {
+            let c = &o.config;
+            json!({
+                "name": c.name.value,
+                "file": o.file.display().to_string(),
+                "domains": c.domains.iter().map(|d| d.value.clone()).collect::<Vec<_>>(),
+                "routes": c.routes.iter().map(|r| json!({
+                    "name": r.name.clone().unwrap_or_else(|| r.path.value.clone()),
+                    "path": r.path.value,
+                    "methods": r.methods.iter().map(|m| m.value.to_ascii_uppercase()).collect::<Vec<_>>(),
+                    "upstream": r.upstream.value,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    axum::Json(json!({ "organizations": orgs })).into_response()
+}
+
+async fn upstreams(State(s): State<Arc<AdminState>>) -> Response {
+    let snap = s.engine.snapshot();
+    let mut list: Vec<Value> = snap
+        .upstreams()
+        .map(|((org, name), u)| {
+            let set = u.pool.targets();
+            json!({
+                "organization": &**org,
+                "name": name,
+                "balance": format!("{:?}", u.pool.config.balance).to_ascii_lowercase(),
+                "health_checked": u.pool.config.health_check.is_some(),
+                "targets": set.targets.iter().map(|t| json!({
+                    "target": &*t.label,
+                    "healthy": t.is_healthy(),
+                    "in_flight": t.inflight(),
+                    "weight": t.weight,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| {
+        (a["organization"].as_str(), a["name"].as_str()).cmp(&(b["organization"].as_str(), b["name"].as_str()))
+    });
+    axum::Json(json!({ "upstreams": list })).into_response()
+}
+
+async fn reload(State(s): State<Arc<AdminState>>) -> Response {
+    match s.reloader.reload().await {
+        Ok(version) => axum::Json(json!({"reloaded": true, "version": version})).into_response(),
+        Err(e) => error(StatusCode::UNPROCESSABLE_ENTITY, "config_rejected", &e),
+    }
+}
+
+async fn openapi(headers: HeaderMap) -> Response {
+    let _ = headers;
+    let mut res = axum::Json(openapi_document()).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+/// The OpenAPI 3.1 description of this API.
+pub fn openapi_document() -> Value {
+    let error = json!({"$ref": "#/components/schemas/Error"});
+    let unauthorized =
+        json!({"description": "missing or wrong bearer token", "content": {"application/json": {"schema": error}}});
+    json!({
+        "openapi": "3.1.0",
+        "info": {"title": "cratopus admin API", "version": env!("CARGO_PKG_VERSION")},
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+                    "type": "object", "required": ["status", "code", "message"],
+                    "properties": {"status": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"}}}}},
+                "Status": {"type": "object", "required": ["version", "uptime_seconds", "config", "traffic_log_dropped"], "properties": {
+                    "version": {"type": "string"},
+                    "uptime_seconds": {"type": "number"},
+                    "traffic_log_dropped": {"type": "integer"},
+                    "config": {"type": "object", "required": ["version", "file", "loaded_at", "last_reload_error"], "properties": {
+                        "version": {"type": "integer"}, "file": {"type": "string"}, "loaded_at": {"type": "number"},
+                        "last_reload_error": {"type": ["string", "null"]}}}}},
+                "Organizations": {"type": "object", "required": ["organizations"], "properties": {"organizations": {"type": "array", "items": {
+                    "type": "object", "required": ["name", "file", "domains", "routes"], "properties": {
+                        "name": {"type": "string"}, "file": {"type": "string"},
+                        "domains": {"type": "array", "items": {"type": "string"}},
+                        "routes": {"type": "array", "items": {"type": "object", "required": ["name", "path", "methods", "upstream"], "properties": {
+                            "name": {"type": "string"}, "path": {"type": "string"}, "upstream": {"type": "string"},
+                            "methods": {"type": "array", "items": {"type": "string"}}}}}}}}}},
+                "Upstreams": {"type": "object", "required": ["upstreams"], "properties": {"upstreams": {"type": "array", "items": {
+                    "type": "object", "required": ["organization", "name", "balance", "health_checked", "targets"], "properties": {
+                        "organization": {"type": "string"}, "name": {"type": "string"}, "balance": {"type": "string"},
+                        "health_checked": {"type": "boolean"},
+                        "targets": {"type": "array", "items": {"type": "object", "required": ["target", "healthy", "in_flight", "weight"], "properties": {
+                            "target": {"type": "string"}, "healthy": {"type": "boolean"},
+                            "in_flight": {"type": "integer", "minimum": 0}, "weight": {"type": "integer", "minimum": 1}}}}}}}}},
+                "Reloaded": {"type": "object", "required": ["reloaded", "version"], "properties": {
+                    "reloaded": {"type": "boolean"}, "version": {"type": "integer"}}},
+            }
+        },
+        "paths": {
+            "/api/status": {"get": {"operationId": "status", "summary": "Version, uptime, config version and the last reload error",
+                "responses": {"200": {"description": "status", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Status"}}}}, "401": unauthorized}}},
+            "/api/organizations": {"get": {"operationId": "organizations", "summary": "The loaded organizations with their domains and routes",
+                "responses": {"200": {"description": "organizations", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Organizations"}}}}, "401": unauthorized}}},
+            "/api/upstreams": {"get": {"operationId": "upstreams", "summary": "Upstreams with each target's health and in-flight requests",
+                "responses": {"200": {"description": "upstreams", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Upstreams"}}}}, "401": unauthorized}}},
+            "/api/reload": {"post": {"operationId": "reload", "summary": "Load the config files again; the old config keeps serving if the new one is rejected",
+                "responses": {
+                    "200": {"description": "reloaded", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Reloaded"}}}},
+                    "422": {"description": "the new config was rejected", "content": {"application/json": {"schema": error}}},
+                    "401": unauthorized}}},
+            "/api/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
+                "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}, "401": unauthorized}}},
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_compare() {
+        assert!(constant_time_eq(b"abcdef", b"abcdef"));
+        assert!(!constant_time_eq(b"abcdef", b"abcdeg"));
+        assert!(!constant_time_eq(b"abc", b"abcdef"));
+    }
+}

@@ -1,0 +1,159 @@
+//! The admin API over a real socket: the token, status, organizations, upstream health, reload
+//! and the OpenAPI document.
+
+use std::time::Duration;
+use test_support::http::Request;
+use test_support::http_body_util::Full;
+use test_support::hyper::body::Bytes;
+use test_support::{Gateway, Reply, client, dead_port, eventually, send};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cratopus");
+const TOKEN: &str = "admin-token-0123456789";
+
+fn org(extra_route: &str) -> String {
+    format!(
+        "name: acme
+domains: [api.acme.test]
+upstreams:
+  echo:
+    targets: [\"mirror://\"]
+  gone:
+    targets: [\"http://127.0.0.1:{}\"]
+    health_check: {{type: tcp, interval: 100ms, timeout: 100ms, unhealthy_threshold: 1}}
+routes:
+  - {{name: echo, path: /echo, upstream: echo, methods: [GET]}}
+  - {{name: gone, path: /gone, upstream: gone}}
+{extra_route}",
+        dead_port()
+    )
+}
+
+fn start() -> Gateway {
+    let yaml = "listeners:\n  - name: http\n    bind: 127.0.0.1:0\nadmin:\n  bind: 127.0.0.1:0\n  token: ${ADMIN_TOKEN}\norganizations: orgs/*.yaml\nwatch: false\n";
+    Gateway::start_with_env(BIN, yaml, &[("orgs/acme.yaml", &org(""))], &[("ADMIN_TOKEN", TOKEN)])
+}
+
+async fn admin(gw: &Gateway, method: &str, path: &str, token: Option<&str>) -> Reply {
+    let admin = gw.addrs()[1];
+    let mut b = Request::builder().method(method).uri(format!("http://{admin}{path}"));
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    send(&client(), b.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_call_needs_the_token() {
+    let gw = start();
+    for (method, path) in [
+        ("GET", "/api/status"),
+        ("GET", "/api/upstreams"),
+        ("POST", "/api/reload"),
+        ("GET", "/nope"),
+    ] {
+        let none = admin(&gw, method, path, None).await;
+        assert_eq!(none.status, 401, "{method} {path}: {}", none.text());
+        assert!(none.header("www-authenticate").is_some_and(|h| h.starts_with("Bearer")));
+        assert_eq!(none.json()["error"]["code"], "unauthorized");
+        let wrong = admin(&gw, method, path, Some("admin-token-0123456780")).await;
+        assert_eq!(wrong.status, 401, "{method} {path}");
+    }
+    assert_eq!(admin(&gw, "GET", "/nope", Some(TOKEN)).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_organizations_and_upstream_health() {
+    let gw = start();
+    let status = admin(&gw, "GET", "/api/status", Some(TOKEN)).await;
+    assert_eq!(status.status, 200, "{}", status.text());
+    let s = status.json();
+    assert_eq!(s["config"]["version"], 1);
+    assert!(s["uptime_seconds"].as_f64().is_some());
+    assert!(s["config"]["last_reload_error"].is_null());
+
+    let orgs = admin(&gw, "GET", "/api/organizations", Some(TOKEN)).await.json();
+    let acme = &orgs["organizations"][0];
+    assert_eq!(acme["name"], "acme");
+    assert_eq!(acme["domains"][0], "api.acme.test");
+    let routes: Vec<&str> = acme["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(routes, ["echo", "gone"]);
+
+    // The target nothing listens on is reported down once its health check failed.
+    let down = eventually(Duration::from_secs(5), || async {
+        let u = admin(&gw, "GET", "/api/upstreams", Some(TOKEN)).await.json();
+        u["upstreams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["name"] == "gone" && u["targets"][0]["healthy"] == false)
+    })
+    .await;
+    assert!(
+        down,
+        "{}",
+        admin(&gw, "GET", "/api/upstreams", Some(TOKEN)).await.text()
+    );
+    let u = admin(&gw, "GET", "/api/upstreams", Some(TOKEN)).await.json();
+    let echo = u["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["name"] == "echo")
+        .unwrap()
+        .clone();
+    assert_eq!(echo["targets"][0]["healthy"], true);
+    assert_eq!(echo["targets"][0]["target"], "mirror");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_applies_a_good_config_and_reports_a_bad_one() {
+    let gw = start();
+    gw.write_file("orgs/acme.yaml", &org("  - {name: new, path: /new, upstream: echo}\n"));
+    let r = admin(&gw, "POST", "/api/reload", Some(TOKEN)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["version"], 2);
+    let new = test_support::get(&gw.url("/new"), Some("api.acme.test")).await;
+    assert_eq!(new.status, 200);
+
+    gw.write_file(
+        "orgs/acme.yaml",
+        &org("  - {name: bad, path: /bad, upstream: nosuch}\n"),
+    );
+    let r = admin(&gw, "POST", "/api/reload", Some(TOKEN)).await;
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "config_rejected");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("nosuch"));
+    let s = admin(&gw, "GET", "/api/status", Some(TOKEN)).await.json();
+    assert_eq!(s["config"]["version"], 2);
+    assert!(
+        s["config"]["last_reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("acme.yaml:")
+    );
+    assert_eq!(
+        test_support::get(&gw.url("/new"), Some("api.acme.test")).await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_lists_every_endpoint() {
+    let gw = start();
+    let doc = admin(&gw, "GET", "/api/openapi.json", Some(TOKEN)).await.json();
+    assert_eq!(doc["openapi"], "3.1.0");
+    for p in [
+        "/api/status",
+        "/api/organizations",
+        "/api/upstreams",
+        "/api/reload",
+        "/api/openapi.json",
+    ] {
+        assert!(doc["paths"][p].is_object(), "{p} missing");
+    }
+}
