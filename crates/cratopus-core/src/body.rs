@@ -7,6 +7,7 @@
 
 use crate::conn_pool::PoolReturn;
 use bytes::Bytes;
+use cratopus_observe::metrics::RouteMetrics;
 use cratopus_observe::{LogLine, TrafficLog};
 use cratopus_upstream::InflightGuard;
 use http_body::{Body, Frame, SizeHint};
@@ -101,8 +102,19 @@ pub struct PendingLog {
     pub request: Option<Arc<BodyStats>>,
 }
 
+/// The route's metrics waiting for the response to end.
+pub struct PendingMetrics {
+    pub route: Arc<RouteMetrics>,
+    pub method: http::Method,
+    pub status: u16,
+    pub start: Instant,
+    pub upstream: Option<std::time::Duration>,
+    pub request: Option<Arc<BodyStats>>,
+}
+
 pub struct ResponseBody {
     kind: Kind,
+    metrics: Option<PendingMetrics>,
     /// The upstream connection, handed back to its pool when the body has been read whole.
     conn: Option<PoolReturn>,
     sent: u64,
@@ -115,6 +127,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
             conn: None,
+            metrics: None,
             sent: 0,
             pending: None,
             _inflight: None,
@@ -126,6 +139,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Upstream(body),
             conn,
+            metrics: None,
             sent: 0,
             pending: None,
             _inflight: None,
@@ -138,6 +152,12 @@ impl ResponseBody {
         self
     }
 
+    /// Records the request in its route's metrics when this body is done.
+    pub fn with_metrics(mut self, m: Option<PendingMetrics>) -> Self {
+        self.metrics = m;
+        self
+    }
+
     /// Keeps the target's in-flight count until this body is done.
     pub fn with_inflight(mut self, guard: Option<InflightGuard>) -> Self {
         self._inflight = guard;
@@ -145,6 +165,11 @@ impl ResponseBody {
     }
 
     fn finish(&mut self) {
+        if let Some(m) = self.metrics.take() {
+            let bytes_in = m.request.as_ref().map_or(0, |s| s.bytes.load(Ordering::Relaxed));
+            m.route
+                .request_finished(&m.method, m.status, m.start.elapsed(), m.upstream, bytes_in, self.sent);
+        }
         if let Some(conn) = self.conn.take() {
             // Reusable only if the upstream's body was read to its end.
             if let Kind::Upstream(b) = &self.kind

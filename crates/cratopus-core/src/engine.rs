@@ -9,7 +9,7 @@
 //! Every answer, the gateway's own errors included, carries `X-Request-Id` and leaves one line
 //! in the traffic log when its body ends.
 
-use crate::body::{PendingLog, RequestBody, ResponseBody};
+use crate::body::{PendingLog, PendingMetrics, RequestBody, ResponseBody};
 use crate::conn_pool::SendError;
 use crate::error::GatewayError;
 use crate::forward::{self, X_REQUEST_ID};
@@ -19,6 +19,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use cratopus_config::HashOn;
 use cratopus_observe::LogLine;
+use cratopus_observe::metrics::{GatewayMetrics, RouteMetrics};
 use cratopus_upstream::balancer::hash_key;
 use cratopus_upstream::{Target, TargetKind};
 use http::header::{self, HeaderValue};
@@ -41,13 +42,17 @@ pub struct ConnInfo {
 /// Holds the current snapshot and runs requests against it.
 pub struct Engine {
     current: ArcSwap<Snapshot>,
+    /// Process-wide counters (reloads, requests no route took), for `/metrics`.
+    pub metrics: GatewayMetrics,
 }
 
-/// What the phases learn about a request, for the log line. With the traffic log off nothing
-/// is recorded (and no clock is read).
+/// What the phases learn about a request, for the log line and the route's metrics. With the
+/// traffic log off no names are copied.
 #[derive(Default)]
 struct Learned {
     enabled: bool,
+    route_metrics: Option<Arc<RouteMetrics>>,
+    upstream_time: Option<std::time::Duration>,
     org: Option<Arc<str>>,
     route: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
@@ -59,6 +64,7 @@ impl Engine {
     pub fn new(snapshot: Snapshot) -> Engine {
         Engine {
             current: ArcSwap::from_pointee(snapshot),
+            metrics: GatewayMetrics::new(),
         }
     }
 
@@ -73,9 +79,9 @@ impl Engine {
     }
 
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<ResponseBody> {
-        let logging = self.current.load().traffic_log.enabled();
-        let start = logging.then(Instant::now);
+        let start = Instant::now();
         let snap = self.current.load_full();
+        let logging = snap.traffic_log.enabled();
         let request_id = forward::request_id(req.headers());
 
         if req.uri().path() == snap.health_path {
@@ -105,6 +111,7 @@ impl Engine {
             error: None,
         });
 
+        let method = req.method().clone();
         let mut learned = Learned {
             enabled: logging,
             ..Learned::default()
@@ -129,11 +136,26 @@ impl Engine {
             Box::new(PendingLog {
                 line,
                 log: snap.traffic_log.clone(),
-                start: start.unwrap_or_else(Instant::now),
-                request: stats,
+                start,
+                request: stats.clone(),
             })
         });
-        res.map(|b| b.with_log(pending).with_inflight(inflight))
+        let status = res.status().as_u16();
+        let metrics = match learned.route_metrics {
+            Some(route) => Some(PendingMetrics {
+                route,
+                method,
+                status,
+                start,
+                upstream: learned.upstream_time,
+                request: stats,
+            }),
+            None => {
+                self.metrics.unrouted(status);
+                None
+            }
+        };
+        res.map(|b| b.with_log(pending).with_metrics(metrics).with_inflight(inflight))
     }
 
     async fn run(
@@ -176,6 +198,8 @@ impl Engine {
         if learned.enabled {
             learned.route = Some(route.name.clone());
         }
+        route.metrics.request_started();
+        learned.route_metrics = Some(route.metrics.clone());
 
         // Limits the route can judge before reading the body.
         if let Some(limit) = route.max_body {
@@ -224,9 +248,10 @@ impl Engine {
             if let Some(p) = new_path {
                 parts.uri = Uri::from(p);
             }
-            let started = learned.enabled.then(Instant::now);
+            let started = Instant::now();
             let res = cratopus_mirror::echo(Request::from_parts(parts, body), conn.peer).await;
-            learned.upstream_ms = started.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+            learned.upstream_time = Some(started.elapsed());
+            learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
             if stats.as_ref().is_some_and(|s| s.too_large.load(Ordering::Relaxed)) {
                 return Err(GatewayError::BodyTooLarge(route.max_body.unwrap_or(0)));
             }
@@ -237,9 +262,10 @@ impl Engine {
             return Err(GatewayError::UpstreamFailed);
         };
         let req = upstream_request(&route, &target, parts, body, new_path, client_host)?;
-        let started = learned.enabled.then(Instant::now);
+        let started = Instant::now();
         let result = tokio::time::timeout(route.timeout, upstream.conns.send(addr, req)).await;
-        learned.upstream_ms = started.map(|t| t.elapsed().as_secs_f64() * 1000.0);
+        learned.upstream_time = Some(started.elapsed());
+        learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
         let (res, conn) = match result {
             Err(_) => return Err(GatewayError::UpstreamTimeout),
             Ok(Err(SendError::Connect(e))) => return Err(e),

@@ -9,6 +9,7 @@ use crate::conn_pool::{ConnPool, PoolSettings};
 use crate::router::{HostTable, MethodTable, OrgRouter};
 use cratopus_config::{ConfigError, ConfigErrors, LoadedConfig, Protocol, UpstreamConfig};
 use cratopus_observe::TrafficLog;
+use cratopus_observe::metrics::RouteMetrics;
 use cratopus_observe::traffic_log::TrafficLogSettings;
 use cratopus_upstream::UpstreamPool;
 use http::{HeaderValue, Method};
@@ -54,6 +55,8 @@ pub struct Route {
     pub rewrite: Option<Vec<Segment>>,
     pub timeout: Duration,
     pub max_body: Option<u64>,
+    /// Counters and latency histograms, kept across reloads while the route keeps its name.
+    pub metrics: Arc<RouteMetrics>,
 }
 
 #[derive(Debug)]
@@ -71,6 +74,8 @@ pub struct Snapshot {
     pub health_path: String,
     pub max_header_bytes: usize,
     pub traffic_log: TrafficLog,
+    /// Every configured route, in file order (for metrics and the admin API).
+    pub routes: Vec<Arc<Route>>,
     upstreams: HashMap<(Arc<str>, String), Arc<Upstream>>,
 }
 
@@ -173,6 +178,16 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
     let mut orgs = Vec::new();
     let mut upstreams: HashMap<(Arc<str>, String), Arc<Upstream>> = HashMap::new();
     let mut new_pools = Vec::new();
+    let mut all_routes: Vec<Arc<Route>> = Vec::new();
+    let mut route_metrics: HashMap<(Arc<str>, Arc<str>), Arc<RouteMetrics>> = HashMap::new();
+    let prev_metrics: HashMap<(Arc<str>, Arc<str>), Arc<RouteMetrics>> = prev
+        .map(|p| {
+            p.routes
+                .iter()
+                .map(|r| ((r.org.clone(), r.name.clone()), r.metrics.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
 
     for (oi, loaded) in cfg.orgs.iter().enumerate() {
         let o = &loaded.config;
@@ -256,8 +271,9 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                 .iter()
                 .filter_map(|m| Method::from_bytes(m.value.to_ascii_uppercase().as_bytes()).ok())
                 .collect();
+            let route_name: Arc<str> = r.name.clone().unwrap_or_else(|| pattern.clone()).into();
             let route = Arc::new(Route {
-                name: r.name.clone().unwrap_or_else(|| pattern.clone()).into(),
+                name: route_name.clone(),
                 line: r.path.referenced.line(),
                 org: org_name.clone(),
                 pattern: pattern.clone(),
@@ -269,7 +285,13 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                 rewrite,
                 timeout: r.timeout.map_or(upstream.response_timeout, |d| d.0),
                 max_body: r.max_body_bytes.or(gw.limits.max_body_bytes).map(|b| b.0),
+                // Routes that share a name (as unnamed routes on one path do) share one series.
+                metrics: route_metrics
+                    .entry((org_name.clone(), route_name.clone()))
+                    .or_insert_with_key(|k| prev_metrics.get(k).cloned().unwrap_or_default())
+                    .clone(),
             });
+            all_routes.push(route.clone());
             if let Err(e) = add_route(&mut router, &mut slots, &pattern, &route, &methods, true) {
                 errors.push(ConfigError::at(f, &r.path.referenced, e));
                 continue;
@@ -317,6 +339,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         hosts,
         orgs,
         traffic_log,
+        routes: all_routes,
         upstreams,
         config: Arc::new(cfg),
     })

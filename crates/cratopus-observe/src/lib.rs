@@ -1,5 +1,7 @@
-//! Observability of cratopus. Today: the traffic log.
+//! Observability of cratopus: the traffic log and the Prometheus metrics.
 
+pub mod metrics;
 pub mod traffic_log;
 
+pub use metrics::{GatewayMetrics, RouteLabels, RouteMetrics, TargetHealth};
 pub use traffic_log::{LogLine, TrafficLog};

@@ -30,6 +30,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/upstreams", get(upstreams))
         .route("/api/reload", post(reload))
         .route("/api/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
@@ -149,6 +150,57 @@ async fn upstreams(State(s): State<Arc<AdminState>>) -> Response {
     axum::Json(json!({ "upstreams": list })).into_response()
 }
 
+/// Prometheus text exposition of every route, target and the gateway's own counters.
+async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
+    use cratopus_observe::metrics::{RouteLabels, TargetHealth, render};
+    let snap = s.engine.snapshot();
+    let mut seen = std::collections::HashSet::new();
+    let routes: Vec<_> = snap
+        .routes
+        .iter()
+        .filter(|r| seen.insert((r.org.clone(), r.name.clone())))
+        .map(|r| {
+            (
+                RouteLabels {
+                    org: &r.org,
+                    route: &r.name,
+                },
+                &*r.metrics,
+            )
+        })
+        .collect();
+    let upstreams: Vec<_> = snap
+        .upstreams()
+        .map(|((org, name), u)| (org, name, u.pool.targets()))
+        .collect();
+    let targets: Vec<TargetHealth<'_>> = upstreams
+        .iter()
+        .flat_map(|(org, name, set)| {
+            set.targets.iter().map(move |t| TargetHealth {
+                org,
+                upstream: name,
+                target: &t.label,
+                healthy: t.is_healthy(),
+                inflight: t.inflight(),
+            })
+        })
+        .collect();
+    let mut out = String::with_capacity(16 * 1024);
+    render(
+        &mut out,
+        &s.engine.metrics,
+        &routes,
+        &targets,
+        snap.traffic_log.dropped(),
+    );
+    let mut res = out.into_response();
+    res.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    res
+}
+
 async fn reload(State(s): State<Arc<AdminState>>) -> Response {
     match s.reloader.reload().await {
         Ok(version) => axum::Json(json!({"reloaded": true, "version": version})).into_response(),
@@ -216,6 +268,8 @@ pub fn openapi_document() -> Value {
                     "200": {"description": "reloaded", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Reloaded"}}}},
                     "422": {"description": "the new config was rejected", "content": {"application/json": {"schema": error}}},
                     "401": unauthorized}}},
+            "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics (text exposition format 0.0.4)",
+                "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": unauthorized}}},
             "/api/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
                 "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}, "401": unauthorized}}},
         }

@@ -57,6 +57,7 @@ impl Reloader {
                 }
             }
         };
+        self.engine.metrics.reload(result.is_ok());
         match &result {
             Ok(v) => {
                 tracing::info!(version = v, "config reloaded");

@@ -157,3 +157,82 @@ async fn the_openapi_document_lists_every_endpoint() {
         assert!(doc["paths"][p].is_object(), "{p} missing");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_requests_and_pass_promtool() {
+    let gw = start();
+    for _ in 0..3 {
+        assert_eq!(
+            test_support::get(&gw.url("/echo"), Some("api.acme.test")).await.status,
+            200
+        );
+    }
+    assert_eq!(
+        test_support::request("POST", &gw.url("/echo"), Some("api.acme.test"), b"")
+            .await
+            .status,
+        405
+    );
+    assert_eq!(
+        test_support::get(&gw.url("/nothing"), Some("api.acme.test"))
+            .await
+            .status,
+        404
+    );
+    // A request is counted when its response body has been handed over, which can be a moment
+    // after the client has read it.
+    let want = "cratopus_requests_total{org=\"acme\",route=\"echo\",method=\"GET\",class=\"2xx\"} 3";
+    let counted = eventually(Duration::from_secs(5), || async {
+        admin(&gw, "GET", "/metrics", Some(TOKEN))
+            .await
+            .text()
+            .lines()
+            .any(|l| l == want)
+    })
+    .await;
+    let m = admin(&gw, "GET", "/metrics", Some(TOKEN)).await;
+    assert!(counted, "{}", m.text());
+    assert_eq!(m.status, 200);
+    assert!(
+        m.header("content-type")
+            .is_some_and(|c| c.starts_with("text/plain; version=0.0.4"))
+    );
+    let text = m.text();
+    let line = |prefix: &str| -> Option<String> { text.lines().find(|l| l.starts_with(prefix)).map(str::to_string) };
+    assert_eq!(
+        line("cratopus_requests_total{org=\"acme\",route=\"echo\",method=\"GET\",class=\"2xx\"}").as_deref(),
+        Some("cratopus_requests_total{org=\"acme\",route=\"echo\",method=\"GET\",class=\"2xx\"} 3"),
+        "{text}"
+    );
+    assert!(
+        line("cratopus_request_duration_seconds_count{org=\"acme\",route=\"echo\"}").is_some_and(|l| l.ends_with(" 3")),
+        "{text}"
+    );
+    assert!(
+        line("cratopus_unrouted_requests_total{class=\"4xx\"}").is_some_and(|l| l.ends_with(" 2")),
+        "{text}"
+    );
+    assert!(
+        line("cratopus_upstream_target_healthy{org=\"acme\",upstream=\"echo\",target=\"mirror\"}")
+            .is_some_and(|l| l.ends_with(" 1")),
+        "{text}"
+    );
+
+    // The exposition as Prometheus' own checker reads it.
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is not on PATH; install it: apt-get install -y --no-install-recommends prometheus");
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
