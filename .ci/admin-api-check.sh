@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Checks the admin API's real responses against its own OpenAPI document with schemathesis.
+# Usage: .ci/admin-api-check.sh path/to/cratopus
+set -euo pipefail
+BIN=$1
+VENV="${CRATOPUS_CI_VENV:-$HOME/.cache/cratopus-ci-venv}"
+if [ ! -x "$VENV/bin/schemathesis" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install -q schemathesis
+fi
+freeport() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+DIR=$(mktemp -d)
+HTTP=$(freeport); ADMIN=$(freeport); TOKEN=ci-admin-token-$RANDOM$RANDOM
+cat > "$DIR/gateway.yaml" <<YAML
+listeners: [{bind: "127.0.0.1:$HTTP"}]
+admin: {bind: "127.0.0.1:$ADMIN", token: "$TOKEN"}
+organizations:
+  - name: ci
+    upstreams:
+      m: {targets: ["mirror://"]}
+    routes: [{path: "/{*rest}", upstream: m}]
+YAML
+"$BIN" run -c "$DIR/gateway.yaml" > "$DIR/gateway.log" 2>&1 &
+PID=$!
+trap 'kill $PID 2>/dev/null; rm -rf "$DIR"' EXIT
+for _ in $(seq 100); do
+  curl -fs -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$ADMIN/api/status" >/dev/null && break
+  sleep 0.1
+done
+"$VENV/bin/schemathesis" run "http://127.0.0.1:$ADMIN/api/openapi.json" \
+  -H "Authorization: Bearer $TOKEN" --max-examples 50
