@@ -27,5 +27,6 @@ for _ in $(seq 100); do
   curl -fs -H "Authorization: Bearer $TOKEN" "http://127.0.0.1:$ADMIN/api/status" >/dev/null && break
   sleep 0.1
 done
+cd "$DIR"  # schemathesis keeps state in ./.schemathesis
 "$VENV/bin/schemathesis" run "http://127.0.0.1:$ADMIN/api/openapi.json" \
   -H "Authorization: Bearer $TOKEN" --max-examples 50

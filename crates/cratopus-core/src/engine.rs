@@ -13,6 +13,7 @@ use crate::body::{PendingLog, PendingMetrics, RequestBody, ResponseBody};
 use crate::conn_pool::SendError;
 use crate::error::GatewayError;
 use crate::forward::{self, X_REQUEST_ID};
+use crate::overrides::Overrides;
 use crate::router::Match;
 use crate::snapshot::{Route, Snapshot};
 use arc_swap::ArcSwap;
@@ -44,6 +45,8 @@ pub struct Engine {
     current: ArcSwap<Snapshot>,
     /// Process-wide counters (reloads, requests no route took), for `/metrics`.
     pub metrics: GatewayMetrics,
+    /// Blocked addresses and switched-off routes, set through the admin API.
+    pub overrides: Overrides,
 }
 
 /// What the phases learn about a request, for the log line and the route's metrics. With the
@@ -65,6 +68,7 @@ impl Engine {
         Engine {
             current: ArcSwap::from_pointee(snapshot),
             metrics: GatewayMetrics::new(),
+            overrides: Overrides::default(),
         }
     }
 
@@ -167,6 +171,10 @@ impl Engine {
         learned: &mut Learned,
         stats_out: &mut Option<Arc<crate::body::BodyStats>>,
     ) -> Result<(Response<ResponseBody>, Option<cratopus_upstream::InflightGuard>), GatewayError> {
+        if self.overrides.is_blocked(conn.peer.ip()) {
+            return Err(GatewayError::Blocked);
+        }
+
         // Match: Host → organization → route.
         let host = host_str(&req);
         let org = snap
@@ -200,6 +208,9 @@ impl Engine {
         }
         route.metrics.request_started();
         learned.route_metrics = Some(route.metrics.clone());
+        if self.overrides.is_disabled(&route.org, &route.name) {
+            return Err(GatewayError::RouteDisabled);
+        }
 
         // Limits the route can judge before reading the body.
         if let Some(limit) = route.max_body {

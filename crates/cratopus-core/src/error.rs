@@ -25,6 +25,10 @@ pub enum GatewayError {
     UpstreamFailed,
     #[error("{0}")]
     BadRequest(String),
+    #[error("requests from this address are blocked")]
+    Blocked,
+    #[error("this route is switched off for now")]
+    RouteDisabled,
 }
 
 impl GatewayError {
@@ -38,6 +42,8 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable | GatewayError::UpstreamFailed => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::Blocked => StatusCode::FORBIDDEN,
+            GatewayError::RouteDisabled => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -54,6 +60,8 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamFailed => "upstream_failed",
             GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::Blocked => "ip_blocked",
+            GatewayError::RouteDisabled => "route_disabled",
         }
     }
 

@@ -10,6 +10,7 @@ pub mod conn_pool;
 pub mod engine;
 pub mod error;
 pub mod forward;
+pub mod overrides;
 pub mod router;
 pub mod snapshot;
 

@@ -31,6 +31,12 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/reload", post(reload))
         .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
+        .route("/api/targets/drain", post(drain))
+        .route("/api/targets/undrain", post(undrain))
+        .route("/api/routes/disable", post(disable_route))
+        .route("/api/routes/enable", post(enable_route))
+        .route("/api/blocks", get(blocks).post(block))
+        .route("/api/blocks/remove", post(unblock))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
@@ -138,6 +144,7 @@ async fn upstreams(State(s): State<Arc<AdminState>>) -> Response {
                 "targets": set.targets.iter().map(|t| json!({
                     "target": &*t.label,
                     "healthy": t.is_healthy(),
+                    "drained": t.is_drained(),
                     "in_flight": t.inflight(),
                     "weight": t.weight,
                 })).collect::<Vec<_>>(),
@@ -201,6 +208,120 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     res
 }
 
+/// Reads a JSON object body with the given string fields; the error is the 400 message.
+fn fields<const N: usize>(body: &[u8], names: [&str; N]) -> Result<[String; N], String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not JSON: {e}"))?;
+    let mut out: [String; N] = std::array::from_fn(|_| String::new());
+    for (i, n) in names.iter().enumerate() {
+        out[i] = v
+            .get(n)
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("the body needs a string `{n}`"))?
+            .to_string();
+    }
+    Ok(out)
+}
+
+fn bad_request(message: &str) -> Response {
+    error(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+async fn set_drained(s: &AdminState, body: &[u8], drained: bool) -> Response {
+    let [org, upstream, target] = match fields(body, ["organization", "upstream", "target"]) {
+        Ok(f) => f,
+        Err(m) => return bad_request(&m),
+    };
+    let snap = s.engine.snapshot();
+    let found = snap
+        .upstreams()
+        .find(|((o, n), _)| **o == *org && *n == upstream)
+        .and_then(|(_, u)| u.pool.targets().targets.iter().find(|t| *t.label == *target).cloned());
+    match found {
+        Some(t) => {
+            t.set_drained(drained);
+            tracing::info!(organization = %org, upstream = %upstream, target = %target, drained, "target drain changed by the admin API");
+            axum::Json(json!({"organization": org, "upstream": upstream, "target": target, "drained": drained, "in_flight": t.inflight()})).into_response()
+        }
+        None => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such organization, upstream or target",
+        ),
+    }
+}
+
+async fn drain(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) -> Response {
+    set_drained(&s, &body, true).await
+}
+
+async fn undrain(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) -> Response {
+    set_drained(&s, &body, false).await
+}
+
+fn set_route(s: &AdminState, body: &[u8], disabled: bool) -> Response {
+    let [org, route] = match fields(body, ["organization", "route"]) {
+        Ok(f) => f,
+        Err(m) => return bad_request(&m),
+    };
+    let snap = s.engine.snapshot();
+    if !snap.routes.iter().any(|r| *r.org == *org && *r.name == *route) {
+        return error(StatusCode::NOT_FOUND, "not_found", "no such organization or route");
+    }
+    s.engine.overrides.set_disabled(&org, &route, disabled);
+    tracing::info!(organization = %org, route = %route, disabled, "route switched by the admin API");
+    axum::Json(json!({"organization": org, "route": route, "disabled": disabled})).into_response()
+}
+
+async fn disable_route(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) -> Response {
+    set_route(&s, &body, true)
+}
+
+async fn enable_route(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) -> Response {
+    set_route(&s, &body, false)
+}
+
+fn block_list(s: &AdminState) -> Response {
+    let blocks: Vec<String> = s.engine.overrides.blocked().iter().map(ToString::to_string).collect();
+    let disabled: Vec<Value> = s
+        .engine
+        .overrides
+        .disabled()
+        .into_iter()
+        .map(|(o, r)| json!({"organization": o, "route": r}))
+        .collect();
+    axum::Json(json!({"blocks": blocks, "disabled_routes": disabled})).into_response()
+}
+
+async fn blocks(State(s): State<Arc<AdminState>>) -> Response {
+    block_list(&s)
+}
+
+async fn change_block(s: &AdminState, body: &[u8], add: bool) -> Response {
+    let [cidr] = match fields(body, ["cidr"]) {
+        Ok(f) => f,
+        Err(m) => return bad_request(&m),
+    };
+    let cidr = match cratopus_core::overrides::Cidr::parse(&cidr) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", &e),
+    };
+    if add {
+        s.engine.overrides.block(cidr);
+    } else {
+        s.engine.overrides.unblock(cidr);
+    }
+    tracing::info!(cidr = %cidr, blocked = add, "client block changed by the admin API");
+    block_list(s)
+}
+
+async fn block(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) -> Response {
+    change_block(&s, &body, true).await
+}
+
+async fn unblock(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) -> Response {
+    change_block(&s, &body, false).await
+}
+
 async fn reload(State(s): State<Arc<AdminState>>) -> Response {
     match s.reloader.reload().await {
         Ok(version) => axum::Json(json!({"reloaded": true, "version": version})).into_response(),
@@ -221,6 +342,40 @@ pub fn openapi_document() -> Value {
     let error = json!({"$ref": "#/components/schemas/Error"});
     let unauthorized =
         json!({"description": "missing or wrong bearer token", "content": {"application/json": {"schema": error}}});
+    let bad_request = json!({"description": "the body is not what the call needs", "content": {"application/json": {"schema": error}}});
+    let not_found = json!({"description": "no such thing in the running config", "content": {"application/json": {"schema": error}}});
+    let body = |props: &[&str]| {
+        let properties: serde_json::Map<String, Value> = props
+            .iter()
+            .map(|p| (p.to_string(), json!({"type": "string"})))
+            .collect();
+        json!({"required": true, "content": {"application/json": {"schema": {"type": "object", "required": props, "properties": properties}}}})
+    };
+    let target_body = body(&["organization", "upstream", "target"]);
+    let route_body = body(&["organization", "route"]);
+    // An IPv4 address or CIDR, or an IPv6 address (IPv6 CIDRs such as `2001:db8::/32` are
+    // accepted too; JSON Schema has no format for them).
+    let octet = "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])";
+    let v4 = format!("^({octet}\\.){{3}}{octet}(/(3[0-2]|[12]?[0-9]))?$");
+    let cidr_body = json!({"required": true, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["cidr"], "properties": {"cidr": {"anyOf": [
+            {"type": "string", "pattern": v4}, {"type": "string", "format": "ipv6"}]}}}}}});
+    let ok = |schema: Value| json!({"description": "done", "content": {"application/json": {"schema": schema}}});
+    let target_responses = json!({
+        "200": ok(json!({"type": "object", "required": ["organization", "upstream", "target", "drained", "in_flight"], "properties": {
+            "organization": {"type": "string"}, "upstream": {"type": "string"}, "target": {"type": "string"},
+            "drained": {"type": "boolean"}, "in_flight": {"type": "integer", "minimum": 0}}})),
+        "400": bad_request.clone(), "404": not_found.clone(), "401": unauthorized.clone()});
+    let route_responses = json!({
+        "200": ok(json!({"type": "object", "required": ["organization", "route", "disabled"], "properties": {
+            "organization": {"type": "string"}, "route": {"type": "string"}, "disabled": {"type": "boolean"}}})),
+        "400": bad_request.clone(), "404": not_found, "401": unauthorized.clone()});
+    let blocks_ok = ok(
+        json!({"type": "object", "required": ["blocks", "disabled_routes"], "properties": {
+        "blocks": {"type": "array", "items": {"type": "string"}},
+        "disabled_routes": {"type": "array", "items": {"type": "object", "required": ["organization", "route"], "properties": {
+            "organization": {"type": "string"}, "route": {"type": "string"}}}}}}),
+    );
     json!({
         "openapi": "3.1.0",
         "info": {"title": "cratopus admin API", "version": env!("CARGO_PKG_VERSION")},
@@ -249,8 +404,8 @@ pub fn openapi_document() -> Value {
                     "type": "object", "required": ["organization", "name", "balance", "health_checked", "targets"], "properties": {
                         "organization": {"type": "string"}, "name": {"type": "string"}, "balance": {"type": "string"},
                         "health_checked": {"type": "boolean"},
-                        "targets": {"type": "array", "items": {"type": "object", "required": ["target", "healthy", "in_flight", "weight"], "properties": {
-                            "target": {"type": "string"}, "healthy": {"type": "boolean"},
+                        "targets": {"type": "array", "items": {"type": "object", "required": ["target", "healthy", "drained", "in_flight", "weight"], "properties": {
+                            "target": {"type": "string"}, "healthy": {"type": "boolean"}, "drained": {"type": "boolean"},
                             "in_flight": {"type": "integer", "minimum": 0}, "weight": {"type": "integer", "minimum": 1}}}}}}}}},
                 "Reloaded": {"type": "object", "required": ["reloaded", "version"], "properties": {
                     "reloaded": {"type": "boolean"}, "version": {"type": "integer"}}},
@@ -268,6 +423,21 @@ pub fn openapi_document() -> Value {
                     "200": {"description": "reloaded", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Reloaded"}}}},
                     "422": {"description": "the new config was rejected", "content": {"application/json": {"schema": error}}},
                     "401": unauthorized}}},
+            "/api/targets/drain": {"post": {"operationId": "drain", "summary": "Send no new requests to a target; requests in flight finish",
+                "requestBody": target_body.clone(), "responses": target_responses.clone()}},
+            "/api/targets/undrain": {"post": {"operationId": "undrain", "summary": "Put a drained target back",
+                "requestBody": target_body, "responses": target_responses}},
+            "/api/routes/disable": {"post": {"operationId": "disable_route", "summary": "Switch a route off: it answers 503 route_disabled (kept across reloads)",
+                "requestBody": route_body.clone(), "responses": route_responses.clone()}},
+            "/api/routes/enable": {"post": {"operationId": "enable_route", "summary": "Switch a route on again",
+                "requestBody": route_body, "responses": route_responses}},
+            "/api/blocks": {
+                "get": {"operationId": "blocks", "summary": "Blocked client addresses and switched-off routes",
+                    "responses": {"200": blocks_ok.clone(), "401": unauthorized.clone()}},
+                "post": {"operationId": "block", "summary": "Block a client address or CIDR at once (403 ip_blocked)",
+                    "requestBody": cidr_body.clone(), "responses": {"200": blocks_ok.clone(), "400": bad_request.clone(), "401": unauthorized.clone()}}},
+            "/api/blocks/remove": {"post": {"operationId": "unblock", "summary": "Unblock a client address or CIDR",
+                "requestBody": cidr_body, "responses": {"200": blocks_ok, "400": bad_request, "401": unauthorized.clone()}}},
             "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics (text exposition format 0.0.4)",
                 "responses": {"200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}, "401": unauthorized}}},
             "/api/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",

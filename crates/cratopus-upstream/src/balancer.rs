@@ -95,7 +95,7 @@ pub fn pick(
     let n = targets.len();
     match n {
         0 => return None,
-        1 => return targets[0].is_healthy().then_some(0),
+        1 => return targets[0].is_available().then_some(0),
         _ => {}
     }
     match balance {
@@ -107,13 +107,13 @@ pub fn pick(
             let start = counter.fetch_add(1, Ordering::Relaxed);
             (0..s.len())
                 .map(|k| s[(start + k) % s.len()] as usize)
-                .find(|&i| targets[i].is_healthy())
+                .find(|&i| targets[i].is_available())
         }
         Balance::LeastConnections => least_loaded(targets, fastrand::usize(..n)),
         Balance::PowerOfTwo => {
             let a = fastrand::usize(..n);
             let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-            match (targets[a].is_healthy(), targets[b].is_healthy()) {
+            match (targets[a].is_available(), targets[b].is_available()) {
                 (true, true) => Some(if load(&targets[b]) < load(&targets[a]) { b } else { a }),
                 (true, false) => Some(a),
                 (false, true) => Some(b),
@@ -129,7 +129,7 @@ pub fn pick(
             let start = ring.partition_point(|(p, _)| *p < h);
             (0..ring.len())
                 .map(|k| ring[(start + k) % ring.len()].1 as usize)
-                .find(|&i| targets[i].is_healthy())
+                .find(|&i| targets[i].is_available())
         }
     }
 }
@@ -144,7 +144,7 @@ fn least_loaded(targets: &[Arc<Target>], start: usize) -> Option<usize> {
     let n = targets.len();
     (0..n)
         .map(|k| (start + k) % n)
-        .filter(|&i| targets[i].is_healthy())
+        .filter(|&i| targets[i].is_available())
         .min_by_key(|&i| load(&targets[i]))
 }
 

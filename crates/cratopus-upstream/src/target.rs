@@ -21,6 +21,8 @@ pub struct Target {
     pub label: Arc<str>,
     pub weight: u32,
     healthy: AtomicBool,
+    /// Taken out by an operator (admin API): no new requests, in-flight ones finish.
+    drained: AtomicBool,
     inflight: AtomicUsize,
     successes: AtomicU32,
     failures: AtomicU32,
@@ -37,6 +39,7 @@ impl Target {
             label,
             weight: weight.max(1),
             healthy: AtomicBool::new(true),
+            drained: AtomicBool::new(false),
             inflight: AtomicUsize::new(0),
             successes: AtomicU32::new(0),
             failures: AtomicU32::new(0),
@@ -53,6 +56,20 @@ impl Target {
 
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Healthy and not drained: new requests may go here.
+    pub fn is_available(&self) -> bool {
+        self.is_healthy() && !self.is_drained()
+    }
+
+    pub fn is_drained(&self) -> bool {
+        self.drained.load(Ordering::Relaxed)
+    }
+
+    /// Drains (`true`) or restores (`false`) the target.
+    pub fn set_drained(&self, drained: bool) {
+        self.drained.store(drained, Ordering::Relaxed);
     }
 
     pub fn inflight(&self) -> usize {

@@ -236,3 +236,106 @@ async fn metrics_count_requests_and_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+async fn admin_post(gw: &Gateway, path: &str, body: &str) -> Reply {
+    let admin = gw.addrs()[1];
+    let req = Request::post(format!("http://{admin}{path}"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    send(&client(), req).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_disable_and_block_at_run_time() {
+    // Two backends behind one upstream, to see a drained one stop getting requests.
+    let a = test_support::Backend::fixed("a", "from a").await;
+    let b = test_support::Backend::fixed("b", "from b").await;
+    let org = format!(
+        "name: acme\ndomains: [api.acme.test]\nupstreams:\n  two:\n    targets: [\"{}\", \"{}\"]\nroutes:\n  - {{name: two, path: /two, upstream: two}}\n  - {{name: other, path: /other, upstream: two}}\n",
+        a.url(),
+        b.url()
+    );
+    let yaml = "listeners:\n  - name: http\n    bind: 127.0.0.1:0\nadmin:\n  bind: 127.0.0.1:0\n  token: ${ADMIN_TOKEN}\norganizations: orgs/*.yaml\nwatch: false\n";
+    let gw = Gateway::start_with_env(BIN, yaml, &[("orgs/acme.yaml", &org)], &[("ADMIN_TOKEN", TOKEN)]);
+    let backend_of = |r: &Reply| r.header("x-backend").unwrap_or("").to_string();
+    let two = gw.url("/two");
+    let hit = || test_support::get(&two, Some("api.acme.test"));
+
+    // Drain b: every request goes to a; undrain: b gets requests again.
+    let r = admin_post(
+        &gw,
+        "/api/targets/drain",
+        &format!(r#"{{"organization":"acme","upstream":"two","target":"{}"}}"#, b.addr),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["drained"], true);
+    for _ in 0..10 {
+        assert_eq!(backend_of(&hit().await), "a");
+    }
+    let u = admin(&gw, "GET", "/api/upstreams", Some(TOKEN)).await.json();
+    let drained: Vec<bool> = u["upstreams"][0]["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["drained"].as_bool().unwrap())
+        .collect();
+    assert_eq!(drained.iter().filter(|d| **d).count(), 1, "{u}");
+    admin_post(
+        &gw,
+        "/api/targets/undrain",
+        &format!(r#"{{"organization":"acme","upstream":"two","target":"{}"}}"#, b.addr),
+    )
+    .await;
+    let mut seen_b = false;
+    for _ in 0..10 {
+        seen_b |= backend_of(&hit().await) == "b";
+    }
+    assert!(seen_b, "b should get requests again after undrain");
+    let missing = admin_post(
+        &gw,
+        "/api/targets/drain",
+        r#"{"organization":"acme","upstream":"two","target":"127.0.0.1:1"}"#,
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+    let bad = admin_post(&gw, "/api/targets/drain", "not json").await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["code"], "bad_request");
+
+    // Disable one route: it answers 503 route_disabled, the other keeps working; enable again.
+    let r = admin_post(&gw, "/api/routes/disable", r#"{"organization":"acme","route":"two"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let off = hit().await;
+    assert_eq!(off.status, 503);
+    assert_eq!(off.json()["error"]["code"], "route_disabled");
+    assert_eq!(
+        test_support::get(&gw.url("/other"), Some("api.acme.test")).await.status,
+        200
+    );
+    admin_post(&gw, "/api/routes/enable", r#"{"organization":"acme","route":"two"}"#).await;
+    assert_eq!(hit().await.status, 200);
+    assert_eq!(
+        admin_post(&gw, "/api/routes/disable", r#"{"organization":"acme","route":"nope"}"#)
+            .await
+            .status,
+        404
+    );
+
+    // Block the client's own address: 403 ip_blocked at once; the admin API still answers.
+    let r = admin_post(&gw, "/api/blocks", r#"{"cidr":"127.0.0.0/8"}"#).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["blocks"][0], "127.0.0.0/8");
+    let blocked = hit().await;
+    assert_eq!(blocked.status, 403);
+    assert_eq!(blocked.json()["error"]["code"], "ip_blocked");
+    assert_eq!(
+        admin_post(&gw, "/api/blocks", r#"{"cidr":"10.0.0.0/99"}"#).await.status,
+        400
+    );
+    let r = admin_post(&gw, "/api/blocks/remove", r#"{"cidr":"127.0.0.0/8"}"#).await;
+    assert_eq!(r.json()["blocks"].as_array().unwrap().len(), 0);
+    assert_eq!(hit().await.status, 200);
+}
