@@ -87,6 +87,7 @@ impl Engine {
         let snap = self.current.load_full();
         let logging = snap.traffic_log.enabled();
         let request_id = forward::request_id(req.headers());
+        let trace = forward::TraceContext::from_headers(req.headers());
 
         if req.uri().path() == snap.health_path {
             let mut res = Response::new(ResponseBody::full(Bytes::from_static(b"{\"status\":\"ok\"}\n")));
@@ -113,6 +114,7 @@ impl Engine {
             client_ip: conn.peer.ip(),
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
             error: None,
+            trace_id: Some(trace.trace_id),
         });
 
         let method = req.method().clone();
@@ -121,7 +123,10 @@ impl Engine {
             ..Learned::default()
         };
         let mut stats = None;
-        let (mut res, inflight) = match self.run(&snap, req, conn, &request_id, &mut learned, &mut stats).await {
+        let (mut res, inflight) = match self
+            .run(&snap, req, conn, (&request_id, &trace), &mut learned, &mut stats)
+            .await
+        {
             Ok((res, guard)) => (res, guard),
             Err(e) => {
                 learned.error = Some(e.code());
@@ -167,7 +172,7 @@ impl Engine {
         snap: &Snapshot,
         req: Request<Incoming>,
         conn: &ConnInfo,
-        request_id: &HeaderValue,
+        (request_id, trace): (&HeaderValue, &forward::TraceContext),
         learned: &mut Learned,
         stats_out: &mut Option<Arc<crate::body::BodyStats>>,
     ) -> Result<(Response<ResponseBody>, Option<cratopus_upstream::InflightGuard>), GatewayError> {
@@ -254,6 +259,7 @@ impl Engine {
             client_host.as_ref(),
             request_id,
         );
+        parts.headers.insert(forward::TRACEPARENT.clone(), trace.header());
 
         if matches!(target.kind, TargetKind::Mirror) {
             if let Some(p) = new_path {

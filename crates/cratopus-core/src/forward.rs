@@ -136,6 +136,72 @@ pub fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
 }
 
+pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// The W3C trace context of a request: the caller's trace (or a new one) and the gateway's own
+/// span in it, which upstreams see as their parent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub flags: u8,
+}
+
+fn hex_into(out: &mut [u8], s: &str) -> Option<()> {
+    if s.len() != out.len() * 2 {
+        return None;
+    }
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(())
+}
+
+impl TraceContext {
+    /// Continues the trace of a valid `traceparent` (version 00, non-zero ids), or starts one
+    /// (sampled) when there is none or it is malformed, as the W3C spec asks.
+    pub fn from_headers(headers: &HeaderMap) -> TraceContext {
+        let parsed = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(|v| {
+            let mut parts = v.trim().split('-');
+            let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+            if version != "00" || parts.next().is_some() {
+                return None;
+            }
+            let mut trace_id = [0u8; 16];
+            let mut parent_id = [0u8; 8];
+            let mut fl = [0u8; 1];
+            hex_into(&mut trace_id, trace)?;
+            hex_into(&mut parent_id, parent)?;
+            hex_into(&mut fl, flags)?;
+            (trace_id != [0; 16] && parent_id != [0; 8]).then_some((trace_id, fl[0]))
+        });
+        let (trace_id, flags) = parsed.unwrap_or_else(|| (fastrand::u128(1..).to_be_bytes(), 1));
+        TraceContext {
+            trace_id,
+            span_id: fastrand::u64(1..).to_be_bytes(),
+            flags,
+        }
+    }
+
+    /// `00-<trace id>-<gateway span id>-<flags>` for the upstream request.
+    pub fn header(&self) -> HeaderValue {
+        use std::fmt::Write as _;
+        let mut s = String::with_capacity(55);
+        s.push_str("00-");
+        for b in self.trace_id {
+            let _ = write!(s, "{b:02x}");
+        }
+        s.push('-');
+        for b in self.span_id {
+            let _ = write!(s, "{b:02x}");
+        }
+        let _ = write!(s, "-{:02x}", self.flags);
+        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(
+            "00-00000000000000000000000000000001-0000000000000001-01",
+        ))
+    }
+}
+
 /// The size of a request head as the client sent it, near enough for a limit.
 pub fn head_size(uri_len: usize, headers: &HeaderMap) -> usize {
     uri_len
@@ -171,6 +237,35 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(X_REQUEST_ID.clone(), HeaderValue::from_static("abc-1"));
         assert_eq!(request_id(&h), "abc-1");
+    }
+
+    #[test]
+    fn trace_context_continues_or_starts() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            TRACEPARENT.clone(),
+            HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        );
+        let t = TraceContext::from_headers(&h);
+        let v = t.header();
+        let v = v.to_str().unwrap();
+        assert!(v.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{v}");
+        assert!(v.ends_with("-01"));
+        assert_ne!(
+            &v[36..52],
+            "00f067aa0ba902b7",
+            "the gateway's own span is the parent upstream"
+        );
+        for bad in [
+            "junk",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        ] {
+            h.insert(TRACEPARENT.clone(), HeaderValue::from_static(bad));
+            let t = TraceContext::from_headers(&h);
+            assert_ne!(t.trace_id, [0; 16]);
+            assert!(!t.header().to_str().unwrap().contains("4bf92f3577b34da6"), "{bad}");
+        }
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct LogLine {
     pub user_agent: Option<http::HeaderValue>,
     /// Why the gateway answered itself (`no_route`, `upstream_timeout`, …).
     pub error: Option<&'static str>,
+    /// The W3C trace id the request carried or was given (`traceparent`).
+    pub trace_id: Option<[u8; 16]>,
 }
 
 /// Where lines go; settings read from the gateway config.
@@ -326,6 +328,17 @@ pub fn format_line(l: &LogLine, buf: &mut Vec<u8>) {
         Some(e) => push_str(buf, e),
         None => buf.extend_from_slice(b"null"),
     }
+    push_field(buf, "trace_id");
+    match &l.trace_id {
+        Some(id) => {
+            buf.push(b'"');
+            for b in id {
+                let _ = write!(buf, "{b:02x}");
+            }
+            buf.push(b'"');
+        }
+        None => buf.extend_from_slice(b"null"),
+    }
     buf.extend_from_slice(b"}\n");
 }
 
@@ -379,6 +392,7 @@ mod tests {
             client_ip: "127.0.0.1".parse().unwrap(),
             user_agent: None,
             error: None,
+            trace_id: Some([0xab; 16]),
         }
     }
 
@@ -393,6 +407,7 @@ mod tests {
         assert_eq!(v["path"], "/users/1");
         assert_eq!(v["status"], 200);
         assert_eq!(v["route"], serde_json::Value::Null);
+        assert_eq!(v["trace_id"], "abababababababababababababababab");
         assert!(!text.contains("secret"));
     }
 
