@@ -24,6 +24,29 @@ pub struct AdminState {
 
 /// The admin API's routes.
 pub fn router(state: Arc<AdminState>) -> Router {
+    // The dashboard page itself holds no data: it asks for the token and calls the API with it.
+    let page = Router::new()
+        .route("/", get(dashboard))
+        .route("/dashboard", get(dashboard));
+    page.merge(api_router(state))
+}
+
+/// The dashboard: one embedded page that draws the routing map, target health, per-route rates
+/// and recent errors from this API. It loads nothing from elsewhere (its CSP forbids it).
+async fn dashboard() -> Response {
+    let mut res = axum::response::Html(include_str!("dashboard.html")).into_response();
+    res.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'; form-action 'none'",
+        ),
+    );
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+fn api_router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/api/status", get(status))
         .route("/api/organizations", get(organizations))
