@@ -185,18 +185,22 @@ impl TraceContext {
 
     /// `00-<trace id>-<gateway span id>-<flags>` for the upstream request.
     pub fn header(&self) -> HeaderValue {
-        use std::fmt::Write as _;
-        let mut s = String::with_capacity(55);
-        s.push_str("00-");
-        for b in self.trace_id {
-            let _ = write!(s, "{b:02x}");
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [b'-'; 55];
+        buf[0] = b'0';
+        buf[1] = b'0';
+        let bytes = self
+            .trace_id
+            .iter()
+            .chain(&self.span_id)
+            .chain(std::iter::once(&self.flags));
+        // Hex digits go at 3..35 (trace id), 36..52 (span id) and 53..55 (flags).
+        let positions = (3..35).step_by(2).chain((36..52).step_by(2)).chain(std::iter::once(53));
+        for (b, at) in bytes.zip(positions) {
+            buf[at] = HEX[usize::from(b >> 4)];
+            buf[at + 1] = HEX[usize::from(b & 0xf)];
         }
-        s.push('-');
-        for b in self.span_id {
-            let _ = write!(s, "{b:02x}");
-        }
-        let _ = write!(s, "-{:02x}", self.flags);
-        HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static(
+        HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static(
             "00-00000000000000000000000000000001-0000000000000001-01",
         ))
     }
@@ -251,6 +255,9 @@ mod tests {
         let v = v.to_str().unwrap();
         assert!(v.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{v}");
         assert!(v.ends_with("-01"));
+        assert_eq!(v.len(), 55);
+        assert_eq!(&v[35..36], "-");
+        assert_eq!(&v[52..53], "-");
         assert_ne!(
             &v[36..52],
             "00f067aa0ba902b7",
