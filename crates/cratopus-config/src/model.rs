@@ -53,6 +53,31 @@ pub struct GatewayConfig {
     /// The admin API on its own listener. Off unless this section is present.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// W3C trace context.
+    #[serde(default)]
+    pub tracing: TracingConfig,
+}
+
+/// Trace context handling: a caller's `traceparent` is always continued with its own sampling
+/// decision; traces the gateway starts are sampled at `sample_ratio`.
+#[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Share of new traces marked sampled (`traceparent` flags 01), from 0.0 to 1.0.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            sample_ratio: default_sample_ratio(),
+        }
+    }
+}
+
+fn default_sample_ratio() -> f64 {
+    1.0
 }
 
 /// The admin API: status, organizations, upstreams, reload and Prometheus metrics, each call

@@ -44,6 +44,12 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
             ));
         }
     }
+    if !(0.0..=1.0).contains(&gw.tracing.sample_ratio) {
+        errors.push(ConfigError::new(
+            file,
+            "tracing.sample_ratio must be between 0.0 and 1.0",
+        ));
+    }
     if gw.workers == Some(0) {
         errors.push(ConfigError::new(file, "`workers` must be at least 1"));
     }

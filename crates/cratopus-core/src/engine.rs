@@ -87,7 +87,7 @@ impl Engine {
         let snap = self.current.load_full();
         let logging = snap.traffic_log.enabled();
         let request_id = forward::request_id(req.headers());
-        let trace = forward::TraceContext::from_headers(req.headers());
+        let trace = forward::TraceContext::from_headers(req.headers(), snap.sample_ratio);
 
         if req.uri().path() == snap.health_path {
             let mut res = Response::new(ResponseBody::full(Bytes::from_static(b"{\"status\":\"ok\"}\n")));

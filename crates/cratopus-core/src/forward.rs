@@ -158,9 +158,10 @@ fn hex_into(out: &mut [u8], s: &str) -> Option<()> {
 }
 
 impl TraceContext {
-    /// Continues the trace of a valid `traceparent` (version 00, non-zero ids), or starts one
-    /// (sampled) when there is none or it is malformed, as the W3C spec asks.
-    pub fn from_headers(headers: &HeaderMap) -> TraceContext {
+    /// Continues the trace of a valid `traceparent` (version 00, non-zero ids) with the caller's
+    /// sampling decision, or starts one when there is none or it is malformed, as the W3C spec
+    /// asks; a started trace is sampled with probability `sample_ratio`.
+    pub fn from_headers(headers: &HeaderMap, sample_ratio: f64) -> TraceContext {
         let parsed = headers.get(&TRACEPARENT).and_then(|v| v.to_str().ok()).and_then(|v| {
             let mut parts = v.trim().split('-');
             let (version, trace, parent, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
@@ -175,7 +176,10 @@ impl TraceContext {
             hex_into(&mut fl, flags)?;
             (trace_id != [0; 16] && parent_id != [0; 8]).then_some((trace_id, fl[0]))
         });
-        let (trace_id, flags) = parsed.unwrap_or_else(|| (fastrand::u128(1..).to_be_bytes(), 1));
+        let (trace_id, flags) = parsed.unwrap_or_else(|| {
+            let sampled = sample_ratio >= 1.0 || fastrand::f64() < sample_ratio;
+            (fastrand::u128(1..).to_be_bytes(), u8::from(sampled))
+        });
         TraceContext {
             trace_id,
             span_id: fastrand::u64(1..).to_be_bytes(),
@@ -250,7 +254,7 @@ mod tests {
             TRACEPARENT.clone(),
             HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         );
-        let t = TraceContext::from_headers(&h);
+        let t = TraceContext::from_headers(&h, 0.0);
         let v = t.header();
         let v = v.to_str().unwrap();
         assert!(v.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{v}");
@@ -269,10 +273,22 @@ mod tests {
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
         ] {
             h.insert(TRACEPARENT.clone(), HeaderValue::from_static(bad));
-            let t = TraceContext::from_headers(&h);
+            let t = TraceContext::from_headers(&h, 1.0);
             assert_ne!(t.trace_id, [0; 16]);
+            assert_eq!(t.flags, 1);
             assert!(!t.header().to_str().unwrap().contains("4bf92f3577b34da6"), "{bad}");
         }
+    }
+
+    #[test]
+    fn new_traces_follow_the_sample_ratio() {
+        let h = HeaderMap::new();
+        assert!((0..100).all(|_| TraceContext::from_headers(&h, 0.0).flags == 0));
+        assert!((0..100).all(|_| TraceContext::from_headers(&h, 1.0).flags == 1));
+        let sampled = (0..10_000)
+            .filter(|_| TraceContext::from_headers(&h, 0.1).flags == 1)
+            .count();
+        assert!((700..1300).contains(&sampled), "{sampled}");
     }
 
     #[test]

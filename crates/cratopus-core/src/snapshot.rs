@@ -73,6 +73,8 @@ pub struct Snapshot {
     pub orgs: Vec<Org>,
     pub health_path: String,
     pub max_header_bytes: usize,
+    /// Share of the traces the gateway starts that are marked sampled.
+    pub sample_ratio: f64,
     pub traffic_log: TrafficLog,
     /// Every configured route, in file order (for metrics and the admin API).
     pub routes: Vec<Arc<Route>>,
@@ -336,6 +338,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         loaded_at: SystemTime::now(),
         health_path: gw.health_path.clone(),
         max_header_bytes: gw.limits.max_header_bytes.0 as usize,
+        sample_ratio: gw.tracing.sample_ratio,
         hosts,
         orgs,
         traffic_log,
