@@ -3,6 +3,7 @@
 
 use crate::error::ConfigError;
 use crate::load::LoadedConfig;
+use crate::validate::{TargetUrl, parse_target};
 use std::collections::HashSet;
 use std::net::ToSocketAddrs;
 
@@ -33,9 +34,9 @@ pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
                 ));
             }
             for t in &u.targets {
-                if let Some(host) = target_host(&t.url)
+                if let Ok(TargetUrl::Http { host, .. }) = parse_target(&t.url)
                     && host.parse::<std::net::IpAddr>().is_err()
-                    && (host.as_str(), 80).to_socket_addrs().is_err()
+                    && (host, 80).to_socket_addrs().is_err()
                 {
                     warnings.push(ConfigError::new(
                         f,
@@ -65,15 +66,6 @@ pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
         }
     }
     warnings
-}
-
-/// The host of an `http://host:port` target.
-fn target_host(url: &str) -> Option<String> {
-    let rest = url.strip_prefix("http://")?.trim_end_matches('/');
-    if rest.starts_with('[') {
-        return Some(rest.trim_start_matches('[').split(']').next()?.to_string());
-    }
-    Some(rest.split(':').next()?.to_string())
 }
 
 #[cfg(test)]

@@ -91,7 +91,7 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
                 errors.push(ConfigError::new(f, format!("upstream `{uname}` has no targets")));
             }
             for t in &u.targets {
-                if let Err(why) = check_target(&t.url) {
+                if let Err(why) = parse_target(&t.url) {
                     errors.push(ConfigError::new(f, format!("upstream `{uname}`: {why}")));
                 }
                 if t.weight == 0 {
@@ -206,10 +206,23 @@ pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
     Some((host, port.parse().ok()?))
 }
 
-/// A target URL is `mirror://` or `http://host[:port]` with no path.
-pub fn check_target(url: &str) -> Result<(), String> {
+/// A parsed target URL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetUrl<'a> {
+    Mirror,
+    /// `host` without brackets; `authority` as written (`host:port`, `[::1]:80`, `backend`).
+    Http {
+        host: &'a str,
+        port: u16,
+        authority: &'a str,
+    },
+}
+
+/// Reads a target URL: `mirror://`, or `http://host[:port]` (port 80 by default) with no path.
+/// The one parser of target URLs, for validation, lints and the upstream pools.
+pub fn parse_target(url: &str) -> Result<TargetUrl<'_>, String> {
     if url == "mirror://" || url == "mirror" {
-        return Ok(());
+        return Ok(TargetUrl::Mirror);
     }
     let Some(rest) = url.strip_prefix("http://") else {
         return Err(if url.starts_with("https://") {
@@ -218,16 +231,17 @@ pub fn check_target(url: &str) -> Result<(), String> {
             format!("target `{url}` must start with http:// or be mirror://")
         });
     };
-    let hostport = rest.trim_end_matches('/');
-    if hostport.is_empty() || hostport.contains('/') {
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') {
         return Err(format!("target `{url}` must be http://host:port without a path"));
     }
-    if !hostport.contains(':') || hostport.ends_with(']') {
-        return Ok(()); // port 80
-    }
-    split_host_port(hostport)
-        .map(|_| ())
-        .ok_or_else(|| format!("target `{url}` has an invalid port"))
+    let (host, port) = if !authority.contains(':') || authority.ends_with(']') {
+        (authority, 80)
+    } else {
+        split_host_port(authority).ok_or_else(|| format!("target `{url}` has an invalid port"))?
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(TargetUrl::Http { host, port, authority })
 }
 
 fn check_domain(d: &str) -> Result<(), String> {
@@ -285,12 +299,28 @@ mod tests {
 
     #[test]
     fn targets() {
-        assert!(check_target("http://127.0.0.1:8080").is_ok());
-        assert!(check_target("http://backend").is_ok());
-        assert!(check_target("mirror://").is_ok());
-        assert!(check_target("ftp://x").is_err());
-        assert!(check_target("http://x:99999").is_err());
-        assert!(check_target("http://x:80/path").is_err());
+        assert!(parse_target("http://127.0.0.1:8080").is_ok());
+        assert!(parse_target("http://backend").is_ok());
+        assert!(parse_target("mirror://").is_ok());
+        assert!(parse_target("ftp://x").is_err());
+        assert!(parse_target("http://x:99999").is_err());
+        assert!(parse_target("http://x:80/path").is_err());
+        assert_eq!(
+            parse_target("http://[::1]:82/"),
+            Ok(TargetUrl::Http {
+                host: "::1",
+                port: 82,
+                authority: "[::1]:82"
+            })
+        );
+        assert_eq!(
+            parse_target("http://backend"),
+            Ok(TargetUrl::Http {
+                host: "backend",
+                port: 80,
+                authority: "backend"
+            })
+        );
     }
 
     #[test]

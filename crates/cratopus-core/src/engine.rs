@@ -103,7 +103,7 @@ impl Engine {
             org: None,
             route: None,
             method: req.method().clone(),
-            host: host_value(&req),
+            host: host_value(req.headers(), req.uri()),
             uri: req.uri().clone(),
             status: 0,
             bytes_in: 0,
@@ -246,10 +246,7 @@ impl Engine {
         *stats_out = stats.clone();
 
         // Headers as every target sees them, the mirror included.
-        let client_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            let authority = parts.uri.authority()?;
-            HeaderValue::from_str(authority.as_str()).ok()
-        });
+        let client_host = host_value(&parts.headers, &parts.uri);
         forward::strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::EXPECT); // hyper answered it when the body was first read
         forward::set_forwarded(
@@ -316,13 +313,11 @@ fn host_str<B>(req: &Request<B>) -> &str {
     }
 }
 
-fn host_value<B>(req: &Request<B>) -> Option<HeaderValue> {
-    match req.headers().get(header::HOST) {
+/// [`host_str`] as a header value, for the log line and the upstream's `X-Forwarded-Host`.
+fn host_value(headers: &http::HeaderMap, uri: &Uri) -> Option<HeaderValue> {
+    match headers.get(header::HOST) {
         Some(h) => Some(h.clone()),
-        None => req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        None => uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     }
 }
 

@@ -4,7 +4,7 @@ use crate::balancer::{self, Tables};
 use crate::health;
 use crate::target::{Target, TargetKind};
 use arc_swap::ArcSwap;
-use cratopus_config::validate::split_host_port;
+use cratopus_config::validate::{TargetUrl, parse_target};
 use cratopus_config::{HashOn, UpstreamConfig};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
@@ -183,28 +183,17 @@ fn reuse(old: &TargetSet, kind: &TargetKind) -> Option<Arc<Target>> {
 }
 
 fn parse_endpoint(url: &str, weight: u32) -> Result<Endpoint, String> {
-    if url == "mirror://" || url == "mirror" {
-        return Ok(Endpoint::Mirror { weight });
+    match parse_target(url)? {
+        TargetUrl::Mirror => Ok(Endpoint::Mirror { weight }),
+        TargetUrl::Http { host, port, authority } => Ok(Endpoint::Http {
+            host: host.to_string(),
+            port,
+            authority: authority
+                .parse()
+                .map_err(|_| format!("target `{url}` is not a valid host:port"))?,
+            weight,
+        }),
     }
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("target `{url}` must start with http:// or be mirror://"))?
-        .trim_end_matches('/');
-    let (host, port) = if rest.ends_with(']') || !rest.contains(':') {
-        (rest, 80)
-    } else {
-        split_host_port(rest).ok_or_else(|| format!("target `{url}` has an invalid port"))?
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let authority = rest
-        .parse()
-        .map_err(|_| format!("target `{url}` is not a valid host:port"))?;
-    Ok(Endpoint::Http {
-        host,
-        port,
-        authority,
-        weight,
-    })
 }
 
 #[cfg(test)]
