@@ -221,10 +221,11 @@ NGX
   } >"$d/nginx.conf"
 }
 
-# write_cratopus_conf FILE PORT [WORKERS] — the gateway config; WORKERS empty
-# leaves `workers` out (the gateway then uses one thread per core).
+# write_cratopus_conf FILE PORT [WORKERS] [EXTRA_YAML] — the gateway config; WORKERS
+# empty leaves `workers` out (the gateway then uses one thread per core); EXTRA_YAML is
+# appended at the top level (a variant's settings, see VARIANTS in run.sh).
 write_cratopus_conf() {
-  local file=$1 port=$2 workers=${3:-}
+  local file=$1 port=$2 workers=${3:-} extra=${4:-}
   {
     cat <<YAML
 listeners:
@@ -243,6 +244,7 @@ organizations:
         upstream: backend
 default_organization: bench
 YAML
+    [ -n "$extra" ] && printf '%s\n' "$extra"
   } >"$file"
 }
 

@@ -22,6 +22,7 @@ BENCH_PATH=${BENCH_PATH:-/hello} # request path (every target answers it via the
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
 SKIP_CRATOPUS=${SKIP_CRATOPUS:-0}  # 1 = only direct and nginx
 READY_WAIT=${READY_WAIT:-20}     # seconds a target gets to answer its readiness URL
+VARIANTS=${VARIANTS:-}           # extra cratopus targets, e.g. "otel" (see variant_yaml)
 
 case "$DURATION" in
   *[0-9]) DURATION="${DURATION}s" ;;
@@ -86,6 +87,25 @@ if [ "$SKIP_CRATOPUS" != 1 ]; then
   write_cratopus_conf "$TMP/cratopus/gateway.yaml" "$port" 1
   add_target cratopus "$port" \
     "env RUST_LOG=${RUST_LOG:-warn} $(printf '%q' "$CRATOPUS_BIN") run -c $TMP/cratopus/gateway.yaml" /__health
+fi
+
+# variant_yaml NAME — the top-level YAML a cratopus variant adds to the plain config.
+variant_yaml() {
+  case "$1" in
+    # Spans of 1% of requests exported over OTLP/HTTP; the backend nginx is the sink
+    # (it answers the POSTs with 200).
+    otel) printf 'tracing:\n  sample_ratio: 0.01\n  otlp:\n    endpoint: http://127.0.0.1:%s/v1/traces\n' "$BACKEND_PORT" ;;
+    *) die "unknown variant $1 (known: otel)" ;;
+  esac
+}
+if [ "$SKIP_CRATOPUS" != 1 ]; then
+  for v in $VARIANTS; do
+    port=$(free_port)
+    mkdir -p "$TMP/cratopus-$v"
+    write_cratopus_conf "$TMP/cratopus-$v/gateway.yaml" "$port" 1 "$(variant_yaml "$v")"
+    add_target "cratopus-$v" "$port" \
+      "env RUST_LOG=${RUST_LOG:-warn} $(printf '%q' "$CRATOPUS_BIN") run -c $TMP/cratopus-$v/gateway.yaml" /__health
+  done
 fi
 
 # ---- load --------------------------------------------------------------------

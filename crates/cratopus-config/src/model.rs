@@ -66,14 +66,51 @@ pub struct TracingConfig {
     /// Share of new traces marked sampled (`traceparent` flags 01), from 0.0 to 1.0.
     #[serde(default = "default_sample_ratio")]
     pub sample_ratio: f64,
+    /// Export a span per sampled request (and one per upstream call) to an OpenTelemetry
+    /// collector over OTLP/HTTP. Off when absent.
+    #[serde(default)]
+    pub otlp: Option<OtlpConfig>,
 }
 
 impl Default for TracingConfig {
     fn default() -> Self {
         TracingConfig {
             sample_ratio: default_sample_ratio(),
+            otlp: None,
         }
     }
+}
+
+/// Where spans go: an OTLP/HTTP (protobuf) endpoint such as the collector's port 4318.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OtlpConfig {
+    /// `http://collector:4318` (then `/v1/traces` is added) or the full traces URL.
+    pub endpoint: String,
+    /// Extra request headers, e.g. an API key of a hosted collector.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Time allowed for one export call.
+    #[serde(default = "default_otlp_timeout")]
+    pub timeout: Dur,
+    /// `service.name` of the exported spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Spans waiting for export; when the collector falls behind, further spans are dropped.
+    #[serde(default = "default_otlp_queue")]
+    pub queue: usize,
+}
+
+fn default_otlp_timeout() -> Dur {
+    Dur::secs(10)
+}
+
+fn default_service_name() -> String {
+    "cratopus".to_string()
+}
+
+fn default_otlp_queue() -> usize {
+    2048
 }
 
 fn default_sample_ratio() -> f64 {

@@ -50,6 +50,24 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
             "tracing.sample_ratio must be between 0.0 and 1.0",
         ));
     }
+    if let Some(o) = &gw.tracing.otlp {
+        let ok = o
+            .endpoint
+            .parse::<http::Uri>()
+            .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+        if !ok {
+            errors.push(ConfigError::new(
+                file,
+                format!(
+                    "tracing.otlp.endpoint `{}` is not an http:// URL (OTLP/HTTP, e.g. http://127.0.0.1:4318)",
+                    o.endpoint
+                ),
+            ));
+        }
+        if o.queue == 0 {
+            errors.push(ConfigError::new(file, "tracing.otlp.queue must be at least 1"));
+        }
+    }
     if gw.workers == Some(0) {
         errors.push(ConfigError::new(file, "`workers` must be at least 1"));
     }

@@ -8,6 +8,7 @@
 use crate::conn_pool::PoolReturn;
 use bytes::Bytes;
 use cratopus_observe::metrics::RouteMetrics;
+use cratopus_observe::spans::{RequestSpan, SpanSink};
 use cratopus_observe::{LogLine, TrafficLog};
 use cratopus_upstream::InflightGuard;
 use http_body::{Body, Frame, SizeHint};
@@ -16,7 +17,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -112,8 +113,44 @@ pub struct PendingMetrics {
     pub request: Option<Arc<BodyStats>>,
 }
 
+/// The spans of a sampled request, exported when the response ends.
+pub struct PendingSpan {
+    pub sink: Arc<SpanSink>,
+    pub span: RequestSpan,
+    pub start: Instant,
+    /// When the upstream call began, and when it ended if it failed or was answered whole
+    /// (otherwise it lasts until the streamed body ends).
+    pub upstream: Option<(Instant, Option<Instant>)>,
+}
+
+impl PendingSpan {
+    fn finish(self: Box<Self>) {
+        let PendingSpan {
+            sink,
+            mut span,
+            start,
+            upstream,
+        } = *self;
+        // Spans carry wall-clock times; the request was timed with the monotonic clock.
+        let (now, now_wall) = (Instant::now(), SystemTime::now());
+        let wall = |t: Instant| {
+            now_wall
+                .checked_sub(now.saturating_duration_since(t))
+                .unwrap_or(now_wall)
+        };
+        span.start = wall(start);
+        span.end = now_wall;
+        if let (Some(u), Some((began, ended))) = (&mut span.upstream, upstream) {
+            u.start = wall(began);
+            u.end = ended.map_or(now_wall, wall);
+        }
+        sink.record(span);
+    }
+}
+
 pub struct ResponseBody {
     kind: Kind,
+    span: Option<Box<PendingSpan>>,
     metrics: Option<PendingMetrics>,
     /// The upstream connection, handed back to its pool when the body has been read whole.
     conn: Option<PoolReturn>,
@@ -127,6 +164,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
             conn: None,
+            span: None,
             metrics: None,
             sent: 0,
             pending: None,
@@ -139,6 +177,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Upstream(body),
             conn,
+            span: None,
             metrics: None,
             sent: 0,
             pending: None,
@@ -155,6 +194,12 @@ impl ResponseBody {
     /// Records the request in its route's metrics when this body is done.
     pub fn with_metrics(mut self, m: Option<PendingMetrics>) -> Self {
         self.metrics = m;
+        self
+    }
+
+    /// Exports the request's spans when this body is done.
+    pub fn with_span(mut self, span: Option<Box<PendingSpan>>) -> Self {
+        self.span = span;
         self
     }
 
@@ -179,6 +224,9 @@ impl ResponseBody {
             }
         }
         self._inflight = None;
+        if let Some(s) = self.span.take() {
+            s.finish();
+        }
         if let Some(mut p) = self.pending.take() {
             p.line.bytes_out = self.sent;
             p.line.total_ms = p.start.elapsed().as_secs_f64() * 1000.0;

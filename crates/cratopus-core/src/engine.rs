@@ -9,7 +9,7 @@
 //! Every answer, the gateway's own errors included, carries `X-Request-Id` and leaves one line
 //! in the traffic log when its body ends.
 
-use crate::body::{PendingLog, PendingMetrics, RequestBody, ResponseBody};
+use crate::body::{PendingLog, PendingMetrics, PendingSpan, RequestBody, ResponseBody};
 use crate::conn_pool::SendError;
 use crate::error::GatewayError;
 use crate::forward::{self, X_REQUEST_ID};
@@ -21,6 +21,7 @@ use bytes::Bytes;
 use cratopus_config::HashOn;
 use cratopus_observe::LogLine;
 use cratopus_observe::metrics::{GatewayMetrics, RouteMetrics};
+use cratopus_observe::spans::{RequestSpan, SpanSink, UpstreamSpan};
 use cratopus_upstream::balancer::hash_key;
 use cratopus_upstream::{Target, TargetKind};
 use http::header::{self, HeaderValue};
@@ -60,6 +61,10 @@ struct Learned {
     route: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
     upstream_ms: Option<f64>,
+    /// When the upstream call began (also for the mirror).
+    upstream_start: Option<Instant>,
+    /// The matched route, kept only for a request whose spans are exported.
+    route_ref: Option<Arc<Route>>,
     error: Option<&'static str>,
 }
 
@@ -117,9 +122,15 @@ impl Engine {
             trace_id: Some(trace.trace_id),
         });
 
+        // Spans are built only for sampled requests, and only when an exporter is configured.
+        let span_base = snap
+            .spans
+            .as_ref()
+            .filter(|_| trace.sampled())
+            .map(|sink| (sink.clone(), req.uri().path().to_string(), host_str(&req).to_string()));
         let method = req.method().clone();
         let mut learned = Learned {
-            enabled: logging,
+            enabled: logging || span_base.is_some(),
             ..Learned::default()
         };
         let mut stats = None;
@@ -133,6 +144,20 @@ impl Engine {
                 (e.to_response(&request_id).map(ResponseBody::full), None)
             }
         };
+        let span = span_base.map(|(sink, path, host)| {
+            pending_span(
+                sink,
+                path,
+                host,
+                &trace,
+                &learned,
+                &method,
+                conn,
+                &request_id,
+                start,
+                res.status(),
+            )
+        });
         res.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
 
         let pending = log_base.map(|mut line| {
@@ -164,7 +189,12 @@ impl Engine {
                 None
             }
         };
-        res.map(|b| b.with_log(pending).with_metrics(metrics).with_inflight(inflight))
+        res.map(|b| {
+            b.with_log(pending)
+                .with_metrics(metrics)
+                .with_inflight(inflight)
+                .with_span(span)
+        })
     }
 
     async fn run(
@@ -210,6 +240,7 @@ impl Engine {
         };
         if learned.enabled {
             learned.route = Some(route.name.clone());
+            learned.route_ref = Some(route.clone());
         }
         route.metrics.request_started();
         learned.route_metrics = Some(route.metrics.clone());
@@ -263,6 +294,7 @@ impl Engine {
                 parts.uri = Uri::from(p);
             }
             let started = Instant::now();
+            learned.upstream_start = Some(started);
             let res = cratopus_mirror::echo(Request::from_parts(parts, body), conn.peer).await;
             learned.upstream_time = Some(started.elapsed());
             learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
@@ -277,6 +309,7 @@ impl Engine {
         };
         let req = upstream_request(&route, &target, parts, body, new_path, client_host)?;
         let started = Instant::now();
+        learned.upstream_start = Some(started);
         let result = tokio::time::timeout(route.timeout, upstream.conns.send(addr, req)).await;
         learned.upstream_time = Some(started.elapsed());
         learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
@@ -303,6 +336,63 @@ impl Engine {
             Some(guard),
         ))
     }
+}
+
+/// The spans of a sampled request as far as the response head; [`PendingSpan`] adds the end
+/// times when the body is done.
+#[allow(clippy::too_many_arguments)]
+fn pending_span(
+    sink: Arc<SpanSink>,
+    path: String,
+    host: String,
+    trace: &forward::TraceContext,
+    learned: &Learned,
+    method: &http::Method,
+    conn: &ConnInfo,
+    request_id: &HeaderValue,
+    start: Instant,
+    status: http::StatusCode,
+) -> Box<PendingSpan> {
+    let route = learned.route_ref.as_deref();
+    let upstream = learned.upstream_start.map(|began| {
+        // A failed call ends when it failed; the mirror answers whole; a proxied body
+        // streams, so its call ends with the body.
+        let whole = learned.error.is_some() || learned.upstream.as_deref() == Some("mirror");
+        let ended = whole.then(|| began + learned.upstream_time.unwrap_or_default());
+        (began, ended)
+    });
+    let now = SystemTime::now();
+    Box::new(PendingSpan {
+        sink,
+        span: RequestSpan {
+            trace_id: trace.trace_id,
+            span_id: trace.span_id,
+            parent_id: trace.parent_id,
+            start: now,
+            end: now,
+            method: method.clone(),
+            path,
+            scheme: conn.scheme,
+            host: (!host.is_empty()).then_some(host),
+            client_ip: conn.peer.ip(),
+            status: status.as_u16(),
+            request_id: request_id.to_str().ok().map(str::to_string),
+            org: learned.org.clone(),
+            route: learned.route.clone(),
+            pattern: route.map(|r| r.pattern.clone()),
+            error: learned.error,
+            upstream: upstream.map(|_| UpstreamSpan {
+                span_id: trace.upstream_span_id,
+                start: now,
+                end: now,
+                upstream: route.map(|r| r.upstream.name.clone()),
+                target: learned.upstream.clone(),
+                status: learned.error.is_none().then_some(status.as_u16()),
+            }),
+        },
+        start,
+        upstream,
+    })
 }
 
 /// The Host header, or for HTTP/2 the `:authority` (which hyper puts in the URI).

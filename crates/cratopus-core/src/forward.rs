@@ -143,7 +143,12 @@ pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
     pub trace_id: [u8; 16],
+    /// The gateway's span for this request.
     pub span_id: [u8; 8],
+    /// The caller's span, when it sent a valid `traceparent`.
+    pub parent_id: Option<[u8; 8]>,
+    /// The span of the upstream call: the parent the upstream sees in its `traceparent`.
+    pub upstream_span_id: [u8; 8],
     pub flags: u8,
 }
 
@@ -174,20 +179,27 @@ impl TraceContext {
             hex_into(&mut trace_id, trace)?;
             hex_into(&mut parent_id, parent)?;
             hex_into(&mut fl, flags)?;
-            (trace_id != [0; 16] && parent_id != [0; 8]).then_some((trace_id, fl[0]))
+            (trace_id != [0; 16] && parent_id != [0; 8]).then_some((trace_id, Some(parent_id), fl[0]))
         });
-        let (trace_id, flags) = parsed.unwrap_or_else(|| {
+        let (trace_id, parent_id, flags) = parsed.unwrap_or_else(|| {
             let sampled = sample_ratio >= 1.0 || fastrand::f64() < sample_ratio;
-            (fastrand::u128(1..).to_be_bytes(), u8::from(sampled))
+            (fastrand::u128(1..).to_be_bytes(), None, u8::from(sampled))
         });
         TraceContext {
             trace_id,
             span_id: fastrand::u64(1..).to_be_bytes(),
+            parent_id,
+            upstream_span_id: fastrand::u64(1..).to_be_bytes(),
             flags,
         }
     }
 
-    /// `00-<trace id>-<gateway span id>-<flags>` for the upstream request.
+    /// Whether the trace is sampled (flag bit 0), i.e. its spans are recorded.
+    pub fn sampled(&self) -> bool {
+        self.flags & 1 == 1
+    }
+
+    /// `00-<trace id>-<upstream call's span id>-<flags>` for the upstream request.
     pub fn header(&self) -> HeaderValue {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         let mut buf = [b'-'; 55];
@@ -196,7 +208,7 @@ impl TraceContext {
         let bytes = self
             .trace_id
             .iter()
-            .chain(&self.span_id)
+            .chain(&self.upstream_span_id)
             .chain(std::iter::once(&self.flags));
         // Hex digits go at 3..35 (trace id), 36..52 (span id) and 53..55 (flags).
         let positions = (3..35).step_by(2).chain((36..52).step_by(2)).chain(std::iter::once(53));

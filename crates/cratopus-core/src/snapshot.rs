@@ -10,6 +10,7 @@ use crate::router::{HostTable, MethodTable, OrgRouter};
 use cratopus_config::{ConfigError, ConfigErrors, LoadedConfig, Protocol, UpstreamConfig};
 use cratopus_observe::TrafficLog;
 use cratopus_observe::metrics::RouteMetrics;
+use cratopus_observe::spans::{SpanSettings, SpanSink};
 use cratopus_observe::traffic_log::TrafficLogSettings;
 use cratopus_upstream::UpstreamPool;
 use http::{HeaderValue, Method};
@@ -76,6 +77,8 @@ pub struct Snapshot {
     /// Share of the traces the gateway starts that are marked sampled.
     pub sample_ratio: f64,
     pub traffic_log: TrafficLog,
+    /// The span exporter, when `tracing.otlp` is set.
+    pub spans: Option<Arc<SpanSink>>,
     /// Every configured route, in file order (for metrics and the admin API).
     pub routes: Vec<Arc<Route>>,
     upstreams: HashMap<(Arc<str>, String), Arc<Upstream>>,
@@ -90,6 +93,17 @@ impl Snapshot {
     /// The upstreams of this snapshot: (organization, name) → upstream.
     pub fn upstreams(&self) -> impl Iterator<Item = (&(Arc<str>, String), &Arc<Upstream>)> {
         self.upstreams.iter()
+    }
+}
+
+/// The OTLP/HTTP traces URL of `endpoint`: a bare collector address gets the standard
+/// `/v1/traces` path, a URL with a path is taken as it is.
+fn otlp_traces_url(endpoint: &str) -> String {
+    match endpoint.parse::<http::Uri>() {
+        Ok(u) if matches!(u.path(), "" | "/") && u.query().is_none() => {
+            format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+        }
+        _ => endpoint.to_string(),
     }
 }
 
@@ -164,6 +178,26 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                     format!("cannot open traffic log `{}`: {e}", s.path.display()),
                 ));
                 TrafficLog::disabled()
+            }
+        },
+    };
+
+    // Span export: keep the running exporter when its settings did not change.
+    let span_settings = gw.tracing.otlp.as_ref().map(|o| SpanSettings {
+        endpoint: otlp_traces_url(&o.endpoint),
+        headers: o.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        timeout: o.timeout.0,
+        service_name: o.service_name.clone(),
+        queue: o.queue,
+    });
+    let spans = match (&span_settings, prev.and_then(|p| p.spans.as_ref())) {
+        (None, _) => None,
+        (Some(s), Some(p)) if p.settings() == s => Some(p.clone()),
+        (Some(s), _) => match SpanSink::start(s.clone()) {
+            Ok(sink) => Some(sink),
+            Err(e) => {
+                errors.push(ConfigError::new(&file, format!("tracing.otlp: {e}")));
+                None
             }
         },
     };
@@ -342,6 +376,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         hosts,
         orgs,
         traffic_log,
+        spans,
         routes: all_routes,
         upstreams,
         config: Arc::new(cfg),
@@ -421,6 +456,16 @@ fn add_route(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn otlp_endpoint_gets_the_traces_path_when_it_has_none() {
+        assert_eq!(otlp_traces_url("http://c:4318"), "http://c:4318/v1/traces");
+        assert_eq!(otlp_traces_url("http://c:4318/"), "http://c:4318/v1/traces");
+        assert_eq!(
+            otlp_traces_url("http://c:4318/otlp/v1/traces"),
+            "http://c:4318/otlp/v1/traces"
+        );
+    }
     use super::*;
 
     #[test]

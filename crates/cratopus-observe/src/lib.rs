@@ -1,6 +1,8 @@
-//! Observability of cratopus: the traffic log and the Prometheus metrics.
+//! Observability of cratopus: the traffic log, the Prometheus metrics and the
+//! export of request spans over OTLP.
 
 pub mod metrics;
+pub mod spans;
 pub mod traffic_log;
 
 pub use metrics::{GatewayMetrics, RouteLabels, RouteMetrics, TargetHealth};

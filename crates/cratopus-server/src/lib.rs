@@ -109,6 +109,10 @@ pub async fn run(cfg: LoadedConfig, path: Option<PathBuf>) -> Result<(), String>
     // Every finished request has queued its traffic-log line by now: write them out.
     let log = engine.snapshot().traffic_log.clone();
     let _ = tokio::task::spawn_blocking(move || log.flush(Duration::from_secs(5))).await;
+    // Spans queued for export go out now; the export itself runs on this runtime.
+    if let Some(spans) = engine.snapshot().spans.clone() {
+        let _ = tokio::task::spawn_blocking(move || spans.shutdown()).await;
+    }
     tracing::info!("stopped");
     Ok(())
 }

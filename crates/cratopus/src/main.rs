@@ -148,8 +148,10 @@ fn check(path: &Path, strict: bool) -> ExitCode {
         .into_iter()
         .map(|w| (Severity::Warning, w))
         .collect();
-    // Compile as `run` would (routes, templates, pools), without opening the traffic log.
+    // Compile as `run` would (routes, templates, pools), without opening the traffic log or
+    // starting the span exporter.
     cfg.gateway.traffic_log = None;
+    cfg.gateway.tracing.otlp = None;
     let compiled = runtime(Some(1))
         .map_err(|e| e.to_string())
         .map(|rt| rt.block_on(cratopus_core::compile(cfg, None, 1)).map(|_| ()));
