@@ -244,7 +244,7 @@ organizations:
         upstream: backend
 default_organization: bench
 YAML
-    [ -n "$extra" ] && printf '%s\n' "$extra"
+    if [ -n "$extra" ]; then printf '%s\n' "$extra"; fi
   } >"$file"
 }
 
