@@ -4,6 +4,7 @@
 //! its listener on `127.0.0.1:0`, and reads the chosen address from the gateway's log. Its log
 //! lines are kept for assertions ([`Gateway::wait_for_log`]). The process is killed on drop.
 
+pub mod redis;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
