@@ -15,6 +15,7 @@ pub mod interpolate;
 pub mod lint;
 pub mod load;
 pub mod model;
+pub mod policies;
 pub mod report;
 pub mod schema;
 pub mod units;
@@ -23,6 +24,7 @@ pub mod validate;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{LoadedConfig, LoadedOrg, load_file, load_str};
 pub use model::*;
+pub use policies::*;
 pub use schema::{gateway_schema, organization_schema};
 pub use units::{ByteSize, Dur};
 

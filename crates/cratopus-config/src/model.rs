@@ -8,6 +8,7 @@
 //! [`crate::schema`]); the types with a hand-written `Deserialize` have a hand-written schema
 //! that accepts what it accepts, and `Spanned<T>` fields appear as plain `T`.
 
+use crate::policies::{PolicyConfig, QuotaConfig, RateLimitConfig, StateConfig};
 use crate::units::{ByteSize, Dur};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, MapAccess, Visitor};
@@ -56,6 +57,10 @@ pub struct GatewayConfig {
     /// W3C trace context.
     #[serde(default)]
     pub tracing: TracingConfig,
+    /// Where rate-limit counters and quotas live: in memory (default) or Redis, shared by
+    /// every node of a cluster.
+    #[serde(default)]
+    pub state: StateConfig,
 }
 
 /// Trace context handling: a caller's `traceparent` is always continued with its own sampling
@@ -343,6 +348,16 @@ pub struct OrganizationConfig {
     /// The routes, matched by path and then by method.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Named policies; a route applies one by listing its name in `policies`. The routes that
+    /// name a policy share its counters.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicyConfig>,
+    /// A rate limit over every route of the organization, with one set of counters.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// A quota over every route of the organization.
+    #[serde(default)]
+    pub quota: Option<QuotaConfig>,
 }
 
 /// A pool of targets with its balancing, health checking and timeouts.
@@ -614,4 +629,14 @@ pub struct RouteConfig {
     /// Largest request body on this route; larger gets 413.
     #[serde(default)]
     pub max_body_bytes: Option<ByteSize>,
+    /// Named policies of the organization that apply to this route, in order.
+    #[serde(default)]
+    #[schemars(with = "Vec<String>")]
+    pub policies: Vec<Spanned<String>>,
+    /// A rate limit of this route alone.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitConfig>,
+    /// A quota of this route alone.
+    #[serde(default)]
+    pub quota: Option<QuotaConfig>,
 }

@@ -4,6 +4,7 @@
 use crate::error::{ConfigError, ConfigErrors};
 use crate::load::LoadedConfig;
 use crate::model::{Balance, HealthCheckConfig};
+use crate::policies::{QuotaConfig, RateLimitConfig, StateScope};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -68,6 +69,22 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
             errors.push(ConfigError::new(file, "tracing.otlp.queue must be at least 1"));
         }
     }
+    if let Some(r) = &gw.state.redis {
+        if r.urls.is_empty() {
+            errors.push(ConfigError::new(file, "state.redis.urls is empty"));
+        }
+        for u in &r.urls {
+            if !u.starts_with("redis://") {
+                errors.push(ConfigError::new(
+                    file,
+                    format!("state.redis: `{u}` is not a redis:// URL (TLS to Redis is not supported yet)"),
+                ));
+            }
+        }
+        if r.timeout.0.is_zero() {
+            errors.push(ConfigError::new(file, "state.redis.timeout must be above 0"));
+        }
+    }
     if gw.workers == Some(0) {
         errors.push(ConfigError::new(file, "`workers` must be at least 1"));
     }
@@ -129,7 +146,58 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
                 check_health(f, uname, hc, &mut errors);
             }
         }
+        let cluster = gw.state.redis.is_some();
+        for (pname, p) in &o.policies {
+            if p.rate_limit.is_none() && p.quota.is_none() {
+                errors.push(ConfigError::new(
+                    f,
+                    format!("policy `{pname}` is empty: give it a `rate_limit` or a `quota`"),
+                ));
+            }
+            check_policy(
+                f,
+                None,
+                &format!("policy `{pname}`"),
+                p.rate_limit.as_ref(),
+                p.quota.as_ref(),
+                cluster,
+                &mut errors,
+            );
+        }
+        check_policy(
+            f,
+            Some(&o.name.referenced),
+            &format!("organization `{name}`"),
+            o.rate_limit.as_ref(),
+            o.quota.as_ref(),
+            cluster,
+            &mut errors,
+        );
         for r in &o.routes {
+            let what = format!("route `{}`", r.path.value);
+            check_policy(
+                f,
+                Some(&r.path.referenced),
+                &what,
+                r.rate_limit.as_ref(),
+                r.quota.as_ref(),
+                cluster,
+                &mut errors,
+            );
+            for p in &r.policies {
+                if !o.policies.contains_key(&p.value) {
+                    let known: Vec<&str> = o.policies.keys().map(String::as_str).collect();
+                    errors.push(ConfigError::at(
+                        f,
+                        &p.referenced,
+                        format!(
+                            "{what} names policy `{}`, which organization `{name}` does not define{}",
+                            p.value,
+                            hint(&p.value, &known)
+                        ),
+                    ));
+                }
+            }
             if !o.upstreams.contains_key(&r.upstream.value) {
                 let known: Vec<&str> = o.upstreams.keys().map(String::as_str).collect();
                 errors.push(ConfigError::at(
@@ -278,6 +346,59 @@ pub fn is_http_method(m: &str) -> bool {
     !m.is_empty()
         && m.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Values of a rate limit and a quota that serde cannot check.
+fn check_policy(
+    f: &Path,
+    at: Option<&serde_saphyr::Location>,
+    what: &str,
+    rate: Option<&RateLimitConfig>,
+    quota: Option<&QuotaConfig>,
+    cluster: bool,
+    errors: &mut Vec<ConfigError>,
+) {
+    let needs_redis = |scope: Option<StateScope>| scope == Some(StateScope::Cluster) && !cluster;
+    let mut errors_here = Vec::new();
+    let errors_out = errors;
+    let errors = &mut errors_here;
+    if let Some(r) = rate {
+        if r.limits.is_empty() {
+            errors.push(ConfigError::new(f, format!("{what}: rate_limit has no `limits`")));
+        }
+        for l in &r.limits {
+            if l.rate == 0 || l.burst == Some(0) {
+                errors.push(ConfigError::new(
+                    f,
+                    format!("{what}: a limit's `rate` and `burst` must be at least 1"),
+                ));
+            }
+            if l.per.0.is_zero() {
+                errors.push(ConfigError::new(f, format!("{what}: a limit's `per` must be above 0")));
+            }
+        }
+        if needs_redis(r.state) {
+            errors.push(ConfigError::new(
+                f,
+                format!("{what}: rate_limit has `state: cluster` but the gateway has no `state.redis`"),
+            ));
+        }
+    }
+    if let Some(q) = quota {
+        if q.limit == 0 {
+            errors.push(ConfigError::new(f, format!("{what}: quota `limit` must be at least 1")));
+        }
+        if needs_redis(q.state) {
+            errors.push(ConfigError::new(
+                f,
+                format!("{what}: quota has `state: cluster` but the gateway has no `state.redis`"),
+            ));
+        }
+    }
+    errors_out.extend(errors_here.into_iter().map(|e| match at {
+        Some(loc) => ConfigError::at(f, loc, e.message),
+        None => e,
+    }));
 }
 
 /// `, did you mean `x`?` for the closest known name, if any is close.

@@ -603,7 +603,7 @@ fn schemas_use_keywords_editors_know() {
     // language server show when a value does not match a `pattern`.
     const KNOWN: &str = "$schema $id $ref $defs title description default examples type properties \
                          additionalProperties required items anyOf oneOf const pattern minimum maximum format \
-                         patternErrorMessage";
+                         patternErrorMessage enum";
     for root in [gateway_schema(), organization_schema()] {
         let mut used = Vec::new();
         collect_keywords(&root, &mut used);

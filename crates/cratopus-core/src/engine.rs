@@ -22,6 +22,7 @@ use cratopus_config::HashOn;
 use cratopus_observe::LogLine;
 use cratopus_observe::metrics::{GatewayMetrics, RouteMetrics};
 use cratopus_observe::spans::{RequestSpan, SpanSink, UpstreamSpan};
+use cratopus_policies::RateDecision;
 use cratopus_upstream::balancer::hash_key;
 use cratopus_upstream::{Target, TargetKind};
 use http::header::{self, HeaderValue};
@@ -65,6 +66,8 @@ struct Learned {
     upstream_start: Option<Instant>,
     /// The matched route, kept only for a request whose spans are exported.
     route_ref: Option<Arc<Route>>,
+    /// The tightest rate limit's answer, for the `RateLimit-*` headers of the response.
+    rate: Option<RateDecision>,
     error: Option<&'static str>,
 }
 
@@ -159,6 +162,9 @@ impl Engine {
             )
         });
         res.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        if let Some(rate) = &learned.rate {
+            rate.write_headers(res.headers_mut());
+        }
 
         let pending = log_base.map(|mut line| {
             line.status = res.status().as_u16();
@@ -246,6 +252,11 @@ impl Engine {
         learned.route_metrics = Some(route.metrics.clone());
         if self.overrides.is_disabled(&route.org, &route.name) {
             return Err(GatewayError::RouteDisabled);
+        }
+
+        // Rate limits and quotas.
+        if !route.rate_limits.is_empty() || !route.quotas.is_empty() {
+            check_limits(snap, &route, req.headers(), conn.peer.ip(), learned).await?;
         }
 
         // Limits the route can judge before reading the body.
@@ -336,6 +347,47 @@ impl Engine {
             Some(guard),
         ))
     }
+}
+
+/// Runs the route's rate limits, then its quotas. Keeps the tightest limit's answer for the
+/// response headers; a request over an enforced limit or a spent quota is refused with 429.
+async fn check_limits(
+    snap: &Snapshot,
+    route: &Route,
+    headers: &http::HeaderMap,
+    client: std::net::IpAddr,
+    learned: &mut Learned,
+) -> Result<(), GatewayError> {
+    let mut key = String::with_capacity(64);
+    for policy in &route.rate_limits {
+        let d = policy
+            .check(&snap.limiter, headers, client, &mut key)
+            .await
+            .map_err(|_| GatewayError::LimitsUnavailable)?;
+        if !d.allowed {
+            route.metrics.over_limit(!d.refuses());
+            if d.refuses() {
+                learned.rate = Some(d);
+                let retry = learned.rate.as_ref().map_or(1, |r| r.retry_after);
+                return Err(GatewayError::RateLimited(retry));
+            }
+            policy.note_soft_over(&route.name);
+        }
+        if learned.rate.as_ref().is_none_or(|r| d.remaining < r.remaining) {
+            learned.rate = Some(d);
+        }
+    }
+    for quota in &route.quotas {
+        let q = quota
+            .check(&snap.limiter, headers, client, &mut key)
+            .await
+            .map_err(|_| GatewayError::LimitsUnavailable)?;
+        if !q.allowed {
+            route.metrics.over_limit(false);
+            return Err(GatewayError::QuotaExceeded(q.resets_in));
+        }
+    }
+    Ok(())
 }
 
 /// The spans of a sampled request as far as the response head; [`PendingSpan`] adds the end

@@ -29,6 +29,12 @@ pub enum GatewayError {
     Blocked,
     #[error("this route is switched off for now")]
     RouteDisabled,
+    #[error("too many requests; retry after {0} s")]
+    RateLimited(u64),
+    #[error("the quota of this route is used up; it resets in {0} s")]
+    QuotaExceeded(u64),
+    #[error("the rate-limit store is unreachable and this gateway fails closed")]
+    LimitsUnavailable,
 }
 
 impl GatewayError {
@@ -44,6 +50,8 @@ impl GatewayError {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::Blocked => StatusCode::FORBIDDEN,
             GatewayError::RouteDisabled => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::RateLimited(_) | GatewayError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -62,18 +70,28 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::Blocked => "ip_blocked",
             GatewayError::RouteDisabled => "route_disabled",
+            GatewayError::RateLimited(_) => "rate_limited",
+            GatewayError::QuotaExceeded(_) => "quota_exceeded",
+            GatewayError::LimitsUnavailable => "limits_unavailable",
         }
     }
 
-    /// `{"error": {"status", "code", "message", "request_id"}}`, with `Allow` on a 405.
+    /// `{"error": {"status", "code", "message", "request_id"}}`, with `Allow` on a 405 and
+    /// `Retry-After` on a 429.
     pub fn to_response(&self, request_id: &HeaderValue) -> Response<Bytes> {
         let body = error_body(self.status(), self.code(), &self.to_string(), request_id);
         let mut res = Response::new(body);
         *res.status_mut() = self.status();
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let GatewayError::MethodNotAllowed(_, allow) = self {
-            res.headers_mut().insert(header::ALLOW, allow.clone());
+        match self {
+            GatewayError::MethodNotAllowed(_, allow) => {
+                res.headers_mut().insert(header::ALLOW, allow.clone());
+            }
+            GatewayError::RateLimited(secs) | GatewayError::QuotaExceeded(secs) => {
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            }
+            _ => {}
         }
         res
     }

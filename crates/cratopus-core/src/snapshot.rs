@@ -7,11 +7,13 @@
 
 use crate::conn_pool::{ConnPool, PoolSettings};
 use crate::router::{HostTable, MethodTable, OrgRouter};
-use cratopus_config::{ConfigError, ConfigErrors, LoadedConfig, Protocol, UpstreamConfig};
+use cratopus_config::{ConfigError, ConfigErrors, FailMode, LoadedConfig, Protocol, StateConfig, UpstreamConfig};
 use cratopus_observe::TrafficLog;
 use cratopus_observe::metrics::RouteMetrics;
 use cratopus_observe::spans::{SpanSettings, SpanSink};
 use cratopus_observe::traffic_log::TrafficLogSettings;
+use cratopus_policies::{QuotaPolicy, RateLimitPolicy};
+use cratopus_state::{LocalLimiter, RedisLimiter, SharedLimiter};
 use cratopus_upstream::UpstreamPool;
 use http::{HeaderValue, Method};
 use std::collections::HashMap;
@@ -58,6 +60,10 @@ pub struct Route {
     pub max_body: Option<u64>,
     /// Counters and latency histograms, kept across reloads while the route keeps its name.
     pub metrics: Arc<RouteMetrics>,
+    /// Rate limits in the order they run: the organization's, the named policies', the route's.
+    pub rate_limits: Vec<Arc<RateLimitPolicy>>,
+    /// Quotas, in the same order.
+    pub quotas: Vec<Arc<QuotaPolicy>>,
 }
 
 #[derive(Debug)]
@@ -79,6 +85,10 @@ pub struct Snapshot {
     pub traffic_log: TrafficLog,
     /// The span exporter, when `tracing.otlp` is set.
     pub spans: Option<Arc<SpanSink>>,
+    /// Where rate limits and quotas count; kept across reloads while `state` is unchanged, so
+    /// a reload does not hand every client a fresh burst.
+    pub limiter: Arc<SharedLimiter>,
+    state_config: StateConfig,
     /// Every configured route, in file order (for metrics and the admin API).
     pub routes: Vec<Arc<Route>>,
     upstreams: HashMap<(Arc<str>, String), Arc<Upstream>>,
@@ -94,6 +104,47 @@ impl Snapshot {
     pub fn upstreams(&self) -> impl Iterator<Item = (&(Arc<str>, String), &Arc<Upstream>)> {
         self.upstreams.iter()
     }
+}
+
+/// A named policy, compiled: its rate limit and its quota.
+type NamedPolicy = (Option<Arc<RateLimitPolicy>>, Option<Arc<QuotaPolicy>>);
+
+/// A new state store: Redis with the local limiter as fallback, or the local limiter alone.
+/// Nothing connects here (Redis is reached in the background, so a node starts without it);
+/// a task purges replenished local counters every 10 s while the store is in use.
+fn state_store(cfg: &StateConfig) -> Result<Arc<SharedLimiter>, String> {
+    let limiter = match &cfg.redis {
+        None => SharedLimiter::local_only(LocalLimiter::new()),
+        Some(r) => {
+            let redis = RedisLimiter::new(cratopus_state::RedisConfig {
+                urls: r.urls.clone(),
+                cluster: r.cluster,
+                timeout: r.timeout.0,
+                retry_interval: r.retry_interval.0,
+                ..Default::default()
+            })
+            .map_err(|e| e.to_string())?;
+            let mode = match r.on_failure {
+                FailMode::Open => cratopus_state::FailMode::Open,
+                FailMode::Closed => cratopus_state::FailMode::Closed,
+            };
+            SharedLimiter::new(redis, LocalLimiter::new(), mode)
+        }
+    };
+    let limiter = Arc::new(limiter);
+    let weak = Arc::downgrade(&limiter);
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(10));
+        every.tick().await;
+        loop {
+            every.tick().await;
+            match weak.upgrade() {
+                Some(l) => l.purge(),
+                None => break,
+            }
+        }
+    });
+    Ok(limiter)
 }
 
 /// The OTLP/HTTP traces URL of `endpoint`: a bare collector address gets the standard
@@ -202,6 +253,19 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         },
     };
 
+    // Rate-limit and quota state.
+    let limiter = match prev.filter(|p| p.state_config == gw.state) {
+        Some(p) => p.limiter.clone(),
+        None => match state_store(&gw.state) {
+            Ok(l) => l,
+            Err(e) => {
+                errors.push(ConfigError::new(&file, format!("state.redis: {e}")));
+                Arc::new(SharedLimiter::local_only(LocalLimiter::new()))
+            }
+        },
+    };
+    let cluster = gw.state.redis.is_some();
+
     let default_org = gw
         .default_organization
         .as_ref()
@@ -261,6 +325,33 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
             upstreams.insert(key, upstream);
         }
 
+        // Policies written once for the organization or by name are compiled once and shared
+        // by the routes they cover, so those routes share their counters.
+        let org_rate = o
+            .rate_limit
+            .as_ref()
+            .map(|c| Arc::new(RateLimitPolicy::compile(format!("{org_name}/org"), c, cluster)));
+        let org_quota = o
+            .quota
+            .as_ref()
+            .map(|c| Arc::new(QuotaPolicy::compile(format!("{org_name}/org"), c, cluster)));
+        let named: HashMap<&str, NamedPolicy> = o
+            .policies
+            .iter()
+            .map(|(name, p)| {
+                let id = format!("{org_name}/policy:{name}");
+                (
+                    name.as_str(),
+                    (
+                        p.rate_limit
+                            .as_ref()
+                            .map(|c| Arc::new(RateLimitPolicy::compile(id.clone(), c, cluster))),
+                        p.quota.as_ref().map(|c| Arc::new(QuotaPolicy::compile(id, c, cluster))),
+                    ),
+                )
+            })
+            .collect();
+
         let mut router = OrgRouter::default();
         // pattern → index into router.tables, to group routes that share a pattern.
         let mut slots: HashMap<String, usize> = HashMap::new();
@@ -308,6 +399,25 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                 .filter_map(|m| Method::from_bytes(m.value.to_ascii_uppercase().as_bytes()).ok())
                 .collect();
             let route_name: Arc<str> = r.name.clone().unwrap_or_else(|| pattern.clone()).into();
+            let mut rate_limits: Vec<Arc<RateLimitPolicy>> = org_rate.iter().cloned().collect();
+            let mut quotas: Vec<Arc<QuotaPolicy>> = org_quota.iter().cloned().collect();
+            for p in &r.policies {
+                if let Some((rl, q)) = named.get(p.value.as_str()) {
+                    rate_limits.extend(rl.iter().cloned());
+                    quotas.extend(q.iter().cloned());
+                }
+            }
+            let own = format!("{org_name}/route:{route_name}");
+            rate_limits.extend(
+                r.rate_limit
+                    .as_ref()
+                    .map(|c| Arc::new(RateLimitPolicy::compile(own.clone(), c, cluster))),
+            );
+            quotas.extend(
+                r.quota
+                    .as_ref()
+                    .map(|c| Arc::new(QuotaPolicy::compile(own, c, cluster))),
+            );
             let route = Arc::new(Route {
                 name: route_name.clone(),
                 line: r.path.referenced.line(),
@@ -326,6 +436,8 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                     .entry((org_name.clone(), route_name.clone()))
                     .or_insert_with_key(|k| prev_metrics.get(k).cloned().unwrap_or_default())
                     .clone(),
+                rate_limits,
+                quotas,
             });
             all_routes.push(route.clone());
             if let Err(e) = add_route(&mut router, &mut slots, &pattern, &route, &methods, true) {
@@ -377,6 +489,8 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         orgs,
         traffic_log,
         spans,
+        limiter,
+        state_config: gw.state.clone(),
         routes: all_routes,
         upstreams,
         config: Arc::new(cfg),

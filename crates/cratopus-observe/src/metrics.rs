@@ -20,6 +20,10 @@
 //! | `cratopus_config_reloads_total` | counter | result (`ok`, `error`) |
 //! | `cratopus_traffic_log_dropped_total` | counter | |
 //! | `cratopus_unrouted_requests_total` | counter | class |
+//! | `cratopus_rate_limited_total` | counter | org, route, mode (`enforce`, `soft`) |
+//! | `cratopus_state_redis_up` | gauge | (with Redis, by [`render_state`]) |
+//! | `cratopus_state_fallbacks_total` | counter | (with Redis) |
+//! | `cratopus_state_outages_total` | counter | (with Redis) |
 //!
 //! Of the method × status-class matrix (and of the unrouted classes) only series with a non-zero
 //! count are written; histograms and gauges of every route given are always written.
@@ -123,6 +127,8 @@ pub struct RouteMetrics {
     upstream: Histogram,
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
+    /// Requests over a rate limit or quota: `[refused, let through in soft mode]`.
+    over_limit: [AtomicU64; 2],
 }
 
 impl Default for RouteMetrics {
@@ -149,7 +155,14 @@ impl RouteMetrics {
             upstream: Histogram::new(),
             bytes_in: AtomicU64::new(0),
             bytes_out: AtomicU64::new(0),
+            over_limit: [AtomicU64::new(0), AtomicU64::new(0)],
         }
+    }
+
+    /// A request went over a rate limit or quota: refused (`soft` false) or, in soft mode,
+    /// let through.
+    pub fn over_limit(&self, soft: bool) {
+        self.over_limit[usize::from(soft)].fetch_add(1, Relaxed);
     }
 
     /// A request on this route began: in flight +1.
@@ -338,6 +351,39 @@ fn histogram(
     }
 }
 
+/// The shared state store (Redis) as `/metrics` shows it.
+#[derive(Debug, Clone, Copy)]
+pub struct StateStats {
+    pub redis_up: bool,
+    /// Checks answered by the local fallback (or refused, failing closed) because Redis was not.
+    pub fallbacks: u64,
+    /// Times Redis went from reachable to unreachable.
+    pub outages: u64,
+}
+
+/// Appends the state store's families; only written when the gateway uses Redis.
+pub fn render_state(out: &mut String, s: &StateStats) {
+    let name = "cratopus_state_redis_up";
+    header(
+        out,
+        name,
+        "gauge",
+        "Whether the Redis state store answers (1) or not (0).",
+    );
+    sample(out, name, "", "", u8::from(s.redis_up));
+    let name = "cratopus_state_fallbacks_total";
+    header(
+        out,
+        name,
+        "counter",
+        "Rate-limit and quota checks decided without Redis because it was unreachable.",
+    );
+    sample(out, name, "", "", s.fallbacks);
+    let name = "cratopus_state_outages_total";
+    header(out, name, "counter", "Times the Redis state store became unreachable.");
+    sample(out, name, "", "", s.outages);
+}
+
 /// Writes the exposition of all metrics to `out` (appending). `routes` are the known routes with
 /// their labels (each pair of labels once), `targets` the upstream targets, `log_dropped` the
 /// traffic log's drop count ([`crate::TrafficLog::dropped`]).
@@ -401,6 +447,22 @@ pub fn render(
     header(out, name, "counter", "Response body bytes sent to clients.");
     for (l, (_, m)) in route_labels.iter().zip(routes) {
         sample(out, name, l, "", m.bytes_out.load(Relaxed));
+    }
+
+    let name = "cratopus_rate_limited_total";
+    header(
+        out,
+        name,
+        "counter",
+        "Requests over a rate limit or quota: refused (mode enforce) or let through (mode soft).",
+    );
+    for (l, (_, m)) in route_labels.iter().zip(routes) {
+        for (i, mode) in ["enforce", "soft"].iter().enumerate() {
+            let n = m.over_limit[i].load(Relaxed);
+            if n > 0 {
+                sample(out, name, l, &format!("mode=\"{mode}\""), n);
+            }
+        }
     }
 
     let target_labels: Vec<String> = targets

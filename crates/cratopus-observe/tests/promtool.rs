@@ -3,7 +3,9 @@
 //! promtool comes from Debian's `prometheus` package; without it these tests fail rather than
 //! pass unchecked.
 
-use cratopus_observe::metrics::{GatewayMetrics, RouteLabels, RouteMetrics, TargetHealth, render};
+use cratopus_observe::metrics::{
+    GatewayMetrics, RouteLabels, RouteMetrics, StateStats, TargetHealth, render, render_state,
+};
 use http::Method;
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -150,8 +152,19 @@ fn realistic_exposition_passes_promtool() {
             inflight: 0,
         },
     ];
+    orders.over_limit(false);
+    orders.over_limit(true);
+    orders.over_limit(true);
     let mut out = String::new();
     render(&mut out, &gw, &routes, &targets, 17);
+    render_state(
+        &mut out,
+        &StateStats {
+            redis_up: true,
+            fallbacks: 4,
+            outages: 1,
+        },
+    );
 
     for family in [
         "cratopus_requests_total counter",
@@ -165,6 +178,10 @@ fn realistic_exposition_passes_promtool() {
         "cratopus_config_reloads_total counter",
         "cratopus_traffic_log_dropped_total counter",
         "cratopus_unrouted_requests_total counter",
+        "cratopus_rate_limited_total counter",
+        "cratopus_state_redis_up gauge",
+        "cratopus_state_fallbacks_total counter",
+        "cratopus_state_outages_total counter",
     ] {
         assert!(out.contains(&format!("# TYPE {family}\n")), "no {family} in:\n{out}");
     }
@@ -172,6 +189,8 @@ fn realistic_exposition_passes_promtool() {
     assert!(out.contains("cratopus_requests_in_flight{org=\"globex\",route=\"idle\"} 0\n"));
     assert!(out.contains("cratopus_unrouted_requests_total{class=\"4xx\"} 3\n"));
     assert!(out.contains("cratopus_traffic_log_dropped_total 17\n"));
+    assert!(out.contains("cratopus_rate_limited_total{org=\"acme\",route=\"orders\",mode=\"soft\"} 2\n"));
+    assert!(out.contains("cratopus_state_fallbacks_total 4\n"));
     promtool_check(&out);
 }
 

@@ -223,6 +223,16 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
         &targets,
         snap.traffic_log.dropped(),
     );
+    if let Some(r) = snap.limiter.redis() {
+        cratopus_observe::metrics::render_state(
+            &mut out,
+            &cratopus_observe::metrics::StateStats {
+                redis_up: r.is_up(),
+                fallbacks: r.fallbacks(),
+                outages: r.outages(),
+            },
+        );
+    }
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,0 +1,13 @@
+//! The policies a route runs between matching and forwarding, one module each.
+//!
+//! A policy is compiled from its config once, when a snapshot is built, and shared by the
+//! routes it covers; per request it only reads the request's head and its state store. The
+//! engine (`cratopus-core`) calls them in the fixed order of `docs/architecture.md` and turns
+//! their refusals into the gateway's JSON errors.
+
+pub mod key;
+pub mod quota;
+pub mod rate_limit;
+
+pub use quota::{QuotaDecision, QuotaPolicy};
+pub use rate_limit::{RateDecision, RateLimitPolicy};
