@@ -221,11 +221,12 @@ NGX
   } >"$d/nginx.conf"
 }
 
-# write_cratopus_conf FILE PORT [WORKERS] [EXTRA_YAML] — the gateway config; WORKERS
-# empty leaves `workers` out (the gateway then uses one thread per core); EXTRA_YAML is
-# appended at the top level (a variant's settings, see VARIANTS in run.sh).
+# write_cratopus_conf FILE PORT [WORKERS] [EXTRA_YAML] [ORG_YAML] — the gateway config;
+# WORKERS empty leaves `workers` out (the gateway then uses one thread per core); EXTRA_YAML
+# is appended at the top level and ORG_YAML inside the organization, indented by 4 (a
+# variant's settings, see VARIANTS in run.sh).
 write_cratopus_conf() {
-  local file=$1 port=$2 workers=${3:-} extra=${4:-}
+  local file=$1 port=$2 workers=${3:-} extra=${4:-} org=${5:-}
   {
     cat <<YAML
 listeners:
@@ -242,8 +243,9 @@ organizations:
     routes:
       - path: /{*rest}
         upstream: backend
-default_organization: bench
 YAML
+    if [ -n "$org" ]; then printf '%s\n' "$org"; fi
+    echo "default_organization: bench"
     if [ -n "$extra" ]; then printf '%s\n' "$extra"; fi
   } >"$file"
 }

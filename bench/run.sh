@@ -89,20 +89,44 @@ if [ "$SKIP_CRATOPUS" != 1 ]; then
     "env RUST_LOG=${RUST_LOG:-warn} $(printf '%q' "$CRATOPUS_BIN") run -c $TMP/cratopus/gateway.yaml" /__health
 fi
 
+# A rate limit per client address that the load never reaches, so that every request pays
+# for the check and none is refused.
+LIMIT_YAML='    rate_limit:
+      limits: [{rate: 100000000, per: 1s}]'
 # variant_yaml NAME — the top-level YAML a cratopus variant adds to the plain config.
 variant_yaml() {
   case "$1" in
     # Spans of 1% of requests exported over OTLP/HTTP; the backend nginx is the sink
     # (it answers the POSTs with 200).
     otel) printf 'tracing:\n  sample_ratio: 0.01\n  otlp:\n    endpoint: http://127.0.0.1:%s/v1/traces\n' "$BACKEND_PORT" ;;
-    *) die "unknown variant $1 (known: otel)" ;;
+    limit) ;;
+    # The same limit counted in a local redis-server (started here, pinned like the servers).
+    redis) printf 'state:\n  redis:\n    urls: ["redis://127.0.0.1:%s"]\n' "$REDIS_PORT" ;;
+    *) die "unknown variant $1 (known: otel, limit, redis)" ;;
+  esac
+}
+# variant_org_yaml NAME — what a variant adds inside the organization.
+variant_org_yaml() {
+  case "$1" in
+    limit|redis) printf '%s\n' "$LIMIT_YAML" ;;
   esac
 }
 if [ "$SKIP_CRATOPUS" != 1 ]; then
+  case " $VARIANTS " in
+    *" redis "*)
+      ensure_pkgs redis-server:redis-server
+      REDIS_PORT=$(free_port)
+      start_proc redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no
+      for _ in $(seq 1 100); do
+        [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && break
+        sleep 0.05
+      done
+      ;;
+  esac
   for v in $VARIANTS; do
     port=$(free_port)
     mkdir -p "$TMP/cratopus-$v"
-    write_cratopus_conf "$TMP/cratopus-$v/gateway.yaml" "$port" 1 "$(variant_yaml "$v")"
+    write_cratopus_conf "$TMP/cratopus-$v/gateway.yaml" "$port" 1 "$(variant_yaml "$v")" "$(variant_org_yaml "$v")"
     add_target "cratopus-$v" "$port" \
       "env RUST_LOG=${RUST_LOG:-warn} $(printf '%q' "$CRATOPUS_BIN") run -c $TMP/cratopus-$v/gateway.yaml" /__health
   done
