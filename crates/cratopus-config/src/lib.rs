@@ -17,6 +17,7 @@ pub mod load;
 pub mod model;
 pub mod policies;
 pub mod report;
+pub mod resilience;
 pub mod schema;
 pub mod units;
 pub mod validate;
@@ -25,6 +26,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use load::{LoadedConfig, LoadedOrg, load_file, load_str};
 pub use model::*;
 pub use policies::*;
+pub use resilience::*;
 pub use schema::{gateway_schema, organization_schema};
 pub use units::{ByteSize, Dur};
 

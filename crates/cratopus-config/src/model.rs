@@ -9,6 +9,7 @@
 //! that accepts what it accepts, and `Spanned<T>` fields appear as plain `T`.
 
 use crate::policies::{PolicyConfig, QuotaConfig, RateLimitConfig, StateConfig};
+use crate::resilience::{BulkheadConfig, CircuitBreakerConfig, OutlierConfig, RetryConfig};
 use crate::units::{ByteSize, Dur};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, MapAccess, Visitor};
@@ -390,6 +391,20 @@ pub struct UpstreamConfig {
     /// Idle keep-alive connections kept per target.
     #[serde(default = "default_max_idle")]
     pub max_idle_per_target: usize,
+    /// A circuit breaker per target: after repeated failures the target gets no requests for a
+    /// while, then a few probes decide whether it is back.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    /// Passive health: targets that keep failing real requests are ejected for a growing time.
+    #[serde(default)]
+    pub outlier_detection: Option<OutlierConfig>,
+    /// Retries of failed requests to another target, for every route of this upstream (a
+    /// route's own `retry` replaces it).
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// At most this many requests in flight to the upstream; more get 503 or wait briefly.
+    #[serde(default)]
+    pub bulkhead: Option<BulkheadConfig>,
 }
 fn default_dns_refresh() -> Dur {
     Dur::secs(30)
@@ -639,4 +654,10 @@ pub struct RouteConfig {
     /// A quota of this route alone.
     #[serde(default)]
     pub quota: Option<QuotaConfig>,
+    /// Retries on this route; replaces the upstream's `retry`.
+    #[serde(default)]
+    pub retry: Option<RetryConfig>,
+    /// At most this many requests in flight on this route.
+    #[serde(default)]
+    pub bulkhead: Option<BulkheadConfig>,
 }

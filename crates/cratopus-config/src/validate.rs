@@ -145,6 +145,17 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
             if let Some(hc) = &u.health_check {
                 check_health(f, uname, hc, &mut errors);
             }
+            let problems = [
+                ("circuit_breaker", u.circuit_breaker.as_ref().map(|c| c.problems())),
+                ("outlier_detection", u.outlier_detection.as_ref().map(|c| c.problems())),
+                ("retry", u.retry.as_ref().map(|c| c.problems())),
+                ("bulkhead", u.bulkhead.as_ref().map(|c| c.problems())),
+            ];
+            for (what, list) in problems {
+                for p in list.unwrap_or_default() {
+                    errors.push(ConfigError::new(f, format!("upstream `{uname}`: {what}: {p}")));
+                }
+            }
         }
         let cluster = gw.state.redis.is_some();
         for (pname, p) in &o.policies {
@@ -175,6 +186,15 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
         );
         for r in &o.routes {
             let what = format!("route `{}`", r.path.value);
+            let problems = [
+                ("retry", r.retry.as_ref().map(|c| c.problems())),
+                ("bulkhead", r.bulkhead.as_ref().map(|c| c.problems())),
+            ];
+            for (kind, list) in problems {
+                for p in list.unwrap_or_default() {
+                    errors.push(ConfigError::at(f, &r.path.referenced, format!("{what}: {kind}: {p}")));
+                }
+            }
             check_policy(
                 f,
                 Some(&r.path.referenced),

@@ -6,6 +6,7 @@
 //! goes away) it writes the request's traffic-log line and releases the target's in-flight count.
 
 use crate::conn_pool::PoolReturn;
+use crate::resilience::Permits;
 use bytes::Bytes;
 use cratopus_observe::metrics::RouteMetrics;
 use cratopus_observe::spans::{RequestSpan, SpanSink};
@@ -34,7 +35,8 @@ pub struct BodyStats {
 }
 
 pub struct RequestBody {
-    inner: Incoming,
+    /// `None` for the empty body of a retried request (only bodiless requests are retried).
+    inner: Option<Incoming>,
     limit: u64,
     seen: u64,
     stats: Option<Arc<BodyStats>>,
@@ -46,7 +48,7 @@ impl RequestBody {
         let stats = (!inner.is_end_stream()).then(|| Arc::new(BodyStats::default()));
         (
             RequestBody {
-                inner,
+                inner: Some(inner),
                 limit: limit.unwrap_or(u64::MAX),
                 seen: 0,
                 stats: stats.clone(),
@@ -56,13 +58,28 @@ impl RequestBody {
     }
 }
 
+impl RequestBody {
+    /// No body: what a retry of a bodiless request sends.
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            inner: None,
+            limit: u64::MAX,
+            seen: 0,
+            stats: None,
+        }
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
@@ -82,11 +99,14 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Some(b) => b.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
     }
 }
 
@@ -151,6 +171,8 @@ impl PendingSpan {
 pub struct ResponseBody {
     kind: Kind,
     span: Option<Box<PendingSpan>>,
+    /// Bulkhead places of the request, freed when the response ends.
+    _permits: Option<Box<Permits>>,
     metrics: Option<PendingMetrics>,
     /// The upstream connection, handed back to its pool when the body has been read whole.
     conn: Option<PoolReturn>,
@@ -165,6 +187,7 @@ impl ResponseBody {
             kind: Kind::Full((!bytes.is_empty()).then_some(bytes)),
             conn: None,
             span: None,
+            _permits: None,
             metrics: None,
             sent: 0,
             pending: None,
@@ -178,6 +201,7 @@ impl ResponseBody {
             kind: Kind::Upstream(body),
             conn,
             span: None,
+            _permits: None,
             metrics: None,
             sent: 0,
             pending: None,
@@ -194,6 +218,12 @@ impl ResponseBody {
     /// Records the request in its route's metrics when this body is done.
     pub fn with_metrics(mut self, m: Option<PendingMetrics>) -> Self {
         self.metrics = m;
+        self
+    }
+
+    /// Holds the request's bulkhead places until this body is done.
+    pub fn with_permits(mut self, permits: Option<Box<Permits>>) -> Self {
+        self._permits = permits;
         self
     }
 
@@ -224,6 +254,7 @@ impl ResponseBody {
             }
         }
         self._inflight = None;
+        self._permits = None;
         if let Some(s) = self.span.take() {
             s.finish();
         }

@@ -14,6 +14,7 @@ use crate::conn_pool::SendError;
 use crate::error::GatewayError;
 use crate::forward::{self, X_REQUEST_ID};
 use crate::overrides::Overrides;
+use crate::resilience::{self, AttemptEnd, Permits};
 use crate::router::Match;
 use crate::snapshot::{Route, Snapshot};
 use arc_swap::ArcSwap;
@@ -24,10 +25,11 @@ use cratopus_observe::metrics::{GatewayMetrics, RouteMetrics};
 use cratopus_observe::spans::{RequestSpan, SpanSink, UpstreamSpan};
 use cratopus_policies::RateDecision;
 use cratopus_upstream::balancer::hash_key;
-use cratopus_upstream::{Target, TargetKind};
+use cratopus_upstream::{Target, TargetKind, UpstreamPool};
 use http::header::{self, HeaderValue};
 use http::uri::{Scheme, Uri};
 use http::{Request, Response, Version};
+use http_body::Body;
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +70,8 @@ struct Learned {
     route_ref: Option<Arc<Route>>,
     /// The tightest rate limit's answer, for the `RateLimit-*` headers of the response.
     rate: Option<RateDecision>,
+    /// Bulkhead places, held by the response body until it ends.
+    permits: Option<Box<Permits>>,
     error: Option<&'static str>,
 }
 
@@ -147,6 +151,7 @@ impl Engine {
                 (e.to_response(&request_id).map(ResponseBody::full), None)
             }
         };
+        let permits = learned.permits.take();
         let span = span_base.map(|(sink, path, host)| {
             pending_span(
                 sink,
@@ -200,6 +205,7 @@ impl Engine {
                 .with_metrics(metrics)
                 .with_inflight(inflight)
                 .with_span(span)
+                .with_permits(permits)
         })
     }
 
@@ -271,17 +277,26 @@ impl Engine {
             }
         }
 
-        // Upstream: a healthy target.
+        // Bulkheads: the route's, then the upstream's; held until the response ends.
         let upstream = &route.upstream;
+        if route.bulkhead.is_some() || upstream.bulkhead.is_some() {
+            let mut permits = Box::<Permits>::default();
+            if let Some(b) = &route.bulkhead {
+                permits.route = Some(b.acquire().await.map_err(|_| GatewayError::Overloaded)?);
+            }
+            if let Some(b) = &upstream.bulkhead {
+                permits.upstream = Some(b.acquire().await.map_err(|_| GatewayError::Overloaded)?);
+            }
+            learned.permits = Some(permits);
+        }
+
+        // Upstream: a healthy target.
         let hash = upstream.pool.hash_on().and_then(|h| request_hash(h, &req, conn));
-        let target = upstream
+        let mut target = upstream
             .pool
             .pick(hash)
             .ok_or_else(|| GatewayError::NoHealthyTarget(upstream.name.to_string()))?;
-        if learned.enabled {
-            learned.upstream = Some(target.label.clone());
-        }
-        let guard = target.begin();
+        let mut guard = target.begin();
 
         let (mut parts, body) = req.into_parts();
         let (body, stats) = RequestBody::new(body, route.max_body);
@@ -301,6 +316,9 @@ impl Engine {
         parts.headers.insert(forward::TRACEPARENT.clone(), trace.header());
 
         if matches!(target.kind, TargetKind::Mirror) {
+            if learned.enabled {
+                learned.upstream = Some(target.label.clone());
+            }
             if let Some(p) = new_path {
                 parts.uri = Uri::from(p);
             }
@@ -315,37 +333,95 @@ impl Engine {
             return Ok((res.map(ResponseBody::full), Some(guard)));
         }
 
-        let Some(addr) = target.addr() else {
-            return Err(GatewayError::UpstreamFailed);
-        };
-        let req = upstream_request(&route, &target, parts, body, new_path, client_host)?;
+        // Retries resend the request head with an empty body, so only bodiless requests are
+        // retried; a copy of the head is kept for them.
+        let retry = route.retry.as_deref();
+        if let Some(r) = retry {
+            r.budget.on_request(Instant::now());
+        }
+        let replay = (retry.is_some() && body.is_end_stream())
+            .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        let method = parts.method.clone();
+        let mut first = Some((parts, body));
         let started = Instant::now();
         learned.upstream_start = Some(started);
-        let result = tokio::time::timeout(route.timeout, upstream.conns.send(addr, req)).await;
-        learned.upstream_time = Some(started.elapsed());
-        learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
-        let (res, conn) = match result {
-            Err(_) => return Err(GatewayError::UpstreamTimeout),
-            Ok(Err(SendError::Connect(e))) => return Err(e),
-            Ok(Err(SendError::Request(e))) => {
-                if stats.as_ref().is_some_and(|s| s.too_large.load(Ordering::Relaxed)) {
+        let mut tries = 1u32;
+        loop {
+            if learned.enabled {
+                learned.upstream = Some(target.label.clone());
+            }
+            let Some(addr) = target.addr() else {
+                return Err(GatewayError::UpstreamFailed);
+            };
+            let permit = match target.breaker.as_ref().map(|b| b.try_acquire(Instant::now())) {
+                None => None,
+                Some(Ok(p)) => Some(p),
+                // Its half-open probes are all out: this target takes nothing more for now.
+                Some(Err(_)) => return Err(GatewayError::NoHealthyTarget(upstream.name.to_string())),
+            };
+            let (parts, body) = match (first.take(), &replay) {
+                (Some(p), _) => p,
+                (None, Some((m, u, h))) => {
+                    let mut p = Request::new(()).into_parts().0;
+                    (p.method, p.uri, p.headers) = (m.clone(), u.clone(), h.clone());
+                    (p, RequestBody::empty())
+                }
+                (None, None) => return Err(GatewayError::UpstreamFailed),
+            };
+            let req = upstream_request(&route, &target, parts, body, new_path.clone(), client_host.clone())?;
+            let result = tokio::time::timeout(route.timeout, upstream.conns.send(addr, req)).await;
+            learned.upstream_time = Some(started.elapsed());
+            learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
+            let too_large = || stats.as_ref().is_some_and(|s| s.too_large.load(Ordering::Relaxed));
+            let (end, outcome) = match result {
+                Err(_) => (AttemptEnd::Timeout, Err(GatewayError::UpstreamTimeout)),
+                Ok(Err(SendError::Connect(e))) => (AttemptEnd::Connect, Err(e)),
+                Ok(Err(SendError::Request(_))) if too_large() => {
+                    // The client's doing, not the target's: nothing to record or retry.
                     return Err(GatewayError::BodyTooLarge(route.max_body.unwrap_or(0)));
                 }
-                tracing::debug!(route = %route.name, target = %target.label, error = %e, "upstream request failed");
-                return Err(if e.is_timeout() {
-                    GatewayError::UpstreamTimeout
-                } else {
-                    GatewayError::UpstreamFailed
-                });
+                Ok(Err(SendError::Request(e))) => {
+                    tracing::debug!(route = %route.name, target = %target.label, error = %e, "upstream request failed");
+                    if e.is_timeout() {
+                        (AttemptEnd::Timeout, Err(GatewayError::UpstreamTimeout))
+                    } else {
+                        (AttemptEnd::Reset, Err(GatewayError::UpstreamFailed))
+                    }
+                }
+                Ok(Ok(r)) => (AttemptEnd::Status(r.0.status().as_u16()), Ok(r)),
+            };
+            resilience::record_attempt(&upstream.pool, &target, permit, end);
+
+            // Retry: a failure the policy retries, within the budget, before anything of the
+            // response has been sent to the client (a 5xx head is dropped unread), to another
+            // target when there is one.
+            let again = match (retry, end.failure(), &replay) {
+                (Some(r), Some(f), Some(_)) => {
+                    r.policy.should_retry(&method, f, tries) && r.budget.try_retry(Instant::now())
+                }
+                _ => false,
+            };
+            if let (true, Some(next)) = (
+                again,
+                again.then(|| pick_other(&upstream.pool, hash, &target)).flatten(),
+            ) {
+                tries += 1;
+                tracing::debug!(route = %route.name, from = %target.label, to = %next.label, attempt = tries, "retrying");
+                drop(outcome);
+                let wait = retry.map(|r| r.policy.backoff(tries - 1)).unwrap_or_default();
+                tokio::time::sleep(wait).await;
+                target = next;
+                guard = target.begin();
+                continue;
             }
-            Ok(Ok(r)) => r,
-        };
-        let (mut parts, body) = res.into_parts();
-        forward::strip_hop_by_hop(&mut parts.headers);
-        Ok((
-            Response::from_parts(parts, ResponseBody::upstream(body, conn)),
-            Some(guard),
-        ))
+            let (res, conn) = outcome?;
+            let (mut parts, body) = res.into_parts();
+            forward::strip_hop_by_hop(&mut parts.headers);
+            return Ok((
+                Response::from_parts(parts, ResponseBody::upstream(body, conn)),
+                Some(guard),
+            ));
+        }
     }
 }
 
@@ -445,6 +521,19 @@ fn pending_span(
         start,
         upstream,
     })
+}
+
+/// A target for a retry: another than `last` when the balancer offers one within a few picks
+/// (with one target, or a hash that maps to one, the same target again).
+fn pick_other(pool: &UpstreamPool, hash: Option<u64>, last: &Arc<Target>) -> Option<Arc<Target>> {
+    let mut next = pool.pick(hash)?;
+    for _ in 0..3 {
+        if !Arc::ptr_eq(&next, last) {
+            break;
+        }
+        next = pool.pick(hash)?;
+    }
+    Some(next)
 }
 
 /// The Host header, or for HTTP/2 the `:authority` (which hyper puts in the URI).

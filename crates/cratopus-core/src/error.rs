@@ -35,6 +35,8 @@ pub enum GatewayError {
     QuotaExceeded(u64),
     #[error("the rate-limit store is unreachable and this gateway fails closed")]
     LimitsUnavailable,
+    #[error("too many requests in flight on this route or upstream")]
+    Overloaded,
 }
 
 impl GatewayError {
@@ -51,7 +53,7 @@ impl GatewayError {
             GatewayError::Blocked => StatusCode::FORBIDDEN,
             GatewayError::RouteDisabled => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::RateLimited(_) | GatewayError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::LimitsUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::LimitsUnavailable | GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -73,6 +75,7 @@ impl GatewayError {
             GatewayError::RateLimited(_) => "rate_limited",
             GatewayError::QuotaExceeded(_) => "quota_exceeded",
             GatewayError::LimitsUnavailable => "limits_unavailable",
+            GatewayError::Overloaded => "overloaded",
         }
     }
 

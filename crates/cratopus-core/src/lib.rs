@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod forward;
 pub mod overrides;
+pub mod resilience;
 pub mod router;
 pub mod snapshot;
 

@@ -6,6 +6,7 @@
 //! so their health state, in-flight counts and pooled connections survive a reload.
 
 use crate::conn_pool::{ConnPool, PoolSettings};
+use crate::resilience::{self, Retry};
 use crate::router::{HostTable, MethodTable, OrgRouter};
 use cratopus_config::{ConfigError, ConfigErrors, FailMode, LoadedConfig, Protocol, StateConfig, UpstreamConfig};
 use cratopus_observe::TrafficLog;
@@ -14,7 +15,7 @@ use cratopus_observe::spans::{SpanSettings, SpanSink};
 use cratopus_observe::traffic_log::TrafficLogSettings;
 use cratopus_policies::{QuotaPolicy, RateLimitPolicy};
 use cratopus_state::{LocalLimiter, RedisLimiter, SharedLimiter};
-use cratopus_upstream::UpstreamPool;
+use cratopus_upstream::{Bulkhead, UpstreamPool};
 use http::{HeaderValue, Method};
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,6 +30,10 @@ pub struct Upstream {
     pub response_timeout: Duration,
     pub preserve_host: bool,
     pub h2c: bool,
+    /// The upstream's retry policy and budget, for routes without their own.
+    pub retry: Option<Arc<Retry>>,
+    /// In-flight limit over every route to this upstream.
+    pub bulkhead: Option<Arc<Bulkhead>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -64,6 +69,10 @@ pub struct Route {
     pub rate_limits: Vec<Arc<RateLimitPolicy>>,
     /// Quotas, in the same order.
     pub quotas: Vec<Arc<QuotaPolicy>>,
+    /// The route's retry policy, or its upstream's.
+    pub retry: Option<Arc<Retry>>,
+    /// The route's own in-flight limit.
+    pub bulkhead: Option<Arc<Bulkhead>>,
 }
 
 #[derive(Debug)]
@@ -314,6 +323,8 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                             response_timeout: ucfg.timeouts.response.0,
                             preserve_host: ucfg.preserve_host,
                             h2c: ucfg.protocol == Protocol::H2c,
+                            retry: ucfg.retry.as_ref().map(Retry::compile),
+                            bulkhead: ucfg.bulkhead.as_ref().map(resilience::bulkhead),
                         })
                     }
                     Err(e) => {
@@ -438,6 +449,8 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                     .clone(),
                 rate_limits,
                 quotas,
+                retry: r.retry.as_ref().map(Retry::compile).or_else(|| upstream.retry.clone()),
+                bulkhead: r.bulkhead.as_ref().map(resilience::bulkhead),
             });
             all_routes.push(route.clone());
             if let Err(e) = add_route(&mut router, &mut slots, &pattern, &route, &methods, true) {

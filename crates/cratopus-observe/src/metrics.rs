@@ -612,6 +612,8 @@ cratopus_request_bytes_total{{{l}}} 7
 # HELP cratopus_response_bytes_total Response body bytes sent to clients.
 # TYPE cratopus_response_bytes_total counter
 cratopus_response_bytes_total{{{l}}} 105
+# HELP cratopus_rate_limited_total Requests over a rate limit or quota: refused (mode enforce) or let through (mode soft).
+# TYPE cratopus_rate_limited_total counter
 # HELP cratopus_upstream_target_healthy Whether an upstream target takes requests (1) or not (0).
 # TYPE cratopus_upstream_target_healthy gauge
 cratopus_upstream_target_healthy{{org=\"acme\",upstream=\"api\",target=\"10.0.0.1:80\"}} 1
@@ -637,8 +639,8 @@ cratopus_unrouted_requests_total{{class=\"4xx\"}} 1
     fn nothing_recorded_still_lists_every_family() {
         let mut out = String::new();
         render(&mut out, &GatewayMetrics::new(), &[], &[], 0);
-        assert_eq!(out.matches("# HELP ").count(), 11);
-        assert_eq!(out.matches("# TYPE ").count(), 11);
+        assert_eq!(out.matches("# HELP ").count(), 12);
+        assert_eq!(out.matches("# TYPE ").count(), 12);
         assert!(out.contains("cratopus_config_reloads_total{result=\"error\"} 0\n"));
         assert!(out.contains("cratopus_traffic_log_dropped_total 0\n"));
         assert!(!out.contains("cratopus_unrouted_requests_total{"));

@@ -170,6 +170,9 @@ async fn upstreams(State(s): State<Arc<AdminState>>) -> Response {
                     "drained": t.is_drained(),
                     "in_flight": t.inflight(),
                     "weight": t.weight,
+                    "ejected": t.is_ejected(),
+                    "circuit": t.breaker.as_ref().map(|b| b.state().as_str()),
+                    "circuit_opens": t.breaker.as_ref().map(|b| b.opens()),
                 })).collect::<Vec<_>>(),
             })
         })
@@ -409,6 +412,14 @@ pub fn openapi_document() -> Value {
         "disabled_routes": {"type": "array", "items": {"type": "object", "required": ["organization", "route"], "properties": {
             "organization": {"type": "string"}, "route": {"type": "string"}}}}}}),
     );
+    // One target of `/api/upstreams` (apart, as one json! of the whole document would pass
+    // the macro recursion limit).
+    let target_schema = json!({"type": "object", "required": ["target", "healthy", "drained", "in_flight", "weight", "ejected", "circuit", "circuit_opens"], "properties": {
+        "target": {"type": "string"}, "healthy": {"type": "boolean"}, "drained": {"type": "boolean"},
+        "in_flight": {"type": "integer", "minimum": 0}, "weight": {"type": "integer", "minimum": 1},
+        "ejected": {"type": "boolean", "description": "taken out by outlier detection"},
+        "circuit": {"type": ["string", "null"], "enum": ["closed", "open", "half_open", null], "description": "the circuit breaker's state; null without a breaker"},
+        "circuit_opens": {"type": ["integer", "null"], "minimum": 0, "description": "times the breaker opened"}}});
     json!({
         "openapi": "3.1.0",
         "info": {"title": "cratopus admin API", "version": env!("CARGO_PKG_VERSION")},
@@ -437,9 +448,7 @@ pub fn openapi_document() -> Value {
                     "type": "object", "required": ["organization", "name", "balance", "health_checked", "targets"], "properties": {
                         "organization": {"type": "string"}, "name": {"type": "string"}, "balance": {"type": "string"},
                         "health_checked": {"type": "boolean"},
-                        "targets": {"type": "array", "items": {"type": "object", "required": ["target", "healthy", "drained", "in_flight", "weight"], "properties": {
-                            "target": {"type": "string"}, "healthy": {"type": "boolean"}, "drained": {"type": "boolean"},
-                            "in_flight": {"type": "integer", "minimum": 0}, "weight": {"type": "integer", "minimum": 1}}}}}}}}},
+                        "targets": {"type": "array", "items": target_schema}}}}}},
                 "Reloaded": {"type": "object", "required": ["reloaded", "version"], "properties": {
                     "reloaded": {"type": "boolean"}, "version": {"type": "integer"}}},
             }

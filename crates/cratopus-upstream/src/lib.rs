@@ -7,9 +7,17 @@
 //! when the last snapshot using the pool is gone.
 
 pub mod balancer;
+pub mod breaker;
+pub mod bulkhead;
 pub mod health;
+pub mod outlier;
 pub mod pool;
+pub mod retry;
 pub mod target;
 
+pub use breaker::{Breaker, BreakerSettings, BreakerState};
+pub use bulkhead::{Bulkhead, BulkheadPermit};
+pub use outlier::{OutlierDetector, OutlierSettings};
 pub use pool::{TargetSet, UpstreamPool};
+pub use retry::{RetryBudget, RetryPolicy};
 pub use target::{InflightGuard, Target, TargetKind};

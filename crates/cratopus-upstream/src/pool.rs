@@ -1,7 +1,9 @@
 //! An upstream pool: its current target set and the task that keeps it current.
 
 use crate::balancer::{self, Tables};
+use crate::breaker::{Breaker, BreakerSettings};
 use crate::health;
+use crate::outlier::{Outcome, OutlierDetector, OutlierSettings};
 use crate::target::{Target, TargetKind};
 use arc_swap::ArcSwap;
 use cratopus_config::validate::{TargetUrl, parse_target};
@@ -9,13 +11,15 @@ use cratopus_config::{HashOn, UpstreamConfig};
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The targets of a pool at one moment, with the balancer tables built for them.
 #[derive(Debug)]
 pub struct TargetSet {
     pub targets: Vec<Arc<Target>>,
     tables: Tables,
+    /// Passive health over these targets (indexed like `targets`), when configured.
+    pub outlier: Option<OutlierDetector>,
 }
 
 /// One configured target URL: either a fixed address, a name to resolve, or the mirror.
@@ -39,6 +43,8 @@ pub struct UpstreamPool {
     endpoints: Vec<Endpoint>,
     set: ArcSwap<TargetSet>,
     counter: AtomicUsize,
+    /// The zero of the breakers' and the outlier detector's clocks.
+    epoch: Instant,
 }
 
 impl UpstreamPool {
@@ -55,8 +61,10 @@ impl UpstreamPool {
             set: ArcSwap::from_pointee(TargetSet {
                 targets: Vec::new(),
                 tables: Tables::default(),
+                outlier: None,
             }),
             counter: AtomicUsize::new(0),
+            epoch: Instant::now(),
             config,
         });
         pool.refresh().await;
@@ -73,6 +81,71 @@ impl UpstreamPool {
         let set = self.set.load();
         let i = balancer::pick(self.config.balance, &set.targets, &set.tables, &self.counter, hash)?;
         Some(set.targets[i].clone())
+    }
+
+    /// Passive health: records how a request to `target` ended; ejects the target when it
+    /// keeps failing (and logs it). Costs a scan of the targets, and only with outlier
+    /// detection configured.
+    pub fn record_outcome(&self, target: &Arc<Target>, outcome: Outcome, now: Instant) {
+        let set = self.set.load();
+        let Some(detector) = &set.outlier else { return };
+        let Some(i) = set.targets.iter().position(|t| Arc::ptr_eq(t, target)) else {
+            return; // the set changed since the pick
+        };
+        if let Some(e) = detector.record(i, outcome, now) {
+            target.set_ejected(true);
+            tracing::warn!(
+                upstream = %self.name,
+                target = %target.label,
+                reason = e.reason.as_str(),
+                for_ = ?e.duration,
+                times = e.times,
+                "target ejected (outlier detection)"
+            );
+        }
+    }
+
+    /// The instant breakers and outlier detection count from.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    fn new_target(&self, kind: TargetKind, weight: u32) -> Arc<Target> {
+        let breaker = self.config.circuit_breaker.as_ref().map(|c| {
+            Breaker::new(
+                BreakerSettings {
+                    consecutive_failures: c.consecutive_failures,
+                    error_rate: c.error_rate,
+                    min_requests: c.min_requests,
+                    window: c.window.0,
+                    open_for: c.open_for.0,
+                    half_open_probes: c.half_open_probes,
+                },
+                self.epoch,
+            )
+        });
+        Arc::new(Target::with_breaker(kind, weight, breaker))
+    }
+
+    /// Puts targets back whose ejection time is up or whose breaker would admit a probe, and
+    /// logs it. Run by the pool's ticker.
+    fn tick(&self) {
+        let now = Instant::now();
+        let set = self.set.load();
+        if let Some(d) = &set.outlier {
+            d.tick(now, |i| {
+                if let Some(t) = set.targets.get(i) {
+                    t.set_ejected(false);
+                    tracing::info!(upstream = %self.name, target = %t.label, "ejected target back in rotation");
+                }
+            });
+        }
+        for t in &set.targets {
+            if t.breaker_blocks() && t.breaker.as_ref().is_none_or(|b| b.would_admit(now)) {
+                t.set_breaker_open(false);
+                tracing::info!(upstream = %self.name, target = %t.label, "circuit half-open: probing the target");
+            }
+        }
     }
 
     pub fn hash_on(&self) -> Option<&HashOn> {
@@ -95,7 +168,7 @@ impl UpstreamPool {
             match e {
                 Endpoint::Mirror { weight } => {
                     let kind = TargetKind::Mirror;
-                    targets.push(reuse(&old, &kind).unwrap_or_else(|| Arc::new(Target::new(kind, *weight))));
+                    targets.push(reuse(&old, &kind).unwrap_or_else(|| self.new_target(kind, *weight)));
                 }
                 Endpoint::Http {
                     host,
@@ -131,7 +204,7 @@ impl UpstreamPool {
                             addr,
                             authority: authority.clone(),
                         };
-                        targets.push(reuse(&old, &kind).unwrap_or_else(|| Arc::new(Target::new(kind, *weight))));
+                        targets.push(reuse(&old, &kind).unwrap_or_else(|| self.new_target(kind, *weight)));
                     }
                 }
             }
@@ -143,12 +216,43 @@ impl UpstreamPool {
                 tracing::info!(upstream = %self.name, targets = targets.len(), "upstream targets changed");
             }
             let tables = Tables::build(&targets, self.config.balance);
-            self.set.store(Arc::new(TargetSet { targets, tables }));
+            let outlier = self.config.outlier_detection.as_ref().map(|c| {
+                let settings = OutlierSettings {
+                    consecutive_5xx: c.consecutive_5xx,
+                    consecutive_connect_errors: c.consecutive_connect_errors,
+                    base_ejection_time: c.base_ejection_time.0,
+                    max_ejection_time: c.max_ejection_time.0,
+                    max_ejection_percent: c.max_ejection_percent,
+                };
+                match &old.outlier {
+                    // Targets that stay keep their ejection state and failure runs.
+                    Some(d) => d.remapped(targets.len(), |i| {
+                        old.targets.iter().position(|t| Arc::ptr_eq(t, &targets[i]))
+                    }),
+                    None => OutlierDetector::new(settings, targets.len(), self.epoch),
+                }
+            });
+            self.set.store(Arc::new(TargetSet {
+                targets,
+                tables,
+                outlier,
+            }));
         }
     }
 
     /// Starts DNS refresh and health checking, if configured. The task ends with the pool.
     pub fn start(self: &Arc<Self>) {
+        if self.config.circuit_breaker.is_some() || self.config.outlier_detection.is_some() {
+            let weak: Weak<UpstreamPool> = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(TICK);
+                loop {
+                    every.tick().await;
+                    let Some(pool) = weak.upgrade() else { return };
+                    pool.tick();
+                }
+            });
+        }
         let needs_dns = self.has_names();
         let hc = self.config.health_check.clone();
         if !needs_dns && hc.is_none() {
@@ -177,6 +281,10 @@ impl UpstreamPool {
         });
     }
 }
+
+/// How often ejected targets and open breakers are looked at: the most an ejection or an open
+/// breaker can outlast its configured time.
+const TICK: Duration = Duration::from_millis(100);
 
 fn reuse(old: &TargetSet, kind: &TargetKind) -> Option<Arc<Target>> {
     old.targets.iter().find(|t| &t.kind == kind).cloned()
@@ -212,6 +320,10 @@ mod tests {
             dns_refresh: cratopus_config::Dur::secs(30),
             preserve_host: false,
             max_idle_per_target: 8,
+            circuit_breaker: None,
+            outlier_detection: None,
+            retry: None,
+            bulkhead: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! One target: an address requests can go to, with its health and load.
 
+use crate::breaker::Breaker;
 use http::uri::Authority;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,10 +27,23 @@ pub struct Target {
     inflight: AtomicUsize,
     successes: AtomicU32,
     failures: AtomicU32,
+    /// The circuit breaker of this target, when its upstream has one.
+    pub breaker: Option<Breaker>,
+    /// Out of rotation while its breaker is open: set when it opens, cleared by the pool's
+    /// ticker once the breaker would admit a probe. A flag rather than a clock read, so that a
+    /// pick stays a few relaxed loads.
+    breaker_open: AtomicBool,
+    /// Ejected by outlier detection (passive health); cleared by the pool's ticker.
+    ejected: AtomicBool,
 }
 
 impl Target {
     pub fn new(kind: TargetKind, weight: u32) -> Target {
+        Target::with_breaker(kind, weight, None)
+    }
+
+    /// A target with a circuit breaker.
+    pub fn with_breaker(kind: TargetKind, weight: u32, breaker: Option<Breaker>) -> Target {
         let label: Arc<str> = match &kind {
             TargetKind::Http { addr, .. } => addr.to_string().into(),
             TargetKind::Mirror => "mirror".into(),
@@ -43,6 +57,9 @@ impl Target {
             inflight: AtomicUsize::new(0),
             successes: AtomicU32::new(0),
             failures: AtomicU32::new(0),
+            breaker,
+            breaker_open: AtomicBool::new(false),
+            ejected: AtomicBool::new(false),
         }
     }
 
@@ -58,9 +75,26 @@ impl Target {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Healthy and not drained: new requests may go here.
+    /// Healthy, not drained, not ejected and its breaker not open: new requests may go here.
     pub fn is_available(&self) -> bool {
-        self.is_healthy() && !self.is_drained()
+        self.is_healthy() && !self.is_drained() && !self.is_ejected() && !self.breaker_open.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed)
+    }
+
+    pub fn set_ejected(&self, ejected: bool) {
+        self.ejected.store(ejected, Ordering::Relaxed);
+    }
+
+    /// Whether the target is out of rotation because its breaker is open.
+    pub fn breaker_blocks(&self) -> bool {
+        self.breaker_open.load(Ordering::Relaxed)
+    }
+
+    pub fn set_breaker_open(&self, open: bool) {
+        self.breaker_open.store(open, Ordering::Relaxed);
     }
 
     pub fn is_drained(&self) -> bool {

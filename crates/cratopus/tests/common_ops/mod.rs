@@ -33,6 +33,8 @@ pub struct Knobs {
     pub done: AtomicUsize,
     /// How long each request other than `/health` is held before the answer, in ms.
     pub delay_ms: AtomicU64,
+    /// Status of the answers other than `/health`.
+    pub status: AtomicU16,
 }
 
 impl Knobs {
@@ -44,6 +46,7 @@ impl Knobs {
             hits: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
             delay_ms: AtomicU64::new(0),
+            status: AtomicU16::new(200),
         })
     }
 
@@ -53,6 +56,10 @@ impl Knobs {
 
     pub fn set_health(&self, status: u16) {
         self.health_status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
     }
 
     pub fn set_delay(&self, d: Duration) {
@@ -107,6 +114,7 @@ pub async fn serve_knobs(addr: &str, knobs: Arc<Knobs>) -> Backend {
             }
             knobs.done.fetch_add(1, Ordering::SeqCst);
             Response::builder()
+                .status(StatusCode::from_u16(knobs.status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK))
                 .header("x-backend", knobs.name)
                 .body(Full::new(Bytes::from(format!("{} got {n} bytes", knobs.name))))
                 .unwrap()
