@@ -350,9 +350,6 @@ impl Engine {
             if learned.enabled {
                 learned.upstream = Some(target.label.clone());
             }
-            let Some(addr) = target.addr() else {
-                return Err(GatewayError::UpstreamFailed);
-            };
             let permit = match target.breaker.as_ref().map(|b| b.try_acquire(Instant::now())) {
                 None => None,
                 Some(Ok(p)) => Some(p),
@@ -367,6 +364,15 @@ impl Engine {
                     (p, RequestBody::empty())
                 }
                 (None, None) => return Err(GatewayError::UpstreamFailed),
+            };
+            let Some(addr) = target.addr() else {
+                // A retry that landed on the mirror of a mixed upstream.
+                let mut parts = parts;
+                if let Some(p) = new_path {
+                    parts.uri = Uri::from(p);
+                }
+                let res = cratopus_mirror::echo(Request::from_parts(parts, body), conn.peer).await;
+                return Ok((res.map(ResponseBody::full), Some(guard)));
             };
             let req = upstream_request(&route, &target, parts, body, new_path.clone(), client_host.clone())?;
             let result = tokio::time::timeout(route.timeout, upstream.conns.send(addr, req)).await;
