@@ -19,6 +19,7 @@ pub mod policies;
 pub mod report;
 pub mod resilience;
 pub mod schema;
+pub mod tls;
 pub mod units;
 pub mod validate;
 
@@ -28,6 +29,7 @@ pub use model::*;
 pub use policies::*;
 pub use resilience::*;
 pub use schema::{gateway_schema, organization_schema};
+pub use tls::*;
 pub use units::{ByteSize, Dur};
 
 /// The config `cratopus run` uses when no file is given: one listener on 127.0.0.1:8080 and one

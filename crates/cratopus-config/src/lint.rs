@@ -33,6 +33,12 @@ pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
                     format!("upstream `{uname}` of organization `{name}` is used by no route"),
                 ));
             }
+            if u.tls.as_ref().is_some_and(|t| !t.verify) {
+                warnings.push(ConfigError::new(
+                    f,
+                    format!("upstream `{uname}`: tls.verify is false: its targets' certificates are not checked"),
+                ));
+            }
             for t in &u.targets {
                 if let Ok(TargetUrl::Http { host, .. }) = parse_target(&t.url)
                     && host.parse::<std::net::IpAddr>().is_err()

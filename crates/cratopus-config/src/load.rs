@@ -88,6 +88,50 @@ fn friendlier(msg: &str) -> String {
     msg.to_string()
 }
 
+/// `p` relative to the directory of `file` (absolute paths as they are).
+pub fn resolve_path(file: &Path, p: &str) -> PathBuf {
+    let path = Path::new(p);
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        file.parent().unwrap_or(Path::new("")).join(path)
+    }
+}
+
+/// Every certificate, key and CA file the config names, resolved.
+fn tls_files(gateway_file: &Path, gateway: &GatewayConfig, orgs: &[LoadedOrg]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(c) = &gateway.tls.default_certificate {
+        out.push(resolve_path(gateway_file, &c.cert.value));
+        out.push(resolve_path(gateway_file, &c.key.value));
+    }
+    for org in orgs {
+        let f = org.file.as_path();
+        if let Some(t) = &org.config.tls {
+            out.extend(t.cert.iter().chain(&t.key).map(|p| resolve_path(f, &p.value)));
+            for c in &t.certificates {
+                out.push(resolve_path(f, &c.cert.value));
+                out.push(resolve_path(f, &c.key.value));
+            }
+            if let Some(c) = &t.client_auth {
+                out.push(resolve_path(f, &c.ca.value));
+            }
+        }
+        for u in org.config.upstreams.values() {
+            if let Some(t) = &u.tls {
+                out.extend(t.ca.iter().map(|p| resolve_path(f, p)));
+                if let Some(c) = &t.client_cert {
+                    out.push(resolve_path(f, &c.cert));
+                    out.push(resolve_path(f, &c.key));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 fn read(file: &Path) -> Result<String, ConfigErrors> {
     std::fs::read_to_string(file)
         .map_err(|e| ConfigErrors::one(ConfigError::new(file, format!("cannot read file: {e}"))))
@@ -160,6 +204,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
+    // Certificate, key and CA files: a change to one reloads the config.
+    files.extend(tls_files(path, &gateway, &orgs));
     let loaded = LoadedConfig {
         file: path.to_path_buf(),
         gateway,

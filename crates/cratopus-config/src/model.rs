@@ -10,6 +10,7 @@
 
 use crate::policies::{PolicyConfig, QuotaConfig, RateLimitConfig, StateConfig};
 use crate::resilience::{BulkheadConfig, CircuitBreakerConfig, OutlierConfig, RetryConfig};
+use crate::tls::{GatewayTlsConfig, OrgTlsConfig, UpstreamTlsConfig};
 use crate::units::{ByteSize, Dur};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, MapAccess, Visitor};
@@ -62,6 +63,9 @@ pub struct GatewayConfig {
     /// every node of a cluster.
     #[serde(default)]
     pub state: StateConfig,
+    /// The default certificate, what unknown names get, and ACME settings.
+    #[serde(default)]
+    pub tls: GatewayTlsConfig,
 }
 
 /// Trace context handling: a caller's `traceparent` is always continued with its own sampling
@@ -147,6 +151,9 @@ fn default_listeners() -> Vec<ListenerConfig> {
     vec![ListenerConfig {
         name: Some("http".into()),
         bind: "127.0.0.1:8080".into(),
+        tls: false,
+        redirect_http_to_https: false,
+        https_port: None,
     }]
 }
 fn default_health_path() -> String {
@@ -165,6 +172,17 @@ pub struct ListenerConfig {
     pub name: Option<String>,
     /// `host:port`; port 0 picks a free port (the chosen address is logged).
     pub bind: String,
+    /// Serve HTTPS: the certificate is chosen by SNI among the organizations' certificates.
+    #[serde(default)]
+    pub tls: bool,
+    /// Answer every request with a 308 to the same host and path over HTTPS, except ACME
+    /// HTTP-01 challenges (`/.well-known/acme-challenge/`).
+    #[serde(default)]
+    pub redirect_http_to_https: bool,
+    /// The port in the redirect's `Location`. Default: the port of the first `tls` listener
+    /// (none written when it is 443).
+    #[serde(default)]
+    pub https_port: Option<u16>,
 }
 
 /// Protection against oversized and slow requests.
@@ -359,13 +377,17 @@ pub struct OrganizationConfig {
     /// A quota over every route of the organization.
     #[serde(default)]
     pub quota: Option<QuotaConfig>,
+    /// Certificates (files or ACME), HSTS and client certificates.
+    #[serde(default)]
+    pub tls: Option<OrgTlsConfig>,
 }
 
 /// A pool of targets with its balancing, health checking and timeouts.
 #[derive(Debug, Clone, Deserialize, PartialEq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// `http://host:port` (port 80 if omitted) or `mirror://`, as strings or `{url, weight}`.
+    /// `http://host:port` (port 80 if omitted), `https://host:port` (443) or `mirror://`, as
+    /// strings or `{url, weight}`.
     pub targets: Vec<TargetConfig>,
     /// How a target is chosen for each request.
     #[serde(default)]
@@ -405,6 +427,9 @@ pub struct UpstreamConfig {
     /// At most this many requests in flight to the upstream; more get 503 or wait briefly.
     #[serde(default)]
     pub bulkhead: Option<BulkheadConfig>,
+    /// TLS towards `https://` targets: verification, CA, SNI, client certificate.
+    #[serde(default)]
+    pub tls: Option<UpstreamTlsConfig>,
 }
 fn default_dns_refresh() -> Dur {
     Dur::secs(30)
@@ -527,6 +552,8 @@ pub enum Protocol {
     Http1,
     /// HTTP/2 with prior knowledge over cleartext.
     H2c,
+    /// HTTP/2 over TLS (ALPN `h2`), for `https://` targets.
+    H2,
 }
 
 /// Timeouts towards an upstream's targets.

@@ -3,8 +3,9 @@
 
 use crate::error::{ConfigError, ConfigErrors};
 use crate::load::LoadedConfig;
-use crate::model::{Balance, HealthCheckConfig};
+use crate::model::{Balance, HealthCheckConfig, OrganizationConfig, Protocol, UpstreamConfig};
 use crate::policies::{QuotaConfig, RateLimitConfig, StateScope};
+use crate::tls::{OrgTlsConfig, UnknownSni, acme_directory_url};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -94,6 +95,8 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
         errors.push(ConfigError::new(file, "traffic_log.queue must be at least 1"));
     }
 
+    check_gateway_tls(cfg, &mut errors);
+
     let mut org_names: HashMap<&str, &Path> = HashMap::new();
     let mut domains: HashMap<String, &str> = HashMap::new();
     for org in &cfg.orgs {
@@ -145,6 +148,7 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
             if let Some(hc) = &u.health_check {
                 check_health(f, uname, hc, &mut errors);
             }
+            check_upstream_tls(f, uname, u, &mut errors);
             let problems = [
                 ("circuit_breaker", u.circuit_breaker.as_ref().map(|c| c.problems())),
                 ("outlier_detection", u.outlier_detection.as_ref().map(|c| c.problems())),
@@ -156,6 +160,9 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
                     errors.push(ConfigError::new(f, format!("upstream `{uname}`: {what}: {p}")));
                 }
             }
+        }
+        if let Some(tls) = &o.tls {
+            check_org_tls(f, o, tls, &mut errors);
         }
         let cluster = gw.state.redis.is_some();
         for (pname, p) in &o.policies {
@@ -273,6 +280,179 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
     }
 }
 
+fn check_gateway_tls(cfg: &LoadedConfig, errors: &mut Vec<ConfigError>) {
+    let file = cfg.file.as_path();
+    let gw = &cfg.gateway;
+    for l in &gw.listeners {
+        if l.tls && l.redirect_http_to_https {
+            errors.push(ConfigError::new(
+                file,
+                format!(
+                    "listener `{}` has both `tls` and `redirect_http_to_https`; redirect on the plain HTTP listener",
+                    l.bind
+                ),
+            ));
+        }
+    }
+    if gw.tls.unknown_sni == Some(UnknownSni::DefaultCertificate) && gw.tls.default_certificate.is_none() {
+        errors.push(ConfigError::new(
+            file,
+            "tls.unknown_sni is `default_certificate` but there is no tls.default_certificate",
+        ));
+    }
+    let acme = &gw.tls.acme;
+    if acme_directory_url(&acme.directory).is_none() {
+        errors.push(ConfigError::new(
+            file,
+            format!(
+                "tls.acme.directory `{}` must be `letsencrypt`, `letsencrypt-staging` or an https:// URL",
+                acme.directory
+            ),
+        ));
+    }
+    if acme.retry_base.0.is_zero() || acme.retry_max.0 < acme.retry_base.0 {
+        errors.push(ConfigError::new(
+            file,
+            "tls.acme.retry_base must be above 0 and at most retry_max",
+        ));
+    }
+}
+
+/// Whether `name` (exact or `*.x`) is one of the organization's domains or under one of its
+/// wildcards.
+fn covered_by(name: &str, domains: &[String]) -> bool {
+    domains.iter().any(|d| {
+        d == name
+            || d.strip_prefix('*')
+                .is_some_and(|suffix| name.len() > suffix.len() && name.ends_with(suffix) && !name.starts_with('.'))
+    })
+}
+
+fn check_org_tls(f: &Path, o: &OrganizationConfig, tls: &OrgTlsConfig, errors: &mut Vec<ConfigError>) {
+    let domains: Vec<String> = o.domains.iter().map(|d| d.value.to_ascii_lowercase()).collect();
+    match (&tls.cert, &tls.key) {
+        (Some(c), None) => errors.push(ConfigError::at(f, &c.referenced, "tls.cert needs a tls.key")),
+        (None, Some(k)) => errors.push(ConfigError::at(f, &k.referenced, "tls.key needs a tls.cert")),
+        _ => {}
+    }
+    for c in &tls.certificates {
+        for d in &c.domains {
+            let name = d.value.to_ascii_lowercase();
+            if !covered_by(&name, &domains) {
+                errors.push(ConfigError::at(
+                    f,
+                    &d.referenced,
+                    format!(
+                        "certificate domain `{}` is not a domain of organization `{}` (nor under one of its wildcards)",
+                        d.value, o.name.value
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(a) = &tls.acme {
+        if !a.email.value.contains('@') {
+            errors.push(ConfigError::at(
+                f,
+                &a.email.referenced,
+                format!("tls.acme.email `{}` is not an email address", a.email.value),
+            ));
+        }
+        for d in &a.domains {
+            let name = d.value.to_ascii_lowercase();
+            if name.starts_with("*.") {
+                errors.push(ConfigError::at(
+                    f,
+                    &d.referenced,
+                    format!("`{}`: HTTP-01 cannot prove a wildcard name; list exact names", d.value),
+                ));
+            } else if !covered_by(&name, &domains) {
+                errors.push(ConfigError::at(
+                    f,
+                    &d.referenced,
+                    format!(
+                        "tls.acme domain `{}` is not a domain of organization `{}`",
+                        d.value, o.name.value
+                    ),
+                ));
+            }
+        }
+        if a.domains.is_empty() && !domains.iter().any(|d| !d.starts_with("*.")) {
+            errors.push(ConfigError::at(
+                f,
+                &a.email.referenced,
+                "tls.acme: the organization has no exact domain to get a certificate for; list names in tls.acme.domains",
+            ));
+        }
+    }
+    if let Some(h) = &tls.hsts
+        && h.preload
+        && (!h.include_subdomains || h.max_age.0.as_secs() < 365 * 86400)
+    {
+        errors.push(ConfigError::at(
+            f,
+            &o.name.referenced,
+            "tls.hsts.preload needs include_subdomains and a max_age of at least 365d",
+        ));
+    }
+    if let Some(c) = &tls.client_auth
+        && http::HeaderName::from_bytes(c.header.as_bytes()).is_err()
+    {
+        errors.push(ConfigError::at(
+            f,
+            &c.ca.referenced,
+            format!("tls.client_auth.header `{}` is not a header name", c.header),
+        ));
+    }
+}
+
+fn check_upstream_tls(f: &Path, uname: &str, u: &UpstreamConfig, errors: &mut Vec<ConfigError>) {
+    let schemes: Vec<bool> = u
+        .targets
+        .iter()
+        .filter_map(|t| match parse_target(&t.url) {
+            Ok(TargetUrl::Http { tls, .. }) => Some(tls),
+            _ => None,
+        })
+        .collect();
+    let https = schemes.iter().any(|t| *t);
+    if https && schemes.iter().any(|t| !*t) {
+        errors.push(ConfigError::new(
+            f,
+            format!("upstream `{uname}` mixes http:// and https:// targets; use one upstream for each"),
+        ));
+    }
+    if u.tls.is_some() && !https {
+        errors.push(ConfigError::new(
+            f,
+            format!("upstream `{uname}` has `tls` but no https:// target"),
+        ));
+    }
+    match u.protocol {
+        Protocol::H2 if !https => errors.push(ConfigError::new(
+            f,
+            format!("upstream `{uname}`: protocol `h2` is HTTP/2 over TLS and needs https:// targets (h2c is the cleartext one)"),
+        )),
+        Protocol::H2c if https => errors.push(ConfigError::new(
+            f,
+            format!("upstream `{uname}`: protocol `h2c` is cleartext; use `h2` for https:// targets"),
+        )),
+        _ => {}
+    }
+    if let Some(t) = &u.tls
+        && let Some(n) = &t.server_name
+        && (n.is_empty()
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':'))
+    {
+        errors.push(ConfigError::new(
+            f,
+            format!("upstream `{uname}`: tls.server_name `{n}` is not a host name or address"),
+        ));
+    }
+}
+
 fn check_health(f: &Path, uname: &str, hc: &HealthCheckConfig, errors: &mut Vec<ConfigError>) {
     if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
         errors.push(ConfigError::new(
@@ -316,38 +496,48 @@ pub fn split_host_port(s: &str) -> Option<(&str, u16)> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TargetUrl<'a> {
     Mirror,
-    /// `host` without brackets; `authority` as written (`host:port`, `[::1]:80`, `backend`).
+    /// `host` without brackets; `authority` as written (`host:port`, `[::1]:80`, `backend`);
+    /// `tls` for `https://`.
     Http {
         host: &'a str,
         port: u16,
         authority: &'a str,
+        tls: bool,
     },
 }
 
-/// Reads a target URL: `mirror://`, or `http://host[:port]` (port 80 by default) with no path.
-/// The one parser of target URLs, for validation, lints and the upstream pools.
+/// Reads a target URL: `mirror://`, or `http://host[:port]` (port 80 by default) or
+/// `https://host[:port]` (443) with no path. The one parser of target URLs, for validation,
+/// lints and the upstream pools.
 pub fn parse_target(url: &str) -> Result<TargetUrl<'_>, String> {
     if url == "mirror://" || url == "mirror" {
         return Ok(TargetUrl::Mirror);
     }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return Err(if url.starts_with("https://") {
-            format!("target `{url}`: https targets are not supported yet; use http:// or mirror://")
-        } else {
-            format!("target `{url}` must start with http:// or be mirror://")
-        });
+    let (rest, tls, default_port) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, false, 80),
+        (_, Some(rest)) => (rest, true, 443),
+        _ => {
+            return Err(format!(
+                "target `{url}` must start with http:// or https://, or be mirror://"
+            ));
+        }
     };
     let authority = rest.trim_end_matches('/');
     if authority.is_empty() || authority.contains('/') {
-        return Err(format!("target `{url}` must be http://host:port without a path"));
+        return Err(format!("target `{url}` must be http(s)://host:port without a path"));
     }
     let (host, port) = if !authority.contains(':') || authority.ends_with(']') {
-        (authority, 80)
+        (authority, default_port)
     } else {
         split_host_port(authority).ok_or_else(|| format!("target `{url}` has an invalid port"))?
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok(TargetUrl::Http { host, port, authority })
+    Ok(TargetUrl::Http {
+        host,
+        port,
+        authority,
+        tls,
+    })
 }
 
 fn check_domain(d: &str) -> Result<(), String> {
@@ -469,7 +659,8 @@ mod tests {
             Ok(TargetUrl::Http {
                 host: "::1",
                 port: 82,
-                authority: "[::1]:82"
+                authority: "[::1]:82",
+                tls: false
             })
         );
         assert_eq!(
@@ -477,7 +668,17 @@ mod tests {
             Ok(TargetUrl::Http {
                 host: "backend",
                 port: 80,
-                authority: "backend"
+                authority: "backend",
+                tls: false
+            })
+        );
+        assert_eq!(
+            parse_target("https://api.example.com"),
+            Ok(TargetUrl::Http {
+                host: "api.example.com",
+                port: 443,
+                authority: "api.example.com",
+                tls: true
             })
         );
     }

@@ -26,7 +26,10 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle_per_target: usize,
-    pub h2c: bool,
+    /// HTTP/2: one multiplexed connection per target (h2c, or h2 over TLS).
+    pub http2: bool,
+    /// TLS to `https://` targets.
+    pub tls: Option<Arc<cratopus_upstream::UpstreamTls>>,
 }
 
 struct Idle {
@@ -71,15 +74,17 @@ impl ConnPool {
         })
     }
 
-    /// Sends `req` to `addr`. For HTTP/1.1 the returned [`PoolReturn`] must be used when the
-    /// response body ends for the connection to be reused.
+    /// Sends `req` to `addr`, whose URL names `host` (the TLS server name). For HTTP/1.1 the
+    /// returned [`PoolReturn`] must be used when the response body ends for the connection to
+    /// be reused.
     pub async fn send(
         self: &Arc<Self>,
         addr: SocketAddr,
+        host: &str,
         req: Request<RequestBody>,
     ) -> Result<(Response<Incoming>, Option<PoolReturn>), SendError> {
-        if self.settings.h2c {
-            return Box::pin(self.send_h2(addr, req)).await.map(|r| (r, None));
+        if self.settings.http2 {
+            return Box::pin(self.send_h2(addr, host, req)).await.map(|r| (r, None));
         }
         let mut req = req;
         // A pooled connection may have been closed by the target just now; the request then
@@ -88,7 +93,7 @@ impl ConnPool {
             let (mut sender, reused) = match self.checkout(addr).await {
                 Some(s) => (s, true),
                 // Connecting is the cold path: boxed, so that every request's future stays small.
-                None => (Box::pin(self.connect_h1(addr)).await?, false),
+                None => (Box::pin(self.connect_h1(addr, host)).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(res) => {
@@ -143,7 +148,7 @@ impl ConnPool {
         }
     }
 
-    async fn connect_tcp(&self, addr: SocketAddr) -> Result<TokioIo<tokio::net::TcpStream>, SendError> {
+    async fn connect_tcp(&self, addr: SocketAddr) -> Result<tokio::net::TcpStream, SendError> {
         let stream =
             match tokio::time::timeout(self.settings.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
                 Err(_) => return Err(SendError::Connect(GatewayError::UpstreamTimeout)),
@@ -154,26 +159,60 @@ impl ConnPool {
                 Ok(Ok(s)) => s,
             };
         let _ = stream.set_nodelay(true);
-        Ok(TokioIo::new(stream))
+        Ok(stream)
     }
 
-    async fn connect_h1(&self, addr: SocketAddr) -> Result<http1::SendRequest<RequestBody>, SendError> {
-        let io = self.connect_tcp(addr).await?;
-        let (sender, conn) = http1::Builder::new()
-            .max_buf_size(1024 * 1024)
-            .max_headers(1000)
-            .handshake(io)
-            .await
-            .map_err(SendError::Request)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(target_addr = %addr, error = %e, "upstream connection ended with an error");
+    /// The TLS handshake on a new connection, within what is left of the connect timeout. A
+    /// target whose certificate fails verification gets a warning with the reason.
+    async fn connect_tls(
+        &self,
+        tls: &cratopus_upstream::UpstreamTls,
+        stream: tokio::net::TcpStream,
+        addr: SocketAddr,
+        host: &str,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, SendError> {
+        match tokio::time::timeout(self.settings.connect_timeout, tls.connect(stream, host)).await {
+            Err(_) => Err(SendError::Connect(GatewayError::UpstreamTimeout)),
+            Ok(Err(e)) => {
+                tracing::warn!(target_addr = %addr, server_name = %host, error = %e, "TLS handshake with upstream failed");
+                Err(SendError::Connect(GatewayError::UpstreamTls))
             }
-        });
+            Ok(Ok(s)) => Ok(s),
+        }
+    }
+
+    async fn connect_h1(&self, addr: SocketAddr, host: &str) -> Result<http1::SendRequest<RequestBody>, SendError> {
+        let stream = self.connect_tcp(addr).await?;
+        let mut builder = http1::Builder::new();
+        builder.max_buf_size(1024 * 1024).max_headers(1000);
+        let sender = match &self.settings.tls {
+            None => {
+                let (sender, conn) = builder
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(SendError::Request)?;
+                spawn_conn(addr, conn);
+                sender
+            }
+            Some(tls) => {
+                let stream = self.connect_tls(tls, stream, addr, host).await?;
+                let (sender, conn) = builder
+                    .handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(SendError::Request)?;
+                spawn_conn(addr, conn);
+                sender
+            }
+        };
         Ok(sender)
     }
 
-    async fn send_h2(&self, addr: SocketAddr, req: Request<RequestBody>) -> Result<Response<Incoming>, SendError> {
+    async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, SendError> {
         let existing = self
             .h2
             .lock()
@@ -182,17 +221,28 @@ impl ConnPool {
         let mut sender = match existing {
             Some(s) => s,
             None => {
-                let io = self.connect_tcp(addr).await?;
-                let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .handshake(io)
-                    .await
-                    .map_err(SendError::Request)?;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(target_addr = %addr, error = %e, "upstream h2 connection ended with an error");
+                let stream = self.connect_tcp(addr).await?;
+                let mut builder = http2::Builder::new(TokioExecutor::new());
+                builder.timer(TokioTimer::new());
+                let sender = match &self.settings.tls {
+                    None => {
+                        let (sender, conn) = builder
+                            .handshake(TokioIo::new(stream))
+                            .await
+                            .map_err(SendError::Request)?;
+                        spawn_conn(addr, conn);
+                        sender
                     }
-                });
+                    Some(tls) => {
+                        let stream = self.connect_tls(tls, stream, addr, host).await?;
+                        let (sender, conn) = builder
+                            .handshake(TokioIo::new(stream))
+                            .await
+                            .map_err(SendError::Request)?;
+                        spawn_conn(addr, conn);
+                        sender
+                    }
+                };
                 if let Ok(mut m) = self.h2.lock() {
                     m.insert(addr, sender.clone());
                 }
@@ -202,4 +252,16 @@ impl ConnPool {
         sender.ready().await.map_err(SendError::Request)?;
         sender.send_request(req).await.map_err(SendError::Request)
     }
+}
+
+/// Drives an upstream connection until it closes.
+fn spawn_conn<F>(addr: SocketAddr, conn: F)
+where
+    F: std::future::Future<Output = Result<(), hyper::Error>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(target_addr = %addr, error = %e, "upstream connection ended with an error");
+        }
+    });
 }

@@ -17,6 +17,7 @@ use crate::overrides::Overrides;
 use crate::resilience::{self, AttemptEnd, Permits};
 use crate::router::Match;
 use crate::snapshot::{Route, Snapshot};
+use crate::tls::{ClientCert, TlsConn};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use cratopus_config::HashOn;
@@ -37,11 +38,14 @@ use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
 /// What the server knows of the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub scheme: &'static str,
+    /// On an HTTPS connection: the organization the handshake was for and the client's
+    /// verified certificate, if any.
+    pub tls: Option<Arc<TlsConn>>,
 }
 
 /// Holds the current snapshot and runs requests against it.
@@ -72,6 +76,8 @@ struct Learned {
     rate: Option<RateDecision>,
     /// Bulkhead places, held by the response body until it ends.
     permits: Option<Box<Permits>>,
+    /// `Strict-Transport-Security` of the organization, on HTTPS.
+    hsts: Option<HeaderValue>,
     error: Option<&'static str>,
 }
 
@@ -167,6 +173,9 @@ impl Engine {
             )
         });
         res.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        if let Some(hsts) = learned.hsts.take() {
+            res.headers_mut().insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+        }
         if let Some(rate) = &learned.rate {
             rate.write_headers(res.headers_mut());
         }
@@ -230,6 +239,7 @@ impl Engine {
         if learned.enabled {
             learned.org = Some(org.name.clone());
         }
+        let client_cert = tls_phase(org, conn, learned)?;
 
         if forward::head_size(
             req.uri().path_and_query().map_or(1, |p| p.as_str().len()),
@@ -314,6 +324,13 @@ impl Engine {
             request_id,
         );
         parts.headers.insert(forward::TRACEPARENT.clone(), trace.header());
+        if let Some(auth) = &org.tls.client_auth {
+            // Only the gateway says who the client's certificate names.
+            parts.headers.remove(&auth.header);
+            if let Some(v) = client_cert.and_then(|c| c.header.clone()) {
+                parts.headers.insert(auth.header.clone(), v);
+            }
+        }
 
         if matches!(target.kind, TargetKind::Mirror) {
             if learned.enabled {
@@ -375,7 +392,7 @@ impl Engine {
                 return Ok((res.map(ResponseBody::full), Some(guard)));
             };
             let req = upstream_request(&route, &target, parts, body, new_path.clone(), client_host.clone())?;
-            let result = tokio::time::timeout(route.timeout, upstream.conns.send(addr, req)).await;
+            let result = tokio::time::timeout(route.timeout, upstream.conns.send(addr, target.host(), req)).await;
             learned.upstream_time = Some(started.elapsed());
             learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
             let too_large = || stats.as_ref().is_some_and(|s| s.too_large.load(Ordering::Relaxed));
@@ -429,6 +446,33 @@ impl Engine {
             ));
         }
     }
+}
+
+/// HSTS for HTTPS answers, and the organization's client-certificate rule: the certificate
+/// counts only when the handshake was made for this organization (its CA verified it). A
+/// request for such an organization on a connection made for another name gets 421 (a client
+/// that coalesced connections then opens its own); without a certificate where one is
+/// required, 401.
+fn tls_phase<'c>(
+    org: &crate::snapshot::Org,
+    conn: &'c ConnInfo,
+    learned: &mut Learned,
+) -> Result<Option<&'c ClientCert>, GatewayError> {
+    if conn.tls.is_some() {
+        learned.hsts.clone_from(&org.tls.hsts);
+    }
+    let Some(auth) = &org.tls.client_auth else {
+        return Ok(None);
+    };
+    let cert = match &conn.tls {
+        Some(t) if t.org.as_deref() != Some(&*org.name) => return Err(GatewayError::MisdirectedRequest),
+        Some(t) => t.client_cert.as_ref(),
+        None => None,
+    };
+    if cert.is_none() && auth.required {
+        return Err(GatewayError::ClientCertRequired);
+    }
+    Ok(cert)
 }
 
 /// Runs the route's rate limits, then its quotas. Keeps the tightest limit's answer for the
@@ -573,15 +617,15 @@ fn upstream_request(
     let upstream = &route.upstream;
     let path = new_path.or_else(|| parts.uri.path_and_query().cloned());
     let mut uri = http::uri::Parts::default();
-    if upstream.h2c {
+    if upstream.http2 {
         // HTTP/2 carries scheme and authority as pseudo-headers, taken from the URI.
-        uri.scheme = Some(Scheme::HTTP);
+        uri.scheme = Some(if upstream.tls { Scheme::HTTPS } else { Scheme::HTTP });
         uri.authority = Some(authority.clone());
     }
     uri.path_and_query = path.or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
     parts.uri = Uri::from_parts(uri).map_err(|_| GatewayError::BadRequest("invalid request target".into()))?;
 
-    if upstream.h2c {
+    if upstream.http2 {
         parts.version = Version::HTTP_2;
         parts.headers.remove(header::HOST);
     } else {

@@ -23,6 +23,16 @@ pub enum GatewayError {
     UpstreamTimeout,
     #[error("the upstream failed to answer")]
     UpstreamFailed,
+    #[error(
+        "the TLS handshake with the upstream failed (its certificate could not be verified, or it does not speak TLS)"
+    )]
+    UpstreamTls,
+    #[error("this organization requires a client certificate")]
+    ClientCertRequired,
+    #[error(
+        "this host is served with a different client certificate policy than the connection was made for; connect with its own name"
+    )]
+    MisdirectedRequest,
     #[error("{0}")]
     BadRequest(String),
     #[error("requests from this address are blocked")]
@@ -47,7 +57,11 @@ impl GatewayError {
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::NoHealthyTarget(_) => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::UpstreamUnreachable | GatewayError::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamUnreachable | GatewayError::UpstreamFailed | GatewayError::UpstreamTls => {
+                StatusCode::BAD_GATEWAY
+            }
+            GatewayError::ClientCertRequired => StatusCode::UNAUTHORIZED,
+            GatewayError::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::Blocked => StatusCode::FORBIDDEN,
@@ -69,6 +83,9 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
             GatewayError::UpstreamFailed => "upstream_failed",
+            GatewayError::UpstreamTls => "upstream_tls_failed",
+            GatewayError::ClientCertRequired => "client_certificate_required",
+            GatewayError::MisdirectedRequest => "misdirected_request",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::Blocked => "ip_blocked",
             GatewayError::RouteDisabled => "route_disabled",

@@ -14,6 +14,7 @@ pub mod overrides;
 pub mod resilience;
 pub mod router;
 pub mod snapshot;
+pub mod tls;
 
 pub use engine::{ConnInfo, Engine};
 pub use error::GatewayError;

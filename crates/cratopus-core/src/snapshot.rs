@@ -8,6 +8,7 @@
 use crate::conn_pool::{ConnPool, PoolSettings};
 use crate::resilience::{self, Retry};
 use crate::router::{HostTable, MethodTable, OrgRouter};
+use crate::tls::{OrgTls, TlsSnapshot};
 use cratopus_config::{ConfigError, ConfigErrors, FailMode, LoadedConfig, Protocol, StateConfig, UpstreamConfig};
 use cratopus_observe::TrafficLog;
 use cratopus_observe::metrics::RouteMetrics;
@@ -15,7 +16,7 @@ use cratopus_observe::spans::{SpanSettings, SpanSink};
 use cratopus_observe::traffic_log::TrafficLogSettings;
 use cratopus_policies::{QuotaPolicy, RateLimitPolicy};
 use cratopus_state::{LocalLimiter, RedisLimiter, SharedLimiter};
-use cratopus_upstream::{Bulkhead, UpstreamPool};
+use cratopus_upstream::{Bulkhead, UpstreamPool, UpstreamTls};
 use http::{HeaderValue, Method};
 use std::collections::HashMap;
 use std::path::Path;
@@ -29,7 +30,10 @@ pub struct Upstream {
     pub conns: Arc<ConnPool>,
     pub response_timeout: Duration,
     pub preserve_host: bool,
-    pub h2c: bool,
+    /// HTTP/2 to the targets: h2c, or h2 over TLS.
+    pub http2: bool,
+    /// The targets are `https://`.
+    pub tls: bool,
     /// The upstream's retry policy and budget, for routes without their own.
     pub retry: Option<Arc<Retry>>,
     /// In-flight limit over every route to this upstream.
@@ -79,6 +83,8 @@ pub struct Route {
 pub struct Org {
     pub name: Arc<str>,
     pub router: OrgRouter,
+    /// HSTS and client-certificate rules.
+    pub tls: OrgTls,
 }
 
 pub struct Snapshot {
@@ -100,6 +106,8 @@ pub struct Snapshot {
     state_config: StateConfig,
     /// Every configured route, in file order (for metrics and the admin API).
     pub routes: Vec<Arc<Route>>,
+    /// Certificates and TLS settings of the HTTPS listeners.
+    pub tls: TlsSnapshot,
     upstreams: HashMap<(Arc<str>, String), Arc<Upstream>>,
 }
 
@@ -204,13 +212,24 @@ fn pattern_params(p: &str) -> Vec<String> {
         .collect()
 }
 
-fn pool_settings(cfg: &UpstreamConfig) -> PoolSettings {
+fn pool_settings(cfg: &UpstreamConfig, tls: Option<Arc<UpstreamTls>>) -> PoolSettings {
     PoolSettings {
         connect_timeout: cfg.timeouts.connect.0,
         idle_timeout: cfg.timeouts.idle.0,
         max_idle_per_target: cfg.max_idle_per_target,
-        h2c: cfg.protocol == Protocol::H2c,
+        http2: matches!(cfg.protocol, Protocol::H2c | Protocol::H2),
+        tls,
     }
+}
+
+/// Whether an upstream's targets are `https://` (validation makes them all alike).
+fn upstream_is_https(cfg: &UpstreamConfig) -> bool {
+    cfg.targets.iter().any(|t| {
+        matches!(
+            cratopus_config::validate::parse_target(&t.url),
+            Ok(cratopus_config::validate::TargetUrl::Http { tls: true, .. })
+        )
+    })
 }
 
 /// Compiles `cfg`. `prev` is the snapshot being replaced, whose unchanged upstreams and traffic
@@ -275,6 +294,10 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
     };
     let cluster = gw.state.redis.is_some();
 
+    // TLS: certificate files are read here; ACME certificates carry over.
+    let acme_store = prev.map(|p| p.tls.acme.clone()).unwrap_or_default();
+    let (tls, mut org_tls) = crate::tls::compile(&cfg, acme_store, &mut errors);
+
     let default_org = gw
         .default_organization
         .as_ref()
@@ -307,22 +330,47 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         }
         for (uname, ucfg) in &o.upstreams {
             let key = (org_name.clone(), uname.clone());
+            // TLS to https targets: files are read at every compile, so that a changed CA or
+            // client certificate makes a new upstream.
+            let https = upstream_is_https(ucfg);
+            let tls = if https {
+                match UpstreamTls::build(ucfg.tls.as_ref(), f, ucfg.protocol == Protocol::H2) {
+                    Ok(t) => {
+                        if !t.verify {
+                            tracing::warn!(
+                                org = %org_name,
+                                upstream = %uname,
+                                "tls.verify is false: the certificates of this upstream's targets are not checked"
+                            );
+                        }
+                        Some(Arc::new(t))
+                    }
+                    Err(e) => {
+                        errors.push(ConfigError::new(f, format!("upstream `{uname}`: {e}")));
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let fingerprint = tls.as_ref().map(|t| t.fingerprint);
             let reused = prev
                 .and_then(|p| p.upstreams.get(&key))
-                .filter(|u| u.pool.config == *ucfg)
+                .filter(|u| u.pool.config == *ucfg && u.pool.tls.as_ref().map(|t| t.fingerprint) == fingerprint)
                 .cloned();
             let upstream = match reused {
                 Some(u) => u,
-                None => match UpstreamPool::new(uname, ucfg.clone()).await {
+                None => match UpstreamPool::new(uname, ucfg.clone(), tls.clone()).await {
                     Ok(pool) => {
                         new_pools.push(pool.clone());
                         Arc::new(Upstream {
                             name: uname.as_str().into(),
-                            conns: ConnPool::new(pool_settings(ucfg)),
+                            conns: ConnPool::new(pool_settings(ucfg, tls)),
                             pool,
                             response_timeout: ucfg.timeouts.response.0,
                             preserve_host: ucfg.preserve_host,
-                            h2c: ucfg.protocol == Protocol::H2c,
+                            http2: matches!(ucfg.protocol, Protocol::H2c | Protocol::H2),
+                            tls: https,
                             retry: ucfg.retry.as_ref().map(Retry::compile),
                             bulkhead: ucfg.bulkhead.as_ref().map(resilience::bulkhead),
                         })
@@ -483,7 +531,11 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                 t.allow = HeaderValue::from_str(&names.join(", ")).ok();
             }
         }
-        orgs.push(Org { name: org_name, router });
+        orgs.push(Org {
+            name: org_name,
+            router,
+            tls: org_tls.get_mut(oi).map(std::mem::take).unwrap_or_default(),
+        });
     }
 
     if !errors.is_empty() {
@@ -506,6 +558,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         state_config: gw.state.clone(),
         routes: all_routes,
         upstreams,
+        tls,
         config: Arc::new(cfg),
     })
 }

@@ -51,6 +51,7 @@ fn api_router(state: Arc<AdminState>) -> Router {
         .route("/api/status", get(status))
         .route("/api/organizations", get(organizations))
         .route("/api/upstreams", get(upstreams))
+        .route("/api/certificates", get(certificates))
         .route("/api/reload", post(reload))
         .route("/api/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
@@ -127,6 +128,46 @@ async fn status(State(s): State<Arc<AdminState>>) -> Response {
         "traffic_log_dropped": snap.traffic_log.dropped(),
     }))
     .into_response()
+}
+
+/// Certificates from files and from ACME, with their state.
+async fn certificates(State(s): State<Arc<AdminState>>) -> Response {
+    use cratopus_core::tls::describe_time;
+    let snap = s.engine.snapshot();
+    let files: Vec<Value> = snap
+        .tls
+        .files
+        .iter()
+        .map(|c| {
+            json!({
+                "organization": c.org.as_deref(),
+                "serves": c.serves,
+                "file": c.file.display().to_string(),
+                "names": c.names,
+                "not_after": describe_time(c.not_after),
+            })
+        })
+        .collect();
+    let acme: Vec<Value> = snap
+        .tls
+        .acme_wants
+        .iter()
+        .map(|w| {
+            let st = w.cert.status.lock().map(|s| s.clone()).unwrap_or_default();
+            json!({
+                "organization": &*w.org,
+                "names": w.cert.domains,
+                "state": st.state,
+                "not_after": describe_time(st.not_after),
+                "renew_at": describe_time(st.renew_at),
+                "last_error": st.last_error,
+                "next_attempt": describe_time(st.next_attempt),
+                "failures": st.failures,
+                "issued": st.issued,
+            })
+        })
+        .collect();
+    axum::Json(json!({"files": files, "acme": acme})).into_response()
 }
 
 async fn organizations(State(s): State<Arc<AdminState>>) -> Response {
@@ -375,6 +416,30 @@ async fn openapi(headers: HeaderMap) -> Response {
 
 /// The OpenAPI 3.1 description of this API.
 pub fn openapi_document() -> Value {
+    let mut doc = openapi_base();
+    let time = json!({"type": ["integer", "null"], "minimum": 0, "description": "seconds since the Unix epoch"});
+    let names = json!({"type": "array", "items": {"type": "string"}});
+    let certificates = json!({"type": "object", "required": ["files", "acme"], "properties": {
+        "files": {"type": "array", "items": {"type": "object", "required": ["organization", "serves", "file", "names", "not_after"], "properties": {
+            "organization": {"type": ["string", "null"]}, "serves": names, "file": {"type": "string"},
+            "names": names, "not_after": time}}},
+        "acme": {"type": "array", "items": {"type": "object",
+            "required": ["organization", "names", "state", "not_after", "renew_at", "last_error", "next_attempt", "failures", "issued"],
+            "properties": {
+                "organization": {"type": "string"}, "names": names,
+                "state": {"type": "string", "enum": ["pending", "issuing", "valid", "renewing", "failed"]},
+                "not_after": time, "renew_at": time, "last_error": {"type": ["string", "null"]},
+                "next_attempt": time, "failures": {"type": "integer", "minimum": 0}, "issued": {"type": "integer", "minimum": 0}}}}}});
+    doc["components"]["schemas"]["Certificates"] = certificates;
+    doc["paths"]["/api/certificates"] = json!({"get": {"operationId": "certificates",
+        "summary": "Certificates from files and from ACME, with their expiry and the state of ACME orders",
+        "responses": {
+            "200": {"description": "certificates", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Certificates"}}}},
+            "401": {"description": "missing or wrong bearer token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}});
+    doc
+}
+
+fn openapi_base() -> Value {
     let error = json!({"$ref": "#/components/schemas/Error"});
     let unauthorized =
         json!({"description": "missing or wrong bearer token", "content": {"application/json": {"schema": error}}});

@@ -1,8 +1,10 @@
 //! The running gateway: listeners and connections ([`listener`]), config reload on file change
 //! or SIGHUP ([`reload`]), and graceful shutdown on SIGTERM/SIGINT.
 
+pub mod acme;
 pub mod admin;
 pub mod conn_io;
+pub mod edge;
 pub mod listener;
 pub mod reload;
 
@@ -30,6 +32,8 @@ pub async fn run(cfg: LoadedConfig, path: Option<PathBuf>) -> Result<(), String>
         .await
         .map_err(|e| format!("invalid config:\n{e}"))?;
     let engine = Arc::new(Engine::new(snapshot));
+    // ACME certificates: loaded from disk, ordered and renewed in the background.
+    acme::start(engine.clone());
 
     // Reload sources before the listeners: an edit made right after start-up is seen.
     let reloader = Arc::new(reload::Reloader::new(engine.clone(), path.clone()));
@@ -45,19 +49,30 @@ pub async fn run(cfg: LoadedConfig, path: Option<PathBuf>) -> Result<(), String>
         let listener = listener::bind(&l.bind)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", l.bind))?;
-        listeners.push((l.name.clone().unwrap_or_else(|| l.bind.clone()), listener));
+        listeners.push((l.name.clone().unwrap_or_else(|| l.bind.clone()), listener, l));
     }
+    // Redirects go to the first HTTPS listener's port unless told otherwise.
+    let https_port = listeners
+        .iter()
+        .find(|(_, _, l)| l.tls)
+        .and_then(|(_, s, _)| s.local_addr().ok())
+        .map_or(443, |a| a.port());
     if let Some(p) = &path {
         tracing::info!(config = %p.display(), version = 1, "config loaded");
     }
     let mut bound = Vec::new();
-    for (name, listener) in listeners {
+    for (name, listener, l) in listeners {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(name = %name, addr = %addr, "listening");
+        tracing::info!(name = %name, addr = %addr, tls = l.tls, "listening");
+        let mode = listener::ListenerMode {
+            tls: l.tls,
+            redirect_to_https: l.redirect_http_to_https.then(|| l.https_port.unwrap_or(https_port)),
+        };
         bound.push(tokio::spawn(listener::serve(
             listener,
             engine.clone(),
             listener::ServeOptions::from_limits(&limits),
+            mode,
             stop_rx.clone(),
             tracker.clone(),
         )));

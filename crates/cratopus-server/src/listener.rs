@@ -2,16 +2,19 @@
 
 use crate::conn_io::ConnIo;
 use cratopus_config::Limits;
+use cratopus_core::tls::{ClientCert, TlsConn};
 use cratopus_core::{ConnInfo, Engine};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
+use tokio_rustls::LazyConfigAcceptor;
 
 /// Binds `addr` (`ip:port` or `name:port`) with a deep accept backlog.
 pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
@@ -89,12 +92,23 @@ impl Drop for ConnGuard {
     }
 }
 
+/// What a listener does besides handing requests to the engine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ListenerMode {
+    /// HTTPS: a TLS handshake first, the certificate chosen by SNI.
+    pub tls: bool,
+    /// Answer with 308 to HTTPS (ACME challenges and the health path aside); the port written
+    /// in `Location` (none for 443).
+    pub redirect_to_https: Option<u16>,
+}
+
 /// Accepts on `listener` until `stop` turns true; each connection is served in its own task and
 /// finishes its in-flight requests after `stop`.
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     opts: ServeOptions,
+    mode: ListenerMode,
     mut stop: watch::Receiver<bool>,
     tracker: ConnTracker,
 ) {
@@ -144,22 +158,29 @@ pub async fn serve(
                 // Shutting down: a connection that has not asked for anything is simply closed.
                 _ = stop.changed() => return,
             }
-            let (io, state) = ConnIo::new(stream);
-            let info = ConnInfo { peer, scheme: "http" };
-            let svc = service_fn(move |req| {
-                let engine = engine.clone();
-                async move { Ok::<_, Infallible>(engine.handle(req, &info).await) }
-            });
-            let conn = builder.serve_connection(TokioIo::new(io), svc);
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            if mode.tls {
+                let Some((stream, tls)) = tls_handshake(&engine, stream, peer, opts_header_timeout).await else {
+                    return;
+                };
+                let info = ConnInfo {
+                    peer,
+                    scheme: "https",
+                    tls: Some(tls),
+                };
+                let svc = service(engine, info, None);
+                if let Err(e) = drive(&builder, TokioIo::new(stream), svc, &mut stop).await {
+                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                 }
+                return;
+            }
+            let (io, state) = ConnIo::new(stream);
+            let info = ConnInfo {
+                peer,
+                scheme: "http",
+                tls: None,
             };
-            if let Err(e) = result {
+            let svc = service(engine, info, mode.redirect_to_https);
+            if let Err(e) = drive(&builder, TokioIo::new(io), svc, &mut stop).await {
                 let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
                 if timed_out && state.is_partial() {
                     // Written by the IO as the connection drops, just below.
@@ -169,5 +190,104 @@ pub async fn serve(
                 }
             }
         });
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request handler of one connection: the edge answers (ACME challenges, redirects), then
+/// the engine.
+fn service(
+    engine: Arc<Engine>,
+    info: ConnInfo,
+    redirect: Option<u16>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<cratopus_core::body::ResponseBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<http::Response<cratopus_core::body::ResponseBody>, Infallible>> + Send,
+> + Clone {
+    let info = Arc::new(info);
+    service_fn(move |req| {
+        let engine = engine.clone();
+        let info = info.clone();
+        async move {
+            if info.tls.is_none()
+                && let Some(res) = crate::edge::answer(&engine, &req, redirect)
+            {
+                return Ok(res);
+            }
+            Ok::<_, Infallible>(engine.handle(req, &info).await)
+        }
+    })
+}
+
+/// Serves HTTP/1.1 or HTTP/2 on `io` until it closes; after `stop`, finishes the requests in
+/// flight and closes.
+async fn drive<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    svc: S,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), BoxError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<cratopus_core::body::ResponseBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => r,
+        _ = stop.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
+/// The TLS handshake: reads the ClientHello, picks the config for its server name from the
+/// current snapshot (the organization's certificates and client-certificate rule, or the
+/// default certificate, or a refusal), and completes the handshake within `timeout`.
+async fn tls_handshake(
+    engine: &Engine,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    timeout: Duration,
+) -> Option<(tokio_rustls::server::TlsStream<tokio::net::TcpStream>, Arc<TlsConn>)> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let acceptor = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream);
+    let start = match tokio::time::timeout_at(deadline, acceptor).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %peer, error = %e, "TLS handshake failed: no valid ClientHello");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let chosen = engine.snapshot().tls.config_for(start.client_hello().server_name());
+    // No config at all (it could not be built): close the connection.
+    let (org, config) = chosen?;
+    let sni = start.client_hello().server_name().map(str::to_string);
+    match tokio::time::timeout_at(deadline, start.into_stream(config)).await {
+        Ok(Ok(s)) => {
+            let client_cert = s
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| ClientCert::parse(c.as_ref()));
+            Some((s, Arc::new(TlsConn { org, client_cert })))
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %peer, sni = sni.as_deref().unwrap_or("-"), error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => None,
     }
 }

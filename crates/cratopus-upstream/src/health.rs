@@ -3,6 +3,7 @@
 
 use crate::pool::UpstreamPool;
 use crate::target::{Target, TargetKind};
+use crate::tls::UpstreamTls;
 use bytes::Bytes;
 use cratopus_config::{HealthCheckConfig, HealthCheckKind};
 use http_body_util::Empty;
@@ -19,8 +20,9 @@ pub async fn check_all(pool: &Arc<UpstreamPool>, hc: &HealthCheckConfig) {
         }
         let hc = hc.clone();
         let name = pool.name.clone();
+        let tls = pool.tls.clone();
         set.spawn(async move {
-            let result = tokio::time::timeout(hc.timeout.0, check(&t, &hc)).await;
+            let result = tokio::time::timeout(hc.timeout.0, check(&t, &hc, tls.as_deref())).await;
             let ok = matches!(result, Ok(Ok(())));
             if let Some(now) = t.record_check(ok, hc.healthy_threshold, hc.unhealthy_threshold) {
                 if now {
@@ -39,7 +41,7 @@ pub async fn check_all(pool: &Arc<UpstreamPool>, hc: &HealthCheckConfig) {
     while set.join_next().await.is_some() {}
 }
 
-async fn check(t: &Target, hc: &HealthCheckConfig) -> Result<(), String> {
+async fn check(t: &Target, hc: &HealthCheckConfig, tls: Option<&UpstreamTls>) -> Result<(), String> {
     let TargetKind::Http { addr, authority } = &t.kind else {
         return Ok(());
     };
@@ -49,10 +51,25 @@ async fn check(t: &Target, hc: &HealthCheckConfig) -> Result<(), String> {
     if hc.kind == HealthCheckKind::Tcp {
         return Ok(());
     }
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("handshake: {e}"))?;
-    let conn = tokio::spawn(conn);
+    let conn = match tls {
+        None => {
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            (sender, tokio::spawn(async move { conn.await.map(|_| ()) }))
+        }
+        Some(tls) => {
+            let stream = tls
+                .connect(stream, crate::tls::host_of(authority))
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            (sender, tokio::spawn(async move { conn.await.map(|_| ()) }))
+        }
+    };
+    let (mut sender, conn) = conn;
     let req = http::Request::get(hc.path.as_str())
         .header(http::header::HOST, authority.as_str())
         .header(http::header::USER_AGENT, "cratopus-health-check")

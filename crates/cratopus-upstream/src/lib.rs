@@ -14,6 +14,7 @@ pub mod outlier;
 pub mod pool;
 pub mod retry;
 pub mod target;
+pub mod tls;
 
 pub use breaker::{Breaker, BreakerSettings, BreakerState};
 pub use bulkhead::{Bulkhead, BulkheadPermit};
@@ -21,3 +22,4 @@ pub use outlier::{OutlierDetector, OutlierSettings};
 pub use pool::{TargetSet, UpstreamPool};
 pub use retry::{RetryBudget, RetryPolicy};
 pub use target::{InflightGuard, Target, TargetKind};
+pub use tls::UpstreamTls;

@@ -5,6 +5,7 @@ use crate::breaker::{Breaker, BreakerSettings};
 use crate::health;
 use crate::outlier::{Outcome, OutlierDetector, OutlierSettings};
 use crate::target::{Target, TargetKind};
+use crate::tls::UpstreamTls;
 use arc_swap::ArcSwap;
 use cratopus_config::validate::{TargetUrl, parse_target};
 use cratopus_config::{HashOn, UpstreamConfig};
@@ -45,12 +46,18 @@ pub struct UpstreamPool {
     counter: AtomicUsize,
     /// The zero of the breakers' and the outlier detector's clocks.
     epoch: Instant,
+    /// TLS towards `https://` targets (health checks use it too).
+    pub tls: Option<Arc<UpstreamTls>>,
 }
 
 impl UpstreamPool {
     /// Builds the pool, resolving host names once. A name that does not resolve yet leaves its
     /// targets out (and is retried every `dns_refresh`); it does not fail the config.
-    pub async fn new(name: &str, config: UpstreamConfig) -> Result<Arc<UpstreamPool>, String> {
+    pub async fn new(
+        name: &str,
+        config: UpstreamConfig,
+        tls: Option<Arc<UpstreamTls>>,
+    ) -> Result<Arc<UpstreamPool>, String> {
         let mut endpoints = Vec::new();
         for t in &config.targets {
             endpoints.push(parse_endpoint(&t.url, t.weight)?);
@@ -66,6 +73,7 @@ impl UpstreamPool {
             counter: AtomicUsize::new(0),
             epoch: Instant::now(),
             config,
+            tls,
         });
         pool.refresh().await;
         Ok(pool)
@@ -293,7 +301,9 @@ fn reuse(old: &TargetSet, kind: &TargetKind) -> Option<Arc<Target>> {
 fn parse_endpoint(url: &str, weight: u32) -> Result<Endpoint, String> {
     match parse_target(url)? {
         TargetUrl::Mirror => Ok(Endpoint::Mirror { weight }),
-        TargetUrl::Http { host, port, authority } => Ok(Endpoint::Http {
+        TargetUrl::Http {
+            host, port, authority, ..
+        } => Ok(Endpoint::Http {
             host: host.to_string(),
             port,
             authority: authority
@@ -324,6 +334,7 @@ mod tests {
             outlier_detection: None,
             retry: None,
             bulkhead: None,
+            tls: None,
         }
     }
 
@@ -343,7 +354,7 @@ mod tests {
                 weight: 1,
             },
         ]);
-        let pool = UpstreamPool::new("u", c).await.unwrap();
+        let pool = UpstreamPool::new("u", c, None).await.unwrap();
         let set = pool.targets();
         let labels: Vec<&str> = set.targets.iter().map(|t| &*t.label).collect();
         assert!(labels.contains(&"127.0.0.1:8080"), "{labels:?}");
@@ -370,6 +381,10 @@ mod tests {
             parse_endpoint("http://[::1]:82", 1),
             Ok(Endpoint::Http { port: 82, .. })
         ));
-        assert!(parse_endpoint("https://a", 1).is_err());
+        assert!(matches!(
+            parse_endpoint("https://a", 1),
+            Ok(Endpoint::Http { port: 443, .. })
+        ));
+        assert!(parse_endpoint("ftp://a", 1).is_err());
     }
 }

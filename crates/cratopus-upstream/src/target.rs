@@ -63,6 +63,14 @@ impl Target {
         }
     }
 
+    /// The host named by an HTTP target's URL (the TLS server name), without IPv6 brackets.
+    pub fn host(&self) -> &str {
+        match &self.kind {
+            TargetKind::Http { authority, .. } => crate::tls::host_of(authority),
+            TargetKind::Mirror => "",
+        }
+    }
+
     /// The socket address of an HTTP target.
     pub fn addr(&self) -> Option<std::net::SocketAddr> {
         match &self.kind {

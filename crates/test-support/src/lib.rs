@@ -4,7 +4,9 @@
 //! its listener on `127.0.0.1:0`, and reads the chosen address from the gateway's log. Its log
 //! lines are kept for assertions ([`Gateway::wait_for_log`]). The process is killed on drop.
 
+pub mod pebble;
 pub mod redis;
+pub mod tls;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -23,6 +25,8 @@ use std::time::{Duration, Instant};
 pub use http;
 pub use http_body_util;
 pub use hyper;
+pub use hyper_util;
+pub use rustls;
 
 /// A running gateway process.
 pub struct Gateway {
@@ -262,6 +266,11 @@ impl Backend {
                 .unwrap()
         })
         .await
+    }
+
+    /// A backend whose accept loop is `task`.
+    pub fn from_task(addr: SocketAddr, task: tokio::task::JoinHandle<()>) -> Backend {
+        Backend { addr, task }
     }
 
     /// `http://127.0.0.1:PORT`

@@ -1,0 +1,392 @@
+//! ACME (RFC 8555) certificates over HTTP-01, with instant-acme.
+//!
+//! One task per certificate (the sorted names of an organization's `tls.acme`). At start it
+//! loads the certificate stored on disk (served at once), then orders a new one when there is
+//! none or when a third of its lifetime is left (`tls.acme.renew_before` to change it). The
+//! HTTP-01 tokens are put in the snapshot's [`AcmeStore`], which every plain HTTP listener
+//! answers at `/.well-known/acme-challenge/<token>`. A failed order is tried again after
+//! `retry_base`, doubling up to `retry_max`; the previous certificate keeps serving meanwhile.
+//! Progress is logged and kept in the store for the admin API.
+//!
+//! Storage (`tls.acme.storage`, relative to gateway.yaml): `accounts/<email>@<directory
+//! host>.json` (the account key), `<first name>/cert.pem` and `<first name>/key.pem`; keys are
+//! written with mode 0600.
+
+use cratopus_config::{AcmeGatewayConfig, acme_directory_url, load::resolve_path};
+use cratopus_core::Engine;
+use cratopus_core::tls::{AcmeCert, AcmeStore, CertMeta, certified_key_from_pem};
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder, OrderStatus,
+    RetryPolicy,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// Watches the config for organizations with `tls.acme` and runs one task per certificate.
+pub fn start(engine: Arc<Engine>) {
+    tokio::spawn(async move {
+        let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+        let mut seen = 0;
+        loop {
+            let snap = engine.snapshot();
+            if snap.version != seen {
+                seen = snap.version;
+                running.retain(|_, h| !h.is_finished());
+                for want in &snap.tls.acme_wants {
+                    let key = want.cert.domains.join(",");
+                    running
+                        .entry(key)
+                        .or_insert_with(|| tokio::spawn(worker(engine.clone(), want.cert.clone())));
+                }
+            }
+            drop(snap);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+fn set_status(cert: &AcmeCert, f: impl FnOnce(&mut cratopus_core::tls::AcmeStatus)) {
+    if let Ok(mut s) = cert.status.lock() {
+        f(&mut s);
+    }
+}
+
+/// When a certificate with `meta` is due for renewal.
+fn renew_at(meta: &CertMeta, renew_before: Option<Duration>) -> SystemTime {
+    let (Some(start), Some(end)) = (meta.not_before, meta.not_after) else {
+        return SystemTime::now();
+    };
+    let lifetime = end.duration_since(start).unwrap_or_default();
+    let before = renew_before.unwrap_or(lifetime / 3);
+    end.checked_sub(before).unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+fn storage_dir(gateway_file: &Path, settings: &AcmeGatewayConfig) -> PathBuf {
+    resolve_path(gateway_file, &settings.storage)
+}
+
+/// Names are checked domain names, so they are safe as directory names.
+fn cert_dir(storage: &Path, domains: &[String]) -> PathBuf {
+    storage.join(domains.first().map_or("default", String::as_str))
+}
+
+async fn worker(engine: Arc<Engine>, cert: Arc<AcmeCert>) {
+    let names = cert.domains.join(",");
+    let (file, settings) = {
+        let snap = engine.snapshot();
+        (snap.config.file.clone(), snap.config.gateway.tls.acme.clone())
+    };
+    let dir = cert_dir(&storage_dir(&file, &settings), &cert.domains);
+    let mut meta = match load_stored(&dir).await {
+        Some((ck, meta)) if cert.domains.iter().all(|d| meta.names.contains(d)) => {
+            cert.current.store(Some(ck));
+            set_status(&cert, |s| {
+                s.state = "valid";
+                s.not_after = meta.not_after;
+            });
+            tracing::info!(names = %names, dir = %dir.display(), "ACME certificate loaded from disk");
+            Some(meta)
+        }
+        _ => None,
+    };
+    let mut failures = 0u32;
+    let mut quiet_until = SystemTime::UNIX_EPOCH;
+    loop {
+        let snap = engine.snapshot();
+        let Some(want) = snap
+            .tls
+            .acme_wants
+            .iter()
+            .find(|w| Arc::ptr_eq(&w.cert, &cert))
+            .cloned()
+        else {
+            // No organization asks for these names any more.
+            return;
+        };
+        let settings = snap.config.gateway.tls.acme.clone();
+        let file = snap.config.file.clone();
+        let store = snap.tls.acme.clone();
+        drop(snap);
+        let now = SystemTime::now();
+        let due = meta
+            .as_ref()
+            .map_or(now, |m| renew_at(m, settings.renew_before.map(|d| d.0)))
+            .max(quiet_until);
+        set_status(&cert, |s| s.renew_at = meta.as_ref().map(|_| due));
+        if due > now {
+            // Look again at least every minute: the config may have changed.
+            let wait = due.duration_since(now).unwrap_or_default().min(Duration::from_secs(60));
+            tokio::time::sleep(wait).await;
+            continue;
+        }
+        let renewing = meta.is_some();
+        set_status(&cert, |s| s.state = if renewing { "renewing" } else { "issuing" });
+        tracing::info!(names = %names, organization = %want.org, renewing, "ordering an ACME certificate");
+        match issue(&file, &settings, &want.email, &cert.domains, &store).await {
+            Ok((chain, key)) => match certified_key_from_pem(&chain, &key) {
+                Ok((ck, m)) => {
+                    let dir = cert_dir(&storage_dir(&file, &settings), &cert.domains);
+                    if let Err(e) = save(&dir, &chain, &key).await {
+                        tracing::warn!(names = %names, error = %e, "cannot store the ACME certificate; it is served from memory");
+                    }
+                    cert.current.store(Some(ck));
+                    failures = 0;
+                    set_status(&cert, |s| {
+                        s.state = "valid";
+                        s.not_after = m.not_after;
+                        s.last_error = None;
+                        s.next_attempt = None;
+                        s.failures = 0;
+                        s.issued += 1;
+                    });
+                    tracing::info!(
+                        names = %names,
+                        not_after = ?m.not_after.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs()),
+                        "ACME certificate issued and served"
+                    );
+                    // However `renew_before` is set, not again before `retry_max`.
+                    quiet_until = SystemTime::now() + settings.retry_max.0;
+                    meta = Some(m);
+                }
+                Err(e) => {
+                    failures = failed(
+                        &cert,
+                        &names,
+                        &settings,
+                        failures,
+                        format!("the issued certificate is unusable: {e}"),
+                    )
+                    .await
+                }
+            },
+            Err(e) => failures = failed(&cert, &names, &settings, failures, e).await,
+        }
+    }
+}
+
+/// Records a failure and sleeps the backoff; returns the new failure count.
+async fn failed(cert: &AcmeCert, names: &str, settings: &AcmeGatewayConfig, failures: u32, error: String) -> u32 {
+    let failures = failures.saturating_add(1);
+    let wait = settings
+        .retry_base
+        .0
+        .saturating_mul(2u32.saturating_pow(failures - 1))
+        .min(settings.retry_max.0);
+    let serving = cert.current.load().is_some();
+    set_status(cert, |s| {
+        s.state = "failed";
+        s.last_error = Some(error.clone());
+        s.next_attempt = Some(SystemTime::now() + wait);
+        s.failures = failures;
+    });
+    tracing::warn!(names = %names, error = %error, retry_in = ?wait, failures, still_serving_previous = serving, "ACME order failed");
+    tokio::time::sleep(wait).await;
+    failures
+}
+
+async fn load_stored(dir: &Path) -> Option<(Arc<rustls::sign::CertifiedKey>, CertMeta)> {
+    let dir = dir.to_path_buf();
+    let (chain, key) = tokio::task::spawn_blocking(move || {
+        Some((
+            std::fs::read_to_string(dir.join("cert.pem")).ok()?,
+            std::fs::read_to_string(dir.join("key.pem")).ok()?,
+        ))
+    })
+    .await
+    .ok()??;
+    certified_key_from_pem(&chain, &key).ok()
+}
+
+/// Writes `data` to `path` with `mode`, through a temporary file and a rename.
+fn write_private(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+async fn save(dir: &Path, chain: &str, key: &str) -> std::io::Result<()> {
+    let (dir, chain, key) = (dir.to_path_buf(), chain.to_string(), key.to_string());
+    tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir)?;
+        write_private(&dir.join("key.pem"), key.as_bytes(), 0o600)?;
+        write_private(&dir.join("cert.pem"), chain.as_bytes(), 0o644)
+    })
+    .await
+    .map_err(std::io::Error::other)?
+}
+
+/// The account for `email` at the directory: loaded from storage, or created and stored.
+async fn account(gateway_file: &Path, settings: &AcmeGatewayConfig, email: &str) -> Result<Account, String> {
+    let url = acme_directory_url(&settings.directory)
+        .ok_or_else(|| format!("unknown ACME directory `{}`", settings.directory))?
+        .to_string();
+    let builder = || match &settings.directory_ca {
+        Some(ca) => Account::builder_with_root(resolve_path(gateway_file, &ca.value)),
+        None => Account::builder(),
+    };
+    let host = url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().map(|a| a.as_str().replace(':', "_")))
+        .unwrap_or_else(|| "directory".into());
+    let safe_email: String = email
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "@.-_+".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let path = storage_dir(gateway_file, settings)
+        .join("accounts")
+        .join(format!("{safe_email}@{host}.json"));
+    let stored = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || std::fs::read(path).ok())
+            .await
+            .ok()
+            .flatten()
+    };
+    if let Some(bytes) = stored
+        && let Ok(creds) = serde_json::from_slice::<AccountCredentials>(&bytes)
+    {
+        let b = builder().map_err(|e| format!("ACME client: {e}"))?;
+        return b
+            .from_credentials(creds)
+            .await
+            .map_err(|e| format!("stored ACME account: {e}"));
+    }
+    let contact = format!("mailto:{email}");
+    let (account, creds) = builder()
+        .map_err(|e| format!("ACME client: {e}"))?
+        .create(
+            &NewAccount {
+                contact: &[&contact],
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            url.clone(),
+            None,
+        )
+        .await
+        .map_err(|e| format!("creating the ACME account at {url}: {e}"))?;
+    let json = serde_json::to_vec_pretty(&creds).map_err(|e| e.to_string())?;
+    let saved = tokio::task::spawn_blocking(move || {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        write_private(&path, &json, 0o600)
+    })
+    .await;
+    if !matches!(saved, Ok(Ok(()))) {
+        tracing::warn!("cannot store the ACME account key; a new account is made at the next start");
+    }
+    tracing::info!(email = %email, directory = %url, "ACME account created");
+    Ok(account)
+}
+
+/// Orders a certificate for `domains` over HTTP-01; returns the PEM chain and key.
+async fn issue(
+    gateway_file: &Path,
+    settings: &AcmeGatewayConfig,
+    email: &str,
+    domains: &[String],
+    store: &AcmeStore,
+) -> Result<(String, String), String> {
+    let account = account(gateway_file, settings, email).await?;
+    let identifiers: Vec<Identifier> = domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
+    let mut order = account
+        .new_order(&NewOrder::new(&identifiers))
+        .await
+        .map_err(|e| format!("new order: {e}"))?;
+    let mut tokens = Vec::new();
+    let result = async {
+        {
+            let mut authzs = order.authorizations();
+            while let Some(authz) = authzs.next().await {
+                let mut authz = authz.map_err(|e| format!("authorization: {e}"))?;
+                match authz.status {
+                    AuthorizationStatus::Valid => continue,
+                    AuthorizationStatus::Pending => {}
+                    other => return Err(format!("authorization is {other:?}")),
+                }
+                let mut ch = authz
+                    .challenge(ChallengeType::Http01)
+                    .ok_or("the ACME server offers no HTTP-01 challenge")?;
+                store.set_challenge(&ch.token, ch.key_authorization().as_str());
+                tokens.push(ch.token.clone());
+                ch.set_ready().await.map_err(|e| format!("challenge: {e}"))?;
+            }
+        }
+        let retry = RetryPolicy::new().timeout(Duration::from_secs(120));
+        let status = order.poll_ready(&retry).await.map_err(|e| format!("order: {e}"))?;
+        if status != OrderStatus::Ready {
+            return Err(format!(
+                "the order is {status:?}: {}",
+                challenge_errors(&mut order).await
+            ));
+        }
+        let key = order.finalize().await.map_err(|e| format!("finalize: {e}"))?;
+        let chain = order
+            .poll_certificate(&retry)
+            .await
+            .map_err(|e| format!("certificate: {e}"))?;
+        Ok((chain, key))
+    }
+    .await;
+    for t in &tokens {
+        store.clear_challenge(t);
+    }
+    result
+}
+
+/// What the ACME server said about the failed challenges of an order.
+async fn challenge_errors(order: &mut instant_acme::Order) -> String {
+    let mut out = Vec::new();
+    let mut authzs = order.authorizations();
+    while let Some(Ok(authz)) = authzs.next().await {
+        for c in &authz.challenges {
+            if let Some(e) = &c.error {
+                out.push(e.to_string());
+            }
+        }
+    }
+    if out.is_empty() {
+        "no reason given".into()
+    } else {
+        out.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_when_a_third_of_the_lifetime_is_left() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let meta = CertMeta {
+            names: vec![],
+            not_before: Some(start),
+            not_after: Some(start + Duration::from_secs(90 * 86400)),
+        };
+        assert_eq!(renew_at(&meta, None), start + Duration::from_secs(60 * 86400));
+        assert_eq!(
+            renew_at(&meta, Some(Duration::from_secs(86400))),
+            start + Duration::from_secs(89 * 86400)
+        );
+    }
+}
