@@ -428,3 +428,276 @@ async fn acme_issues_over_http_01_serves_stores_and_renews_with_pebble() {
     assert_ne!(hs.leaf, first, "the renewed certificate is served");
     assert_ne!(hs.leaf, der_of(&stored));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plain_http_redirects_to_https_except_challenges_and_health_and_https_gets_hsts() {
+    let ca = TestCa::new("test CA");
+    let shop = ca.server(&["shop.test"], KeyKind::EcdsaP256);
+    let yaml = format!(
+        "listeners:
+  - {{name: http, bind: 127.0.0.1:0, redirect_http_to_https: true}}
+  - {{name: https, bind: 127.0.0.1:0, tls: true}}
+  - {{name: http443, bind: 127.0.0.1:0, redirect_http_to_https: true, https_port: 443}}
+  - {{name: plain, bind: 127.0.0.1:0}}
+organizations:
+{}",
+        org(
+            "shop",
+            &["shop.test"],
+            Some("cert: shop.pem\nkey: shop.key\nhsts: {max_age: 365d, include_subdomains: true, preload: true}")
+        )
+    );
+    let gw = start(&yaml, &[("shop.pem", &shop.cert), ("shop.key", &shop.key)]);
+    let [http, https, http443, plain] = [gw.addrs()[0], gw.addrs()[1], gw.addrs()[2], gw.addrs()[3]];
+
+    let r = test_support::get(&format!("http://{http}/a/b?c=d&e"), Some("shop.test:8080")).await;
+    assert_eq!(r.status, 308, "{}", r.text());
+    let want = format!("https://shop.test:{}/a/b?c=d&e", https.port());
+    assert_eq!(r.header("location"), Some(want.as_str()));
+    let r = test_support::request("POST", &format!("http://{http443}/form"), Some("Shop.Test"), b"x=1").await;
+    assert_eq!(r.status, 308, "any method, the same status (clients resend the body)");
+    assert_eq!(r.header("location"), Some("https://Shop.Test/form"));
+    // Not redirected: the health path, ACME challenges (404 when no order is pending).
+    assert_eq!(
+        test_support::get(&format!("http://{http}/__health"), Some("shop.test"))
+            .await
+            .status,
+        200
+    );
+    let r = test_support::get(
+        &format!("http://{http}/.well-known/acme-challenge/abc"),
+        Some("shop.test"),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["code"], "no_route");
+    // A Host that cannot be redirected to.
+    let r = test_support::get(&format!("http://{http}/x"), Some("bad/host")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+
+    // HSTS on HTTPS answers, the gateway's own errors included; never over plain HTTP.
+    let opts = ClientOpts::trusting(&[&ca.cert_pem]);
+    let want = "max-age=31536000; includeSubDomains; preload";
+    let (_, r) = https_get(https, "shop.test", "shop.test", "/x", &opts)
+        .await
+        .expect("https");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("strict-transport-security"), Some(want));
+    let r = test_support::get(&format!("http://{plain}/x"), Some("shop.test")).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("strict-transport-security"), None);
+}
+
+/// An HTTPS backend's certificate is verified by default: against the system roots it fails with
+/// a clear 502, with the configured CA it passes; SNI, ALPN (h2) and a client certificate reach
+/// the backend; `verify: false` works and is logged as a warning.
+#[tokio::test(flavor = "multi_thread")]
+async fn https_upstreams_are_verified_by_default() {
+    let ca = TestCa::new("backend CA");
+    let backend_cert = ca.server(&["backend.test", "127.0.0.1"], KeyKind::EcdsaP256);
+    let backend = test_support::tls::https_backend(&backend_cert, "from the TLS backend", None).await;
+    let client_ca = TestCa::new("gateway client CA");
+    let gw_client = client_ca.client("gateway", &[]);
+    let strict =
+        test_support::tls::https_backend(&backend_cert, "from the mTLS backend", Some(&client_ca.cert_pem)).await;
+    let (b, s) = (backend.addr.port(), strict.addr.port());
+    let org = format!(
+        "  - name: api
+    upstreams:
+      untrusted: {{targets: [\"https://127.0.0.1:{b}\"]}}
+      trusted: {{targets: [\"https://127.0.0.1:{b}\"], tls: {{ca: ca.pem}}}}
+      named: {{targets: [\"https://127.0.0.1:{b}\"], tls: {{ca: ca.pem, server_name: backend.test}}}}
+      wrong-name: {{targets: [\"https://127.0.0.1:{b}\"], tls: {{ca: ca.pem, server_name: other.test}}}}
+      h2: {{targets: [\"https://127.0.0.1:{b}\"], protocol: h2, tls: {{ca: ca.pem, server_name: backend.test}}}}
+      insecure: {{targets: [\"https://127.0.0.1:{b}\"], tls: {{verify: false}}}}
+      mtls: {{targets: [\"https://127.0.0.1:{s}\"], tls: {{ca: ca.pem, client_cert: {{cert: gw.pem, key: gw.key}}}}}}
+      no-client-cert: {{targets: [\"https://127.0.0.1:{s}\"], tls: {{ca: ca.pem}}}}
+    routes:
+"
+    );
+    let names = [
+        "untrusted",
+        "trusted",
+        "named",
+        "wrong-name",
+        "h2",
+        "insecure",
+        "mtls",
+        "no-client-cert",
+    ];
+    let mut org = org;
+    for n in names {
+        org.push_str(&format!("      - {{path: /{n}, upstream: {n}}}\n"));
+    }
+    let yaml = test_support::gateway_yaml(&format!("\n{org}"), "");
+    let gw = start(
+        &yaml,
+        &[
+            ("ca.pem", &ca.cert_pem),
+            ("gw.pem", &gw_client.cert),
+            ("gw.key", &gw_client.key),
+        ],
+    );
+    assert!(
+        count_log(&gw, &["tls.verify is false", "insecure"]) == 1,
+        "verify: false is a warning at load{}",
+        dump(&gw)
+    );
+    let get = |p: &str| {
+        let url = gw.url(p);
+        async move { test_support::get(&url, None).await }
+    };
+
+    let r = get("/untrusted").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "upstream_tls_failed");
+    assert!(
+        count_log(&gw, &["TLS handshake with upstream failed", "UnknownIssuer"]) >= 1,
+        "the reason is logged{}",
+        dump(&gw)
+    );
+    let r = get("/trusted").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "from the TLS backend"));
+    assert_eq!(r.header("x-sni"), Some("-"), "an IP target sends no SNI");
+    assert_eq!(r.header("x-alpn"), Some("http/1.1"));
+    let r = get("/named").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-sni"), Some("backend.test"));
+    let r = get("/wrong-name").await;
+    assert_eq!(r.json()["error"]["code"], "upstream_tls_failed", "the name is checked");
+    let r = get("/h2").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-alpn"), Some("h2"));
+    let r = get("/insecure").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "from the TLS backend"));
+    let r = get("/mtls").await;
+    assert_eq!((r.status, r.text().as_str()), (200, "from the mTLS backend"));
+    assert_eq!(r.header("x-client-certs"), Some("1"));
+    let r = get("/no-client-cert").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    // More requests over the pooled TLS connections.
+    for _ in 0..20 {
+        assert_eq!(get("/trusted").await.status, 200);
+    }
+}
+
+/// Client certificates per organization: required (TLS alert), optional, required_http (401);
+/// the subject and SANs reach the upstream in the configured header, a client's own copy is
+/// dropped; a certificate from another CA is refused; the CA check cannot be sidestepped by
+/// another SNI (421) or plain HTTP (401).
+#[tokio::test(flavor = "multi_thread")]
+async fn client_certificates_per_organization() {
+    let ca = TestCa::new("server CA");
+    let clients = TestCa::new("partner CA");
+    let strangers = TestCa::new("stranger CA");
+    let alice = clients.client("alice", &["DNS:alice.partner.test", "URI:spiffe://partner.test/alice"]);
+    let mallory = strangers.client("mallory", &[]);
+    let server = ca.server(
+        &["partners.test", "opt.test", "soft.test", "open.test"],
+        KeyKind::EcdsaP256,
+    );
+    let tls = |mode: &str, header: &str| {
+        format!("cert: server.pem\nkey: server.key\nclient_auth: {{ca: clients.pem, mode: {mode}, header: {header}}}")
+    };
+    let yaml = format!(
+        "listeners:\n  - {{name: https, bind: 127.0.0.1:0, tls: true}}\n  - {{name: http, bind: 127.0.0.1:0}}\norganizations:\n{}{}{}{}",
+        org(
+            "partners",
+            &["partners.test"],
+            Some(&tls("required", "X-Forwarded-Client-Cert"))
+        ),
+        org("opt", &["opt.test"], Some(&tls("optional", "X-Client"))),
+        org("soft", &["soft.test"], Some(&tls("required_http", "X-Client"))),
+        org("open", &["open.test"], Some("cert: server.pem\nkey: server.key")),
+    );
+    let gw = start(
+        &yaml,
+        &[
+            ("server.pem", &server.cert),
+            ("server.key", &server.key),
+            ("clients.pem", &clients.cert_pem),
+        ],
+    );
+    let (https, http) = (gw.addrs()[0], gw.addrs()[1]);
+    let anonymous = ClientOpts::trusting(&[&ca.cert_pem]);
+    let mut with_alice = anonymous.clone();
+    with_alice.client_cert = Some(alice.clone());
+    let mut with_mallory = anonymous.clone();
+    with_mallory.client_cert = Some(mallory);
+    let spoof = [
+        ("x-forwarded-client-cert", "Subject=\"CN=admin\""),
+        ("x-client", "forged"),
+    ];
+
+    // Required: with alice's certificate the upstream learns who she is.
+    let (_, r) = test_support::tls::https_get_with(https, "partners.test", "partners.test", "/", &with_alice, &spoof)
+        .await
+        .unwrap_or_else(|e| panic!("{e}{}", dump(&gw)));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let xfcc = r.json()["headers"]["x-forwarded-client-cert"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(xfcc.starts_with("Subject=\"") && xfcc.contains("CN=alice"), "{xfcc}");
+    assert!(
+        xfcc.contains("DNS=alice.partner.test") && xfcc.contains("URI=spiffe://partner.test/alice"),
+        "{xfcc}"
+    );
+    assert!(!xfcc.contains("admin"), "the client's own header is dropped: {xfcc}");
+    // Without a certificate, or with one from another CA: a TLS alert.
+    let err = test_support::tls::refusal(https, "partners.test", &anonymous).await;
+    assert!(err.contains("CertificateRequired"), "no certificate, no service: {err}");
+    let err = test_support::tls::refusal(https, "partners.test", &with_mallory).await;
+    assert!(err.contains("UnknownCA"), "a stranger's certificate: {err}");
+    // TLS 1.2 refuses within the handshake.
+    let mut tls12 = with_mallory.clone();
+    tls12.versions = vec![&test_support::rustls::version::TLS12];
+    let err = test_support::tls::refusal(https, "partners.test", &tls12).await;
+    assert!(
+        err.contains("UnknownCA") || err.contains("BadCertificate"),
+        "TLS 1.2: {err}"
+    );
+
+    // Optional: without a certificate the request goes on, without the header (and a forged one
+    // is dropped); with one, the header is there.
+    let (_, r) = test_support::tls::https_get_with(https, "opt.test", "opt.test", "/", &anonymous, &spoof)
+        .await
+        .expect("optional");
+    assert_eq!(r.status, 200);
+    assert!(r.json()["headers"]["x-client"].is_null(), "{}", r.text());
+    let (_, r) = https_get(https, "opt.test", "opt.test", "/", &with_alice)
+        .await
+        .expect("optional");
+    assert!(
+        r.json()["headers"]["x-client"]
+            .as_str()
+            .unwrap_or("")
+            .contains("CN=alice")
+    );
+
+    // required_http: the handshake passes, the request gets 401.
+    let (_, r) = https_get(https, "soft.test", "soft.test", "/", &anonymous)
+        .await
+        .expect("handshake");
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "client_certificate_required");
+    let (_, r) = https_get(https, "soft.test", "soft.test", "/", &with_alice)
+        .await
+        .expect("alice");
+    assert_eq!(r.status, 200);
+
+    // A connection made for another name (verified by nobody's CA) cannot reach an organization
+    // with client certificates: 421; plain HTTP: 401. Organizations without them are not concerned.
+    let (_, r) = https_get(https, "open.test", "soft.test", "/", &with_alice)
+        .await
+        .expect("handshake");
+    assert_eq!(r.status, 421, "{}", r.text());
+    let (_, r) = https_get(https, "opt.test", "open.test", "/", &with_alice)
+        .await
+        .expect("handshake");
+    assert_eq!(r.status, 200);
+    let r = test_support::get(&format!("http://{http}/"), Some("partners.test")).await;
+    assert_eq!(r.status, 401);
+    let r = test_support::get(&format!("http://{http}/"), Some("opt.test")).await;
+    assert_eq!(r.status, 200, "optional: plain HTTP passes, without the header");
+}

@@ -248,34 +248,45 @@ pub async fn https_get(
     path: &str,
     opts: &ClientOpts,
 ) -> Result<(Handshake, crate::Reply), String> {
+    https_get_with(addr, sni, host, path, opts, &[]).await
+}
+
+/// [`https_get`] with extra request headers.
+pub async fn https_get_with(
+    addr: SocketAddr,
+    sni: &str,
+    host: &str,
+    path: &str,
+    opts: &ClientOpts,
+    headers: &[(&str, &str)],
+) -> Result<(Handshake, crate::Reply), String> {
     let (stream, hs) = handshake(addr, sni, opts).await?;
     let io = TokioIo::new(stream);
     let h2 = hs.alpn.as_deref() == Some(b"h2");
-    let req = if h2 {
+    let mut req = if h2 {
         Request::get(format!("https://{host}{path}"))
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?
     } else {
-        Request::get(path)
-            .header(http::header::HOST, host)
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?
+        Request::get(path).header(http::header::HOST, host)
     };
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).map_err(|e| e.to_string())?;
     let res = if h2 {
         let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        s.send_request(req).await.map_err(|e| e.to_string())?
+        s.send_request(req).await.map_err(|e| chain(&e))?
     } else {
         let (mut s, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        s.send_request(req).await.map_err(|e| e.to_string())?
+        s.send_request(req).await.map_err(|e| chain(&e))?
     };
     let (parts, body) = res.into_parts();
-    let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+    let body = body.collect().await.map_err(|e| chain(&e))?.to_bytes();
     Ok((
         hs,
         crate::Reply {
@@ -284,6 +295,18 @@ pub async fn https_get(
             body,
         },
     ))
+}
+
+/// An error with its causes (a TLS alert hides under hyper's "connection error").
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
 }
 
 /// The DER of the first certificate of a PEM text.
@@ -364,4 +387,22 @@ pub async fn https_backend(pem: &Pem, body: &'static str, client_ca: Option<&str
         }
     });
     crate::Backend::from_task(addr, task)
+}
+
+/// Handshakes, then reads: in TLS 1.3 a server refuses a client certificate after the client's
+/// handshake is done, so its alert arrives at the first read. Returns the error (or the
+/// handshake's own error), or `"no alert"`.
+pub async fn refusal(addr: SocketAddr, sni: &str, opts: &ClientOpts) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut stream = match handshake(addr, sni, opts).await {
+        Ok((s, _)) => s,
+        Err(e) => return e,
+    };
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut buf)).await {
+        Ok(Err(e)) => chain(&e),
+        Ok(Ok(0)) => "closed without an alert".into(),
+        Ok(Ok(_)) => "no alert".into(),
+        Err(_) => "no alert (timeout)".into(),
+    }
 }
