@@ -10,6 +10,8 @@ use std::net::ToSocketAddrs;
 /// Every warning for `cfg`. Resolving target names does DNS lookups (blocking).
 pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
     let mut warnings = Vec::new();
+    let has_tls_listener = cfg.gateway.listeners.iter().any(|l| l.tls);
+    let has_plain_listener = cfg.gateway.listeners.iter().any(|l| !l.tls);
     let default = cfg.gateway.default_organization.as_ref().map(|d| d.value.as_str());
     let single_open = cfg.orgs.len() == 1 && cfg.orgs[0].config.domains.is_empty();
     for org in &cfg.orgs {
@@ -24,6 +26,26 @@ pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
                     "organization `{name}` has no domains and is not the default_organization: no request can reach it"
                 ),
             ));
+        }
+        if let Some(t) = &o.tls {
+            if !has_tls_listener {
+                warnings.push(ConfigError::at(
+                    f,
+                    &o.name.referenced,
+                    format!(
+                        "organization `{name}` has `tls` settings but no listener has `tls: true`: they are not used"
+                    ),
+                ));
+            }
+            if let Some(a) = &t.acme
+                && !has_plain_listener
+            {
+                warnings.push(ConfigError::at(
+                    f,
+                    &a.email.referenced,
+                    "tls.acme: no plain HTTP listener answers HTTP-01 challenges (port 80 must reach one)",
+                ));
+            }
         }
         let used: HashSet<&str> = o.routes.iter().map(|r| r.upstream.value.as_str()).collect();
         for (uname, u) in &o.upstreams {

@@ -63,6 +63,9 @@ async fn check(t: &Target, hc: &HealthCheckConfig, tls: Option<&UpstreamTls>) ->
                 .connect(stream, crate::tls::host_of(authority))
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
+            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                return check_h2(stream, authority, hc).await;
+            }
             let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
                 .await
                 .map_err(|e| format!("handshake: {e}"))?;
@@ -78,10 +81,32 @@ async fn check(t: &Target, hc: &HealthCheckConfig, tls: Option<&UpstreamTls>) ->
         .map_err(|e| format!("request: {e}"))?;
     let res = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
     conn.abort();
-    let status = res.status().as_u16();
+    judge(res.status().as_u16(), hc)
+}
+
+fn judge(status: u16, hc: &HealthCheckConfig) -> Result<(), String> {
     let ok = match hc.expect_status {
         Some(s) => status == s,
         None => (200..300).contains(&status),
     };
     if ok { Ok(()) } else { Err(format!("status {status}")) }
+}
+
+/// An `http` check over HTTP/2 (a TLS target that chose ALPN h2).
+async fn check_h2<S>(stream: S, authority: &http::uri::Authority, hc: &HealthCheckConfig) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("https://{authority}{}", hc.path))
+        .header(http::header::USER_AGENT, "cratopus-health-check")
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("request: {e}"))?;
+    let res = sender.send_request(req).await.map_err(|e| format!("request: {e}"));
+    conn.abort();
+    judge(res?.status().as_u16(), hc)
 }

@@ -506,9 +506,9 @@ async fn https_upstreams_are_verified_by_default() {
     upstreams:
       untrusted: {{targets: [\"https://127.0.0.1:{b}\"]}}
       trusted: {{targets: [\"https://127.0.0.1:{b}\"], tls: {{ca: ca.pem}}}}
-      named: {{targets: [\"https://127.0.0.1:{b}\"], tls: {{ca: ca.pem, server_name: backend.test}}}}
+      named: {{targets: [\"https://127.0.0.1:{b}\"], tls: {{ca: ca.pem, server_name: backend.test}}, health_check: {{interval: 100ms}}}}
       wrong-name: {{targets: [\"https://127.0.0.1:{b}\"], tls: {{ca: ca.pem, server_name: other.test}}}}
-      h2: {{targets: [\"https://127.0.0.1:{b}\"], protocol: h2, tls: {{ca: ca.pem, server_name: backend.test}}}}
+      h2: {{targets: [\"https://127.0.0.1:{b}\"], protocol: h2, tls: {{ca: ca.pem, server_name: backend.test}}, health_check: {{interval: 100ms}}}}
       insecure: {{targets: [\"https://127.0.0.1:{b}\"], tls: {{verify: false}}}}
       mtls: {{targets: [\"https://127.0.0.1:{s}\"], tls: {{ca: ca.pem, client_cert: {{cert: gw.pem, key: gw.key}}}}}}
       no-client-cert: {{targets: [\"https://127.0.0.1:{s}\"], tls: {{ca: ca.pem}}}}
@@ -579,6 +579,12 @@ async fn https_upstreams_are_verified_by_default() {
     for _ in 0..20 {
         assert_eq!(get("/trusted").await.status, 200);
     }
+    // Health checks speak TLS too (HTTP/1.1, and HTTP/2 where ALPN chose it): after several
+    // rounds of checks the targets are still in.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(get("/named").await.status, 200, "{}", dump(&gw));
+    assert_eq!(get("/h2").await.status, 200, "{}", dump(&gw));
+    assert_eq!(count_log(&gw, &["target is unhealthy"]), 0, "{}", dump(&gw));
 }
 
 /// Client certificates per organization: required (TLS alert), optional, required_http (401);
