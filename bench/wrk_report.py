@@ -98,14 +98,14 @@ def report(runs_path, out_path):
     def fmt(v, spec):
         return "n/a" if v is None else format(v, spec)
 
-    hdr = "%-16s %12s %9s %9s %9s %8s %7s" % ("name", "req/s (med)", "p50 ms", "p99 ms", "vs direct", "spread", "errors")
+    hdr = "%-20s %12s %9s %9s %9s %8s %7s" % ("name", "req/s (med)", "p50 ms", "p99 ms", "vs direct", "spread", "errors")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         spread = None
         if r["rps"] and r["rps_min"] is not None:
             spread = (r["rps_max"] - r["rps_min"]) / r["rps"] * 100
-        print("%-16s %12s %9s %9s %9s %7s%% %7d" % (
+        print("%-20s %12s %9s %9s %9s %7s%% %7d" % (
             r["name"], fmt(r["rps"], ".0f"), fmt(r["p50_ms"], ".3f"), fmt(r["p99_ms"], ".3f"),
             fmt(r["ratio_vs_direct"], ".2f"), fmt(spread, ".1f"), r["errors"]))
     bad = [r["name"] for r in rows if r["errors"] or r["failed_runs"]]
