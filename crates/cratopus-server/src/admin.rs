@@ -126,8 +126,21 @@ async fn status(State(s): State<Arc<AdminState>>) -> Response {
             "last_reload_error": last_error,
         },
         "traffic_log_dropped": snap.traffic_log.dropped(),
+        "acme": acme_summary(&snap),
     }))
     .into_response()
+}
+
+/// Each ACME certificate's names, state and last error, for `/api/status`.
+fn acme_summary(snap: &cratopus_core::Snapshot) -> Vec<Value> {
+    snap.tls
+        .acme_wants
+        .iter()
+        .map(|w| {
+            let st = w.cert.status.lock().map(|s| s.clone()).unwrap_or_default();
+            json!({"names": w.cert.domains, "state": st.state, "last_error": st.last_error})
+        })
+        .collect()
 }
 
 /// Certificates from files and from ACME, with their state.
@@ -495,8 +508,12 @@ fn openapi_base() -> Value {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {
                     "type": "object", "required": ["status", "code", "message"],
                     "properties": {"status": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"}}}}},
-                "Status": {"type": "object", "required": ["version", "uptime_seconds", "config", "traffic_log_dropped"], "properties": {
+                "Status": {"type": "object", "required": ["version", "uptime_seconds", "config", "traffic_log_dropped", "acme"], "properties": {
                     "version": {"type": "string"},
+                    "acme": {"type": "array", "description": "ACME certificates (details in /api/certificates)", "items": {
+                        "type": "object", "required": ["names", "state", "last_error"], "properties": {
+                            "names": {"type": "array", "items": {"type": "string"}}, "state": {"type": "string"},
+                            "last_error": {"type": ["string", "null"]}}}},
                     "uptime_seconds": {"type": "number"},
                     "traffic_log_dropped": {"type": "integer"},
                     "config": {"type": "object", "required": ["version", "file", "loaded_at", "last_reload_error"], "properties": {

@@ -707,3 +707,64 @@ async fn client_certificates_per_organization() {
     let r = test_support::get(&format!("http://{http}/"), Some("opt.test")).await;
     assert_eq!(r.status, 200, "optional: plain HTTP passes, without the header");
 }
+
+/// An order that fails (pebble cannot reach the challenge): the reason is logged and shown by
+/// the admin API, the next attempt backs off (doubling), and the name keeps its other
+/// certificate meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn acme_failures_back_off_and_the_previous_certificate_keeps_serving() {
+    // pebble validates on a port where nothing listens.
+    let pebble = tokio::task::block_in_place(|| test_support::pebble::Pebble::start(free_port(), 0));
+    let ca = TestCa::new("test CA");
+    let fallback = ca.server(&["gw.test"], KeyKind::EcdsaP256);
+    let yaml = format!(
+        "listeners:
+  - {{name: http, bind: \"127.0.0.1:0\"}}
+  - {{name: https, bind: \"127.0.0.1:0\", tls: true}}
+admin: {{bind: \"127.0.0.1:0\", token: acme-test-token-0123456789}}
+tls:
+  default_certificate: {{cert: fallback.pem, key: fallback.key}}
+  acme: {{directory: {dir}, directory_ca: {ca}, retry_base: 1s, retry_max: 10s}}
+organizations:
+{org}",
+        dir = pebble.directory_url,
+        ca = pebble.ca_pem.display(),
+        org = org("shop", &["gw.test"], Some("acme: {email: ops@gw.test}")),
+    );
+    let gw = start(
+        &yaml,
+        &[("fallback.pem", &fallback.cert), ("fallback.key", &fallback.key)],
+    );
+    let (https, admin) = (gw.addrs()[1], gw.addrs()[2]);
+    assert!(
+        wait_log(&gw, &["ACME order failed", "failures=2"], 1, Duration::from_secs(30)).await,
+        "{}\n--- pebble ---\n{}",
+        dump(&gw),
+        pebble.log()
+    );
+    let failed = gw.log_lines_with("ACME order failed");
+    assert!(
+        failed[0].contains("retry_in=1s") && failed[1].contains("retry_in=2s"),
+        "{failed:#?}"
+    );
+    assert!(
+        failed[0].contains("connection refused") || failed[0].contains("Connection refused"),
+        "{failed:#?}"
+    );
+    let status = common_ops::get_with(
+        &test_support::client(),
+        &format!("http://{admin}/api/certificates"),
+        &[("authorization", "Bearer acme-test-token-0123456789")],
+    )
+    .await
+    .json();
+    let acme = &status["acme"][0];
+    assert!(matches!(acme["state"].as_str(), Some("failed" | "issuing")), "{status}");
+    assert!(acme["failures"].as_u64().unwrap_or(0) >= 2, "{status}");
+    // Meanwhile the name is served with the certificate it has.
+    let (hs, r) = https_get(https, "gw.test", "gw.test", "/", &ClientOpts::trusting(&[&ca.cert_pem]))
+        .await
+        .expect("served");
+    assert_eq!(hs.leaf, der_of(&fallback.cert));
+    assert_eq!(r.status, 200);
+}
