@@ -24,6 +24,7 @@ use cratopus_observe::LogLine;
 use cratopus_observe::metrics::{GatewayMetrics, RouteMetrics};
 use cratopus_observe::spans::{RequestSpan, SpanSink, UpstreamSpan};
 use cratopus_policies::RateDecision;
+use cratopus_policies::auth::Identity;
 use cratopus_policies::cors::{Cors, Preflight};
 use cratopus_policies::ip_rules::client_ip;
 use cratopus_upstream::balancer::hash_key;
@@ -357,8 +358,8 @@ impl Engine {
             }
         }
         if let Some(authz) = &route.authorize {
-            let id = identity.take().unwrap_or_default();
-            if let Err(why) = authz.check(&id) {
+            let anonymous = Identity::default();
+            if let Err(why) = authz.check(identity.as_ref().unwrap_or(&anonymous)) {
                 learned.reason = Some(why);
                 return Err(if authz.hides() {
                     GatewayError::NoRoute
@@ -370,7 +371,7 @@ impl Engine {
 
         // Rate limits and quotas.
         if !route.rate_limits.is_empty() || !route.quotas.is_empty() {
-            check_limits(snap, &route, req.headers(), client, learned).await?;
+            check_limits(snap, &route, req.headers(), client, identity.as_ref(), learned).await?;
         }
 
         // Validation of the head; a body to check is read whole below.
@@ -590,12 +591,13 @@ async fn check_limits(
     route: &Route,
     headers: &http::HeaderMap,
     client: std::net::IpAddr,
+    identity: Option<&Identity>,
     learned: &mut Learned,
 ) -> Result<(), GatewayError> {
     let mut key = String::with_capacity(64);
     for policy in &route.rate_limits {
         let d = policy
-            .check(&snap.limiter, headers, client, &mut key)
+            .check(&snap.limiter, headers, client, identity, &mut key)
             .await
             .map_err(|_| GatewayError::LimitsUnavailable)?;
         if !d.allowed {
@@ -613,7 +615,7 @@ async fn check_limits(
     }
     for quota in &route.quotas {
         let q = quota
-            .check(&snap.limiter, headers, client, &mut key)
+            .check(&snap.limiter, headers, client, identity, &mut key)
             .await
             .map_err(|_| GatewayError::LimitsUnavailable)?;
         if !q.allowed {

@@ -556,3 +556,54 @@ async fn cors_validation_and_zero_trust_forwarding() {
     );
     assert!(echo["headers"].get("x-request-id").is_some(), "gateway headers survive");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_and_quotas_count_per_consumer_and_per_claim() {
+    let (k1, k2) = ("consumer-one-key-0123456789", "consumer-two-key-0123456789");
+    let gw = gateway(
+        &format!(
+            "name: shop
+    consumers:
+      - {{id: one, keys: [\"{}\"]}}
+      - {{id: two, keys: [\"{}\"]}}
+    upstreams:
+      m:
+        targets: [\"mirror://\"]
+    routes:
+      - path: /by-consumer
+        upstream: m
+        auth: {{api_key: {{}}}}
+        rate_limit:
+          limits: [{{rate: 2, per: 1m}}]
+          key: consumer
+      - path: /by-claim
+        upstream: m
+        auth:
+          jwt: {{secret: this-is-a-test-secret-of-32-bytes!!}}
+        quota: {{limit: 1, per: day, key: \"claim:tenant\"}}
+",
+            cratopus_hash(k1),
+            cratopus_hash(k2)
+        ),
+        "",
+    );
+    let mut got = Vec::new();
+    for k in [k1, k1, k1, k2, k2, k2] {
+        got.push(get(&gw, "/by-consumer", &[("x-api-key", k)]).await.status);
+    }
+    assert_eq!(got, [200, 200, 429, 200, 200, 429], "{}", dump(&gw));
+
+    let token = |tenant: &str| {
+        bearer(&sign(
+            Algorithm::HS256,
+            "this-is-a-test-secret-of-32-bytes!!",
+            None,
+            &json!({"sub": "u", "tenant": tenant, "exp": now() + 300}),
+        ))
+    };
+    let mut got = Vec::new();
+    for t in ["acme", "acme", "globex"] {
+        got.push(get(&gw, "/by-claim", &[("authorization", &token(t))]).await.status);
+    }
+    assert_eq!(got, [200, 429, 200]);
+}
