@@ -10,7 +10,9 @@
 //! The runtime never reads these types on the hot path: `cratopus-core` compiles them into a
 //! `Snapshot` first.
 
+pub mod access;
 pub mod error;
+pub mod http_policies;
 pub mod interpolate;
 pub mod lint;
 pub mod load;
@@ -23,6 +25,7 @@ pub mod tls;
 pub mod units;
 pub mod validate;
 
+pub use access::*;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{LoadedConfig, LoadedOrg, load_file, load_str};
 pub use model::*;

@@ -8,6 +8,8 @@
 //! [`crate::schema`]); the types with a hand-written `Deserialize` have a hand-written schema
 //! that accepts what it accepts, and `Spanned<T>` fields appear as plain `T`.
 
+use crate::access::{AuthConfig, AuthorizeConfig, ConsumerConfig, IpRulesConfig};
+use crate::http_policies::{CorsConfig, ForwardConfig, ValidationConfig};
 use crate::policies::{PolicyConfig, QuotaConfig, RateLimitConfig, StateConfig};
 use crate::resilience::{BulkheadConfig, CircuitBreakerConfig, OutlierConfig, RetryConfig};
 use crate::tls::{GatewayTlsConfig, OrgTlsConfig, UpstreamTlsConfig};
@@ -63,6 +65,11 @@ pub struct GatewayConfig {
     /// every node of a cluster.
     #[serde(default)]
     pub state: StateConfig,
+    /// Proxies (CIDRs) in front of the gateway whose `X-Forwarded-For` is believed: the client
+    /// address is then the last one in that header that is not a trusted proxy. Default: none,
+    /// the client is the TCP peer.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     /// The default certificate, what unknown names get, and ACME settings.
     #[serde(default)]
     pub tls: GatewayTlsConfig,
@@ -377,6 +384,21 @@ pub struct OrganizationConfig {
     /// A quota over every route of the organization.
     #[serde(default)]
     pub quota: Option<QuotaConfig>,
+    /// The organization's consumers: who calls its APIs, with their credentials.
+    #[serde(default)]
+    pub consumers: Vec<ConsumerConfig>,
+    /// Authentication for every route (a route's own `auth` replaces it).
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Authorization for every route (a route's own `authorize` replaces it).
+    #[serde(default)]
+    pub authorize: Option<AuthorizeConfig>,
+    /// Client addresses allowed or refused on every route.
+    #[serde(default)]
+    pub ip: Option<IpRulesConfig>,
+    /// CORS for every route (a route's own `cors` replaces it).
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
     /// Certificates (files or ACME), HSTS and client certificates.
     #[serde(default)]
     pub tls: Option<OrgTlsConfig>,
@@ -687,4 +709,22 @@ pub struct RouteConfig {
     /// At most this many requests in flight on this route.
     #[serde(default)]
     pub bulkhead: Option<BulkheadConfig>,
+    /// Authentication on this route; replaces the organization's. `auth: {}` turns it off.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// Authorization on this route; replaces the organization's.
+    #[serde(default)]
+    pub authorize: Option<AuthorizeConfig>,
+    /// Client addresses allowed or refused on this route (after the organization's lists).
+    #[serde(default)]
+    pub ip: Option<IpRulesConfig>,
+    /// CORS on this route; replaces the organization's.
+    #[serde(default)]
+    pub cors: Option<CorsConfig>,
+    /// Request validation: required headers and query parameters, a JSON Schema for the body.
+    #[serde(default)]
+    pub validate: Option<ValidationConfig>,
+    /// Zero-trust forwarding: only the listed headers and query parameters reach the upstream.
+    #[serde(default)]
+    pub forward: Option<ForwardConfig>,
 }

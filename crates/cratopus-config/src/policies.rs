@@ -99,6 +99,10 @@ pub enum RateKey {
     Route,
     /// The value of a request header (lower-cased name).
     Header(String),
+    /// The authenticated consumer (requests without one are counted by client address).
+    Consumer,
+    /// A claim of the verified JWT (requests without it are counted by client address).
+    Claim(String),
 }
 
 impl<'de> Deserialize<'de> for RateKey {
@@ -107,12 +111,14 @@ impl<'de> Deserialize<'de> for RateKey {
         match s.as_str() {
             "client_ip" => Ok(RateKey::ClientIp),
             "route" => Ok(RateKey::Route),
+            "consumer" => Ok(RateKey::Consumer),
+            _ if s.starts_with("claim:") && s.len() > 6 => Ok(RateKey::Claim(s[6..].trim().to_string())),
             _ => match s.strip_prefix("header:") {
                 Some(h) if http::HeaderName::from_bytes(h.trim().as_bytes()).is_ok() => {
                     Ok(RateKey::Header(h.trim().to_ascii_lowercase()))
                 }
                 _ => Err(serde::de::Error::custom(format!(
-                    "unknown key `{s}`: expected `client_ip`, `route` or `header:<name>`"
+                    "unknown key `{s}`: expected `client_ip`, `route`, `consumer`, `claim:<name>` or `header:<name>`"
                 ))),
             },
         }
@@ -125,9 +131,9 @@ impl JsonSchema for RateKey {
     }
     fn json_schema(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
-            "description": "What is counted separately: `client_ip`, `route` or `header:<name>`.",
+            "description": "What is counted separately: `client_ip`, `route`, `consumer`, `claim:<name>` or `header:<name>`.",
             "type": "string",
-            "pattern": "^(client_ip|route|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$"
+            "pattern": "^(client_ip|route|consumer|claim:.+|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$"
         })
     }
 }

@@ -191,11 +191,21 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
             cluster,
             &mut errors,
         );
+        for p in o.cors.as_ref().map(|c| c.problems()).unwrap_or_default() {
+            errors.push(ConfigError::at(
+                f,
+                &o.name.referenced,
+                format!("organization `{name}`: cors: {p}"),
+            ));
+        }
         for r in &o.routes {
             let what = format!("route `{}`", r.path.value);
             let problems = [
                 ("retry", r.retry.as_ref().map(|c| c.problems())),
                 ("bulkhead", r.bulkhead.as_ref().map(|c| c.problems())),
+                ("cors", r.cors.as_ref().map(|c| c.problems())),
+                ("validate", r.validate.as_ref().map(|c| c.problems())),
+                ("forward", r.forward.as_ref().map(|c| c.problems())),
             ];
             for (kind, list) in problems {
                 for p in list.unwrap_or_default() {

@@ -35,8 +35,10 @@ pub struct BodyStats {
 }
 
 pub struct RequestBody {
-    /// `None` for the empty body of a retried request (only bodiless requests are retried).
+    /// `None` for the empty body of a retried request (only bodiless requests are retried)
+    /// and for a body read whole for validation (then in `buffered`).
     inner: Option<Incoming>,
+    buffered: Option<Bytes>,
     limit: u64,
     seen: u64,
     stats: Option<Arc<BodyStats>>,
@@ -49,6 +51,7 @@ impl RequestBody {
         (
             RequestBody {
                 inner: Some(inner),
+                buffered: None,
                 limit: limit.unwrap_or(u64::MAX),
                 seen: 0,
                 stats: stats.clone(),
@@ -63,9 +66,18 @@ impl RequestBody {
     pub fn empty() -> RequestBody {
         RequestBody {
             inner: None,
+            buffered: None,
             limit: u64::MAX,
             seen: 0,
             stats: None,
+        }
+    }
+
+    /// A body already read whole (for validation), sent as it is.
+    pub fn full(bytes: Bytes) -> RequestBody {
+        RequestBody {
+            buffered: (!bytes.is_empty()).then_some(bytes),
+            ..RequestBody::empty()
         }
     }
 }
@@ -76,6 +88,9 @@ impl Body for RequestBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(b) = this.buffered.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
         let Some(inner) = &mut this.inner else {
             return Poll::Ready(None);
         };
@@ -99,13 +114,14 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.buffered.is_none() && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.inner {
-            Some(b) => b.size_hint(),
-            None => SizeHint::with_exact(0),
+        match (&self.buffered, &self.inner) {
+            (Some(b), _) => SizeHint::with_exact(b.len() as u64),
+            (None, Some(b)) => b.size_hint(),
+            (None, None) => SizeHint::with_exact(0),
         }
     }
 }

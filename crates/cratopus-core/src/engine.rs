@@ -25,14 +25,18 @@ use cratopus_observe::LogLine;
 use cratopus_observe::metrics::{GatewayMetrics, RouteMetrics};
 use cratopus_observe::spans::{RequestSpan, SpanSink, UpstreamSpan};
 use cratopus_policies::RateDecision;
+use cratopus_policies::auth::Identity;
+use cratopus_policies::cors::{Cors, Preflight};
+use cratopus_policies::ip_rules::client_ip;
 use cratopus_upstream::balancer::hash_key;
 use cratopus_upstream::{Target, TargetKind, UpstreamPool};
 use http::header::{self, HeaderValue};
 use http::uri::{Scheme, Uri};
 use http::{Request, Response, Version};
 use http_body::Body;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
@@ -78,6 +82,12 @@ struct Learned {
     permits: Option<Box<Permits>>,
     /// `Strict-Transport-Security` of the organization, on HTTPS.
     hsts: Option<HeaderValue>,
+    /// The consumer the request was authenticated as.
+    consumer: Option<Arc<str>>,
+    /// Why a policy refused the request (`expired`, `missing_scope`, …).
+    reason: Option<&'static str>,
+    /// The route's CORS policy and the request's `Origin`, for the response headers.
+    cors: Option<(Arc<Cors>, Option<HeaderValue>)>,
     error: Option<&'static str>,
 }
 
@@ -106,6 +116,7 @@ impl Engine {
         let logging = snap.traffic_log.enabled();
         let request_id = forward::request_id(req.headers());
         let trace = forward::TraceContext::from_headers(req.headers(), snap.sample_ratio);
+        let client = client_ip(conn.peer.ip(), req.headers(), &snap.trusted_proxies);
 
         if req.uri().path() == snap.health_path {
             let mut res = Response::new(ResponseBody::full(Bytes::from_static(b"{\"status\":\"ok\"}\n")));
@@ -129,10 +140,12 @@ impl Engine {
             upstream: None,
             total_ms: 0.0,
             upstream_ms: None,
-            client_ip: conn.peer.ip(),
+            client_ip: client,
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
             error: None,
             trace_id: Some(trace.trace_id),
+            consumer: None,
+            reason: None,
         });
 
         // Spans are built only for sampled requests, and only when an exporter is configured.
@@ -148,7 +161,14 @@ impl Engine {
         };
         let mut stats = None;
         let (mut res, inflight) = match self
-            .run(&snap, req, conn, (&request_id, &trace), &mut learned, &mut stats)
+            .run(
+                &snap,
+                req,
+                conn,
+                (client, &request_id, &trace),
+                &mut learned,
+                &mut stats,
+            )
             .await
         {
             Ok((res, guard)) => (res, guard),
@@ -179,6 +199,9 @@ impl Engine {
         if let Some(rate) = &learned.rate {
             rate.write_headers(res.headers_mut());
         }
+        if let Some((cors, origin)) = &learned.cors {
+            cors.apply(origin.as_ref(), res.headers_mut());
+        }
 
         let pending = log_base.map(|mut line| {
             line.status = res.status().as_u16();
@@ -187,6 +210,8 @@ impl Engine {
             line.upstream = learned.upstream;
             line.upstream_ms = learned.upstream_ms;
             line.error = learned.error;
+            line.consumer = learned.consumer.clone();
+            line.reason = learned.reason;
             Box::new(PendingLog {
                 line,
                 log: snap.traffic_log.clone(),
@@ -221,13 +246,13 @@ impl Engine {
     async fn run(
         &self,
         snap: &Snapshot,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         conn: &ConnInfo,
-        (request_id, trace): (&HeaderValue, &forward::TraceContext),
+        (client, request_id, trace): (IpAddr, &HeaderValue, &forward::TraceContext),
         learned: &mut Learned,
         stats_out: &mut Option<Arc<crate::body::BodyStats>>,
     ) -> Result<(Response<ResponseBody>, Option<cratopus_upstream::InflightGuard>), GatewayError> {
-        if self.overrides.is_blocked(conn.peer.ip()) {
+        if self.overrides.is_blocked(client) {
             return Err(GatewayError::Blocked);
         }
 
@@ -250,7 +275,36 @@ impl Engine {
         }
 
         let path = req.uri().path();
-        let (route, new_path) = match org.router.find(req.method(), path) {
+
+        // A CORS preflight is answered by the route of the method it asks about.
+        if req.method() == http::Method::OPTIONS
+            && req.headers().contains_key(header::ORIGIN)
+            && let Some(asked) = req
+                .headers()
+                .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+                .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
+            && let Match::Found(route, _) = org.router.find(&asked, path)
+            && let Some(cors) = &route.cors
+            && let Some(answer) = cors.preflight(req.headers(), req.method())
+        {
+            if learned.enabled {
+                learned.route = Some(route.name.clone());
+            }
+            return match answer {
+                Preflight::Allow(headers) => {
+                    let mut res = Response::new(ResponseBody::full(Bytes::new()));
+                    *res.status_mut() = http::StatusCode::NO_CONTENT;
+                    res.headers_mut().extend(headers);
+                    Ok((res, None))
+                }
+                Preflight::Deny(d) => Err(GatewayError::Cors {
+                    code: d.code(),
+                    message: d.to_string(),
+                }),
+            };
+        }
+
+        let (route, mut new_path) = match org.router.find(req.method(), path) {
             Match::Found(route, params) => {
                 let p = forward::upstream_path(route, &params, path, req.uri().query());
                 (route.clone(), p)
@@ -266,13 +320,78 @@ impl Engine {
         }
         route.metrics.request_started();
         learned.route_metrics = Some(route.metrics.clone());
+        if let Some(cors) = &route.cors {
+            learned.cors = Some((cors.clone(), req.headers().get(header::ORIGIN).cloned()));
+        }
         if self.overrides.is_disabled(&route.org, &route.name) {
             return Err(GatewayError::RouteDisabled);
         }
 
+        // IP rules: the organization's, then the route's.
+        if route.ip_rules.iter().any(|r| !r.permits(client)) {
+            return Err(GatewayError::IpDenied);
+        }
+
+        // Authentication, then authorization.
+        let mut identity = None;
+        if let Some(auth) = &route.auth {
+            let (mut parts, body) = req.into_parts();
+            let mut query_changed = false;
+            let result = auth.authenticate(&route.name, &mut parts, &mut query_changed).await;
+            // A consumer id sent by the client never reaches the upstream as if it were ours.
+            parts.headers.remove(&X_CONSUMER_ID);
+            if query_changed {
+                new_path = new_path.map(|p| with_query(&p, parts.uri.query()));
+            }
+            req = Request::from_parts(parts, body);
+            match result {
+                Ok(id) => {
+                    if let Some(c) = &id.consumer {
+                        learned.consumer = Some(c.id.clone());
+                        if let Ok(v) = HeaderValue::from_str(&c.id) {
+                            req.headers_mut().insert(X_CONSUMER_ID.clone(), v);
+                        }
+                    }
+                    identity = Some(id);
+                }
+                Err(e) => {
+                    learned.reason = Some(e.detail());
+                    if route.authorize.as_ref().is_some_and(|a| a.hides()) {
+                        return Err(GatewayError::NoRoute);
+                    }
+                    return Err(GatewayError::Unauthenticated {
+                        code: e.code(),
+                        detail: e.detail(),
+                        challenge: auth.challenge.clone(),
+                    });
+                }
+            }
+        }
+        if let Some(authz) = &route.authorize {
+            let anonymous = Identity::default();
+            if let Err(why) = authz.check(identity.as_ref().unwrap_or(&anonymous)) {
+                learned.reason = Some(why);
+                return Err(if authz.hides() {
+                    GatewayError::NoRoute
+                } else {
+                    GatewayError::Forbidden(why)
+                });
+            }
+        }
+
         // Rate limits and quotas.
         if !route.rate_limits.is_empty() || !route.quotas.is_empty() {
-            check_limits(snap, &route, req.headers(), conn.peer.ip(), learned).await?;
+            check_limits(snap, &route, req.headers(), client, identity.as_ref(), learned).await?;
+        }
+
+        // Validation of the head; a body to check is read whole below.
+        let mut read_body = None;
+        if let Some(v) = &route.validator {
+            v.check_head(req.headers(), req.uri().query())
+                .map_err(|e| GatewayError::Invalid(Arc::new(e)))?;
+            if v.needs_body(req.method(), req.headers()) {
+                read_body = Some(v.clone());
+            }
         }
 
         // Limits the route can judge before reading the body.
@@ -301,7 +420,7 @@ impl Engine {
         }
 
         // Upstream: a healthy target.
-        let hash = upstream.pool.hash_on().and_then(|h| request_hash(h, &req, conn));
+        let hash = upstream.pool.hash_on().and_then(|h| request_hash(h, &req, client));
         let mut target = upstream
             .pool
             .pick(hash)
@@ -309,7 +428,30 @@ impl Engine {
         let mut guard = target.begin();
 
         let (mut parts, body) = req.into_parts();
-        let (body, stats) = RequestBody::new(body, route.max_body);
+        let (body, stats) = match read_body {
+            None => RequestBody::new(body, route.max_body),
+            Some(v) => {
+                let limit = match (route.max_body, v.body_limit()) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (a, b) => a.or(b).unwrap_or(u64::MAX),
+                };
+                let bytes = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        if e.is::<http_body_util::LengthLimitError>() {
+                            GatewayError::BodyTooLarge(limit)
+                        } else {
+                            GatewayError::BadRequest("the request body could not be read".into())
+                        }
+                    })?
+                    .to_bytes();
+                v.check_body(&bytes).map_err(|e| GatewayError::Invalid(Arc::new(e)))?;
+                let stats = Arc::new(crate::body::BodyStats::default());
+                stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
+                (RequestBody::full(bytes), Some(stats))
+            }
+        };
         *stats_out = stats.clone();
 
         // Headers as every target sees them, the mirror included.
@@ -324,6 +466,18 @@ impl Engine {
             request_id,
         );
         parts.headers.insert(forward::TRACEPARENT.clone(), trace.header());
+        if let Some(fw) = &route.forwarding {
+            fw.filter_headers(&mut parts.headers);
+            if fw.filters_query() {
+                let query = fw.filter_query(parts.uri.query().unwrap_or(""));
+                let base = new_path
+                    .clone()
+                    .or_else(|| parts.uri.path_and_query().cloned())
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+                new_path = Some(with_query(&base, query.as_deref()));
+            }
+        }
+        // After the forwarding filter: the gateway's own header is not the client's.
         if let Some(auth) = &org.tls.client_auth {
             // Only the gateway says who the client's certificate names.
             parts.headers.remove(&auth.header);
@@ -482,12 +636,13 @@ async fn check_limits(
     route: &Route,
     headers: &http::HeaderMap,
     client: std::net::IpAddr,
+    identity: Option<&Identity>,
     learned: &mut Learned,
 ) -> Result<(), GatewayError> {
     let mut key = String::with_capacity(64);
     for policy in &route.rate_limits {
         let d = policy
-            .check(&snap.limiter, headers, client, &mut key)
+            .check(&snap.limiter, headers, client, identity, &mut key)
             .await
             .map_err(|_| GatewayError::LimitsUnavailable)?;
         if !d.allowed {
@@ -505,7 +660,7 @@ async fn check_limits(
     }
     for quota in &route.quotas {
         let q = quota
-            .check(&snap.limiter, headers, client, &mut key)
+            .check(&snap.limiter, headers, client, identity, &mut key)
             .await
             .map_err(|_| GatewayError::LimitsUnavailable)?;
         if !q.allowed {
@@ -571,6 +726,18 @@ fn pending_span(
         start,
         upstream,
     })
+}
+
+/// `X-Consumer-Id`: the authenticated consumer, for the upstream.
+static X_CONSUMER_ID: header::HeaderName = header::HeaderName::from_static("x-consumer-id");
+
+/// `p` with its query replaced by `query` (after an API key was taken out of it).
+fn with_query(p: &http::uri::PathAndQuery, query: Option<&str>) -> http::uri::PathAndQuery {
+    let text = match query {
+        Some(q) => format!("{}?{q}", p.path()),
+        None => p.path().to_string(),
+    };
+    text.parse().unwrap_or_else(|_| p.clone())
 }
 
 /// A target for a retry: another than `last` when the balancer offers one within a few picks
@@ -643,7 +810,7 @@ fn upstream_request(
 }
 
 /// The consistent-hash key of a request.
-fn request_hash<B>(on: &HashOn, req: &Request<B>, conn: &ConnInfo) -> Option<u64> {
+fn request_hash<B>(on: &HashOn, req: &Request<B>, client: IpAddr) -> Option<u64> {
     match on {
         HashOn::Header(name) => req.headers().get(name.as_str()).map(|v| hash_key(v.as_bytes())),
         HashOn::Cookie(name) => req
@@ -655,7 +822,7 @@ fn request_hash<B>(on: &HashOn, req: &Request<B>, conn: &ConnInfo) -> Option<u64
             .filter_map(|kv| kv.trim().split_once('='))
             .find(|(k, _)| *k == name)
             .map(|(_, v)| hash_key(v.as_bytes())),
-        HashOn::ClientIp => Some(match conn.peer.ip() {
+        HashOn::ClientIp => Some(match client {
             std::net::IpAddr::V4(ip) => hash_key(&ip.octets()),
             std::net::IpAddr::V6(ip) => hash_key(&ip.octets()),
         }),

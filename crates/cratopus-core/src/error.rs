@@ -1,7 +1,9 @@
 //! The errors the gateway answers itself, each with its status and a stable `code`.
 
 use bytes::Bytes;
+use cratopus_policies::validation::Violation;
 use http::{HeaderValue, Response, StatusCode, header};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
@@ -47,6 +49,20 @@ pub enum GatewayError {
     LimitsUnavailable,
     #[error("too many requests in flight on this route or upstream")]
     Overloaded,
+    #[error("authentication failed: {detail}")]
+    Unauthenticated {
+        code: &'static str,
+        detail: &'static str,
+        challenge: HeaderValue,
+    },
+    #[error("not allowed: {0}")]
+    Forbidden(&'static str),
+    #[error("requests from this address are not allowed here")]
+    IpDenied,
+    #[error("{message}")]
+    Cors { code: &'static str, message: String },
+    #[error("{}", .0.message)]
+    Invalid(Arc<Violation>),
 }
 
 impl GatewayError {
@@ -68,6 +84,9 @@ impl GatewayError {
             GatewayError::RouteDisabled => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::RateLimited(_) | GatewayError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::LimitsUnavailable | GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden(_) | GatewayError::IpDenied | GatewayError::Cors { .. } => StatusCode::FORBIDDEN,
+            GatewayError::Invalid(v) => v.kind.status(),
         }
     }
 
@@ -93,13 +112,33 @@ impl GatewayError {
             GatewayError::QuotaExceeded(_) => "quota_exceeded",
             GatewayError::LimitsUnavailable => "limits_unavailable",
             GatewayError::Overloaded => "overloaded",
+            GatewayError::Unauthenticated { code, .. } => code,
+            GatewayError::Forbidden(_) => "forbidden",
+            GatewayError::IpDenied => "ip_denied",
+            GatewayError::Cors { code, .. } => code,
+            GatewayError::Invalid(v) => v.kind.code(),
         }
     }
 
     /// `{"error": {"status", "code", "message", "request_id"}}`, with `Allow` on a 405 and
     /// `Retry-After` on a 429.
     pub fn to_response(&self, request_id: &HeaderValue) -> Response<Bytes> {
-        let body = error_body(self.status(), self.code(), &self.to_string(), request_id);
+        let body = match self {
+            // A validation failure lists what was wrong, where.
+            GatewayError::Invalid(v) => {
+                let doc = serde_json::json!({"error": {
+                    "status": self.status().as_u16(),
+                    "code": self.code(),
+                    "message": v.message,
+                    "request_id": request_id.to_str().unwrap_or(""),
+                    "details": v.details(),
+                }});
+                let mut b = serde_json::to_vec(&doc).unwrap_or_default();
+                b.push(b'\n');
+                Bytes::from(b)
+            }
+            _ => error_body(self.status(), self.code(), &self.to_string(), request_id),
+        };
         let mut res = Response::new(body);
         *res.status_mut() = self.status();
         res.headers_mut()
@@ -107,6 +146,9 @@ impl GatewayError {
         match self {
             GatewayError::MethodNotAllowed(_, allow) => {
                 res.headers_mut().insert(header::ALLOW, allow.clone());
+            }
+            GatewayError::Unauthenticated { challenge, .. } => {
+                res.headers_mut().insert(header::WWW_AUTHENTICATE, challenge.clone());
             }
             GatewayError::RateLimited(secs) | GatewayError::QuotaExceeded(secs) => {
                 res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));

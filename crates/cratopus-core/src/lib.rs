@@ -19,3 +19,8 @@ pub mod tls;
 pub use engine::{ConnInfo, Engine};
 pub use error::GatewayError;
 pub use snapshot::{Snapshot, compile};
+
+/// The hash of an API key as a consumer's `keys:` stores it (`cratopus hash-key`).
+pub fn hash_api_key(key: &str) -> String {
+    cratopus_policies::auth::hash_key(key)
+}

@@ -9,11 +9,19 @@ use crate::conn_pool::{ConnPool, PoolSettings};
 use crate::resilience::{self, Retry};
 use crate::router::{HostTable, MethodTable, OrgRouter};
 use crate::tls::{OrgTls, TlsSnapshot};
-use cratopus_config::{ConfigError, ConfigErrors, FailMode, LoadedConfig, Protocol, StateConfig, UpstreamConfig};
+use cratopus_config::{
+    AuthConfig, ConfigError, ConfigErrors, FailMode, LoadedConfig, Protocol, StateConfig, UpstreamConfig,
+};
 use cratopus_observe::TrafficLog;
 use cratopus_observe::metrics::RouteMetrics;
 use cratopus_observe::spans::{SpanSettings, SpanSink};
 use cratopus_observe::traffic_log::TrafficLogSettings;
+use cratopus_policies::auth::{Authenticator, Consumers};
+use cratopus_policies::authz::Authorizer;
+use cratopus_policies::cors::Cors;
+use cratopus_policies::forwarding::Forwarding;
+use cratopus_policies::ip_rules::{Cidr, IpRules};
+use cratopus_policies::validation::Validator;
 use cratopus_policies::{QuotaPolicy, RateLimitPolicy};
 use cratopus_state::{LocalLimiter, RedisLimiter, SharedLimiter};
 use cratopus_upstream::{Bulkhead, UpstreamPool, UpstreamTls};
@@ -77,6 +85,16 @@ pub struct Route {
     pub retry: Option<Arc<Retry>>,
     /// The route's own in-flight limit.
     pub bulkhead: Option<Arc<Bulkhead>>,
+    /// IP allow and deny lists: the organization's, then the route's.
+    pub ip_rules: Vec<Arc<IpRules>>,
+    /// Authentication (the route's, or its organization's); `None` when the route is open.
+    pub auth: Option<Arc<Authenticator>>,
+    /// Authorization (the route's, or its organization's).
+    pub authorize: Option<Arc<Authorizer>>,
+    /// CORS (the route's, or its organization's).
+    pub cors: Option<Arc<Cors>>,
+    pub validator: Option<Arc<Validator>>,
+    pub forwarding: Option<Arc<Forwarding>>,
 }
 
 #[derive(Debug)]
@@ -104,6 +122,8 @@ pub struct Snapshot {
     /// a reload does not hand every client a fresh burst.
     pub limiter: Arc<SharedLimiter>,
     state_config: StateConfig,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<Cidr>,
     /// Every configured route, in file order (for metrics and the admin API).
     pub routes: Vec<Arc<Route>>,
     /// Certificates and TLS settings of the HTTPS listeners.
@@ -120,6 +140,23 @@ impl Snapshot {
     /// The upstreams of this snapshot: (organization, name) → upstream.
     pub fn upstreams(&self) -> impl Iterator<Item = (&(Arc<str>, String), &Arc<Upstream>)> {
         self.upstreams.iter()
+    }
+}
+
+/// An authenticator, or `None` for `auth: {}` (no authentication).
+async fn compile_auth(
+    a: &AuthConfig,
+    consumers: &Arc<Consumers>,
+    base: &Path,
+    errors: &mut Vec<String>,
+) -> Option<Arc<Authenticator>> {
+    match Authenticator::compile(a, consumers.clone(), base).await {
+        Ok(x) if x.is_active() => Some(Arc::new(x)),
+        Ok(_) => None,
+        Err(e) => {
+            errors.push(format!("auth: {e}"));
+            None
+        }
     }
 }
 
@@ -293,6 +330,13 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         },
     };
     let cluster = gw.state.redis.is_some();
+    let mut trusted_proxies = Vec::new();
+    for p in &gw.trusted_proxies {
+        match Cidr::parse(p) {
+            Ok(c) => trusted_proxies.push(c),
+            Err(e) => errors.push(ConfigError::new(&file, format!("trusted_proxies: {e}"))),
+        }
+    }
 
     // TLS: certificate files are read here; ACME certificates carry over.
     let acme_store = prev.map(|p| p.tls.acme.clone()).unwrap_or_default();
@@ -411,6 +455,31 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
             })
             .collect();
 
+        // Identity and access.
+        let base = f.parent().unwrap_or(Path::new("."));
+        let consumers = match Consumers::compile(&o.consumers) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                errors.push(ConfigError::new(f, e));
+                Arc::new(Consumers::default())
+            }
+        };
+        let mut auth_errors = Vec::new();
+        let org_auth = match &o.auth {
+            Some(a) => compile_auth(a, &consumers, base, &mut auth_errors).await,
+            None => None,
+        };
+        let org_authorize = o.authorize.as_ref().map(|a| Arc::new(Authorizer::compile(a)));
+        let org_ip = o.ip.as_ref().and_then(|r| match IpRules::compile(r) {
+            Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                auth_errors.push(format!("ip: {e}"));
+                None
+            }
+        });
+
+        let org_cors = o.cors.as_ref().map(|c| Arc::new(Cors::compile(c)));
+
         let mut router = OrgRouter::default();
         // pattern → index into router.tables, to group routes that share a pattern.
         let mut slots: HashMap<String, usize> = HashMap::new();
@@ -477,6 +546,24 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                     .as_ref()
                     .map(|c| Arc::new(QuotaPolicy::compile(own, c, cluster))),
             );
+            let auth = match &r.auth {
+                Some(a) => compile_auth(a, &consumers, base, &mut auth_errors).await,
+                None => org_auth.clone(),
+            };
+            let validator = r.validate.as_ref().and_then(|v| match Validator::compile(v, base) {
+                Ok(v) => Some(Arc::new(v)),
+                Err(e) => {
+                    auth_errors.push(format!("route `{pattern}`: validate: {e}"));
+                    None
+                }
+            });
+            let mut ip_rules: Vec<Arc<IpRules>> = org_ip.iter().cloned().collect();
+            if let Some(rules) = &r.ip {
+                match IpRules::compile(rules) {
+                    Ok(rules) => ip_rules.push(Arc::new(rules)),
+                    Err(e) => auth_errors.push(format!("route `{pattern}`: ip: {e}")),
+                }
+            }
             let route = Arc::new(Route {
                 name: route_name.clone(),
                 line: r.path.referenced.line(),
@@ -499,6 +586,20 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                 quotas,
                 retry: r.retry.as_ref().map(Retry::compile).or_else(|| upstream.retry.clone()),
                 bulkhead: r.bulkhead.as_ref().map(resilience::bulkhead),
+                ip_rules,
+                auth,
+                authorize: r
+                    .authorize
+                    .as_ref()
+                    .map(|a| Arc::new(Authorizer::compile(a)))
+                    .or_else(|| org_authorize.clone()),
+                cors: r
+                    .cors
+                    .as_ref()
+                    .map(|c| Arc::new(Cors::compile(c)))
+                    .or_else(|| org_cors.clone()),
+                validator,
+                forwarding: r.forward.as_ref().map(|f| Arc::new(Forwarding::compile(f))),
             });
             all_routes.push(route.clone());
             if let Err(e) = add_route(&mut router, &mut slots, &pattern, &route, &methods, true) {
@@ -531,6 +632,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                 t.allow = HeaderValue::from_str(&names.join(", ")).ok();
             }
         }
+        errors.extend(auth_errors.into_iter().map(|e| ConfigError::new(f, e)));
         orgs.push(Org {
             name: org_name,
             router,
@@ -556,6 +658,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         spans,
         limiter,
         state_config: gw.state.clone(),
+        trusted_proxies,
         routes: all_routes,
         upstreams,
         tls,

@@ -40,6 +40,10 @@ pub struct LogLine {
     pub error: Option<&'static str>,
     /// The W3C trace id the request carried or was given (`traceparent`).
     pub trace_id: Option<[u8; 16]>,
+    /// The consumer the request was authenticated as.
+    pub consumer: Option<Arc<str>>,
+    /// Why a policy refused the request, beyond `error` (`expired`, `missing_scope`, …).
+    pub reason: Option<&'static str>,
 }
 
 /// Where lines go; settings read from the gateway config.
@@ -328,6 +332,16 @@ pub fn format_line(l: &LogLine, buf: &mut Vec<u8>) {
         Some(e) => push_str(buf, e),
         None => buf.extend_from_slice(b"null"),
     }
+    push_field(buf, "consumer");
+    match &l.consumer {
+        Some(c) => push_str(buf, c),
+        None => buf.extend_from_slice(b"null"),
+    }
+    push_field(buf, "reason");
+    match l.reason {
+        Some(r) => push_str(buf, r),
+        None => buf.extend_from_slice(b"null"),
+    }
     push_field(buf, "trace_id");
     match &l.trace_id {
         Some(id) => {
@@ -393,6 +407,8 @@ mod tests {
             user_agent: None,
             error: None,
             trace_id: Some([0xab; 16]),
+            consumer: Some("c-1".into()),
+            reason: None,
         }
     }
 

@@ -5,9 +5,16 @@
 //! engine (`cratopus-core`) calls them in the fixed order of `docs/architecture.md` and turns
 //! their refusals into the gateway's JSON errors.
 
+pub mod auth;
+pub mod authz;
+pub mod cors;
+pub mod forwarding;
+pub mod ip_rules;
+pub mod jwks;
 pub mod key;
 pub mod quota;
 pub mod rate_limit;
+pub mod validation;
 
 pub use quota::{QuotaDecision, QuotaPolicy};
 pub use rate_limit::{RateDecision, RateLimitPolicy};

@@ -1,6 +1,7 @@
 //! Quotas: a number of requests per UTC calendar day or month and key, counted in the state
 //! store (Redis when the gateway has it, so that every node draws on one quota).
 
+use crate::auth::Identity;
 use crate::key::write_key;
 use cratopus_config::{QuotaConfig, RateKey, StateScope};
 use cratopus_state::{QuotaPeriod, SharedLimiter, Source, StateError};
@@ -55,9 +56,10 @@ impl QuotaPolicy {
         store: &SharedLimiter,
         headers: &HeaderMap,
         client: IpAddr,
+        identity: Option<&Identity>,
         scratch: &mut String,
     ) -> Result<QuotaDecision, StateError> {
-        write_key(scratch, &self.id, &self.key, headers, client);
+        write_key(scratch, &self.id, &self.key, headers, client, identity);
         let (q, source) = if self.cluster {
             store.quota_add(scratch, self.period, self.limit, 1).await?
         } else {
@@ -96,15 +98,15 @@ mod tests {
         h.insert("x-api-key", http::HeaderValue::from_static("k"));
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let mut s = String::new();
-        assert!(q.check(&store, &h, ip, &mut s).await.unwrap().allowed);
-        let d = q.check(&store, &h, ip, &mut s).await.unwrap();
+        assert!(q.check(&store, &h, ip, None, &mut s).await.unwrap().allowed);
+        let d = q.check(&store, &h, ip, None, &mut s).await.unwrap();
         assert!(d.allowed);
         assert_eq!(d.used, 2);
-        let d = q.check(&store, &h, ip, &mut s).await.unwrap();
+        let d = q.check(&store, &h, ip, None, &mut s).await.unwrap();
         assert!(!d.allowed);
         assert!((1..=86_400).contains(&d.resets_in));
         // Another key has its own quota.
         h.insert("x-api-key", http::HeaderValue::from_static("other"));
-        assert!(q.check(&store, &h, ip, &mut s).await.unwrap().allowed);
+        assert!(q.check(&store, &h, ip, None, &mut s).await.unwrap().allowed);
     }
 }

@@ -5,6 +5,7 @@
 //! of the stack, and optionally the older `X-RateLimit-*` forms. Everything that does not
 //! depend on the request (the policy header, the limit values) is rendered at compile time.
 
+use crate::auth::Identity;
 use crate::key::write_key;
 use cratopus_config::{LimitMode, RateKey, RateLimitConfig, StateScope};
 use cratopus_state::{Rate, SharedLimiter, Source, StateError};
@@ -133,9 +134,10 @@ impl RateLimitPolicy {
         store: &SharedLimiter,
         headers: &HeaderMap,
         client: IpAddr,
+        identity: Option<&Identity>,
         scratch: &mut String,
     ) -> Result<RateDecision, StateError> {
-        write_key(scratch, &self.id, &self.key, headers, client);
+        write_key(scratch, &self.id, &self.key, headers, client, identity);
         let (v, source) = if self.cluster {
             store.check(scratch, &self.rates).await?
         } else {
@@ -235,11 +237,11 @@ mod tests {
         let mut s = String::new();
         let h = HeaderMap::new();
         for left in [2u32, 1, 0] {
-            let d = p.check(&store, &h, ip, &mut s).await.unwrap();
+            let d = p.check(&store, &h, ip, None, &mut s).await.unwrap();
             assert!(d.allowed && !d.refuses());
             assert_eq!(d.remaining, left);
         }
-        let d = p.check(&store, &h, ip, &mut s).await.unwrap();
+        let d = p.check(&store, &h, ip, None, &mut s).await.unwrap();
         assert!(d.refuses());
         let mut out = HeaderMap::new();
         d.write_headers(&mut out);
@@ -250,7 +252,7 @@ mod tests {
         assert_eq!(out[&RATELIMIT_POLICY], "3;w=1, 100;w=60;burst=5");
         // Another client has its own counters.
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(p.check(&store, &h, other, &mut s).await.unwrap().allowed);
+        assert!(p.check(&store, &h, other, None, &mut s).await.unwrap().allowed);
     }
 
     #[tokio::test]
@@ -264,8 +266,8 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let mut s = String::new();
         let h = HeaderMap::new();
-        assert!(p.check(&store, &h, ip, &mut s).await.unwrap().allowed);
-        let d = p.check(&store, &h, ip, &mut s).await.unwrap();
+        assert!(p.check(&store, &h, ip, None, &mut s).await.unwrap().allowed);
+        let d = p.check(&store, &h, ip, None, &mut s).await.unwrap();
         assert!(!d.allowed && !d.refuses());
         let mut out = HeaderMap::new();
         d.write_headers(&mut out);

@@ -57,6 +57,12 @@ enum Command {
         #[arg(short, long)]
         out: Option<PathBuf>,
     },
+    /// Print the hash of an API key for a consumer's `keys:` (the key itself stays out of the
+    /// config). Without KEY, a new random key is made and printed with its hash.
+    HashKey {
+        /// The key to hash; read it from standard input with `-`.
+        key: Option<String>,
+    },
     /// Run the echo service alone.
     Mirror {
         #[arg(short, long, default_value = "127.0.0.1:8081")]
@@ -80,7 +86,47 @@ fn main() -> ExitCode {
         Command::Routes { config, json } => routes_cmd::run(&config, json),
         Command::Schema { org, out } => schema_cmd::run(org, out.as_deref()),
         Command::Mirror { listen } => mirror(&listen),
+        Command::HashKey { key } => hash_key(key),
     }
+}
+
+/// `cratopus hash-key`.
+fn hash_key(key: Option<String>) -> ExitCode {
+    let key = match key.as_deref() {
+        Some("-") => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("error: cannot read the key from standard input");
+                return ExitCode::FAILURE;
+            }
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+        Some(k) => k.to_string(),
+        None => {
+            // 32 random bytes from the OS, as 64 hex digits.
+            let mut bytes = [0u8; 32];
+            if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| {
+                use std::io::Read;
+                f.read_exact(&mut bytes)
+            }) {
+                eprintln!("error: no randomness from /dev/urandom: {e}");
+                return ExitCode::FAILURE;
+            }
+            let key: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            println!("key:  {key}");
+            key
+        }
+    };
+    if key.is_empty() {
+        eprintln!("error: the key is empty");
+        return ExitCode::FAILURE;
+    }
+    let hash = cratopus_core::hash_api_key(&key);
+    if key.len() < 16 {
+        eprintln!("warning: a key of fewer than 16 characters can be guessed");
+    }
+    println!("{}{hash}", if std::env::args().count() <= 2 { "hash: " } else { "" });
+    ExitCode::SUCCESS
 }
 
 fn load(path: Option<&Path>) -> Result<cratopus_config::LoadedConfig, String> {
