@@ -168,9 +168,10 @@ pub async fn serve(
                     tls: Some(tls),
                 };
                 let svc = service(engine, info, None);
-                if let Err(e) = drive(&builder, TokioIo::new(stream), svc, &mut stop).await {
+                drive(&builder, TokioIo::new(stream), svc, &mut stop, |e| {
                     tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-                }
+                })
+                .await;
                 return;
             }
             let (io, state) = ConnIo::new(stream);
@@ -180,15 +181,16 @@ pub async fn serve(
                 tls: None,
             };
             let svc = service(engine, info, mode.redirect_to_https);
-            if let Err(e) = drive(&builder, TokioIo::new(io), svc, &mut stop).await {
+            drive(&builder, TokioIo::new(io), svc, &mut stop, |e| {
                 let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
                 if timed_out && state.is_partial() {
-                    // Written by the IO as the connection drops, just below.
+                    // Written by the IO as the connection drops, when `drive` returns.
                     state.request_timeout();
                 } else {
                     tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                 }
-            }
+            })
+            .await;
         });
     }
 }
@@ -223,14 +225,15 @@ fn service(
 }
 
 /// Serves HTTP/1.1 or HTTP/2 on `io` until it closes; after `stop`, finishes the requests in
-/// flight and closes.
+/// flight and closes. `on_error` sees a connection error while the IO is still alive (it is
+/// dropped, and the connection closed, when this returns).
 async fn drive<I, S>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     svc: S,
     stop: &mut watch::Receiver<bool>,
-) -> Result<(), BoxError>
-where
+    on_error: impl FnOnce(&BoxError),
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
@@ -242,12 +245,15 @@ where
 {
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
-    tokio::select! {
+    let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = stop.changed() => {
             conn.as_mut().graceful_shutdown();
-            conn.await
+            conn.as_mut().await
         }
+    };
+    if let Err(e) = &result {
+        on_error(e);
     }
 }
 
