@@ -10,15 +10,20 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
 fi
 freeport() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 DIR=$(mktemp -d)
-HTTP=$(freeport); ADMIN=$(freeport); TOKEN=ci-admin-token-$RANDOM$RANDOM
+HTTP=$(freeport); HTTPS=$(freeport); ADMIN=$(freeport); TOKEN=ci-admin-token-$RANDOM$RANDOM
+# Certificates so that /api/certificates has something to describe (the example's demo ones).
+CERTS="$(cd "$(dirname "$0")/.." && pwd)/examples/https/certs"
 cat > "$DIR/gateway.yaml" <<YAML
-listeners: [{bind: "127.0.0.1:$HTTP"}]
+listeners: [{bind: "127.0.0.1:$HTTP"}, {bind: "127.0.0.1:$HTTPS", tls: true}]
 admin: {bind: "127.0.0.1:$ADMIN", token: "$TOKEN"}
+tls:
+  default_certificate: {cert: "$CERTS/default.pem", key: "$CERTS/default-key.pem"}
 organizations:
   - name: ci
     upstreams:
       m: {targets: ["mirror://"]}
     routes: [{path: "/{*rest}", upstream: m}]
+    tls: {cert: "$CERTS/shop.pem", key: "$CERTS/shop-key.pem"}
 YAML
 "$BIN" run -c "$DIR/gateway.yaml" > "$DIR/gateway.log" 2>&1 &
 PID=$!
