@@ -1,18 +1,62 @@
 //! What a plain HTTP listener answers before the engine: ACME HTTP-01 challenges, and with
-//! `redirect_http_to_https` a 308 to the same host and path over HTTPS.
+//! `redirect_http_to_https` a 308 to the same host and path over HTTPS. Like every answer of the
+//! gateway, these carry `X-Request-Id` and leave a line in the traffic log.
 
 use bytes::Bytes;
 use cratopus_core::Engine;
 use cratopus_core::GatewayError;
 use cratopus_core::body::ResponseBody;
-use cratopus_core::forward::new_request_id;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
 
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
-/// The edge's own answer to `req`, or `None` to hand it to the engine.
-pub fn answer<B>(engine: &Engine, req: &Request<B>, redirect: Option<u16>) -> Option<Response<ResponseBody>> {
+/// The edge's own answer to `req` from `peer`, or `None` to hand it to the engine.
+pub fn answer<B>(
+    engine: &Engine,
+    req: &Request<B>,
+    peer: std::net::IpAddr,
+    redirect: Option<u16>,
+) -> Option<Response<ResponseBody>> {
+    let id = cratopus_core::forward::request_id(req.headers());
+    let (mut res, error) = decide(engine, req, redirect, &id)?;
+    let snap = engine.snapshot();
+    if snap.traffic_log.enabled() {
+        snap.traffic_log.log(cratopus_observe::LogLine {
+            ts: std::time::SystemTime::now(),
+            request_id: id.clone(),
+            org: None,
+            route: None,
+            method: req.method().clone(),
+            host: req.headers().get(header::HOST).cloned(),
+            uri: req.uri().clone(),
+            status: res.status().as_u16(),
+            bytes_in: 0,
+            bytes_out: 0,
+            upstream: None,
+            total_ms: 0.0,
+            upstream_ms: None,
+            client_ip: peer,
+            user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            error,
+            trace_id: None,
+            consumer: None,
+            reason: None,
+        });
+    }
+    engine.metrics.unrouted(res.status().as_u16());
+    res.headers_mut()
+        .insert(cratopus_core::forward::X_REQUEST_ID.clone(), id);
+    Some(res)
+}
+
+/// The answer and, for the gateway's own errors, their code.
+fn decide<B>(
+    engine: &Engine,
+    req: &Request<B>,
+    redirect: Option<u16>,
+    id: &HeaderValue,
+) -> Option<(Response<ResponseBody>, Option<&'static str>)> {
     let path = req.uri().path();
     if let Some(token) = path.strip_prefix(CHALLENGE_PREFIX) {
         let snap = engine.snapshot();
@@ -21,10 +65,10 @@ pub fn answer<B>(engine: &Engine, req: &Request<B>, redirect: Option<u16>) -> Op
             let mut res = Response::new(ResponseBody::full(Bytes::from(key_auth)));
             res.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            return Some(res);
+            return Some((res, None));
         }
         // Not ours: a challenge is never redirected.
-        return redirect.map(|_| error(GatewayError::NoRoute));
+        return redirect.map(|_| error(GatewayError::NoRoute, id));
     }
     let port = redirect?;
     if path == engine.snapshot().health_path {
@@ -35,20 +79,18 @@ pub fn answer<B>(engine: &Engine, req: &Request<B>, redirect: Option<u16>) -> Op
             let mut res = Response::new(ResponseBody::full(Bytes::new()));
             *res.status_mut() = StatusCode::PERMANENT_REDIRECT;
             res.headers_mut().insert(header::LOCATION, loc);
-            res
+            (res, None)
         }
-        None => error(GatewayError::BadRequest(
-            "a redirect to HTTPS needs a valid Host header".into(),
-        )),
+        None => error(
+            GatewayError::BadRequest("a redirect to HTTPS needs a valid Host header".into()),
+            id,
+        ),
     })
 }
 
-fn error(e: GatewayError) -> Response<ResponseBody> {
-    let id = new_request_id();
-    let mut res = e.to_response(&id).map(ResponseBody::full);
-    res.headers_mut()
-        .insert(cratopus_core::forward::X_REQUEST_ID.clone(), id);
-    res
+/// The gateway's JSON error with the request's id.
+fn error(e: GatewayError, id: &HeaderValue) -> (Response<ResponseBody>, Option<&'static str>) {
+    (e.to_response(id).map(ResponseBody::full), Some(e.code()))
 }
 
 /// `https://<host>[:port]<path and query>`; the host must be a plain name or address.

@@ -215,7 +215,7 @@ fn service(
         let info = info.clone();
         async move {
             if info.tls.is_none()
-                && let Some(res) = crate::edge::answer(&engine, &req, redirect)
+                && let Some(res) = crate::edge::answer(&engine, &req, info.peer.ip(), redirect)
             {
                 return Ok(res);
             }

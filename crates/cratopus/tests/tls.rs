@@ -439,6 +439,7 @@ async fn plain_http_redirects_to_https_except_challenges_and_health_and_https_ge
   - {{name: https, bind: 127.0.0.1:0, tls: true}}
   - {{name: http443, bind: 127.0.0.1:0, redirect_http_to_https: true, https_port: 443}}
   - {{name: plain, bind: 127.0.0.1:0}}
+traffic_log: {{path: traffic.log}}
 organizations:
 {}",
         org(
@@ -454,6 +455,16 @@ organizations:
     assert_eq!(r.status, 308, "{}", r.text());
     let want = format!("https://shop.test:{}/a/b?c=d&e", https.port());
     assert_eq!(r.header("location"), Some(want.as_str()));
+    assert_eq!(
+        r.header("x-request-id").map(str::len),
+        Some(32),
+        "every answer has a request id"
+    );
+    let logged = test_support::eventually(WAIT, || async {
+        std::fs::read_to_string(gw.path("traffic.log")).is_ok_and(|t| t.contains("\"status\":308"))
+    })
+    .await;
+    assert!(logged, "the redirect is in the traffic log{}", dump(&gw));
     let r = test_support::request("POST", &format!("http://{http443}/form"), Some("Shop.Test"), b"x=1").await;
     assert_eq!(r.status, 308, "any method, the same status (clients resend the body)");
     assert_eq!(r.header("location"), Some("https://Shop.Test/form"));
