@@ -384,6 +384,57 @@ pub fn render_state(out: &mut String, s: &StateStats) {
     sample(out, name, "", "", s.outages);
 }
 
+/// A certificate the gateway serves, for the expiry gauge.
+#[derive(Debug, Clone)]
+pub struct CertExpiry<'a> {
+    /// The organization, or empty for the default certificate.
+    pub org: &'a str,
+    /// The names it is served for, comma-separated.
+    pub names: &'a str,
+    /// `file` or `acme`.
+    pub source: &'a str,
+    /// When it expires, in seconds since the Unix epoch.
+    pub not_after: u64,
+}
+
+/// An ACME certificate's consecutive failed orders.
+#[derive(Debug, Clone)]
+pub struct AcmeFailures<'a> {
+    pub org: &'a str,
+    pub names: &'a str,
+    pub failures: u32,
+}
+
+/// Certificate expiry times and ACME failures (only written when there are certificates).
+pub fn render_certificates(out: &mut String, certs: &[CertExpiry<'_>], acme: &[AcmeFailures<'_>]) {
+    if !certs.is_empty() {
+        let name = "cratopus_certificate_expiry_timestamp_seconds";
+        header(
+            out,
+            name,
+            "gauge",
+            "When a served certificate expires (Unix time), by organization, names and source (file or acme).",
+        );
+        for c in certs {
+            let labels = label_list(&[("org", c.org), ("names", c.names), ("source", c.source)]);
+            sample(out, name, &labels, "", c.not_after);
+        }
+    }
+    if !acme.is_empty() {
+        let name = "cratopus_acme_consecutive_failures";
+        header(
+            out,
+            name,
+            "gauge",
+            "Failed ACME orders in a row for a certificate (0 once one succeeds).",
+        );
+        for a in acme {
+            let labels = label_list(&[("org", a.org), ("names", a.names)]);
+            sample(out, name, &labels, "", a.failures);
+        }
+    }
+}
+
 /// Writes the exposition of all metrics to `out` (appending). `routes` are the known routes with
 /// their labels (each pair of labels once), `targets` the upstream targets, `log_dropped` the
 /// traffic log's drop count ([`crate::TrafficLog::dropped`]).

@@ -165,6 +165,28 @@ fn realistic_exposition_passes_promtool() {
             outages: 1,
         },
     );
+    cratopus_observe::metrics::render_certificates(
+        &mut out,
+        &[
+            cratopus_observe::metrics::CertExpiry {
+                org: "acme",
+                names: "*",
+                source: "file",
+                not_after: 1_900_000_000,
+            },
+            cratopus_observe::metrics::CertExpiry {
+                org: "",
+                names: "default",
+                source: "file",
+                not_after: 1_800_000_000,
+            },
+        ],
+        &[cratopus_observe::metrics::AcmeFailures {
+            org: "shop",
+            names: "shop.test,www.shop.test",
+            failures: 3,
+        }],
+    );
 
     for family in [
         "cratopus_requests_total counter",
@@ -182,6 +204,8 @@ fn realistic_exposition_passes_promtool() {
         "cratopus_state_redis_up gauge",
         "cratopus_state_fallbacks_total counter",
         "cratopus_state_outages_total counter",
+        "cratopus_certificate_expiry_timestamp_seconds gauge",
+        "cratopus_acme_consecutive_failures gauge",
     ] {
         assert!(out.contains(&format!("# TYPE {family}\n")), "no {family} in:\n{out}");
     }

@@ -290,12 +290,71 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
             },
         );
     }
+    render_tls(&mut out, &snap);
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     res
+}
+
+/// Certificate expiry and ACME failures for `/metrics`.
+fn render_tls(out: &mut String, snap: &cratopus_core::Snapshot) {
+    use cratopus_observe::metrics::{AcmeFailures, CertExpiry, render_certificates};
+    let secs = |t: Option<SystemTime>| t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs());
+    let files: Vec<(String, String, u64)> = snap
+        .tls
+        .files
+        .iter()
+        .filter_map(|c| {
+            Some((
+                c.org.as_deref().unwrap_or("").to_string(),
+                c.serves.join(","),
+                secs(c.not_after)?,
+            ))
+        })
+        .collect();
+    let acme: Vec<(String, String, Option<u64>, u32)> = snap
+        .tls
+        .acme_wants
+        .iter()
+        .map(|w| {
+            let st = w.cert.status.lock().map(|s| s.clone()).unwrap_or_default();
+            (
+                w.org.to_string(),
+                w.cert.domains.join(","),
+                secs(st.not_after),
+                st.failures,
+            )
+        })
+        .collect();
+    let mut certs: Vec<CertExpiry<'_>> = files
+        .iter()
+        .map(|(org, names, t)| CertExpiry {
+            org,
+            names,
+            source: "file",
+            not_after: *t,
+        })
+        .collect();
+    certs.extend(acme.iter().filter_map(|(org, names, t, _)| {
+        Some(CertExpiry {
+            org,
+            names,
+            source: "acme",
+            not_after: (*t)?,
+        })
+    }));
+    let failures: Vec<AcmeFailures<'_>> = acme
+        .iter()
+        .map(|(org, names, _, failures)| AcmeFailures {
+            org,
+            names,
+            failures: *failures,
+        })
+        .collect();
+    render_certificates(out, &certs, &failures);
 }
 
 /// Reads a JSON object body with the given string fields; the error is the 400 message.

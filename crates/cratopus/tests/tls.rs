@@ -772,6 +772,22 @@ organizations:
     let acme = &status["acme"][0];
     assert!(matches!(acme["state"].as_str(), Some("failed" | "issuing")), "{status}");
     assert!(acme["failures"].as_u64().unwrap_or(0) >= 2, "{status}");
+    let metrics = common_ops::get_with(
+        &test_support::client(),
+        &format!("http://{admin}/metrics"),
+        &[("authorization", "Bearer acme-test-token-0123456789")],
+    )
+    .await
+    .text();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("cratopus_acme_consecutive_failures{"))
+        .unwrap_or_else(|| panic!("no ACME failure gauge:\n{metrics}"));
+    assert!(line.contains("names=\"gw.test\""), "{line}");
+    assert!(
+        metrics.contains("cratopus_certificate_expiry_timestamp_seconds{org=\"\",names=\"default\",source=\"file\"}"),
+        "{metrics}"
+    );
     // Meanwhile the name is served with the certificate it has.
     let (hs, r) = https_get(https, "gw.test", "gw.test", "/", &ClientOpts::trusting(&[&ca.cert_pem]))
         .await
