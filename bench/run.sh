@@ -48,10 +48,12 @@ python3 "$BENCH_DIR/wrk_report.py" selftest >/dev/null || die "wrk output parser
 TARGETS=()             # in run order
 declare -A TPORT=()    # name -> port
 declare -A TPID=()     # name -> pid of its server (for liveness checks)
+declare -A THEADER=()  # name -> a request header wrk sends to it (credentials of a variant)
 
 sanity() {  # sanity NAME PORT — the bench path must answer 200 with the backend's body
-  local name=$1 port=$2 code body
-  code=$(curl -s -o "$TMP/sanity.body" -w '%{http_code}' --max-time 3 "http://127.0.0.1:$port$BENCH_PATH" || true)
+  local name=$1 port=$2 code body hdr=()
+  [ -n "${THEADER[$name]:-}" ] && hdr=(-H "${THEADER[$name]}")
+  code=$(curl -s -o "$TMP/sanity.body" -w '%{http_code}' --max-time 3 "${hdr[@]}" "http://127.0.0.1:$port$BENCH_PATH" || true)
   body=$(cat "$TMP/sanity.body" 2>/dev/null || true)
   if [ "$code" != 200 ] || [ "$body" != "$BACKEND_BODY" ]; then
     die "$name: GET $BENCH_PATH gave HTTP $code with body '${body:0:80}' (want 200 '$BACKEND_BODY')"
@@ -99,17 +101,35 @@ variant_yaml() {
     # Spans of 1% of requests exported over OTLP/HTTP; the backend nginx is the sink
     # (it answers the POSTs with 200).
     otel) printf 'tracing:\n  sample_ratio: 0.01\n  otlp:\n    endpoint: http://127.0.0.1:%s/v1/traces\n' "$BACKEND_PORT" ;;
-    limit) ;;
+    limit|apikey|jwt) ;;
     # The same limit counted in a local redis-server (started here, pinned like the servers).
     redis) printf 'state:\n  redis:\n    urls: ["redis://127.0.0.1:%s"]\n' "$REDIS_PORT" ;;
-    *) die "unknown variant $1 (known: otel, limit, redis)" ;;
+    *) die "unknown variant $1 (known: otel, limit, redis, apikey, jwt)" ;;
   esac
 }
 # variant_org_yaml NAME — what a variant adds inside the organization.
 variant_org_yaml() {
   case "$1" in
     limit|redis) printf '%s\n' "$LIMIT_YAML" ;;
+    # Every request authenticated by an API key of a consumer.
+    apikey) printf '    consumers:\n      - id: bench\n        keys: ["%s"]\n    auth:\n      api_key: {}\n' \
+      "$("$CRATOPUS_BIN" hash-key "$BENCH_API_KEY")" ;;
+    # Every request carries an RS256 JWT verified against an inline public key.
+    jwt) printf '    auth:\n      jwt:\n        public_key: |\n%s\n        audience: [bench]\n' \
+      "$(sed 's/^/          /' "$TMP/jwt-public.pem")" ;;
   esac
+}
+BENCH_API_KEY=bench-key-0123456789abcdef
+# make_rs256_token — an RSA key pair and an RS256 token (1 day) signed with openssl.
+make_rs256_token() {
+  openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/jwt-private.pem" 2>/dev/null
+  openssl pkey -in "$TMP/jwt-private.pem" -pubout -out "$TMP/jwt-public.pem"
+  local b64 header payload sig
+  b64() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
+  header=$(printf '{"alg":"RS256","typ":"JWT"}' | b64)
+  payload=$(printf '{"sub":"bench","aud":"bench","exp":%d}' $(( $(date +%s) + 86400 )) | b64)
+  sig=$(printf '%s.%s' "$header" "$payload" | openssl dgst -sha256 -sign "$TMP/jwt-private.pem" -binary | b64)
+  printf '%s.%s.%s' "$header" "$payload" "$sig"
 }
 if [ "$SKIP_CRATOPUS" != 1 ]; then
   case " $VARIANTS " in
@@ -123,7 +143,12 @@ if [ "$SKIP_CRATOPUS" != 1 ]; then
       done
       ;;
   esac
+  case " $VARIANTS " in *" jwt "*) BENCH_JWT=$(make_rs256_token) ;; esac
   for v in $VARIANTS; do
+    case "$v" in
+      apikey) THEADER[cratopus-$v]="X-Api-Key: $BENCH_API_KEY" ;;
+      jwt) THEADER[cratopus-$v]="Authorization: Bearer $BENCH_JWT" ;;
+    esac
     port=$(free_port)
     mkdir -p "$TMP/cratopus-$v"
     write_cratopus_conf "$TMP/cratopus-$v/gateway.yaml" "$port" 1 "$(variant_yaml "$v")" "$(variant_org_yaml "$v")"
@@ -140,8 +165,10 @@ RUNS="$TMP/runs.jsonl"; : >"$RUNS"
 run_wrk() {  # run_wrk NAME SECONDS ROUND (0 = warm-up, not recorded)
   local name=$1 secs=$2 round=$3 out rc=0 line
   if [ "$round" = 0 ]; then out="$TMP/warmup-$name.txt"; else out="$OUT_DIR/wrk/$name-r$round.txt"; fi
+  local extra=()
+  [ -n "${THEADER[$name]:-}" ] && extra=(-H "${THEADER[$name]}")
   run_client "$out" timeout -k 5 $((secs + 30)) \
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency \
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency "${extra[@]}" \
     "http://127.0.0.1:${TPORT[$name]}$BENCH_PATH" || rc=$?
   if ! kill -0 "${TPID[$name]}" 2>/dev/null; then
     msg "$name died during the run; log tail:"; tail -n 20 "$TMP/$name.log" >&2 || true
