@@ -274,7 +274,7 @@ impl Authenticator {
                 }
                 return Ok(Identity {
                     consumer,
-                    claims: Some(Arc::new(claims)),
+                    claims: Some(claims),
                 });
             }
         }
@@ -365,7 +365,18 @@ pub struct JwtVerifier {
     validations: HashMap<Algorithm, Validation>,
     forward: Vec<(String, HeaderName)>,
     consumer_claim: Option<String>,
+    /// Tokens verified lately, by SHA-256 of the token: a client sends the same token with
+    /// every request, and checking an RSA or EC signature costs tens of microseconds. A hit
+    /// still checks `exp`; an entry lives at most [`VERIFIED_TTL`], so a key withdrawn from a
+    /// JWKS stops being honoured within that time.
+    verified: moka::sync::Cache<[u8; 32], Arc<Map<String, Value>>>,
+    leeway: u64,
 }
+
+/// How long a verified token is taken on trust before its signature is checked again.
+const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+/// Verified tokens kept per verifier.
+const VERIFIED_MAX: u64 = 10_000;
 
 impl JwtVerifier {
     pub async fn compile(c: &JwtAuthConfig, base: &Path) -> Result<JwtVerifier, String> {
@@ -416,11 +427,35 @@ impl JwtVerifier {
             validations,
             forward,
             consumer_claim: c.consumer_claim.clone(),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_MAX)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
+            leeway: c.leeway.0.as_secs(),
         })
     }
 
-    /// The verified claims, or why the token is refused.
-    pub async fn verify(&self, token: &str) -> Result<Map<String, Value>, &'static str> {
+    /// The verified claims, or why the token is refused; from the cache of verified tokens
+    /// when this very token passed lately and has not expired since.
+    pub async fn verify(&self, token: &str) -> Result<Arc<Map<String, Value>>, &'static str> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(claims) = self.verified.get(&digest) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+            if exp.saturating_add(self.leeway) > now {
+                return Ok(claims);
+            }
+            self.verified.invalidate(&digest);
+            return Err("expired");
+        }
+        let claims = Arc::new(self.verify_signature(token).await?);
+        self.verified.insert(digest, claims.clone());
+        Ok(claims)
+    }
+
+    async fn verify_signature(&self, token: &str) -> Result<Map<String, Value>, &'static str> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| "malformed")?;
         if !self.allowed.contains(&header.alg) {
             return Err("algorithm_not_allowed");
@@ -460,6 +495,47 @@ mod tests {
         assert!(parse_key_hash("md5:abc").is_err());
         assert!(parse_key_hash("sha256:zz").is_err());
         assert!(parse_key_hash(&format!("sha256:{}", "g".repeat(64))).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_cached_token_still_expires() {
+        let secret = "this-is-a-test-secret-of-32-bytes!!";
+        let cfg = JwtAuthConfig {
+            algorithms: vec![],
+            secret: Some(secret.into()),
+            public_key: None,
+            public_key_file: None,
+            jwks_url: None,
+            oidc_issuer: None,
+            issuer: None,
+            audience: vec![],
+            leeway: cratopus_config::Dur::secs(0),
+            jwks_refresh: cratopus_config::Dur::secs(600),
+            jwks_min_refresh: cratopus_config::Dur::secs(10),
+            forward_claims: Default::default(),
+            consumer_claim: None,
+        };
+        let v = JwtVerifier::compile(&cfg, Path::new(".")).await.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": "u", "exp": now + 1}),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap();
+        assert!(v.verify(&token).await.is_ok());
+        assert!(v.verify(&token).await.is_ok(), "from the cache");
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        assert!(v.verified.contains_key(&digest));
+        tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+        assert_eq!(v.verify(&token).await, Err("expired"));
+        // A token changed after it was cached is a different token: checked from scratch.
+        let mut forged = token.clone();
+        forged.push('x');
+        assert!(v.verify(&forged).await.is_err());
     }
 
     #[test]
