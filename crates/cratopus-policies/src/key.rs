@@ -1,7 +1,7 @@
 //! The counter key of a request under a limit or quota.
 
 use crate::auth::Identity;
-use cratopus_config::RateKey;
+use cratopus_config::{RateKey, StateScope};
 use http::HeaderMap;
 use std::fmt::Write;
 use std::net::IpAddr;
@@ -49,6 +49,16 @@ pub fn write_key(
                 let _ = write!(out, "{client}");
             }
         },
+    }
+}
+
+/// Whether a limit or quota counts in the shared store: as it says, or as the gateway does
+/// (`default`: the gateway has `state.redis`).
+pub fn in_cluster(scope: Option<StateScope>, default: bool) -> bool {
+    match scope {
+        Some(StateScope::Local) => false,
+        Some(StateScope::Cluster) => true,
+        None => default,
     }
 }
 

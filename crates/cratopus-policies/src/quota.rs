@@ -2,8 +2,8 @@
 //! store (Redis when the gateway has it, so that every node draws on one quota).
 
 use crate::auth::Identity;
-use crate::key::write_key;
-use cratopus_config::{QuotaConfig, RateKey, StateScope};
+use crate::key::{in_cluster, write_key};
+use cratopus_config::{QuotaConfig, RateKey};
 use cratopus_state::{QuotaPeriod, SharedLimiter, Source, StateError};
 use http::HeaderMap;
 use std::net::IpAddr;
@@ -41,11 +41,7 @@ impl QuotaPolicy {
                 cratopus_config::QuotaPeriod::Month => QuotaPeriod::Month,
             },
             key: cfg.key.clone(),
-            cluster: match cfg.state {
-                Some(StateScope::Local) => false,
-                Some(StateScope::Cluster) => true,
-                None => cluster_default,
-            },
+            cluster: in_cluster(cfg.state, cluster_default),
         }
     }
 

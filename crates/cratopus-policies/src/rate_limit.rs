@@ -6,8 +6,8 @@
 //! depend on the request (the policy header, the limit values) is rendered at compile time.
 
 use crate::auth::Identity;
-use crate::key::write_key;
-use cratopus_config::{LimitMode, RateKey, RateLimitConfig, StateScope};
+use crate::key::{in_cluster, write_key};
+use cratopus_config::{LimitMode, RateKey, RateLimitConfig};
 use cratopus_state::{Rate, SharedLimiter, Source, StateError};
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use std::net::IpAddr;
@@ -95,11 +95,7 @@ impl RateLimitPolicy {
             key: cfg.key.clone(),
             mode: cfg.mode,
             x_headers: cfg.x_headers,
-            cluster: match cfg.state {
-                Some(StateScope::Local) => false,
-                Some(StateScope::Cluster) => true,
-                None => cluster_default,
-            },
+            cluster: in_cluster(cfg.state, cluster_default),
             soft_over: AtomicU64::new(0),
             soft_logged: Mutex::new(None),
         }
