@@ -146,6 +146,27 @@ pub struct JwtAuthConfig {
     pub consumer_claim: Option<String>,
 }
 
+/// The serde defaults, with no key source (one must be set).
+impl Default for JwtAuthConfig {
+    fn default() -> Self {
+        JwtAuthConfig {
+            algorithms: Vec::new(),
+            secret: None,
+            public_key: None,
+            public_key_file: None,
+            jwks_url: None,
+            oidc_issuer: None,
+            issuer: None,
+            audience: Vec::new(),
+            leeway: default_leeway(),
+            jwks_refresh: default_jwks_refresh(),
+            jwks_min_refresh: default_jwks_min_refresh(),
+            forward_claims: BTreeMap::new(),
+            consumer_claim: None,
+        }
+    }
+}
+
 fn default_leeway() -> Dur {
     Dur::secs(30)
 }

@@ -185,26 +185,10 @@ impl ConnPool {
         let stream = self.connect_tcp(addr).await?;
         let mut builder = http1::Builder::new();
         builder.max_buf_size(1024 * 1024).max_headers(1000);
-        let sender = match &self.settings.tls {
-            None => {
-                let (sender, conn) = builder
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(SendError::Request)?;
-                spawn_conn(addr, conn);
-                sender
-            }
-            Some(tls) => {
-                let stream = self.connect_tls(tls, stream, addr, host).await?;
-                let (sender, conn) = builder
-                    .handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(SendError::Request)?;
-                spawn_conn(addr, conn);
-                sender
-            }
-        };
-        Ok(sender)
+        match &self.settings.tls {
+            None => handshake_h1(&builder, addr, stream).await,
+            Some(tls) => handshake_h1(&builder, addr, self.connect_tls(tls, stream, addr, host).await?).await,
+        }
     }
 
     async fn send_h2(
@@ -225,23 +209,8 @@ impl ConnPool {
                 let mut builder = http2::Builder::new(TokioExecutor::new());
                 builder.timer(TokioTimer::new());
                 let sender = match &self.settings.tls {
-                    None => {
-                        let (sender, conn) = builder
-                            .handshake(TokioIo::new(stream))
-                            .await
-                            .map_err(SendError::Request)?;
-                        spawn_conn(addr, conn);
-                        sender
-                    }
-                    Some(tls) => {
-                        let stream = self.connect_tls(tls, stream, addr, host).await?;
-                        let (sender, conn) = builder
-                            .handshake(TokioIo::new(stream))
-                            .await
-                            .map_err(SendError::Request)?;
-                        spawn_conn(addr, conn);
-                        sender
-                    }
+                    None => handshake_h2(&builder, addr, stream).await?,
+                    Some(tls) => handshake_h2(&builder, addr, self.connect_tls(tls, stream, addr, host).await?).await?,
                 };
                 if let Ok(mut m) = self.h2.lock() {
                     m.insert(addr, sender.clone());
@@ -252,6 +221,34 @@ impl ConnPool {
         sender.ready().await.map_err(SendError::Request)?;
         sender.send_request(req).await.map_err(SendError::Request)
     }
+}
+
+/// HTTP/1.1 over a connected stream, plain or TLS; the connection is driven by its own task.
+async fn handshake_h1<S>(
+    builder: &http1::Builder,
+    addr: SocketAddr,
+    io: S,
+) -> Result<http1::SendRequest<RequestBody>, SendError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = builder.handshake(TokioIo::new(io)).await.map_err(SendError::Request)?;
+    spawn_conn(addr, conn);
+    Ok(sender)
+}
+
+/// HTTP/2 over a connected stream, plain (h2c) or TLS.
+async fn handshake_h2<S>(
+    builder: &http2::Builder<TokioExecutor>,
+    addr: SocketAddr,
+    io: S,
+) -> Result<http2::SendRequest<RequestBody>, SendError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = builder.handshake(TokioIo::new(io)).await.map_err(SendError::Request)?;
+    spawn_conn(addr, conn);
+    Ok(sender)
 }
 
 /// Drives an upstream connection until it closes.

@@ -348,8 +348,8 @@ impl Engine {
                 Ok(id) => {
                     if let Some(c) = &id.consumer {
                         learned.consumer = Some(c.id.clone());
-                        if let Ok(v) = HeaderValue::from_str(&c.id) {
-                            req.headers_mut().insert(X_CONSUMER_ID.clone(), v);
+                        if let Some(v) = &c.header {
+                            req.headers_mut().insert(X_CONSUMER_ID.clone(), v.clone());
                         }
                     }
                     identity = Some(id);
@@ -486,24 +486,6 @@ impl Engine {
             }
         }
 
-        if matches!(target.kind, TargetKind::Mirror) {
-            if learned.enabled {
-                learned.upstream = Some(target.label.clone());
-            }
-            if let Some(p) = new_path {
-                parts.uri = Uri::from(p);
-            }
-            let started = Instant::now();
-            learned.upstream_start = Some(started);
-            let res = cratopus_mirror::echo(Request::from_parts(parts, body), conn.peer).await;
-            learned.upstream_time = Some(started.elapsed());
-            learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
-            if stats.as_ref().is_some_and(|s| s.too_large.load(Ordering::Relaxed)) {
-                return Err(GatewayError::BodyTooLarge(route.max_body.unwrap_or(0)));
-            }
-            return Ok((res.map(ResponseBody::full), Some(guard)));
-        }
-
         // Retries resend the request head with an empty body, so only bodiless requests are
         // retried; a copy of the head is kept for them.
         let retry = route.retry.as_deref();
@@ -521,13 +503,7 @@ impl Engine {
             if learned.enabled {
                 learned.upstream = Some(target.label.clone());
             }
-            let permit = match target.breaker.as_ref().map(|b| b.try_acquire(Instant::now())) {
-                None => None,
-                Some(Ok(p)) => Some(p),
-                // Its half-open probes are all out: this target takes nothing more for now.
-                Some(Err(_)) => return Err(GatewayError::NoHealthyTarget(upstream.name.to_string())),
-            };
-            let (parts, body) = match (first.take(), &replay) {
+            let (mut parts, body) = match (first.take(), &replay) {
                 (Some(p), _) => p,
                 (None, Some((m, u, h))) => {
                     let mut p = Request::new(()).into_parts().0;
@@ -536,14 +512,25 @@ impl Engine {
                 }
                 (None, None) => return Err(GatewayError::UpstreamFailed),
             };
+            // The mirror answers in process: the first pick, or a retry that landed on the
+            // mirror of a mixed upstream.
             let Some(addr) = target.addr() else {
-                // A retry that landed on the mirror of a mixed upstream.
-                let mut parts = parts;
                 if let Some(p) = new_path {
                     parts.uri = Uri::from(p);
                 }
                 let res = cratopus_mirror::echo(Request::from_parts(parts, body), conn.peer).await;
+                learned.upstream_time = Some(started.elapsed());
+                learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
+                if stats.as_ref().is_some_and(|s| s.too_large.load(Ordering::Relaxed)) {
+                    return Err(GatewayError::BodyTooLarge(route.max_body.unwrap_or(0)));
+                }
                 return Ok((res.map(ResponseBody::full), Some(guard)));
+            };
+            let permit = match target.breaker.as_ref().map(|b| b.try_acquire(Instant::now())) {
+                None => None,
+                Some(Ok(p)) => Some(p),
+                // Its half-open probes are all out: this target takes nothing more for now.
+                Some(Err(_)) => return Err(GatewayError::NoHealthyTarget(upstream.name.to_string())),
             };
             let req = upstream_request(&route, &target, parts, body, new_path.clone(), client_host.clone())?;
             let result = tokio::time::timeout(route.timeout, upstream.conns.send(addr, target.host(), req)).await;

@@ -13,19 +13,12 @@ fn jwt_cfg(secret: Option<&str>, public_key: Option<String>) -> AuthConfig {
     AuthConfig {
         api_key: None,
         jwt: Some(JwtAuthConfig {
-            algorithms: vec![],
             secret: secret.map(str::to_string),
             public_key,
-            public_key_file: None,
-            jwks_url: None,
-            oidc_issuer: None,
             issuer: Some("https://id.test".into()),
             audience: vec!["api".into()],
-            leeway: cratopus_config::Dur::secs(30),
-            jwks_refresh: cratopus_config::Dur::secs(600),
-            jwks_min_refresh: cratopus_config::Dur::secs(10),
             forward_claims: [("sub".to_string(), "x-user-id".to_string())].into(),
-            consumer_claim: None,
+            ..Default::default()
         }),
     }
 }

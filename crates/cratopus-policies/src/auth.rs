@@ -20,6 +20,9 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Consumer {
     pub id: Arc<str>,
+    /// `id` as the `X-Consumer-Id` value sent upstream, made once at config load (`None` for
+    /// an id that is not a valid header value).
+    pub header: Option<HeaderValue>,
     pub tier: Option<String>,
     pub scopes: Vec<String>,
     pub roles: Vec<String>,
@@ -39,6 +42,7 @@ impl Consumers {
         for c in list {
             let consumer = Arc::new(Consumer {
                 id: c.id.as_str().into(),
+                header: HeaderValue::from_str(&c.id).ok(),
                 tier: c.tier.clone(),
                 scopes: c.scopes.clone(),
                 roles: c.roles.clone(),
@@ -501,19 +505,9 @@ mod tests {
     async fn a_cached_token_still_expires() {
         let secret = "this-is-a-test-secret-of-32-bytes!!";
         let cfg = JwtAuthConfig {
-            algorithms: vec![],
             secret: Some(secret.into()),
-            public_key: None,
-            public_key_file: None,
-            jwks_url: None,
-            oidc_issuer: None,
-            issuer: None,
-            audience: vec![],
             leeway: cratopus_config::Dur::secs(0),
-            jwks_refresh: cratopus_config::Dur::secs(600),
-            jwks_min_refresh: cratopus_config::Dur::secs(10),
-            forward_claims: Default::default(),
-            consumer_claim: None,
+            ..Default::default()
         };
         let v = JwtVerifier::compile(&cfg, Path::new(".")).await.unwrap();
         let now = std::time::SystemTime::now()

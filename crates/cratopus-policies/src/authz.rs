@@ -100,6 +100,7 @@ mod tests {
 
         let gold = Consumer {
             id: "c1".into(),
+            header: None,
             tier: Some("gold".into()),
             scopes: vec!["orders:read".into()],
             roles: vec!["admin".into()],
@@ -114,6 +115,7 @@ mod tests {
         assert_eq!(t.check(&id(json!(null), Some(gold))), Ok(()));
         let free = Consumer {
             id: "c1".into(),
+            header: None,
             tier: Some("free".into()),
             scopes: vec!["orders:read".into()],
             roles: vec!["admin".into()],

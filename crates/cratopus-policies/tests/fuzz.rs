@@ -43,19 +43,9 @@ fn authenticator(rt: &tokio::runtime::Runtime) -> Authenticator {
             query: None,
         }),
         jwt: Some(JwtAuthConfig {
-            algorithms: vec![],
             secret: Some(SECRET.into()),
-            public_key: None,
-            public_key_file: None,
-            jwks_url: None,
-            oidc_issuer: None,
-            issuer: None,
-            audience: vec![],
             leeway: cratopus_config::Dur::secs(0),
-            jwks_refresh: cratopus_config::Dur::secs(600),
-            jwks_min_refresh: cratopus_config::Dur::secs(10),
-            forward_claims: Default::default(),
-            consumer_claim: None,
+            ..Default::default()
         }),
     };
     rt.block_on(Authenticator::compile(&cfg, Arc::new(consumers), Path::new(".")))
