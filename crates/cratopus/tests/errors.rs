@@ -171,7 +171,10 @@ routes:
         "a request reached the unhealthy backend"
     );
     assert!(
-        gw.log_lines_with("unhealthy").len() >= 2,
+        eventually(Duration::from_secs(5), || async {
+            gw.log_lines_with("unhealthy").len() >= 2
+        })
+        .await,
         "both targets should be logged as unhealthy:\n{}",
         logs(&gw)
     );

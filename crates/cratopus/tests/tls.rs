@@ -563,7 +563,7 @@ async fn https_upstreams_are_verified_by_default() {
     assert_eq!(r.status, 502, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "upstream_tls_failed");
     assert!(
-        count_log(&gw, &["TLS handshake with upstream failed", "UnknownIssuer"]) >= 1,
+        wait_log(&gw, &["TLS handshake with upstream failed", "UnknownIssuer"], 1, WAIT).await,
         "the reason is logged{}",
         dump(&gw)
     );
