@@ -34,6 +34,13 @@ pub struct ConsumerConfig {
     /// this consumer.
     #[serde(default)]
     pub jwt_subjects: Vec<String>,
+    /// Client certificates that identify this consumer where a route has `auth.mtls`: the
+    /// certificate's SHA-256 fingerprint (`sha256:<hex>`, colons allowed, as `openssl x509
+    /// -fingerprint -sha256` prints it), its subject's common name (`cn:alice`), or one of its
+    /// subject alternative names (`dns:alice.partner.test`, `uri:spiffe://partner.test/alice`,
+    /// `email:alice@partner.test`, `ip:10.1.2.3`).
+    #[serde(default)]
+    pub certificates: Vec<String>,
 }
 
 /// One API key of a consumer.
@@ -82,7 +89,17 @@ pub struct AuthConfig {
     pub api_key: Option<ApiKeyAuthConfig>,
     #[serde(default)]
     pub jwt: Option<JwtAuthConfig>,
+    /// The client certificate of the TLS connection, verified by the organization's
+    /// `tls.client_auth`, names the consumer (its `certificates`).
+    #[serde(default)]
+    pub mtls: Option<MtlsAuthConfig>,
 }
+
+/// Authentication by client certificate. It has no settings of its own: the CA and whether a
+/// certificate is asked for are the organization's `tls.client_auth`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MtlsAuthConfig {}
 
 /// An API key in a header (default `X-Api-Key`) or a query parameter. The key is removed
 /// before the request is forwarded.

@@ -164,6 +164,30 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
         if let Some(tls) = &o.tls {
             check_org_tls(f, o, tls, &mut errors);
         }
+        let client_auth = o.tls.as_ref().is_some_and(|t| t.client_auth.is_some());
+        if !client_auth && o.auth.as_ref().is_some_and(|a| a.mtls.is_some()) {
+            errors.push(ConfigError::at(
+                f,
+                &o.name.referenced,
+                format!("organization `{name}`: auth.mtls needs tls.client_auth, which asks clients for certificates"),
+            ));
+        }
+        for r in o
+            .routes
+            .iter()
+            .filter(|r| r.auth.as_ref().is_some_and(|a| a.mtls.is_some()))
+        {
+            if !client_auth {
+                errors.push(ConfigError::at(
+                    f,
+                    &r.path.referenced,
+                    format!(
+                        "route `{}`: auth.mtls needs the organization's tls.client_auth, which asks clients for certificates",
+                        r.path.value
+                    ),
+                ));
+            }
+        }
         let cluster = gw.state.redis.is_some();
         for (pname, p) in &o.policies {
             if p.rate_limit.is_none() && p.quota.is_none() {

@@ -337,7 +337,9 @@ impl Engine {
         if let Some(auth) = &route.auth {
             let (mut parts, body) = req.into_parts();
             let mut query_changed = false;
-            let result = auth.authenticate(&route.name, &mut parts, &mut query_changed).await;
+            let result = auth
+                .authenticate(&route.name, &mut parts, &mut query_changed, client_cert.map(|c| &c.id))
+                .await;
             // A consumer id sent by the client never reaches the upstream as if it were ours.
             parts.headers.remove(&X_CONSUMER_ID);
             if query_changed {

@@ -38,6 +38,8 @@ pub struct ClientCert {
     pub sans: Vec<String>,
     /// The forwarded header value: `Subject="…";DNS=…;URI=…;Email=…`.
     pub header: Option<HeaderValue>,
+    /// Fingerprint, common name and alternative names, for `auth.mtls` to find the consumer.
+    pub id: cratopus_policies::auth::CertId,
 }
 
 impl ClientCert {
@@ -75,10 +77,13 @@ impl ClientCert {
                 sans.push(format!("{kind}:{value}"));
             }
         }
+        let common_name = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok());
+        let id = cratopus_policies::auth::CertId::new(der, common_name, &sans);
         Some(ClientCert {
             subject,
             sans,
             header: HeaderValue::from_bytes(header.as_bytes()).ok(),
+            id,
         })
     }
 }

@@ -20,6 +20,7 @@ fn jwt_cfg(secret: Option<&str>, public_key: Option<String>) -> AuthConfig {
             forward_claims: [("sub".to_string(), "x-user-id".to_string())].into(),
             ..Default::default()
         }),
+        mtls: None,
     }
 }
 
@@ -84,7 +85,8 @@ fn bench(c: &mut Criterion) {
                     .unwrap()
                     .into_parts();
                 let mut changed = false;
-                rt.block_on(a.authenticate("r", &mut parts, &mut changed)).unwrap()
+                rt.block_on(a.authenticate("r", &mut parts, &mut changed, None))
+                    .unwrap()
             })
         });
     }

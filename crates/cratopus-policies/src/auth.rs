@@ -28,12 +28,70 @@ pub struct Consumer {
     pub roles: Vec<String>,
 }
 
-/// The consumers of one organization, indexed by key hash and by JWT subject.
+/// The consumers of one organization, indexed by key hash, by JWT subject and by client
+/// certificate.
 #[derive(Debug, Default)]
 pub struct Consumers {
     /// SHA-256 of a key → the consumer and the routes the key is limited to (empty: all).
     by_key: HashMap<[u8; 32], (Arc<Consumer>, Vec<String>)>,
     by_subject: HashMap<String, Arc<Consumer>>,
+    /// A certificate name as [`CertId::names`] writes it (`sha256:…`, `cn:…`, `dns:…`) → the
+    /// consumer.
+    by_cert: HashMap<String, Arc<Consumer>>,
+}
+
+/// What identifies a verified client certificate: its fingerprint and names, written the way
+/// consumers' `certificates` are, so that finding the consumer is a map lookup per name.
+#[derive(Debug, Clone, Default)]
+pub struct CertId {
+    /// `sha256:<hex>` first (the most precise), then `cn:<common name>`, then the subject
+    /// alternative names (`dns:`, `uri:`, `email:`, `ip:`), in the certificate's order.
+    pub names: Vec<String>,
+}
+
+impl CertId {
+    /// The names of a certificate given its DER bytes, common name and alternative names
+    /// (`DNS:…`, `URI:…`, `email:…`, `IP:…`).
+    pub fn new(der: &[u8], common_name: Option<&str>, sans: &[String]) -> CertId {
+        let hex: String = Sha256::digest(der).iter().map(|b| format!("{b:02x}")).collect();
+        let mut names = vec![format!("sha256:{hex}")];
+        names.extend(common_name.map(|cn| format!("cn:{cn}")));
+        names.extend(sans.iter().filter_map(|s| normalize_cert_name(s).ok()));
+        CertId { names }
+    }
+}
+
+/// A consumer's `certificates` entry in the form [`CertId::names`] uses: the kind in lower
+/// case, DNS names in lower case, a fingerprint as lower-case hex without colons.
+pub fn normalize_cert_name(s: &str) -> Result<String, String> {
+    let (kind, value) = s.split_once(':').ok_or_else(|| cert_name_error(s))?;
+    let kind = kind.to_ascii_lowercase();
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(cert_name_error(s));
+    }
+    match kind.as_str() {
+        "sha256" => {
+            let hex: String = value
+                .chars()
+                .filter(|c| *c != ':')
+                .collect::<String>()
+                .to_ascii_lowercase();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!("certificate `{s}`: a SHA-256 fingerprint has 64 hex digits"));
+            }
+            Ok(format!("sha256:{hex}"))
+        }
+        "dns" => Ok(format!("dns:{}", value.to_ascii_lowercase())),
+        "cn" | "uri" | "email" | "ip" => Ok(format!("{kind}:{value}")),
+        _ => Err(cert_name_error(s)),
+    }
+}
+
+fn cert_name_error(s: &str) -> String {
+    format!(
+        "certificate `{s}`: expected `sha256:<fingerprint>`, `cn:<common name>`, `dns:<name>`, `uri:<uri>`, `email:<address>` or `ip:<address>`"
+    )
 }
 
 impl Consumers {
@@ -60,6 +118,17 @@ impl Consumers {
             for s in &c.jwt_subjects {
                 out.by_subject.insert(s.clone(), consumer.clone());
             }
+            for name in &c.certificates {
+                let name = normalize_cert_name(name).map_err(|e| format!("consumer `{}`: {e}", c.id))?;
+                if let Some(other) = out.by_cert.insert(name.clone(), consumer.clone())
+                    && other.id != consumer.id
+                {
+                    return Err(format!(
+                        "consumers `{}` and `{}` both claim the certificate `{name}`",
+                        other.id, c.id
+                    ));
+                }
+            }
         }
         Ok(out)
     }
@@ -68,6 +137,11 @@ impl Consumers {
     /// is ever compared byte by byte, so the time taken says nothing about a stored key.
     fn by_key(&self, key: &[u8]) -> Option<&(Arc<Consumer>, Vec<String>)> {
         self.by_key.get(&<[u8; 32]>::from(Sha256::digest(key)))
+    }
+
+    /// The consumer of a client certificate: the first of its names that a consumer lists.
+    fn by_cert(&self, cert: &CertId) -> Option<&Arc<Consumer>> {
+        cert.names.iter().find_map(|n| self.by_cert.get(n))
     }
 }
 
@@ -158,6 +232,8 @@ pub enum AuthError {
     InvalidKey,
     /// A JWT that failed: expired, bad signature, wrong audience, refused algorithm …
     InvalidToken(&'static str),
+    /// A verified client certificate that names no consumer.
+    UnknownCertificate,
 }
 
 impl AuthError {
@@ -166,6 +242,7 @@ impl AuthError {
             AuthError::Missing => "missing_credentials",
             AuthError::InvalidKey => "invalid_api_key",
             AuthError::InvalidToken(_) => "invalid_token",
+            AuthError::UnknownCertificate => "unknown_client_certificate",
         }
     }
 
@@ -175,6 +252,7 @@ impl AuthError {
             AuthError::Missing => "no credentials",
             AuthError::InvalidKey => "unknown API key",
             AuthError::InvalidToken(why) => why,
+            AuthError::UnknownCertificate => "the client certificate names no consumer",
         }
     }
 }
@@ -184,6 +262,8 @@ impl AuthError {
 pub struct Authenticator {
     api_key: Option<KeyIn>,
     jwt: Option<Arc<JwtVerifier>>,
+    /// Whether the connection's client certificate can name the consumer.
+    mtls: bool,
     consumers: Arc<Consumers>,
     /// `WWW-Authenticate` of a 401.
     pub challenge: HeaderValue,
@@ -205,6 +285,9 @@ impl Authenticator {
         };
         let challenge = if jwt.is_some() {
             HeaderValue::from_static("Bearer realm=\"cratopus\"")
+        } else if api_key.is_none() {
+            // No HTTP scheme asks for a certificate; this names what is missing.
+            HeaderValue::from_static("MutualTLS realm=\"cratopus\"")
         } else {
             let name = api_key
                 .as_ref()
@@ -216,6 +299,7 @@ impl Authenticator {
         Ok(Authenticator {
             api_key,
             jwt,
+            mtls: cfg.mtls.is_some(),
             consumers,
             challenge,
         })
@@ -223,17 +307,18 @@ impl Authenticator {
 
     /// Whether the route authenticates at all (`auth: {}` does not).
     pub fn is_active(&self) -> bool {
-        self.api_key.is_some() || self.jwt.is_some()
+        self.api_key.is_some() || self.jwt.is_some() || self.mtls
     }
 
     /// Authenticates a request and removes the API key from it (header or query parameter),
     /// so that the secret never reaches the upstream. `query_changed` is set when the query
-    /// string was rewritten.
+    /// string was rewritten. `cert` is the connection's verified client certificate.
     pub async fn authenticate(
         &self,
         route: &str,
         parts: &mut Parts,
         query_changed: &mut bool,
+        cert: Option<&CertId>,
     ) -> Result<Identity, AuthError> {
         let mut failure = AuthError::Missing;
         if let Some(k) = &self.api_key
@@ -247,6 +332,20 @@ impl Authenticator {
                     });
                 }
                 _ => failure = AuthError::InvalidKey,
+            }
+        }
+        if self.mtls
+            && let Some(cert) = cert
+        {
+            match self.consumers.by_cert(cert) {
+                Some(c) => {
+                    return Ok(Identity {
+                        consumer: Some(c.clone()),
+                        claims: None,
+                    });
+                }
+                None if failure == AuthError::Missing => failure = AuthError::UnknownCertificate,
+                None => {}
             }
         }
         if let Some(j) = &self.jwt {
@@ -530,6 +629,54 @@ mod tests {
         let mut forged = token.clone();
         forged.push('x');
         assert!(v.verify(&forged).await.is_err());
+    }
+
+    #[test]
+    fn certificate_names_are_normalized_and_checked() {
+        let hex = "ab".repeat(32);
+        let colons = vec!["AB"; 32].join(":");
+        assert_eq!(
+            normalize_cert_name(&format!("SHA256:{colons}")),
+            Ok(format!("sha256:{hex}"))
+        );
+        assert_eq!(normalize_cert_name("DNS:Alice.Example"), Ok("dns:alice.example".into()));
+        assert_eq!(normalize_cert_name("URI:spiffe://x/Y"), Ok("uri:spiffe://x/Y".into()));
+        assert_eq!(normalize_cert_name("cn: alice "), Ok("cn:alice".into()));
+        for bad in [
+            "alice",
+            "cn:",
+            "subject:CN=alice",
+            "sha256:abc",
+            &format!("sha256:{}", "g".repeat(64)),
+        ] {
+            assert!(normalize_cert_name(bad).is_err(), "{bad}");
+        }
+        // The fingerprint comes first, so it wins over a name another consumer lists.
+        let id = CertId::new(
+            b"der",
+            Some("alice"),
+            &["DNS:Alice.Example".into(), "URI:spiffe://x".into()],
+        );
+        assert_eq!(id.names.len(), 4);
+        assert!(id.names[0].starts_with("sha256:") && id.names[0].len() == 71);
+        assert_eq!(&id.names[1..], ["cn:alice", "dns:alice.example", "uri:spiffe://x"]);
+    }
+
+    #[test]
+    fn two_consumers_cannot_share_a_certificate() {
+        let consumer = |id: &str, cert: &str| ConsumerConfig {
+            id: id.into(),
+            tier: None,
+            scopes: vec![],
+            roles: vec![],
+            metadata: Default::default(),
+            keys: vec![],
+            jwt_subjects: vec![],
+            certificates: vec![cert.into()],
+        };
+        let err = Consumers::compile(&[consumer("a", "cn:x"), consumer("b", "CN:x")]).unwrap_err();
+        assert!(err.contains("`a` and `b`"), "{err}");
+        assert!(Consumers::compile(&[consumer("a", "cn:x"), consumer("b", "cn:y")]).is_ok());
     }
 
     #[test]

@@ -35,6 +35,7 @@ fn authenticator(rt: &tokio::runtime::Runtime) -> Authenticator {
             routes: vec![],
         }],
         jwt_subjects: vec![],
+        certificates: vec![],
     }])
     .unwrap();
     let cfg = AuthConfig {
@@ -47,6 +48,7 @@ fn authenticator(rt: &tokio::runtime::Runtime) -> Authenticator {
             leeway: cratopus_config::Dur::secs(0),
             ..Default::default()
         }),
+        mtls: None,
     };
     rt.block_on(Authenticator::compile(&cfg, Arc::new(consumers), Path::new(".")))
         .unwrap()
@@ -77,7 +79,7 @@ fn attempt(rt: &tokio::runtime::Runtime, a: &Authenticator, headers: &[(&str, &[
     let Ok(req) = b.body(()) else { return false };
     let (mut parts, ()) = req.into_parts();
     let mut changed = false;
-    rt.block_on(a.authenticate("r", &mut parts, &mut changed)).is_ok()
+    rt.block_on(a.authenticate("r", &mut parts, &mut changed, None)).is_ok()
 }
 
 proptest! {

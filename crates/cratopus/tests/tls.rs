@@ -795,3 +795,96 @@ organizations:
     assert_eq!(hs.leaf, der_of(&fallback.cert));
     assert_eq!(r.status, 200);
 }
+
+/// `auth.mtls`: the connection's client certificate names the consumer, by common name, by a
+/// subject alternative name or by its SHA-256 fingerprint (as `openssl x509 -fingerprint`
+/// prints it). The consumer reaches the upstream as `X-Consumer-Id` and authorization sees it; a
+/// verified certificate that names nobody, or none at all, gets 401.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_certificates_name_consumers() {
+    let ca = TestCa::new("server CA");
+    let partners = TestCa::new("partner CA");
+    let alice = partners.client("alice", &["URI:spiffe://partner.test/alice"]);
+    let bob = partners.client("bob", &["DNS:bob.partner.test"]);
+    let carol = partners.client("carol", &[]);
+    let dave = partners.client("dave", &["DNS:dave.partner.test"]);
+    let server = ca.server(&["api.partner.test"], KeyKind::EcdsaP256);
+    let mut openssl = Command::new("openssl")
+        .args(["x509", "-noout", "-fingerprint", "-sha256"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl");
+    std::io::Write::write_all(&mut openssl.stdin.take().expect("stdin"), carol.cert.as_bytes()).expect("write");
+    let out = openssl.wait_with_output().expect("openssl");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    // `sha256 Fingerprint=AB:CD:…` (older versions say `SHA256 Fingerprint=`).
+    let fingerprint = printed.trim().rsplit('=').next().unwrap_or_default().to_string();
+    assert_eq!(fingerprint.len(), 95, "openssl printed {printed:?}");
+
+    let yaml = format!(
+        "{}organizations:
+  - name: partners
+    domains: [api.partner.test]
+    tls:
+      cert: server.pem
+      key: server.key
+      client_auth: {{ca: partners.pem, mode: optional}}
+    consumers:
+      - {{id: alice, certificates: [\"uri:spiffe://partner.test/alice\"]}}
+      - {{id: bob, certificates: [\"DNS:BOB.partner.test\"]}}
+      - {{id: carol, certificates: [\"sha256:{fingerprint}\"]}}
+    upstreams:
+      m: {{targets: [\"mirror://\"]}}
+    routes:
+      - {{path: /api, upstream: m, auth: {{mtls: {{}}}}}}
+      - {{path: /admin, upstream: m, auth: {{mtls: {{}}}}, authorize: {{consumers: [alice]}}}}
+      - {{path: /open, upstream: m}}
+",
+        https_listener()
+    );
+    let gw = start(
+        &yaml,
+        &[
+            ("server.pem", &server.cert),
+            ("server.key", &server.key),
+            ("partners.pem", &partners.cert_pem),
+        ],
+    );
+    let https = gw.addrs()[0];
+    let anonymous = ClientOpts::trusting(&[&ca.cert_pem]);
+    let with = |who: &test_support::tls::Pem| {
+        let mut o = anonymous.clone();
+        o.client_cert = Some(who.clone());
+        o
+    };
+    let call = |path: &'static str, opts: ClientOpts| async move {
+        https_get(https, "api.partner.test", "api.partner.test", path, &opts)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .1
+    };
+
+    for (who, pem) in [("alice", &alice), ("bob", &bob), ("carol", &carol)] {
+        let r = call("/api", with(pem)).await;
+        assert_eq!(r.status, 200, "{who}: {}{}", r.text(), dump(&gw));
+        assert_eq!(r.json()["headers"]["x-consumer-id"], who, "{}", r.text());
+    }
+    let r = call("/api", with(&dave)).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "unknown_client_certificate");
+    assert_eq!(r.header("www-authenticate"), Some("MutualTLS realm=\"cratopus\""));
+    let r = call("/api", anonymous.clone()).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "missing_credentials");
+
+    // Authorization sees the consumer the certificate named.
+    assert_eq!(call("/admin", with(&alice)).await.status, 200);
+    let r = call("/admin", with(&bob)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // A route without auth.mtls does not care.
+    assert_eq!(call("/open", anonymous.clone()).await.status, 200);
+    let r = call("/open", with(&dave)).await;
+    assert_eq!(r.status, 200);
+    assert!(r.json()["headers"]["x-consumer-id"].is_null(), "{}", r.text());
+}
