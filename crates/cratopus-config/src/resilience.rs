@@ -11,7 +11,7 @@
 //! The defaults follow the usual practice of Envoy, Linkerd, Hystrix and resilience4j, picked
 //! for an API gateway where a pool often has only two or three targets.
 
-use crate::units::Dur;
+use crate::units::{ByteSize, Dur};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
@@ -235,6 +235,12 @@ pub struct RetryConfig {
     /// instance through an idempotency key).
     #[serde(default)]
     pub allow_non_idempotent: bool,
+    /// A request body up to this size (by its `Content-Length`) is read before the first try
+    /// and kept, so that a retry can send it again. A larger body, or one of unknown length,
+    /// streams to the first target and its request is not retried. `0`: only requests without a
+    /// body are retried.
+    #[serde(default = "default_buffer_body")]
+    pub buffer_body: ByteSize,
 }
 
 impl Default for RetryConfig {
@@ -249,6 +255,7 @@ impl Default for RetryConfig {
             min_retries_per_sec: default_min_retries_per_sec(),
             budget_window: default_budget_window(),
             allow_non_idempotent: false,
+            buffer_body: default_buffer_body(),
         }
     }
 }
@@ -311,6 +318,9 @@ fn default_min_retries_per_sec() -> u32 {
 }
 fn default_budget_window() -> Dur {
     Dur::secs(10)
+}
+fn default_buffer_body() -> ByteSize {
+    ByteSize(64 * 1024)
 }
 
 /// A cap on the requests in flight (through a route, or to an upstream), so that one slow
@@ -510,7 +520,8 @@ mod tests {
 
         let c: RetryConfig = parse(
             "attempts: 3\non_status: [429, 503]\non_connect_error: false\nbackoff_base: 100ms\nbackoff_max: 2s\n\
-             budget_ratio: 0.1\nmin_retries_per_sec: 0\nbudget_window: 1m\nallow_non_idempotent: true\n",
+             budget_ratio: 0.1\nmin_retries_per_sec: 0\nbudget_window: 1m\nallow_non_idempotent: true\n\
+             buffer_body: 1MiB\n",
         );
         assert_eq!(
             c,
@@ -524,6 +535,7 @@ mod tests {
                 min_retries_per_sec: 0,
                 budget_window: Dur::secs(60),
                 allow_non_idempotent: true,
+                buffer_body: ByteSize(1024 * 1024),
             }
         );
         assert!(c.problems().is_empty());

@@ -397,15 +397,10 @@ impl Engine {
         }
 
         // Limits the route can judge before reading the body.
-        if let Some(limit) = route.max_body {
-            let declared = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > limit) {
-                return Err(GatewayError::BodyTooLarge(limit));
-            }
+        if let Some(limit) = route.max_body
+            && content_length(req.headers()).is_some_and(|n| n > limit)
+        {
+            return Err(GatewayError::BodyTooLarge(limit));
         }
 
         // Bulkheads: the route's, then the upstream's; held until the response ends.
@@ -429,30 +424,33 @@ impl Engine {
             .ok_or_else(|| GatewayError::NoHealthyTarget(upstream.name.to_string()))?;
         let mut guard = target.begin();
 
+        // A body is read whole to be validated, or to be sent again by a retry when it is small
+        // enough to keep; any other body streams.
+        let retry = route.retry.as_deref();
+        let keep_for_retry = retry.is_some_and(|r| {
+            !req.body().is_end_stream()
+                && r.policy.may_retry(req.method())
+                && content_length(req.headers()).is_some_and(|n| n <= r.policy.buffer_body)
+        });
         let (mut parts, body) = req.into_parts();
-        let (body, stats) = match read_body {
-            None => RequestBody::new(body, route.max_body),
-            Some(v) => {
-                let limit = match (route.max_body, v.body_limit()) {
-                    (Some(a), Some(b)) => a.min(b),
-                    (a, b) => a.or(b).unwrap_or(u64::MAX),
-                };
-                let bytes = http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-                    .collect()
-                    .await
-                    .map_err(|e| {
-                        if e.is::<http_body_util::LengthLimitError>() {
-                            GatewayError::BodyTooLarge(limit)
-                        } else {
-                            GatewayError::BadRequest("the request body could not be read".into())
-                        }
-                    })?
-                    .to_bytes();
+        let mut kept = None;
+        let (body, stats) = if read_body.is_none() && !keep_for_retry {
+            RequestBody::new(body, route.max_body)
+        } else {
+            let limit = match (route.max_body, read_body.as_ref().and_then(|v| v.body_limit())) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or(u64::MAX),
+            };
+            let bytes = read_whole(body, limit).await?;
+            if let Some(v) = &read_body {
                 v.check_body(&bytes).map_err(|e| GatewayError::Invalid(Arc::new(e)))?;
-                let stats = Arc::new(crate::body::BodyStats::default());
-                stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
-                (RequestBody::full(bytes), Some(stats))
             }
+            let stats = Arc::new(crate::body::BodyStats::default());
+            stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
+            if retry.is_some() {
+                kept = Some(bytes.clone()); // a reference count, not a copy
+            }
+            (RequestBody::full(bytes), Some(stats))
         };
         *stats_out = stats.clone();
 
@@ -488,13 +486,12 @@ impl Engine {
             }
         }
 
-        // Retries resend the request head with an empty body, so only bodiless requests are
-        // retried; a copy of the head is kept for them.
-        let retry = route.retry.as_deref();
+        // A retry sends a copy of the head with the kept body (or none), so only requests
+        // without a body or with a kept one are retried.
         if let Some(r) = retry {
             r.budget.on_request(Instant::now());
         }
-        let replay = (retry.is_some() && body.is_end_stream())
+        let replay = (retry.is_some() && (body.is_end_stream() || kept.is_some()))
             .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
         let method = parts.method.clone();
         let mut first = Some((parts, body));
@@ -510,7 +507,7 @@ impl Engine {
                 (None, Some((m, u, h))) => {
                     let mut p = Request::new(()).into_parts().0;
                     (p.method, p.uri, p.headers) = (m.clone(), u.clone(), h.clone());
-                    (p, RequestBody::empty())
+                    (p, kept.clone().map_or_else(RequestBody::empty, RequestBody::full))
                 }
                 (None, None) => return Err(GatewayError::UpstreamFailed),
             };
@@ -589,6 +586,29 @@ impl Engine {
             ));
         }
     }
+}
+
+/// The request body's declared length.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Reads a request body whole, up to `limit` bytes (413 beyond).
+async fn read_whole(body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {
+    http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| {
+            if e.is::<http_body_util::LengthLimitError>() {
+                GatewayError::BodyTooLarge(limit)
+            } else {
+                GatewayError::BadRequest("the request body could not be read".into())
+            }
+        })
 }
 
 /// HSTS for HTTPS answers, and the organization's client-certificate rule: the certificate

@@ -28,6 +28,7 @@ impl Retry {
                 backoff_base: c.backoff_base.0,
                 backoff_max: c.backoff_max.0,
                 allow_non_idempotent: c.allow_non_idempotent,
+                buffer_body: c.buffer_body.0,
             },
             budget: RetryBudget::new(c.budget_ratio, c.min_retries_per_sec, c.budget_window.0, Instant::now()),
         })

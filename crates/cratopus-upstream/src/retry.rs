@@ -12,7 +12,8 @@
 //!   says its non-idempotent requests are safe to repeat (`allow_non_idempotent`).
 //!
 //! A request whose body was streamed to the target cannot be sent again: the engine retries
-//! only requests without a body or whose body it buffered.
+//! only requests without a body or whose body it kept (up to `buffer_body` bytes, read before
+//! the first try).
 //!
 //! Retries also multiply load exactly when an upstream is struggling: with three tries per
 //! request an outage triples the traffic that keeps it down. The [`RetryBudget`] (Linkerd's
@@ -39,6 +40,8 @@ pub struct RetryPolicy {
     /// Also retry POST, PATCH and other non-idempotent requests after a status, timeout or
     /// reset.
     pub allow_non_idempotent: bool,
+    /// Request bodies up to this many bytes are kept for a retry; larger ones are not retried.
+    pub buffer_body: u64,
 }
 
 impl Default for RetryPolicy {
@@ -50,6 +53,7 @@ impl Default for RetryPolicy {
             backoff_base: Duration::from_millis(25),
             backoff_max: Duration::from_millis(250),
             allow_non_idempotent: false,
+            buffer_body: 64 * 1024,
         }
     }
 }
@@ -84,6 +88,14 @@ impl RetryPolicy {
             Failure::Reset => 502,
         };
         self.on_status.contains(&status) && (self.allow_non_idempotent || is_idempotent(method))
+    }
+
+    /// Whether a request with this method could be retried at all (after some failure), so
+    /// that its body is worth keeping.
+    pub fn may_retry(&self, method: &Method) -> bool {
+        self.attempts > 1
+            && (self.on_connect_error
+                || (!self.on_status.is_empty() && (self.allow_non_idempotent || is_idempotent(method))))
     }
 
     /// The wait before retry number `retry` (1 for the first retry): see [`backoff`].
@@ -188,6 +200,27 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_body_is_worth_keeping_only_when_its_request_may_be_retried() {
+        let p = RetryPolicy::default();
+        assert!(p.may_retry(&Method::PUT));
+        assert!(
+            p.may_retry(&Method::POST),
+            "connect errors are retried for every method"
+        );
+        let statuses_only = RetryPolicy {
+            on_connect_error: false,
+            ..RetryPolicy::default()
+        };
+        assert!(statuses_only.may_retry(&Method::PUT));
+        assert!(!statuses_only.may_retry(&Method::POST));
+        let once = RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        };
+        assert!(!once.may_retry(&Method::GET));
     }
 
     #[test]

@@ -48,7 +48,7 @@ async fn a_breaker_opens_on_failures_fails_fast_then_probes_and_closes() {
         targets: [\"{}\"]
         circuit_breaker:
           consecutive_failures: 3
-          open_for: 1s
+          open_for: 5s
           half_open_probes: 1
     routes:
       - path: /x
@@ -66,7 +66,7 @@ async fn a_breaker_opens_on_failures_fails_fast_then_probes_and_closes() {
         );
     }
     assert!(
-        wait_log(&gw, &["circuit opened"], 1, Duration::from_secs(2)).await,
+        wait_log(&gw, &["circuit opened"], 1, Duration::from_secs(5)).await,
         "{}",
         dump(&gw)
     );
@@ -82,13 +82,13 @@ async fn a_breaker_opens_on_failures_fails_fast_then_probes_and_closes() {
     // The backend recovers; after open_for one probe goes through and closes the circuit.
     b.knobs.set_status(200);
     assert!(
-        wait_log(&gw, &["circuit half-open"], 1, Duration::from_secs(5)).await,
+        wait_log(&gw, &["circuit half-open"], 1, Duration::from_secs(15)).await,
         "{}",
         dump(&gw)
     );
     assert_eq!(get_with(&c, &gw.url("/x"), &[]).await.status, 200);
     assert!(
-        wait_log(&gw, &["circuit closed"], 1, Duration::from_secs(2)).await,
+        wait_log(&gw, &["circuit closed"], 1, Duration::from_secs(5)).await,
         "{}",
         dump(&gw)
     );
@@ -105,18 +105,18 @@ async fn a_breaker_opens_on_failures_fails_fast_then_probes_and_closes() {
         get_with(&c, &gw.url("/x"), &[]).await;
     }
     assert!(
-        wait_log(&gw, &["circuit opened"], 2, Duration::from_secs(2)).await,
+        wait_log(&gw, &["circuit opened"], 2, Duration::from_secs(5)).await,
         "{}",
         dump(&gw)
     );
-    assert!(wait_log(&gw, &["circuit half-open"], 2, Duration::from_secs(5)).await);
+    assert!(wait_log(&gw, &["circuit half-open"], 2, Duration::from_secs(15)).await);
     assert_eq!(
         get_with(&c, &gw.url("/x"), &[]).await.status,
         503,
         "the probe's own 503"
     );
     assert!(
-        wait_log(&gw, &["circuit opened"], 3, Duration::from_secs(2)).await,
+        wait_log(&gw, &["circuit opened"], 3, Duration::from_secs(5)).await,
         "{}",
         dump(&gw)
     );
@@ -136,7 +136,7 @@ async fn a_failing_target_is_ejected_and_comes_back() {
         targets: [\"{}\", \"{}\", \"{}\"]
         outlier_detection:
           consecutive_5xx: 2
-          base_ejection_time: 1s
+          base_ejection_time: 5s
           max_ejection_percent: 50
     routes:
       - path: /x
@@ -151,7 +151,7 @@ async fn a_failing_target_is_ejected_and_comes_back() {
         get_with(&c, &gw.url("/x"), &[]).await;
     }
     assert_eq!(bad.knobs.hits(), 2, "ejected after its second 502");
-    assert!(wait_log(&gw, &["target ejected", "consecutive_5xx"], 1, Duration::from_secs(2)).await);
+    assert!(wait_log(&gw, &["target ejected", "consecutive_5xx"], 1, Duration::from_secs(5)).await);
     let ejected: Vec<bool> = targets(&gw).await.iter().map(|t| t["ejected"] == true).collect();
     assert_eq!(ejected.iter().filter(|e| **e).count(), 1, "{ejected:?}");
     for _ in 0..20 {
@@ -161,7 +161,7 @@ async fn a_failing_target_is_ejected_and_comes_back() {
 
     // Its time is up: it is back, fails twice more and goes out for longer.
     assert!(
-        wait_log(&gw, &["back in rotation"], 1, Duration::from_secs(5)).await,
+        wait_log(&gw, &["back in rotation"], 1, Duration::from_secs(15)).await,
         "{}",
         dump(&gw)
     );
@@ -170,7 +170,7 @@ async fn a_failing_target_is_ejected_and_comes_back() {
     }
     assert_eq!(bad.knobs.hits(), 4);
     assert!(
-        wait_log(&gw, &["target ejected", "times=2"], 1, Duration::from_secs(2)).await,
+        wait_log(&gw, &["target ejected", "times=2"], 1, Duration::from_secs(5)).await,
         "{}",
         dump(&gw)
     );
@@ -244,10 +244,80 @@ async fn retries_go_to_another_target_and_stay_within_their_budget() {
     );
 }
 
+/// A body up to `buffer_body` is kept and sent again by a retry; a larger one streams to the
+/// first target and its request is not retried. A POST is retried after a connect error (it
+/// never left the gateway), with its body.
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_send_a_kept_body_again() {
+    let bad = TestBackend::start("bad").await;
+    bad.knobs.set_status(503);
+    let dead = test_support::dead_port();
+    let gw = gateway(&format!(
+        "name: shop
+    upstreams:
+      flaky:
+        targets: [\"{}\", \"mirror://\"]
+      gone:
+        targets: [\"http://127.0.0.1:{dead}\", \"mirror://\"]
+    routes:
+      - path: /{{*rest}}
+        upstream: flaky
+        retry: {{attempts: 2, backoff_base: 1ms, backoff_max: 2ms, budget_ratio: 1.0, buffer_body: 1KiB}}
+      - path: /orders
+        methods: [POST]
+        upstream: gone
+        retry: {{attempts: 2, backoff_base: 1ms, backoff_max: 2ms, budget_ratio: 1.0, buffer_body: 1KiB}}
+",
+        bad.url()
+    ));
+    let c = test_support::client();
+    let put = |path: &str, body: String| {
+        Request::put(gw.url(path))
+            .header("content-type", "text/plain")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+
+    // Round robin sends every other try to the bad target first: the retry goes to the mirror
+    // with the same body.
+    for i in 0..8 {
+        let body = format!("order {i}");
+        let r = send(&c, put("/items", body.clone())).await;
+        assert_eq!(r.status, 200, "{}{}", r.text(), dump(&gw));
+        assert_eq!(r.json()["body"], body.as_str(), "{}", r.text());
+    }
+    let tried_bad = bad.knobs.hits();
+    assert!(tried_bad >= 2, "the bad target was tried first {tried_bad} times");
+
+    // Over buffer_body: streamed, so the bad target's 503 reaches the client.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let r = send(&c, put("/big", "x".repeat(2000))).await;
+        if r.status == 503 {
+            assert_eq!(r.text(), "bad got 2000 bytes", "the whole body reached the target");
+        }
+        statuses.push(r.status);
+    }
+    assert!(statuses.contains(&503) && statuses.contains(&200), "{statuses:?}");
+
+    // A POST whose first try found no connection is sent again, body included.
+    for i in 0..4 {
+        let body = format!("{{\"order\": {i}}}");
+        let req = Request::post(gw.url("/orders"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap();
+        let r = send(&c, req).await;
+        assert_eq!(r.status, 200, "{}{}", r.text(), dump(&gw));
+        assert_eq!(r.json()["body"], body.as_str(), "{}", r.text());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_bulkhead_refuses_over_its_limit_or_queues_briefly() {
     let slow = TestBackend::start("slow").await;
-    slow.knobs.set_delay(Duration::from_millis(400));
+    // Long enough that all five requests of a burst arrive while the first two are held.
+    slow.knobs.set_delay(Duration::from_millis(1500));
     let gw = gateway(&format!(
         "name: shop
     upstreams:
@@ -261,7 +331,7 @@ async fn a_bulkhead_refuses_over_its_limit_or_queues_briefly() {
         upstream: api
         bulkhead:
           max_inflight: 2
-          queue: {{max_waiting: 10, max_wait: 3s}}
+          queue: {{max_waiting: 10, max_wait: 10s}}
 ",
         slow.url()
     ));
@@ -293,7 +363,7 @@ async fn a_bulkhead_refuses_over_its_limit_or_queues_briefly() {
     assert!(queued.iter().all(|(s, _)| *s == 200), "{queued:?}");
     // Places are given back when responses end: the route takes requests again.
     assert!(
-        eventually(Duration::from_secs(3), || async {
+        eventually(Duration::from_secs(10), || async {
             get_with(&test_support::client(), &gw.url("/strict"), &[]).await.status == 200
         })
         .await
