@@ -615,7 +615,7 @@ mod tests {
             .as_secs();
         let token = jsonwebtoken::encode(
             &jsonwebtoken::Header::new(Algorithm::HS256),
-            &serde_json::json!({"sub": "u", "exp": now + 1}),
+            &serde_json::json!({"sub": "u", "exp": now + 2}),
             &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
         )
         .unwrap();

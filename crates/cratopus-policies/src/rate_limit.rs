@@ -219,16 +219,17 @@ mod tests {
     #[tokio::test]
     async fn stacked_limits_refuse_with_headers_of_the_tightest() {
         let store = SharedLimiter::local_only(LocalLimiter::new());
+        // Per minute, so that the four checks need not fall within one emission interval.
         let p = RateLimitPolicy::compile(
             "o/route:r".into(),
             &cfg(
-                &[(3, 1, None), (100, 60, Some(5))],
+                &[(3, 60, None), (100, 60, Some(5))],
                 RateKey::ClientIp,
                 LimitMode::Enforce,
             ),
             false,
         );
-        assert_eq!(p.policy_header, "3;w=1, 100;w=60;burst=5");
+        assert_eq!(p.policy_header, "3;w=60, 100;w=60;burst=5");
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let mut s = String::new();
         let h = HeaderMap::new();
@@ -243,9 +244,9 @@ mod tests {
         d.write_headers(&mut out);
         assert_eq!(out[&RATELIMIT_LIMIT], "3");
         assert_eq!(out[&RATELIMIT_REMAINING], "0");
-        assert_eq!(out[&RETRY_AFTER], "1");
+        assert_eq!(out[&RETRY_AFTER], "20");
         assert_eq!(out[&X_RATELIMIT_LIMIT], "3");
-        assert_eq!(out[&RATELIMIT_POLICY], "3;w=1, 100;w=60;burst=5");
+        assert_eq!(out[&RATELIMIT_POLICY], "3;w=60, 100;w=60;burst=5");
         // Another client has its own counters.
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         assert!(p.check(&store, &h, other, None, &mut s).await.unwrap().allowed);

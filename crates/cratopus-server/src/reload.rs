@@ -83,8 +83,9 @@ impl Reloader {
     pub fn on_sighup(self: Arc<Self>, mut hup: tokio::signal::unix::Signal) {
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                tracing::info!("SIGHUP: reopening the traffic log and reloading");
+                // Logged once the reopen is queued: every line after this one goes to the new file.
                 self.engine.snapshot().traffic_log.reopen();
+                tracing::info!("SIGHUP: reopening the traffic log and reloading");
                 if self.path.is_some() {
                     let _ = self.reload().await;
                 }

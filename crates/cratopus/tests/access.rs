@@ -161,8 +161,8 @@ async fn api_keys_identify_consumers_and_never_reach_the_upstream() {
     let mut text = String::new();
     for _ in 0..100 {
         text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.lines().count() >= 8 {
-            break;
+        if text.contains("/public") {
+            break; // the last request's line: the lines are written in order
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -370,7 +370,7 @@ async fn a_jwks_found_by_oidc_discovery_rotates_and_survives_its_server_going_aw
     auth:
       jwt:
         oidc_issuer: {issuer}
-        jwks_min_refresh: 1s
+        jwks_min_refresh: 30s
     routes:
       - path: /x
         upstream: m
@@ -389,7 +389,6 @@ async fn a_jwks_found_by_oidc_discovery_rotates_and_survives_its_server_going_aw
 
     // The provider rotates to key b: an unknown kid makes the gateway fetch again.
     *idp.jwks.lock().unwrap() = json!({"keys": [ec_jwk(&b_pub, "b")]});
-    tokio::time::sleep(Duration::from_millis(1100)).await;
     let tb = sign(Algorithm::ES256, &b_priv, Some("b"), &claims);
     assert_eq!(
         get(&gw, "/x", &[("authorization", &bearer(&tb))]).await.status,

@@ -85,11 +85,14 @@ async fn load_counts(gw: &Gateway, url: String, tasks: usize, for_how_long: Dura
     tally(&names)
 }
 
-/// One backend holds every request 500 ms, the other answers at once; returns the counts of a
-/// concurrent load through an upstream balanced by `balance`.
+/// One backend holds every request 3 s, longer than the whole load, the other answers at once;
+/// returns the counts of 6 clients' load over 2 s through an upstream balanced by `balance`.
+/// A balancer that looks at in-flight requests parks at most about half the clients on the
+/// slow backend (each only once, as it is held past the end), whatever the machine's speed;
+/// round robin would park all six.
 async fn slow_and_fast(balance: &str) -> (usize, usize, Gateway) {
     let slow = TestBackend::start("slow").await;
-    slow.knobs.set_delay(Duration::from_millis(500));
+    slow.knobs.set_delay(Duration::from_secs(3));
     let fast = TestBackend::start("fast").await;
     let org = format!(
         "name: acme
@@ -116,7 +119,7 @@ routes:
 async fn least_connections_sends_most_requests_to_the_fast_backend() {
     let (n_slow, n_fast, gw) = slow_and_fast("least_connections").await;
     assert!(
-        n_fast >= 10 * n_slow.max(1),
+        n_slow <= 4 && n_fast >= 20,
         "least_connections should favour the backend that is not busy: slow {n_slow}, fast {n_fast}{}",
         dump(&gw)
     );
@@ -126,7 +129,7 @@ async fn least_connections_sends_most_requests_to_the_fast_backend() {
 async fn power_of_two_sends_more_requests_to_the_fast_backend() {
     let (n_slow, n_fast, gw) = slow_and_fast("power_of_two").await;
     assert!(
-        n_fast >= 3 * n_slow.max(1),
+        n_slow <= 4 && n_fast >= 20,
         "power_of_two should favour the backend that is not busy: slow {n_slow}, fast {n_fast}{}",
         dump(&gw)
     );

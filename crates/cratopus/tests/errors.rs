@@ -102,7 +102,7 @@ routes:
     timeout: 300ms
   - path: /fast
     upstream: fast
-    timeout: 300ms
+    timeout: 5s
 ",
         backend.url(),
         fast.url()

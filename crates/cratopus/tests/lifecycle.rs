@@ -53,9 +53,11 @@ fn line_of(text: &str, needle: &str) -> usize {
 /// `an_edit_made_right_after_start_up_is_applied`.)
 async fn prime_watcher(gw: &Gateway, file: &str, text: &str) {
     let n = count_log(gw, &[RELOADED]);
-    let ok = eventually(WAIT, || async {
+    // One write and a long wait: a write repeated while a slow reload runs would leave a stale
+    // reload queued for later, which tests counting reloads would take for theirs.
+    let ok = eventually(Duration::from_secs(30), || async {
         gw.write_file(file, text);
-        wait_log(gw, &[RELOADED], n + 1, Duration::from_secs(1)).await
+        wait_log(gw, &[RELOADED], n + 1, Duration::from_secs(10)).await
     })
     .await;
     assert!(ok, "the gateway never reloaded after {file} was rewritten{}", dump(gw));
@@ -311,7 +313,7 @@ routes:
 async fn health_state_survives_a_reload_that_keeps_the_upstream() {
     let a = TestBackend::start("a").await;
     let b = TestBackend::start("b").await;
-    let org = |interval: &str, extra_route: bool| {
+    let org = |interval: &str, extra_routes: &[&str]| {
         let mut s = format!(
             "name: acme
 upstreams:
@@ -332,13 +334,13 @@ routes:
             a.url(),
             b.url()
         );
-        if extra_route {
-            s.push_str("  - path: /other\n    upstream: m\n");
+        for p in extra_routes {
+            s.push_str(&format!("  - path: {p}\n    upstream: m\n"));
         }
         s
     };
-    let gw = start_gateway(&gateway_with_org_files(""), &[("orgs/acme.yaml", &org("300ms", false))]);
-    prime_watcher(&gw, "orgs/acme.yaml", &org("300ms", false)).await;
+    let gw = start_gateway(&gateway_with_org_files(""), &[("orgs/acme.yaml", &org("300ms", &[]))]);
+    prime_watcher(&gw, "orgs/acme.yaml", &org("300ms", &[])).await;
     let base = count_log(&gw, &[RELOADED]);
     let url = gw.url("/r");
     let b_addr = b.addr().to_string();
@@ -357,8 +359,13 @@ routes:
     );
 
     // An unrelated route is added; the upstream is the same, so b stays out.
-    gw.write_file("orgs/acme.yaml", &org("300ms", true));
+    gw.write_file("orgs/acme.yaml", &org("300ms", &["/other"]));
     assert!(wait_log(&gw, &[RELOADED], base + 1, WAIT).await, "{}", dump(&gw));
+    assert!(
+        until_status(&gw, "/other", None, 200).await,
+        "the reload took effect{}",
+        dump(&gw)
+    );
     let before = b.knobs.hits();
     let seen = backends_of_n(&gw, &url, 30).await;
     assert!(
@@ -367,12 +374,11 @@ routes:
         tally(&seen),
         dump(&gw)
     );
-    assert_eq!(status(&gw, "/other", None).await, 200, "the reload took effect");
 
     // The upstream itself changes: a new pool, whose targets start healthy (the first failed
     // check does not reach unhealthy_threshold, and the next one is 10 s away).
-    gw.write_file("orgs/acme.yaml", &org("10s", true));
-    assert!(wait_log(&gw, &[RELOADED], base + 2, WAIT).await, "{}", dump(&gw));
+    gw.write_file("orgs/acme.yaml", &org("10s", &["/other", "/v3"]));
+    assert!(until_status(&gw, "/v3", None, 200).await, "{}", dump(&gw));
     let before = b.knobs.hits();
     let seen = backends_of_n(&gw, &url, 20).await;
     assert!(
@@ -495,9 +501,10 @@ async fn request_in_flight(
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_refuses_new_connections_and_finishes_requests_in_flight() {
     let slow = TestBackend::start("slow").await;
-    slow.knobs.set_delay(Duration::from_millis(1500));
+    // Long enough that the refusal of new connections is seen while the request still runs.
+    slow.knobs.set_delay(Duration::from_secs(4));
     let mut gw = start_gateway(
-        &gateway_with_org_files("shutdown_timeout: 10s"),
+        &gateway_with_org_files("shutdown_timeout: 20s"),
         &[("orgs/acme.yaml", &org_to(&slow))],
     );
     let addr = gw.addr();
@@ -515,7 +522,7 @@ async fn sigterm_refuses_new_connections_and_finishes_requests_in_flight() {
         "connections were refused while the slow request was still running"
     );
 
-    let outcome = tokio::time::timeout(WAIT, in_flight)
+    let outcome = tokio::time::timeout(Duration::from_secs(15), in_flight)
         .await
         .expect("the request in flight should finish")
         .unwrap();
@@ -523,7 +530,7 @@ async fn sigterm_refuses_new_connections_and_finishes_requests_in_flight() {
     assert_eq!(status, 200, "{}", dump(&gw));
     assert_eq!(&body[..], b"slow got 0 bytes");
 
-    let exit = tokio::task::block_in_place(|| gw.wait_exit(WAIT));
+    let exit = tokio::task::block_in_place(|| gw.wait_exit(Duration::from_secs(15)));
     let exit = exit.unwrap_or_else(|| panic!("the gateway should exit after draining{}", dump(&gw)));
     assert!(exit.success(), "exit status {exit}{}", dump(&gw));
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use test_support::http::{Response, Version};
 use test_support::http_body_util::{BodyExt, Full};
 use test_support::hyper::body::Bytes;
-use test_support::{Backend, Gateway, client, dead_port, get, h2c_client, send};
+use test_support::{Backend, Gateway, client, get, h2c_client, send};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const GIB: u64 = 1 << 30;
@@ -605,7 +605,7 @@ async fn large_request_and_response_headers_pass() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn localhost_target_is_resolved_to_every_address() {
-    let port = dead_port();
+    let port = test_support::free_port();
     let addrs: BTreeSet<SocketAddr> = tokio::net::lookup_host(("localhost", port))
         .await
         .expect("resolve localhost")

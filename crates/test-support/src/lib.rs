@@ -290,8 +290,23 @@ impl Drop for Backend {
     }
 }
 
-/// A port with nothing listening on it (bound once, then released).
+/// Sockets that hold the ports [`dead_port`] gave out, for as long as the tests run.
+static HELD: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+
+/// A loopback port that refuses connections for the rest of the test process: it is bound by a
+/// socket that never listens (and does not allow address reuse), so no other server of a test
+/// running in parallel can be given it.
 pub fn dead_port() -> u16 {
+    let s = tokio::net::TcpSocket::new_v4().expect("socket");
+    s.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let port = s.local_addr().expect("addr").port();
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+    port
+}
+
+/// A loopback port that was free a moment ago, for a server the test starts itself (released,
+/// so another server could take it first; use it only when the server cannot bind port 0).
+pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }

@@ -36,9 +36,13 @@ CT_PID=$!
 PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=${NONCEREJECT:-0} PEBBLE_AUTHZREUSE=0 \
   pebble -config pebble.json -dnsserver 127.0.0.1:$DNS > pebble.log 2>&1 &
 PEBBLE_PID=$!
-for i in $(seq 100); do curl -fsS --cacert ca.pem "https://127.0.0.1:$ACME/dir" >/dev/null 2>&1 && break; sleep 0.1; done
-curl -fsS --cacert ca.pem "https://127.0.0.1:$MGMT/roots/0" > pebble-root.pem
-curl -fsS --cacert ca.pem "https://127.0.0.1:$MGMT/intermediates/0" > pebble-intermediate.pem
+trap 'kill $CT_PID $PEBBLE_PID 2>/dev/null' ERR
+# Up to 30 s each (a loaded machine): the ACME directory, then the management port, which
+# pebble opens beside it and may open later.
+fetch() { for i in $(seq 300); do curl -fsS --cacert ca.pem "$1" > "$2" 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+fetch "https://127.0.0.1:$ACME/dir" /dev/null
+fetch "https://127.0.0.1:$MGMT/roots/0" pebble-root.pem
+fetch "https://127.0.0.1:$MGMT/intermediates/0" pebble-intermediate.pem
 printf 'ACME_DIR_URL=https://127.0.0.1:%s/dir\nACME_CA=%s/ca.pem\nHTTP01=%s\nPEBBLE_PID=%s\nCT_PID=%s\n' \
   $ACME "$PWD" $HTTP01 $PEBBLE_PID $CT_PID > pebble.env
 "#;
