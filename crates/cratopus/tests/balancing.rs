@@ -263,7 +263,7 @@ upstreams:
       path: /health
       expect_status: 204
       interval: 100ms
-      timeout: 500ms
+      timeout: 2s
       healthy_threshold: 2
       unhealthy_threshold: 2
 routes:
@@ -347,7 +347,7 @@ upstreams:
     health_check:
       type: tcp
       interval: 100ms
-      timeout: 500ms
+      timeout: 2s
       healthy_threshold: 2
       unhealthy_threshold: 2
 routes:

@@ -322,7 +322,7 @@ upstreams:
     health_check:
       path: /health
       interval: {interval}
-      timeout: 500ms
+      timeout: 2s
       healthy_threshold: 2
       unhealthy_threshold: 2
   m:

@@ -257,7 +257,7 @@ fn start_cluster_node(root: &Path) -> ClusterNode {
             "--cluster-config-file".to_string(),
             nodes_conf.display().to_string(),
             "--cluster-node-timeout".to_string(),
-            "2000".to_string(),
+            "5000".to_string(),
         ];
         let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
         let mut child = spawn_redis_in(&node_dir, root, port, &extra);
