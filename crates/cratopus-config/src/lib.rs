@@ -21,6 +21,7 @@ pub mod policies;
 pub mod report;
 pub mod resilience;
 pub mod schema;
+mod shape;
 pub mod tls;
 pub mod units;
 pub mod validate;

@@ -33,8 +33,13 @@ fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Parses one YAML document into `T`, turning the parser's error into a located [`ConfigError`].
-fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigErrors> {
+/// Parses one YAML document into `T`, turning the parser's error into a located [`ConfigError`],
+/// joined by every other shape problem of the file that `schema` finds ([`crate::shape`]).
+fn parse_yaml<T: DeserializeOwned>(
+    file: &Path,
+    text: &str,
+    schema: fn() -> serde_json::Value,
+) -> Result<T, ConfigErrors> {
     let text = interpolate(file, text, &env_lookup).map_err(ConfigErrors)?;
     let options = serde_saphyr::options! {
         strict_booleans: true,
@@ -47,7 +52,14 @@ fn parse_yaml<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, ConfigE
         {
             err = err.with_position(loc.line() as u32, loc.column().max(1) as u32);
         }
-        ConfigErrors::one(err)
+        // The schema's findings on other lines; serde's own error stays, whatever the schema says.
+        let mut all: Vec<ConfigError> = crate::shape::problems(file, &text, &schema())
+            .into_iter()
+            .filter(|s| s.line.is_none_or(|l| Some(l) != err.line))
+            .collect();
+        all.push(err);
+        all.sort_by_key(|e| (e.line.unwrap_or(0), e.column.unwrap_or(0)));
+        ConfigErrors(all)
     })
 }
 
@@ -149,7 +161,7 @@ pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
 /// Loads a gateway config from `text`, as if read from `path` (used for the embedded default).
 pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
     let read_at = std::time::SystemTime::now();
-    let gateway: GatewayConfig = parse_yaml(path, text)?;
+    let gateway: GatewayConfig = parse_yaml(path, text, crate::schema::gateway_schema)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut errors = Vec::new();
     let mut orgs = Vec::new();
@@ -188,7 +200,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
                     ));
                 }
                 for file in matched {
-                    let loaded = read(&file).and_then(|t| parse_yaml::<OrganizationConfig>(&file, &t));
+                    let loaded = read(&file)
+                        .and_then(|t| parse_yaml::<OrganizationConfig>(&file, &t, crate::schema::organization_schema));
                     match loaded {
                         Ok(config) => orgs.push(LoadedOrg {
                             file: file.clone(),
