@@ -311,7 +311,7 @@ impl Engine {
             }
             Match::NotFound => return Err(GatewayError::NoRoute),
             Match::MethodNotAllowed(allow) => {
-                return Err(GatewayError::MethodNotAllowed(req.method().to_string(), allow.clone()));
+                return Err(GatewayError::MethodNotAllowed(req.method().to_string(), allow));
             }
         };
         if learned.enabled {

@@ -1,5 +1,11 @@
 //! Matching a request to a route: Host → organization ([`HostTable`]), then path and method
 //! within the organization ([`OrgRouter`], a `matchit` radix tree).
+//!
+//! The most specific pattern wins (static segments over parameters over catch-alls), whatever
+//! the order of the routes in the file, and it wins per method: when the most specific pattern
+//! has no route for the request's method, the most specific pattern that has one answers
+//! (`POST /users/me` and `GET /users/{id}`: `GET /users/me` is the second route's, as in
+//! httprouter, gin and KrakenD). So no route can hide another.
 
 use crate::snapshot::Route;
 use http::{HeaderValue, Method};
@@ -105,13 +111,19 @@ impl MethodTable {
 pub struct OrgRouter {
     pub(crate) tree: matchit::Router<usize>,
     pub(crate) tables: Vec<MethodTable>,
+    /// For a method the most specific pattern does not answer: per method, a tree of only the
+    /// patterns that answer it (routes for every method included).
+    by_method: HashMap<Method, matchit::Router<usize>>,
+    /// The patterns with a route for every method, for methods no route names.
+    any_method: matchit::Router<usize>,
 }
 
 /// The outcome of matching a path and method.
 pub enum Match<'a> {
     Found(&'a Arc<Route>, matchit::Params<'a, 'a>),
     NotFound,
-    MethodNotAllowed(&'a HeaderValue),
+    /// With the `Allow` header: every method some route answers for this path.
+    MethodNotAllowed(HeaderValue),
 }
 
 impl OrgRouter {
@@ -120,12 +132,70 @@ impl OrgRouter {
             return Match::NotFound;
         };
         let table = &self.tables[*m.value];
-        match table.get(method) {
-            Some(r) => Match::Found(r, m.params),
-            None => match &table.allow {
-                Some(allow) => Match::MethodNotAllowed(allow),
-                None => Match::NotFound,
-            },
+        if let Some(r) = table.get(method) {
+            return Match::Found(r, m.params);
+        }
+        // A less specific pattern may answer this method.
+        let tree = match self.by_method.get(method) {
+            Some(t) => t,
+            None if *method == Method::HEAD => self.by_method.get(&Method::GET).unwrap_or(&self.any_method),
+            None => &self.any_method,
+        };
+        if let Ok(m) = tree.at(path)
+            && let Some(r) = self.tables[*m.value].get(method)
+        {
+            return Match::Found(r, m.params);
+        }
+        match &table.allow {
+            Some(allow) => Match::MethodNotAllowed(self.allow(path, allow)),
+            None => Match::NotFound,
+        }
+    }
+
+    /// `Allow` for a 405 at `path`: the most specific pattern's methods and those less specific
+    /// patterns answer there (made per 405, which is rare).
+    fn allow(&self, path: &str, own: &HeaderValue) -> HeaderValue {
+        let mut names: Vec<&str> = own
+            .to_str()
+            .unwrap_or("")
+            .split(", ")
+            .filter(|s| !s.is_empty())
+            .collect();
+        for (m, tree) in &self.by_method {
+            if !names.contains(&m.as_str()) && tree.at(path).is_ok() {
+                names.push(m.as_str());
+            }
+        }
+        if names.len() == own.to_str().map_or(0, |s| s.split(", ").count()) {
+            return own.clone();
+        }
+        names.sort_unstable();
+        HeaderValue::from_str(&names.join(", ")).unwrap_or_else(|_| own.clone())
+    }
+
+    /// Builds the per-method trees once every route is in: `patterns` gives each table's pattern.
+    pub(crate) fn finish(&mut self, patterns: &HashMap<String, usize>) {
+        let mut methods: Vec<Method> = self
+            .tables
+            .iter()
+            .flat_map(|t| t.by_method.iter().map(|(m, _)| m.clone()))
+            .collect();
+        methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        methods.dedup();
+        if methods.contains(&Method::GET) && !methods.contains(&Method::HEAD) {
+            methods.push(Method::HEAD);
+        }
+        for (pattern, &i) in patterns {
+            let t = &self.tables[i];
+            // A subset of patterns that fit in one tree fits in another: inserts cannot fail.
+            for m in &methods {
+                if t.get(m).is_some() {
+                    let _ = self.by_method.entry(m.clone()).or_default().insert(pattern.as_str(), i);
+                }
+            }
+            if t.any.is_some() {
+                let _ = self.any_method.insert(pattern.as_str(), i);
+            }
         }
     }
 }

@@ -623,6 +623,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
             // Explicit routes win; an implicit one only fills methods nobody else answers.
             let _ = add_route(&mut router, &mut slots, &pattern, &route, &methods, false);
         }
+        router.finish(&slots);
         for t in &mut router.tables {
             if t.any.is_none() {
                 let mut names: Vec<&str> = t.by_method.iter().map(|(m, _)| m.as_str()).collect();

@@ -125,6 +125,9 @@ routes:
   - path: /orders
     methods: [POST, put]
     upstream: writer
+  - path: /items/special
+    methods: [POST]
+    upstream: writer
 ",
         items.url(),
         files.url(),
@@ -151,6 +154,11 @@ routes:
         ("GET", "/orders", "reader", "/orders"),
         ("POST", "/orders", "writer", "/orders"),
         ("PUT", "/orders?id=3", "writer", "/orders?id=3"),
+        // The most specific pattern wins per method: `/items/special` takes POST only, so a GET
+        // there is `/items/{id}`'s.
+        ("POST", "/items/special", "writer", "/items/special"),
+        ("GET", "/items/special", "items", "/items/special"),
+        ("DELETE", "/items/special", "items", "/items/special"),
     ];
     for (method, path, backend, upstream_path) in cases {
         let r = send(&c, req(method, &gw.url(path), &[], "")).await;
@@ -187,6 +195,25 @@ routes:
     assert_gateway_error(&r, 405, "method_not_allowed", &gw);
     let r = request("POST", &gw.url("/items/7/parts/9"), None, b"").await;
     assert_gateway_error(&r, 405, "method_not_allowed", &gw);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
+}
+
+/// A method the most specific pattern lacks goes to a less specific one; when none has it, the
+/// 405's `Allow` names the methods of every pattern that matches.
+#[tokio::test(flavor = "multi_thread")]
+async fn allow_lists_the_methods_of_every_matching_pattern() {
+    let org = "name: t
+upstreams:
+  m: {targets: [\"mirror://\"]}
+routes:
+  - {path: /users/me, methods: [POST], upstream: m}
+  - {path: \"/users/{id}\", methods: [GET, DELETE], upstream: m}
+";
+    let gw = gateway_one_org(org);
+    assert_eq!(request("DELETE", &gw.url("/users/me"), None, b"").await.status, 200);
+    let r = request("PATCH", &gw.url("/users/me"), None, b"").await;
+    assert_gateway_error(&r, 405, "method_not_allowed", &gw);
+    assert_eq!(r.header("allow"), Some("DELETE, GET, HEAD, POST"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
