@@ -649,11 +649,25 @@ async fn check_limits(
     learned: &mut Learned,
 ) -> Result<(), GatewayError> {
     let mut key = String::with_capacity(64);
+    // Several policies are asked at once: on the multiplexed Redis connection their scripts go
+    // out together and share one round trip, instead of one round trip each in turn. (So each is
+    // counted even when another refuses, as Envoy's rate limit service counts every descriptor.)
+    let together = if route.rate_limits.len() > 1 {
+        futures_util::future::join_all(route.rate_limits.iter().map(|policy| async move {
+            let mut key = String::with_capacity(64);
+            policy.check(&snap.limiter, headers, client, identity, &mut key).await
+        }))
+        .await
+    } else {
+        Vec::new()
+    };
+    let mut together = together.into_iter();
     for policy in &route.rate_limits {
-        let d = policy
-            .check(&snap.limiter, headers, client, identity, &mut key)
-            .await
-            .map_err(|_| GatewayError::LimitsUnavailable)?;
+        let d = match together.next() {
+            Some(d) => d,
+            None => policy.check(&snap.limiter, headers, client, identity, &mut key).await,
+        }
+        .map_err(|_| GatewayError::LimitsUnavailable)?;
         if !d.allowed {
             route.metrics.over_limit(!d.refuses());
             if d.refuses() {

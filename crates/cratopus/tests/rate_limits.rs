@@ -83,6 +83,19 @@ async fn a_limit_refuses_over_its_burst_with_ietf_headers_and_429() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keys_separate_clients_and_named_and_org_policies_share_counters() {
+    shared_counters("").await;
+}
+
+/// The same with the counters in Redis, where a route's two policies are asked together.
+#[tokio::test(flavor = "multi_thread")]
+async fn named_and_org_policies_share_counters_in_redis() {
+    let redis = RedisServer::start();
+    shared_counters(&redis_extra(&[redis.url()], false, "closed")).await;
+    let keys = redis.command(&["DBSIZE"]).unwrap().int().unwrap_or(0);
+    assert!(keys >= 2, "the counters are in Redis ({keys} keys)");
+}
+
+async fn shared_counters(extra: &str) {
     let b = TestBackend::start("b").await;
     let gw = gateway(
         &org(
@@ -104,7 +117,7 @@ async fn keys_separate_clients_and_named_and_org_policies_share_counters() {
         policies: [per-key]
 ",
         ),
-        "",
+        extra,
     );
     let c = test_support::client();
     let k1 = [("x-api-key", "k1")];
