@@ -5,16 +5,43 @@
 //! has arrived since the last response was written, and writes the 408 itself when the serving
 //! task asks for it before dropping the connection.
 //!
-//! Reads and writes go straight to tokio's `TcpStream`, which reads into uninitialised memory
-//! and skips the extra `recv` after a short read.
+//! Reads and writes go straight to the stream (tokio's `TcpStream` reads into uninitialised
+//! memory and skips the extra `recv` after a short read). Over TLS the 408 is encrypted like any
+//! answer, so it is written by a short task of its own as the connection drops.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+
+/// A client connection's stream: plain TCP or TLS.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Writes the 408 as the connection is dropped (its send buffer is empty then).
+    fn answer_408(self);
+}
+
+impl ClientStream for TcpStream {
+    fn answer_408(self) {
+        // A short non-blocking write goes out whole into an empty send buffer.
+        let _ = self.try_write(&timeout_response());
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn answer_408(mut self) {
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                self.write_all(&timeout_response()).await?;
+                self.shutdown().await
+            })
+            .await;
+        });
+    }
+}
 
 /// Flags shared between the IO (owned by hyper) and the task serving the connection.
 #[derive(Debug, Default)]
@@ -37,21 +64,29 @@ impl ConnState {
 }
 
 #[derive(Debug)]
-pub struct ConnIo {
-    stream: TcpStream,
+pub struct ConnIo<S: ClientStream> {
+    /// Always there until the IO is dropped (taken then to write a 408).
+    stream: Option<S>,
     state: Arc<ConnState>,
 }
 
-impl ConnIo {
-    pub fn new(stream: TcpStream) -> (ConnIo, Arc<ConnState>) {
+impl<S: ClientStream> ConnIo<S> {
+    pub fn new(stream: S) -> (ConnIo<S>, Arc<ConnState>) {
         let state = Arc::new(ConnState::default());
         (
             ConnIo {
-                stream,
+                stream: Some(stream),
                 state: state.clone(),
             },
             state,
         )
+    }
+
+    fn stream(&mut self) -> io::Result<Pin<&mut S>> {
+        self.stream
+            .as_mut()
+            .map(Pin::new)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
     }
 }
 
@@ -69,19 +104,23 @@ fn timeout_response() -> Vec<u8> {
     .into_bytes()
 }
 
-impl Drop for ConnIo {
+impl<S: ClientStream> Drop for ConnIo<S> {
     fn drop(&mut self) {
-        if self.state.send_408.load(Ordering::Relaxed) {
-            // The socket's send buffer is empty here: a short non-blocking write goes out whole.
-            let _ = self.stream.try_write(&timeout_response());
+        if self.state.send_408.load(Ordering::Relaxed)
+            && let Some(stream) = self.stream.take()
+        {
+            stream.answer_408();
         }
     }
 }
 
-impl AsyncRead for ConnIo {
+impl<S: ClientStream> AsyncRead for ConnIo<S> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
-        let res = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let res = match self.stream() {
+            Ok(s) => s.poll_read(cx, buf),
+            Err(e) => return Poll::Ready(Err(e)),
+        };
         if buf.filled().len() > before {
             self.state.partial.store(true, Ordering::Relaxed);
         }
@@ -89,10 +128,13 @@ impl AsyncRead for ConnIo {
     }
 }
 
-impl AsyncWrite for ConnIo {
+impl<S: ClientStream> AsyncWrite for ConnIo<S> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         self.state.partial.store(false, Ordering::Relaxed);
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        match self.stream() {
+            Ok(s) => s.poll_write(cx, buf),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_write_vectored(
@@ -101,19 +143,28 @@ impl AsyncWrite for ConnIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.state.partial.store(false, Ordering::Relaxed);
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        match self.stream() {
+            Ok(s) => s.poll_write_vectored(cx, bufs),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        self.stream.as_ref().is_some_and(|s| s.is_write_vectored())
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        match self.stream() {
+            Ok(s) => s.poll_flush(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        match self.stream() {
+            Ok(s) => s.poll_shutdown(cx),
+            Err(e) => Poll::Ready(Err(e)),
+        }
     }
 }
 

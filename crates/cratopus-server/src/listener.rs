@@ -1,6 +1,6 @@
 //! Accepting connections and serving HTTP/1.1 and HTTP/2 (h2c) on them.
 
-use crate::conn_io::ConnIo;
+use crate::conn_io::{ClientStream, ConnIo};
 use cratopus_config::Limits;
 use cratopus_core::tls::{ClientCert, TlsConn};
 use cratopus_core::{ConnInfo, Engine};
@@ -167,30 +167,16 @@ pub async fn serve(
                     scheme: "https",
                     tls: Some(tls),
                 };
-                let svc = service(engine, info, None);
-                drive(&builder, TokioIo::new(stream), svc, &mut stop, |e| {
-                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-                })
-                .await;
+                serve_client(&builder, stream, service(engine, info, None), &mut stop, peer).await;
                 return;
             }
-            let (io, state) = ConnIo::new(stream);
             let info = ConnInfo {
                 peer,
                 scheme: "http",
                 tls: None,
             };
             let svc = service(engine, info, mode.redirect_to_https);
-            drive(&builder, TokioIo::new(io), svc, &mut stop, |e| {
-                let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
-                if timed_out && state.is_partial() {
-                    // Written by the IO as the connection drops, when `drive` returns.
-                    state.request_timeout();
-                } else {
-                    tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
-                }
-            })
-            .await;
+            serve_client(&builder, stream, svc, &mut stop, peer).await;
         });
     }
 }
@@ -222,6 +208,36 @@ fn service(
             Ok::<_, Infallible>(engine.handle(req, &info).await)
         }
     })
+}
+
+/// Serves one client connection, plain or TLS. A request head that does not arrive within
+/// `header_read_timeout` is answered 408 (written as the connection drops).
+async fn serve_client<S, Svc>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: S,
+    svc: Svc,
+    stop: &mut watch::Receiver<bool>,
+    peer: std::net::SocketAddr,
+) where
+    S: ClientStream,
+    Svc: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<cratopus_core::body::ResponseBody>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    Svc::Future: Send + 'static,
+{
+    let (io, state) = ConnIo::new(stream);
+    drive(builder, TokioIo::new(io), svc, stop, |e| {
+        let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
+        if timed_out && state.is_partial() {
+            state.request_timeout();
+        } else {
+            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+        }
+    })
+    .await;
 }
 
 /// Serves HTTP/1.1 or HTTP/2 on `io` until it closes; after `stop`, finishes the requests in

@@ -888,3 +888,38 @@ async fn client_certificates_name_consumers() {
     assert_eq!(r.status, 200);
     assert!(r.json()["headers"]["x-consumer-id"].is_null(), "{}", r.text());
 }
+
+/// Over HTTPS as over plain HTTP, a request head that stalls gets a 408 with the JSON body
+/// (encrypted like any answer) before the connection closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_request_head_over_https_gets_408() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ca = TestCa::new("CA");
+    let server = ca.server(&["slow.test"], KeyKind::EcdsaP256);
+    let yaml = format!(
+        "{}limits:\n  header_read_timeout: 1s\norganizations:\n{}",
+        https_listener(),
+        org("slow", &["slow.test"], Some("cert: server.pem\nkey: server.key"))
+    );
+    let gw = start(&yaml, &[("server.pem", &server.cert), ("server.key", &server.key)]);
+    let mut opts = ClientOpts::trusting(&[&ca.cert_pem]);
+    opts.alpn = vec![b"http/1.1".to_vec()];
+    let (mut tls, _) = test_support::tls::handshake(gw.addrs()[0], "slow.test", &opts)
+        .await
+        .unwrap_or_else(|e| panic!("{e}{}", dump(&gw)));
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: slow.test\r\nX-A: 1\r\n")
+        .await
+        .expect("write");
+    // ... and nothing more.
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the gateway kept a stalled request open{}", dump(&gw));
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.starts_with("HTTP/1.1 408"),
+        "expected a 408 before the close, got {text:?}"
+    );
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    assert_eq!(v["error"]["code"], "request_timeout");
+}
