@@ -162,11 +162,7 @@ pub async fn serve(
                 let Some((stream, tls)) = tls_handshake(&engine, stream, peer, opts_header_timeout).await else {
                     return;
                 };
-                let info = ConnInfo {
-                    peer,
-                    scheme: "https",
-                    tls: Some(tls),
-                };
+                let info = ConnInfo::new(peer, "https", Some(tls));
                 let svc = service(engine, info, None);
                 drive(&builder, TokioIo::new(stream), svc, &mut stop, |e| {
                     tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
@@ -175,11 +171,7 @@ pub async fn serve(
                 return;
             }
             let (io, state) = ConnIo::new(stream);
-            let info = ConnInfo {
-                peer,
-                scheme: "http",
-                tls: None,
-            };
+            let info = ConnInfo::new(peer, "http", None);
             let svc = service(engine, info, mode.redirect_to_https);
             drive(&builder, TokioIo::new(io), svc, &mut stop, |e| {
                 let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
