@@ -184,7 +184,10 @@ impl ConnPool {
     async fn connect_h1(&self, addr: SocketAddr, host: &str) -> Result<http1::SendRequest<RequestBody>, SendError> {
         let stream = self.connect_tcp(addr).await?;
         let mut builder = http1::Builder::new();
-        builder.max_buf_size(1024 * 1024).max_headers(1000);
+        // Heads (and small bodies) copied into one buffer and sent with one `write`, rather
+        // than queued and sent with `writev`: cheaper per request in the load benchmark
+        // (~4% less gateway CPU per request with the server side, see `listener::serve`).
+        builder.max_buf_size(1024 * 1024).max_headers(1000).writev(false);
         match &self.settings.tls {
             None => handshake_h1(&builder, addr, stream).await,
             Some(tls) => handshake_h1(&builder, addr, self.connect_tls(tls, stream, addr, host).await?).await,

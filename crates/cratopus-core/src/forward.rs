@@ -26,26 +26,36 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
 
 /// Removes hop-by-hop headers, including the ones the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: one pass over the names (cheap comparisons of standard
-    // headers) spares the hash lookups below.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(&k)) {
-        return;
-    }
-    if let Some(conn) = headers.get(&header::CONNECTION)
-        && let Ok(list) = conn.to_str()
-    {
-        let named: Vec<HeaderName> = list
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| *n != header::CONNECTION)
-            .collect();
-        for n in named {
-            headers.remove(n);
+    // One pass over the names (cheap comparisons of standard headers) notes which hop-by-hop
+    // headers are there, so that only those are looked up and removed. Most requests carry
+    // none; most upstream responses carry just `Connection: keep-alive`.
+    let mut present = 0u8;
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == k) {
+            present |= 1 << i;
         }
     }
-    for h in HOP_BY_HOP {
-        if headers.contains_key(h) {
-            headers.remove(h);
+    if present == 0 {
+        return;
+    }
+    // `Connection` is HOP_BY_HOP[0]; its first line names further headers to drop.
+    if present & 1 != 0
+        && let Some(conn) = headers.remove(&header::CONNECTION)
+        && let Ok(list) = conn.to_str()
+    {
+        for t in list.split(',').map(str::trim) {
+            // `keep-alive` (the usual token) is in HOP_BY_HOP and goes below if present.
+            if t.eq_ignore_ascii_case("keep-alive") {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
+                headers.remove(n);
+            }
+        }
+    }
+    for (i, h) in HOP_BY_HOP.iter().enumerate().skip(1) {
+        if present & (1 << i) != 0 {
+            headers.remove(*h);
         }
     }
 }
@@ -86,25 +96,38 @@ pub fn upstream_path(route: &Route, params: &matchit::Params, path: &str, query:
     PathAndQuery::try_from(out).ok()
 }
 
-/// Sets `X-Forwarded-For` (appending the client), `-Proto`, `-Host` and `X-Request-Id`.
+/// An address as a header value (for `X-Forwarded-For`).
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    // An address's text is always a valid header value.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// Sets `X-Forwarded-For` (appending `client`, the peer's address as [`ip_value`] wrote it),
+/// `-Proto`, `-Host` and `X-Request-Id`.
 pub fn set_forwarded(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
     host: Option<&HeaderValue>,
     request_id: &HeaderValue,
 ) {
     // Earlier proxies' addresses may come in several header lines: keep them all, in order.
-    let mut chain = String::new();
-    for v in headers.get_all(&X_FORWARDED_FOR) {
-        if let Ok(v) = v.to_str() {
-            chain.push_str(v);
-            chain.push_str(", ");
+    // Without any (the common case) the connection's preformatted address is the whole value.
+    let mut earlier = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    let value = if earlier.peek().is_none() {
+        Some(client.clone())
+    } else {
+        let mut chain = Vec::with_capacity(64);
+        for v in earlier {
+            if v.to_str().is_ok() {
+                chain.extend_from_slice(v.as_bytes());
+                chain.extend_from_slice(b", ");
+            }
         }
-    }
-    use std::fmt::Write as _;
-    let _ = write!(chain, "{client}");
-    if let Ok(v) = HeaderValue::from_str(&chain) {
+        chain.extend_from_slice(client.as_bytes());
+        HeaderValue::from_bytes(&chain).ok()
+    };
+    if let Some(v) = value {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
@@ -309,7 +332,7 @@ mod tests {
         h.insert(X_FORWARDED_FOR.clone(), HeaderValue::from_static("10.0.0.1"));
         set_forwarded(
             &mut h,
-            "127.0.0.1".parse().unwrap(),
+            &ip_value("127.0.0.1".parse().unwrap()),
             "http",
             None,
             &HeaderValue::from_static("id"),
@@ -320,7 +343,7 @@ mod tests {
         h.append(X_FORWARDED_FOR.clone(), HeaderValue::from_static("10.0.0.2, 10.0.0.3"));
         set_forwarded(
             &mut h,
-            "127.0.0.1".parse().unwrap(),
+            &ip_value("127.0.0.1".parse().unwrap()),
             "http",
             None,
             &HeaderValue::from_static("id"),

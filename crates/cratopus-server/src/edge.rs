@@ -18,8 +18,13 @@ pub fn answer<B>(
     peer: std::net::IpAddr,
     redirect: Option<u16>,
 ) -> Option<Response<ResponseBody>> {
+    let decided = decide(engine, req, redirect)?;
+    // Made only for an answer of the edge: most requests pass on to the engine, which makes its own.
     let id = cratopus_core::forward::request_id(req.headers());
-    let (mut res, error) = decide(engine, req, redirect, &id)?;
+    let (mut res, error) = match decided {
+        Ok(res) => (res, None),
+        Err(e) => (e.to_response(&id).map(ResponseBody::full), Some(e.code())),
+    };
     let snap = engine.snapshot();
     if snap.traffic_log.enabled() {
         snap.traffic_log.log(cratopus_observe::LogLine {
@@ -50,13 +55,12 @@ pub fn answer<B>(
     Some(res)
 }
 
-/// The answer and, for the gateway's own errors, their code.
+/// The edge's answer: a response, or one of the gateway's own errors.
 fn decide<B>(
     engine: &Engine,
     req: &Request<B>,
     redirect: Option<u16>,
-    id: &HeaderValue,
-) -> Option<(Response<ResponseBody>, Option<&'static str>)> {
+) -> Option<Result<Response<ResponseBody>, GatewayError>> {
     let path = req.uri().path();
     if let Some(token) = path.strip_prefix(CHALLENGE_PREFIX) {
         let snap = engine.snapshot();
@@ -65,10 +69,10 @@ fn decide<B>(
             let mut res = Response::new(ResponseBody::full(Bytes::from(key_auth)));
             res.headers_mut()
                 .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            return Some((res, None));
+            return Some(Ok(res));
         }
         // Not ours: a challenge is never redirected.
-        return redirect.map(|_| error(GatewayError::NoRoute, id));
+        return redirect.map(|_| Err(GatewayError::NoRoute));
     }
     let port = redirect?;
     if path == engine.snapshot().health_path {
@@ -79,18 +83,12 @@ fn decide<B>(
             let mut res = Response::new(ResponseBody::full(Bytes::new()));
             *res.status_mut() = StatusCode::PERMANENT_REDIRECT;
             res.headers_mut().insert(header::LOCATION, loc);
-            (res, None)
+            Ok(res)
         }
-        None => error(
-            GatewayError::BadRequest("a redirect to HTTPS needs a valid Host header".into()),
-            id,
-        ),
+        None => Err(GatewayError::BadRequest(
+            "a redirect to HTTPS needs a valid Host header".into(),
+        )),
     })
-}
-
-/// The gateway's JSON error with the request's id.
-fn error(e: GatewayError, id: &HeaderValue) -> (Response<ResponseBody>, Option<&'static str>) {
-    (e.to_response(id).map(ResponseBody::full), Some(e.code()))
 }
 
 /// `https://<host>[:port]<path and query>`; the host must be a plain name or address.
