@@ -103,14 +103,17 @@ variant_yaml() {
     otel) printf 'tracing:\n  sample_ratio: 0.01\n  otlp:\n    endpoint: http://127.0.0.1:%s/v1/traces\n' "$BACKEND_PORT" ;;
     limit|apikey|jwt) ;;
     # The same limit counted in a local redis-server (started here, pinned like the servers).
-    redis) printf 'state:\n  redis:\n    urls: ["redis://127.0.0.1:%s"]\n' "$REDIS_PORT" ;;
-    *) die "unknown variant $1 (known: otel, limit, redis, apikey, jwt)" ;;
+    redis|redis2) printf 'state:\n  redis:\n    urls: ["redis://127.0.0.1:%s"]\n' "$REDIS_PORT" ;;
+    *) die "unknown variant $1 (known: otel, limit, redis, redis2, apikey, jwt)" ;;
   esac
 }
 # variant_org_yaml NAME — what a variant adds inside the organization.
 variant_org_yaml() {
   case "$1" in
     limit|redis) printf '%s\n' "$LIMIT_YAML" ;;
+    # Two policies in Redis on the route, the organization's (per client) and a named one (per
+    # route): they share one round trip. The first line is a key of the route above it.
+    redis2) printf '        policies: [per-route]\n%s\n    policies:\n      per-route:\n        rate_limit:\n          limits: [{rate: 100000000, per: 1s}]\n          key: route\n' "$LIMIT_YAML" ;;
     # Every request authenticated by an API key of a consumer.
     apikey) printf '    consumers:\n      - id: bench\n        keys: ["%s"]\n    auth:\n      api_key: {}\n' \
       "$("$CRATOPUS_BIN" hash-key "$BENCH_API_KEY")" ;;
@@ -133,7 +136,7 @@ make_rs256_token() {
 }
 if [ "$SKIP_CRATOPUS" != 1 ]; then
   case " $VARIANTS " in
-    *" redis "*)
+    *" redis "*|*" redis2 "*)
       ensure_pkgs redis-server:redis-server
       REDIS_PORT=$(free_port)
       start_proc redis redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no
