@@ -301,16 +301,19 @@ fn read_log(dir: &Path, port: u16) -> String {
     std::fs::read_to_string(log_path(dir, port)).unwrap_or_default()
 }
 
-/// Waits until `PING` on `port` answers `+PONG`; fails early when the process exits (port
-/// taken, bad argument).
+/// Waits until `PING` on `port` answers `+PONG` from `child` itself (another test's server
+/// may have taken a released port); fails early when the process exits (port taken, bad
+/// argument).
 fn wait_ready(child: &mut Child, port: u16) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
+    let ours = format!("process_id:{}\r", child.id());
     loop {
         if let Ok(Some(status)) = child.try_wait() {
             return Err(format!("redis-server on port {port} exited: {status}"));
         }
         if let Ok(reply) = command(port, &["PING"])
             && reply == Reply::Status("PONG".into())
+            && command(port, &["INFO", "server"]).is_ok_and(|info| info.text().contains(&ours))
         {
             return Ok(());
         }
