@@ -417,15 +417,7 @@ impl ForwardConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde::de::DeserializeOwned;
-
-    fn parse<T: DeserializeOwned>(yaml: &str) -> T {
-        serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))
-    }
-
-    fn refused<T: DeserializeOwned + std::fmt::Debug>(yaml: &str) -> String {
-        serde_saphyr::from_str::<T>(yaml).unwrap_err().to_string()
-    }
+    use crate::test_yaml::{parse, refused};
 
     #[test]
     fn cors_defaults_and_problems() {

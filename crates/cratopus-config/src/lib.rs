@@ -39,3 +39,17 @@ pub use units::{ByteSize, Dur};
 /// The config `cratopus run` uses when no file is given: one listener on 127.0.0.1:8080 and one
 /// default organization that sends every request to the built-in mirror.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.yaml");
+
+/// YAML parsing for the config modules' unit tests.
+#[cfg(test)]
+mod test_yaml {
+    use serde::de::DeserializeOwned;
+
+    pub fn parse<T: DeserializeOwned>(yaml: &str) -> T {
+        serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))
+    }
+
+    pub fn refused<T: DeserializeOwned + std::fmt::Debug>(yaml: &str) -> String {
+        serde_saphyr::from_str::<T>(yaml).unwrap_err().to_string()
+    }
+}

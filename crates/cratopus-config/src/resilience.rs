@@ -407,15 +407,8 @@ fn above_zero(out: &mut Vec<String>, key: &str, value: Dur) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_yaml::{parse, refused};
     use serde::de::DeserializeOwned;
-
-    fn parse<T: DeserializeOwned>(yaml: &str) -> T {
-        serde_saphyr::from_str(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"))
-    }
-
-    fn refused<T: DeserializeOwned + std::fmt::Debug>(yaml: &str) -> String {
-        serde_saphyr::from_str::<T>(yaml).unwrap_err().to_string()
-    }
 
     #[test]
     fn circuit_breaker() {

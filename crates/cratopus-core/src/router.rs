@@ -44,15 +44,8 @@ impl HostTable {
 
     /// The organization for a Host header value (port and case ignored).
     pub fn lookup(&self, host: &str) -> Option<usize> {
-        let name = strip_port(host);
-        let lowered;
-        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = name.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            name
-        };
-        let name = name.strip_suffix('.').unwrap_or(name);
+        let name = lower_case(strip_port(host));
+        let name = name.strip_suffix('.').unwrap_or(&name);
         if let Some(&o) = self.exact.get(name) {
             return Some(o);
         }
@@ -103,6 +96,16 @@ impl MethodTable {
                     None
                 }
             })
+    }
+}
+
+/// A host name in lower case, as names are matched (Host and SNI may come in any case);
+/// borrowed when it already is, which is nearly always.
+pub(crate) fn lower_case(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        name.to_ascii_lowercase().into()
+    } else {
+        name.into()
     }
 }
 
@@ -161,12 +164,13 @@ impl OrgRouter {
             .split(", ")
             .filter(|s| !s.is_empty())
             .collect();
+        let own_count = names.len();
         for (m, tree) in &self.by_method {
             if !names.contains(&m.as_str()) && tree.at(path).is_ok() {
                 names.push(m.as_str());
             }
         }
-        if names.len() == own.to_str().map_or(0, |s| s.split(", ").count()) {
+        if names.len() == own_count {
             return own.clone();
         }
         names.sort_unstable();

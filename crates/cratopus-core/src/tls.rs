@@ -251,15 +251,8 @@ impl ResolvesServerCert for OrgResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let schemes = hello.signature_schemes();
         if let Some(name) = hello.server_name() {
-            let name = name.trim_end_matches('.');
-            // Names are matched in lower case (SNI may come in any case).
-            let lowered;
-            let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-                lowered = name.to_ascii_lowercase();
-                lowered.as_str()
-            } else {
-                name
-            };
+            let name = crate::router::lower_case(name.trim_end_matches('.'));
+            let name = name.as_ref();
             if let Some(c) = self.exact.get(name).and_then(|c| choose(c, schemes)) {
                 return Some(c);
             }
