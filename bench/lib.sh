@@ -252,11 +252,11 @@ YAML
 
 # resolve_cratopus — set CRATOPUS_BIN (absolute), building it if it is missing.
 resolve_cratopus() {
-  CRATOPUS_BIN=${CRATOPUS_BIN:-target/release/cratopus}
+  CRATOPUS_BIN=${CRATOPUS_BIN:-target/dist/cratopus}
   case "$CRATOPUS_BIN" in /*) ;; *) CRATOPUS_BIN="$REPO_ROOT/$CRATOPUS_BIN" ;; esac
   if [ ! -x "$CRATOPUS_BIN" ]; then
-    msg "$CRATOPUS_BIN not found: cargo build --release -p cratopus"
-    (cd "$REPO_ROOT" && cargo build --release -p cratopus) || die "cargo build failed"
+    msg "$CRATOPUS_BIN not found: cargo build --profile dist -p cratopus"
+    (cd "$REPO_ROOT" && cargo build --profile dist -p cratopus) || die "cargo build failed"
     [ -x "$CRATOPUS_BIN" ] || die "$CRATOPUS_BIN still missing after the build"
   fi
 }

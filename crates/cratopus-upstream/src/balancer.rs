@@ -104,10 +104,7 @@ pub fn pick(
             if s.is_empty() {
                 return None;
             }
-            let start = counter.fetch_add(1, Ordering::Relaxed);
-            (0..s.len())
-                .map(|k| s[(start + k) % s.len()] as usize)
-                .find(|&i| targets[i].is_available())
+            round_robin(s, targets, counter)
         }
         Balance::LeastConnections => least_loaded(targets, fastrand::usize(..n)),
         Balance::PowerOfTwo => {
@@ -132,6 +129,37 @@ pub fn pick(
                 .find(|&i| targets[i].is_available())
         }
     }
+}
+
+/// How many further slots of the schedule a round-robin pick takes when its slot's target is
+/// out, before it settles for the next available slot in order.
+const ROUND_ROBIN_SKIPS: usize = 64;
+
+/// The next slot of the schedule whose target is available.
+///
+/// A slot whose target is out (unhealthy, drained, ejected, breaker open) is *used up*: the pick
+/// takes the next counter value rather than the next slot after its own. Each available slot
+/// is then taken once per turn of the schedule, so the remaining targets keep their weights'
+/// proportions: with A, B, C equal and B out, A C A C rather than A C C A C C (which is what
+/// moving on to the following slot gives: C inherits every one of B's turns). Nothing changes
+/// while every target is in (one `fetch_add`, as before). A pick gives up on skipping after
+/// [`ROUND_ROBIN_SKIPS`] slots, so that a huge schedule with few targets left in it costs no
+/// more than a scan.
+fn round_robin(s: &[u32], targets: &[Arc<Target>], counter: &AtomicUsize) -> Option<usize> {
+    let mut at = counter.fetch_add(1, Ordering::Relaxed);
+    for _ in 0..s.len().min(ROUND_ROBIN_SKIPS) {
+        let i = s[at % s.len()] as usize;
+        if targets[i].is_available() {
+            return Some(i);
+        }
+        if !targets.iter().any(|t| t.is_available()) {
+            return None;
+        }
+        at = counter.fetch_add(1, Ordering::Relaxed);
+    }
+    (0..s.len())
+        .map(|k| s[(at + k) % s.len()] as usize)
+        .find(|&i| targets[i].is_available())
 }
 
 /// In-flight requests per unit of weight, scaled to stay integral.
@@ -191,6 +219,43 @@ mod tests {
         t[0].record_check(false, 1, 1);
         t[2].record_check(false, 1, 1);
         assert_eq!(pick(Balance::RoundRobin, &t, &tables, &c, None), None);
+    }
+
+    /// One target out of three equal ones: the other two share its turns evenly, and with
+    /// weights the remaining targets keep their proportions.
+    #[test]
+    fn round_robin_spreads_evenly_around_a_target_that_is_out() {
+        let c = AtomicUsize::new(0);
+        let count = |t: &[Arc<Target>], tables: &Tables, n: usize| {
+            let mut counts = vec![0usize; t.len()];
+            for _ in 0..n {
+                counts[pick(Balance::RoundRobin, t, tables, &c, None).unwrap()] += 1;
+            }
+            counts
+        };
+        let t = targets(&[1, 1, 1]);
+        let tables = Tables::build(&t, Balance::RoundRobin);
+        t[1].record_check(false, 1, 1);
+        assert_eq!(count(&t, &tables, 600), vec![300, 0, 300]);
+        t[1].record_check(true, 1, 1);
+        t[0].set_drained(true);
+        assert_eq!(count(&t, &tables, 600), vec![0, 300, 300]);
+        t[0].set_drained(false);
+        t[2].set_ejected(true);
+        assert_eq!(count(&t, &tables, 600), vec![300, 300, 0]);
+        t[2].set_ejected(false);
+        t[0].set_breaker_open(true);
+        assert_eq!(count(&t, &tables, 600), vec![0, 300, 300]);
+
+        // Weights 5, 1, 1 with the first out: the other two alternate. With the last out, the
+        // first keeps five turns for the second's one.
+        let t = targets(&[5, 1, 1]);
+        let tables = Tables::build(&t, Balance::RoundRobin);
+        t[0].set_drained(true);
+        assert_eq!(count(&t, &tables, 700), vec![0, 350, 350]);
+        t[0].set_drained(false);
+        t[2].set_drained(true);
+        assert_eq!(count(&t, &tables, 600), vec![500, 100, 0]);
     }
 
     #[test]

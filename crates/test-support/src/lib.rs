@@ -5,6 +5,7 @@
 //! lines are kept for assertions ([`Gateway::wait_for_log`]). The process is killed on drop.
 
 pub mod pebble;
+pub mod raw;
 pub mod redis;
 pub mod tls;
 use bytes::Bytes;
