@@ -73,6 +73,9 @@ pub struct GatewayConfig {
     /// The default certificate, what unknown names get, and ACME settings.
     #[serde(default)]
     pub tls: GatewayTlsConfig,
+    /// How request paths are normalized before routing.
+    #[serde(default)]
+    pub path_normalization: PathNormalization,
 }
 
 /// Trace context handling: a caller's `traceparent` is always continued with its own sampling
@@ -229,6 +232,51 @@ fn default_max_headers() -> usize {
 }
 fn default_header_read_timeout() -> Dur {
     Dur::secs(10)
+}
+
+/// How request paths are normalized before routing (and forwarded normalized), so that the
+/// gateway routes on the path the upstream will read. Safe by default; see
+/// `cratopus_core::normalize`. In gateway.yaml for every organization; an organization's own
+/// section replaces it (keys it leaves out take their defaults).
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PathNormalization {
+    /// Remove `.` and `..` segments (RFC 3986 §5.2.4; `..` above the root is refused with 400),
+    /// decode percent-encoded unreserved characters and upper-case the hex of other escapes.
+    #[serde(default = "yes")]
+    pub normalize: bool,
+    /// Merge runs of `/` into one.
+    #[serde(default = "yes")]
+    pub merge_slashes: bool,
+    /// What an escaped slash (`%2F`, `%5C`, any case) or a bare `\` gets.
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for PathNormalization {
+    fn default() -> Self {
+        PathNormalization {
+            normalize: true,
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::default(),
+        }
+    }
+}
+
+/// What an escaped slash in a path gets (Envoy's `path_with_escaped_slashes_action`).
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EscapedSlashes {
+    /// 400: servers disagree on what it means, so no route can be chosen safely.
+    #[default]
+    Reject,
+    /// Passed on as it is (upper-cased): routed as part of its segment. Only safe when every
+    /// upstream also reads it as a character, never as a separator.
+    Keep,
+    /// Read as `/` and forwarded.
+    UnescapeAndForward,
+    /// Read as `/`, and the client is redirected (307) to the normalized path.
+    UnescapeAndRedirect,
 }
 
 /// The traffic log: one JSON line per request.
@@ -402,6 +450,9 @@ pub struct OrganizationConfig {
     /// Certificates (files or ACME), HSTS and client certificates.
     #[serde(default)]
     pub tls: Option<OrgTlsConfig>,
+    /// Path normalization for this organization, replacing gateway.yaml's.
+    #[serde(default)]
+    pub path_normalization: Option<PathNormalization>,
 }
 
 /// A pool of targets with its balancing, health checking and timeouts.

@@ -13,6 +13,8 @@ use crate::body::{PendingLog, PendingMetrics, PendingSpan, RequestBody, Response
 use crate::conn_pool::SendError;
 use crate::error::GatewayError;
 use crate::forward::{self, X_REQUEST_ID};
+use crate::host::{host_value, request_host};
+use crate::normalize::normalize;
 use crate::overrides::Overrides;
 use crate::resilience::{self, AttemptEnd, Permits};
 use crate::router::Match;
@@ -36,6 +38,7 @@ use http::{Request, Response, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -271,8 +274,8 @@ impl Engine {
             return Err(GatewayError::Blocked);
         }
 
-        // Match: Host → organization → route.
-        let host = host_str(&req);
+        // Match: Host → organization → (normalized) path → route.
+        let host = request_host(&req).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         let org = snap
             .org_for_host(host)
             .ok_or_else(|| GatewayError::UnknownHost(host.to_string()))?;
@@ -289,6 +292,19 @@ impl Engine {
             return Err(GatewayError::HeadersTooLarge(snap.max_header_bytes));
         }
 
+        // The path is routed and forwarded as normalized, so the upstream reads the path that
+        // was routed (see `normalize`).
+        let normalized = normalize(req.uri().path(), &org.paths).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        if let Cow::Owned(p) = normalized.path {
+            let target = match req.uri().query() {
+                Some(q) => format!("{p}?{q}"),
+                None => p,
+            };
+            if normalized.redirect {
+                return Ok((redirect_to(&target)?, None));
+            }
+            set_path(req.uri_mut(), target)?;
+        }
         let path = req.uri().path();
 
         // A CORS preflight is answered by the route of the method it asks about.
@@ -791,20 +807,28 @@ fn pick_other(pool: &UpstreamPool, hash: Option<u64>, last: &Arc<Target>) -> Opt
     Some(next)
 }
 
-/// The Host header, or for HTTP/2 the `:authority` (which hyper puts in the URI).
+/// The host a request is for, for its span (the match phase refuses a request without a valid one).
 fn host_str<B>(req: &Request<B>) -> &str {
-    match req.headers().get(header::HOST) {
-        Some(h) => h.to_str().unwrap_or(""),
-        None => req.uri().authority().map_or("", |a| a.as_str()),
-    }
+    request_host(req).unwrap_or("")
 }
 
-/// [`host_str`] as a header value, for the log line and the upstream's `X-Forwarded-Host`.
-fn host_value(headers: &http::HeaderMap, uri: &Uri) -> Option<HeaderValue> {
-    match headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    }
+/// `uri` with its path and query replaced by `target` (the normalized path).
+fn set_path(uri: &mut Uri, target: String) -> Result<(), GatewayError> {
+    let invalid = || GatewayError::BadRequest("invalid request target".into());
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(http::uri::PathAndQuery::try_from(target).map_err(|_| invalid())?);
+    *uri = Uri::from_parts(parts).map_err(|_| invalid())?;
+    Ok(())
+}
+
+/// `307` to `target`, for `escaped_slashes: unescape_and_redirect` (as Envoy answers).
+fn redirect_to(target: &str) -> Result<Response<ResponseBody>, GatewayError> {
+    let location =
+        HeaderValue::from_str(target).map_err(|_| GatewayError::BadRequest("invalid request target".into()))?;
+    let mut res = Response::new(ResponseBody::full(Bytes::new()));
+    *res.status_mut() = http::StatusCode::TEMPORARY_REDIRECT;
+    res.headers_mut().insert(header::LOCATION, location);
+    Ok(res)
 }
 
 /// Builds the request the upstream receives.

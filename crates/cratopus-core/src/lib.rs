@@ -10,6 +10,8 @@ pub mod conn_pool;
 pub mod engine;
 pub mod error;
 pub mod forward;
+pub mod host;
+pub mod normalize;
 pub mod overrides;
 pub mod resilience;
 pub mod router;

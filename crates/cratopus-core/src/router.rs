@@ -6,8 +6,19 @@
 //! has no route for the request's method, the most specific pattern that has one answers
 //! (`POST /users/me` and `GET /users/{id}`: `GET /users/me` is the second route's, as in
 //! httprouter, gin and KrakenD). So no route can hide another.
+//!
+//! That fallback is taken only when it cannot weaken access: the route falling back must have
+//! the same [`AccessRules`] as every route at the most specific pattern; otherwise the request
+//! gets 405. With `/admin/{*rest}` for GET and POST behind an API key and an open `/{*rest}`, a
+//! `DELETE /admin/x` would otherwise reach the open route without a key. (405 rather than
+//! making the fallback opt-in: the safe answer needs no setting, and the documented case of
+//! routes with the same rules keeps working.) The rules are compared once, at config load, as
+//! a class number per route ([`Route::access`]) and per pattern ([`MethodTable::access`]).
+//! `cratopus routes` shows where a fallback applies and where it is refused; `cratopus check`
+//! warns about the refused ones.
 
 use crate::snapshot::Route;
+use cratopus_config::{AuthConfig, AuthorizeConfig, IpRulesConfig, OrganizationConfig, RouteConfig};
 use http::{HeaderValue, Method};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,6 +83,38 @@ fn strip_port(host: &str) -> &str {
     }
 }
 
+/// Everything that decides who may use a route: the organization's and the route's IP lists,
+/// authentication (the route's, else the organization's; `None` when the route is open),
+/// authorization, and, when some consumer's API keys are good for named routes only, the
+/// route's name. (The organization's client-certificate rule is the same for all its routes.)
+/// Two routes with equal rules admit the same requests, so one may answer for the other.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AccessRules<'a> {
+    ip: [Option<&'a IpRulesConfig>; 2],
+    auth: Option<&'a AuthConfig>,
+    authorize: Option<&'a AuthorizeConfig>,
+    name: Option<&'a str>,
+}
+
+impl<'a> AccessRules<'a> {
+    /// The rules of `route` of `org`, as `compile` applies them.
+    pub fn of(org: &'a OrganizationConfig, route: &'a RouteConfig) -> AccessRules<'a> {
+        // `auth: {}` opens a route of an organization that authenticates.
+        let auth = route
+            .auth
+            .as_ref()
+            .or(org.auth.as_ref())
+            .filter(|a| a.api_key.is_some() || a.jwt.is_some() || a.mtls.is_some());
+        let scoped_keys = org.consumers.iter().any(|c| c.keys.iter().any(|k| !k.routes.is_empty()));
+        AccessRules {
+            ip: [org.ip.as_ref(), route.ip.as_ref()],
+            auth,
+            authorize: route.authorize.as_ref().or(org.authorize.as_ref()),
+            name: (auth.is_some() && scoped_keys).then(|| route.name.as_deref().unwrap_or(&route.path.value)),
+        }
+    }
+}
+
 /// The routes that share one path pattern, by method.
 #[derive(Debug, Default)]
 pub struct MethodTable {
@@ -79,6 +122,9 @@ pub struct MethodTable {
     pub any: Option<Arc<Route>>,
     /// The `Allow` header for a 405.
     pub allow: Option<HeaderValue>,
+    /// The access class ([`Route::access`]) every route here shares; `None` when they differ,
+    /// and then no less specific pattern answers for a method this one lacks.
+    pub access: Option<usize>,
 }
 
 impl MethodTable {
@@ -144,20 +190,22 @@ impl OrgRouter {
             None if *method == Method::HEAD => self.by_method.get(&Method::GET).unwrap_or(&self.any_method),
             None => &self.any_method,
         };
+        // Only to a route with the same access rules (see the module doc).
         if let Ok(m) = tree.at(path)
             && let Some(r) = self.tables[*m.value].get(method)
+            && table.access == Some(r.access)
         {
             return Match::Found(r, m.params);
         }
         match &table.allow {
-            Some(allow) => Match::MethodNotAllowed(self.allow(path, allow)),
+            Some(allow) => Match::MethodNotAllowed(self.allow(path, table.access, allow)),
             None => Match::NotFound,
         }
     }
 
     /// `Allow` for a 405 at `path`: the most specific pattern's methods and those less specific
-    /// patterns answer there (made per 405, which is rare).
-    fn allow(&self, path: &str, own: &HeaderValue) -> HeaderValue {
+    /// patterns answer there with the same access rules (made per 405, which is rare).
+    fn allow(&self, path: &str, access: Option<usize>, own: &HeaderValue) -> HeaderValue {
         let mut names: Vec<&str> = own
             .to_str()
             .unwrap_or("")
@@ -166,7 +214,10 @@ impl OrgRouter {
             .collect();
         let own_count = names.len();
         for (m, tree) in &self.by_method {
-            if !names.contains(&m.as_str()) && tree.at(path).is_ok() {
+            if !names.contains(&m.as_str())
+                && let Ok(found) = tree.at(path)
+                && self.tables[*found.value].get(m).is_some_and(|r| Some(r.access) == access)
+            {
                 names.push(m.as_str());
             }
         }
@@ -178,7 +229,13 @@ impl OrgRouter {
     }
 
     /// Builds the per-method trees once every route is in: `patterns` gives each table's pattern.
+    /// Also notes each table's access class.
     pub(crate) fn finish(&mut self, patterns: &HashMap<String, usize>) {
+        for t in &mut self.tables {
+            let mut classes = t.by_method.iter().map(|(_, r)| r.access).chain(t.any.iter().map(|r| r.access));
+            let first = classes.next();
+            t.access = first.filter(|c| classes.all(|x| x == *c));
+        }
         let mut methods: Vec<Method> = self
             .tables
             .iter()

@@ -7,10 +7,11 @@
 
 use crate::conn_pool::{ConnPool, PoolSettings};
 use crate::resilience::{self, Retry};
-use crate::router::{HostTable, MethodTable, OrgRouter};
+use crate::router::{AccessRules, HostTable, MethodTable, OrgRouter};
 use crate::tls::{OrgTls, TlsSnapshot};
 use cratopus_config::{
-    AuthConfig, ConfigError, ConfigErrors, FailMode, LoadedConfig, Protocol, StateConfig, UpstreamConfig,
+    AuthConfig, ConfigError, ConfigErrors, FailMode, LoadedConfig, PathNormalization, Protocol, StateConfig,
+    UpstreamConfig,
 };
 use cratopus_observe::TrafficLog;
 use cratopus_observe::metrics::RouteMetrics;
@@ -95,12 +96,17 @@ pub struct Route {
     pub cors: Option<Arc<Cors>>,
     pub validator: Option<Arc<Validator>>,
     pub forwarding: Option<Arc<Forwarding>>,
+    /// Routes of the organization with the same number have the same
+    /// [`AccessRules`](crate::router::AccessRules): the router lets one answer for another.
+    pub access: usize,
 }
 
 #[derive(Debug)]
 pub struct Org {
     pub name: Arc<str>,
     pub router: OrgRouter,
+    /// How paths are normalized before routing: the organization's, else gateway.yaml's.
+    pub paths: PathNormalization,
     /// HSTS and client-certificate rules.
     pub tls: OrgTls,
 }
@@ -484,6 +490,8 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         // pattern → index into router.tables, to group routes that share a pattern.
         let mut slots: HashMap<String, usize> = HashMap::new();
         let mut implicit: Vec<(String, Arc<Route>, Vec<Method>)> = Vec::new();
+        // The distinct access rules of the organization's routes: a route's class is its index.
+        let mut access_classes: Vec<AccessRules> = Vec::new();
         for r in &o.routes {
             let Some(upstream) = upstreams.get(&(org_name.clone(), r.upstream.value.clone())) else {
                 continue; // reported by validation
@@ -564,6 +572,14 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                     Err(e) => auth_errors.push(format!("route `{pattern}`: ip: {e}")),
                 }
             }
+            let rules = AccessRules::of(o, r);
+            let access = match access_classes.iter().position(|c| *c == rules) {
+                Some(i) => i,
+                None => {
+                    access_classes.push(rules);
+                    access_classes.len() - 1
+                }
+            };
             let route = Arc::new(Route {
                 name: route_name.clone(),
                 line: r.path.referenced.line(),
@@ -600,6 +616,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                     .or_else(|| org_cors.clone()),
                 validator,
                 forwarding: r.forward.as_ref().map(|f| Arc::new(Forwarding::compile(f))),
+                access,
             });
             all_routes.push(route.clone());
             if let Err(e) = add_route(&mut router, &mut slots, &pattern, &route, &methods, true) {
@@ -637,6 +654,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         orgs.push(Org {
             name: org_name,
             router,
+            paths: o.path_normalization.unwrap_or(gw.path_normalization),
             tls: org_tls.get_mut(oi).map(std::mem::take).unwrap_or_default(),
         });
     }
