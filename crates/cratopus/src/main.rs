@@ -192,6 +192,7 @@ fn check(path: &Path, strict: bool) -> ExitCode {
     };
     let warnings: Vec<_> = cratopus_config::lint::lint(&cfg)
         .into_iter()
+        .chain(routes_cmd::fallback_warnings(&cfg))
         .map(|w| (Severity::Warning, w))
         .collect();
     // Compile as `run` would (routes, templates, pools), without opening the traffic log or

@@ -34,8 +34,18 @@
 //! `routes` are in the order of the text tree; `upstreams` are sorted by name; `timeout_ms` is
 //! the route's own `timeout` (null: the upstream's `timeouts.response` applies); `default` is
 //! true for the organization that answers hosts no organization claims.
+//!
+//! Method fallbacks (see `cratopus_core::router`): at a path, a method that no route there
+//! answers may go to a less specific pattern's route, but only when that route has the same
+//! access rules; otherwise it gets 405. Both are shown at the path they concern (text:
+//! `PUT ⇢ route user at /users/{id}` or `PUT, * ⇢ 405: route open at /{*rest} has other access
+//! rules`, where `*` stands for the methods no route names), and in the JSON as
+//! `"fallbacks": [{"path", "methods", "route", "route_path", "applies": bool}]` per
+//! organization. They are found at a sample path of each pattern (`{x}` → `x1`, `{*x}` →
+//! `a/b`); `cratopus check` warns about each refused one ([`fallback_warnings`]).
 
-use cratopus_config::{Balance, HashOn, LoadedConfig, OrganizationConfig, UpstreamConfig};
+use cratopus_config::{Balance, ConfigError, HashOn, LoadedConfig, OrganizationConfig, RouteConfig, UpstreamConfig};
+use cratopus_core::router::AccessRules;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -88,6 +98,22 @@ struct RouteView<'a> {
     strip_prefix: Option<&'a str>,
     rewrite: Option<&'a str>,
     timeout: Option<Duration>,
+    /// Who may use it, to tell where a method fallback is allowed.
+    access: AccessRules<'a>,
+    /// The route as written (an implicit route: the route it comes from).
+    config: &'a RouteConfig,
+}
+
+/// Where the router's method fallback applies at a path, or is refused: `methods` at `path`,
+/// which no route there answers, go to route `to` (at a less specific pattern), or, when
+/// `applies` is false, get 405 because that route has other access rules.
+struct Fallback {
+    path: String,
+    /// Upper case, sorted; `*` for every method no route of the organization names.
+    methods: Vec<String>,
+    /// Index into the organization's routes.
+    to: usize,
+    applies: bool,
 }
 
 /// One path segment of the tree and what hangs below it.
@@ -95,6 +121,8 @@ struct RouteView<'a> {
 struct Node {
     /// Indexes into the organization's routes, in file order (explicit before implicit).
     routes: Vec<usize>,
+    /// Indexes into the organization's fallbacks.
+    fallbacks: Vec<usize>,
     /// Keyed by (kind, segment) so that siblings sort: trailing slash, literals, params, catch-alls.
     children: BTreeMap<(u8, String), Node>,
 }
@@ -103,6 +131,7 @@ struct OrgView<'a> {
     org: &'a OrganizationConfig,
     default: bool,
     routes: Vec<RouteView<'a>>,
+    fallbacks: Vec<Fallback>,
     tree: Node,
 }
 
@@ -135,22 +164,152 @@ fn org_views(cfg: &LoadedConfig) -> Vec<OrgView<'_>> {
         .map(|(i, loaded)| {
             let org = &loaded.config;
             let routes = route_views(org);
+            let fallbacks = fallbacks(&routes);
             let mut tree = Node::default();
             for (ri, r) in routes.iter().enumerate() {
-                let mut node = &mut tree;
-                for seg in segments(&r.path) {
-                    node = node.children.entry(segment_key(seg)).or_default();
-                }
-                node.routes.push(ri);
+                node_of(&mut tree, &r.path).routes.push(ri);
+            }
+            for (fi, f) in fallbacks.iter().enumerate() {
+                node_of(&mut tree, &f.path).fallbacks.push(fi);
             }
             OrgView {
                 org,
                 default: default == Some(i),
                 routes,
+                fallbacks,
                 tree,
             }
         })
         .collect()
+}
+
+/// The node of `path` in `tree`, made if needed.
+fn node_of<'t>(tree: &'t mut Node, path: &str) -> &'t mut Node {
+    let mut node = tree;
+    for seg in segments(path) {
+        node = node.children.entry(segment_key(seg)).or_default();
+    }
+    node
+}
+
+/// A request path that `pattern` matches: `{x}` → `x1`, `{*x}` → `a/b`.
+fn sample_path(pattern: &str) -> String {
+    let segs: Vec<String> = segments(pattern)
+        .map(|s| match segment_key(s).0 {
+            3 => "a/b".to_string(),
+            2 => "x1".to_string(),
+            _ => s.to_string(),
+        })
+        .collect();
+    format!("/{}", segs.join("/"))
+}
+
+/// Whether `r` answers `method` (`*`: a method no route names) at its path, as the router
+/// decides (a route answering GET answers HEAD).
+fn answers(r: &RouteView<'_>, method: &str) -> bool {
+    r.methods.is_empty() || r.methods.iter().any(|m| m == method || (method == "HEAD" && m == "GET"))
+}
+
+/// The method fallbacks of an organization's routes, by path in route order, then by method.
+/// For each path and each method no route there answers, the router's choice at a sample path
+/// of the pattern: the most specific pattern answering that method.
+fn fallbacks(routes: &[RouteView<'_>]) -> Vec<Fallback> {
+    let mut methods: Vec<&str> = routes.iter().flat_map(|r| r.methods.iter().map(String::as_str)).collect();
+    if methods.contains(&"GET") {
+        methods.push("HEAD");
+    }
+    methods.sort_unstable();
+    methods.dedup();
+    if routes.iter().any(|r| r.methods.is_empty()) {
+        methods.push("*");
+    }
+    let mut paths: Vec<&str> = Vec::new();
+    for r in routes {
+        if !paths.contains(&r.path.as_str()) {
+            paths.push(&r.path);
+        }
+    }
+    // Insert errors are patterns that conflict: `check` reports them; they are left out here.
+    let mut all = matchit::Router::new();
+    for p in &paths {
+        let _ = all.insert(*p, *p);
+    }
+    let mut out: Vec<Fallback> = Vec::new();
+    for m in methods {
+        let mut tree = matchit::Router::new();
+        for (i, r) in routes.iter().enumerate() {
+            if answers(r, m) {
+                let _ = tree.insert(r.path.as_str(), i);
+            }
+        }
+        for p in &paths {
+            let here: Vec<&RouteView<'_>> = routes.iter().filter(|r| r.path == *p).collect();
+            let sample = sample_path(p);
+            // The sample must be routed to `p` itself, or it says nothing about `p`.
+            if here.iter().any(|r| answers(r, m)) || all.at(&sample).map(|f| *f.value) != Ok(*p) {
+                continue;
+            }
+            let Ok(found) = tree.at(&sample) else {
+                continue;
+            };
+            let to = *found.value;
+            let applies = here.iter().all(|r| r.access == routes[to].access);
+            match out.iter_mut().find(|f| f.path == *p && f.to == to && f.applies == applies) {
+                Some(f) => f.methods.push(m.to_string()),
+                None => out.push(Fallback {
+                    path: p.to_string(),
+                    methods: vec![m.to_string()],
+                    to,
+                    applies,
+                }),
+            }
+        }
+    }
+    out.sort_by_key(|f| paths.iter().position(|p| *p == f.path));
+    out
+}
+
+/// A warning for each refused method fallback, at the route it protects: those requests get
+/// 405 (before, they reached a less specific pattern's route with other access rules).
+pub fn fallback_warnings(cfg: &LoadedConfig) -> Vec<ConfigError> {
+    let mut warnings = Vec::new();
+    for (view, loaded) in org_views(cfg).iter().zip(&cfg.orgs) {
+        // One warning per route as written: its implicit paths (`/x`, `/x/`) say the same.
+        let mut said: Vec<(*const RouteConfig, usize, &[String])> = Vec::new();
+        for f in view.fallbacks.iter().filter(|f| !f.applies) {
+            let Some(at) = view.routes.iter().find(|r| r.path == f.path) else {
+                continue;
+            };
+            let to = &view.routes[f.to];
+            let key = (std::ptr::from_ref(at.config), f.to, f.methods.as_slice());
+            if said.contains(&key) {
+                continue;
+            }
+            said.push(key);
+            warnings.push(ConfigError::at(
+                &loaded.file,
+                &at.config.path.referenced,
+                format!(
+                    "at `{}`, {} get 405: no route there answers them, and route `{}` (`{}`), which would, has other access rules (ip, auth or authorize)",
+                    f.path,
+                    method_list(&f.methods),
+                    to.name,
+                    to.path
+                ),
+            ));
+        }
+    }
+    warnings
+}
+
+/// `PUT, DELETE, *` → `PUT, DELETE and methods no route names`.
+fn method_list(methods: &[String]) -> String {
+    let named: Vec<&str> = methods.iter().map(String::as_str).filter(|m| *m != "*").collect();
+    match (named.is_empty(), methods.iter().any(|m| m == "*")) {
+        (true, _) => "methods no route of the organization names".to_string(),
+        (false, true) => format!("{} and methods no route names", named.join(", ")),
+        (false, false) => named.join(", "),
+    }
 }
 
 /// The segments of a path: `/` → [""], `/a/b/` → ["a", "b", ""].
@@ -208,6 +367,8 @@ fn route_views(org: &OrganizationConfig) -> Vec<RouteView<'_>> {
             strip_prefix: r.strip_prefix.as_ref().map(|s| s.value.as_str()),
             rewrite: r.rewrite.as_ref().map(|s| s.value.as_str()),
             timeout: r.timeout.map(|d| d.0),
+            access: AccessRules::of(org, r),
+            config: r,
         };
         // The same test as `compile`: a catch-all as the last segment.
         if let Some(i) = pattern.rfind("/{*")
@@ -284,16 +445,32 @@ fn render_text(orgs: &[OrgView<'_>]) -> String {
 
 /// Writes the routes and child segments of `node`, `tree` style, each line after `prefix`.
 fn draw(node: &Node, o: &OrgView<'_>, prefix: &str, out: &mut String) {
-    let total = node.routes.len() + node.children.len();
+    let own = node.routes.len() + node.fallbacks.len();
+    let total = own + node.children.len();
     let branch = |i: usize| if i + 1 == total { "└─ " } else { "├─ " };
     for (i, &r) in node.routes.iter().enumerate() {
         let _ = writeln!(out, "{prefix}{}{}", branch(i), route_line(&o.routes[r], o.org));
     }
-    for (j, ((_, seg), child)) in node.children.iter().enumerate() {
+    for (j, &f) in node.fallbacks.iter().enumerate() {
         let i = node.routes.len() + j;
+        let _ = writeln!(out, "{prefix}{}{}", branch(i), fallback_line(&o.fallbacks[f], &o.routes));
+    }
+    for (j, ((_, seg), child)) in node.children.iter().enumerate() {
+        let i = own + j;
         let _ = writeln!(out, "{prefix}{}/{seg}", branch(i));
         let more = if i + 1 == total { "   " } else { "│  " };
         draw(child, o, &format!("{prefix}{more}"), out);
+    }
+}
+
+/// `PUT ⇢ route user at /users/{id}`, or `PUT, * ⇢ 405: route open at /{*rest} has other access rules`.
+fn fallback_line(f: &Fallback, routes: &[RouteView<'_>]) -> String {
+    let to = &routes[f.to];
+    let methods = f.methods.join(", ");
+    if f.applies {
+        format!("{methods} ⇢ route {} at {}", to.name, to.path)
+    } else {
+        format!("{methods} ⇢ 405: route {} at {} has other access rules", to.name, to.path)
     }
 }
 
@@ -405,12 +582,22 @@ fn render_json(orgs: &[OrgView<'_>]) -> String {
                 })
                 .collect();
             let domains: Vec<&str> = o.org.domains.iter().map(|d| d.value.as_str()).collect();
+            let fallbacks: Vec<Value> = o
+                .fallbacks
+                .iter()
+                .map(|f| {
+                    let to = &o.routes[f.to];
+                    json!({"path": f.path, "methods": f.methods, "route": to.name, "route_path": to.path,
+                           "applies": f.applies})
+                })
+                .collect();
             json!({
                 "name": o.org.name.value,
                 "default": o.default,
                 "domains": domains,
                 "routes": routes,
                 "upstreams": upstreams,
+                "fallbacks": fallbacks,
             })
         })
         .collect();
@@ -611,18 +798,6 @@ organization orphan  hosts: none (no domains and not the default organization)
         assert_eq!(v, json!({"organizations": []}));
     }
 
-    /// A request path that `pattern` matches: `{x}` → `x1`, `{*x}` → `a/b`.
-    fn sample_path(pattern: &str) -> String {
-        let segs: Vec<String> = segments(pattern)
-            .map(|s| match segment_key(s).0 {
-                3 => "a/b".to_string(),
-                2 => "x1".to_string(),
-                _ => s.to_string(),
-            })
-            .collect();
-        format!("/{}", segs.join("/"))
-    }
-
     /// Every line of the tree is what the compiled router answers: each route (explicit or
     /// implicit) is found for each of its methods, and `*` routes for a method nobody lists.
     fn assert_matches_router(yaml: &str) {
@@ -662,6 +837,20 @@ organization orphan  hosts: none (no domains and not the default organization)
                         assert_eq!(found, r.name, "{m} {path} (pattern {})", r.path);
                     }
                 }
+                // Each fallback shown is the router's answer: the route, or 405.
+                for f in &o.fallbacks {
+                    let path = sample_path(&f.path);
+                    for m in &f.methods {
+                        let method = if m == "*" { "PROPFIND" } else { m.as_str() }.parse().expect("method");
+                        let got = match org.router.find(&method, &path) {
+                            cratopus_core::router::Match::Found(route, _) => route.name.to_string(),
+                            cratopus_core::router::Match::MethodNotAllowed(_) => "405".into(),
+                            cratopus_core::router::Match::NotFound => "404".into(),
+                        };
+                        let want = if f.applies { o.routes[f.to].name.to_string() } else { "405".into() };
+                        assert_eq!(got, want, "{m} {path} (pattern {})", f.path);
+                    }
+                }
             }
             drop(snap);
         });
@@ -680,10 +869,71 @@ organizations:
       - {name: docs-root, path: /docs, upstream: u}
 ";
 
+    /// A keyed `/admin/{*rest}` beside an open `/{*rest}`, and the documented `POST /users/me`
+    /// beside `GET /users/{id}`, all open.
+    const GUARDED: &str = "\
+organizations:
+  - name: guarded
+    upstreams:
+      u:
+        targets: [\"mirror://\"]
+    consumers:
+      - id: ops
+        keys: [\"sha256:0000000000000000000000000000000000000000000000000000000000000000\"]
+    routes:
+      - {name: admin, path: \"/admin/{*rest}\", methods: [GET, POST], upstream: u, auth: {api_key: {}}}
+      - {name: open, path: \"/{*rest}\", upstream: u}
+      - {name: create-me, path: /users/me, methods: [POST], upstream: u}
+      - {name: user, path: \"/users/{id}\", methods: [GET], upstream: u}
+";
+
     #[test]
     fn tree_agrees_with_the_compiled_router() {
         assert_matches_router(YAML);
         assert_matches_router(SOLO);
+        assert_matches_router(GUARDED);
+    }
+
+    #[test]
+    fn fallbacks_are_shown_where_they_apply_and_where_they_are_refused() {
+        let got = render(&load(GUARDED), false);
+        let want = r"organization guarded  hosts: every host (default)
+├─ /
+│  └─ * → route open → upstream u (round_robin): mirror://  (implicit)
+├─ /admin
+│  ├─ GET, POST → route admin → upstream u (round_robin): mirror://  (implicit)
+│  ├─ * ⇢ 405: route open at /{*rest} has other access rules
+│  ├─ /
+│  │  ├─ GET, POST → route admin → upstream u (round_robin): mirror://  (implicit)
+│  │  └─ * ⇢ 405: route open at /{*rest} has other access rules
+│  └─ /{*rest}
+│     ├─ GET, POST → route admin → upstream u (round_robin): mirror://
+│     └─ * ⇢ 405: route open at /{*rest} has other access rules
+├─ /users
+│  ├─ /me
+│  │  ├─ POST → route create-me → upstream u (round_robin): mirror://
+│  │  ├─ GET, HEAD ⇢ route user at /users/{id}
+│  │  └─ * ⇢ route open at /{*rest}
+│  └─ /{id}
+│     ├─ GET → route user → upstream u (round_robin): mirror://
+│     └─ POST, * ⇢ route open at /{*rest}
+└─ /{*rest}
+   └─ * → route open → upstream u (round_robin): mirror://
+";
+        assert_eq!(got, want, "\n{got}");
+        let v: Value = serde_json::from_str(&render(&load(GUARDED), true)).expect("valid JSON");
+        assert_eq!(
+            v["organizations"][0]["fallbacks"][0],
+            json!({"path": "/admin/{*rest}", "methods": ["*"], "route": "open", "route_path": "/{*rest}", "applies": false})
+        );
+        let warnings: Vec<String> = fallback_warnings(&load(GUARDED)).iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        assert!(
+            warnings[0].starts_with("gw.yaml:10:")
+                && warnings[0].contains("at `/admin/{*rest}`, methods no route of the organization names")
+                && warnings[0].contains("route `open` (`/{*rest}`)"),
+            "{warnings:#?}"
+        );
     }
 
     #[test]
