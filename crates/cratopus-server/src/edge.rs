@@ -33,7 +33,7 @@ pub fn answer<B>(
             org: None,
             route: None,
             method: req.method().clone(),
-            host: req.headers().get(header::HOST).cloned(),
+            host: cratopus_core::host::host_value(req.headers(), req.uri()),
             uri: req.uri().clone(),
             status: res.status().as_u16(),
             bytes_in: 0,
@@ -91,12 +91,10 @@ fn decide<B>(
     })
 }
 
-/// `https://<host>[:port]<path and query>`; the host must be a plain name or address.
+/// `https://<host>[:port]<path and query>`; the host (the engine's: the target's authority over
+/// `Host`) must be a plain name or address.
 fn location<B>(req: &Request<B>, port: u16) -> Option<HeaderValue> {
-    let host = match req.headers().get(header::HOST) {
-        Some(h) => h.to_str().ok()?,
-        None => req.uri().authority()?.as_str(),
-    };
+    let host = cratopus_core::host::request_host(req).ok()?;
     let name = match host.strip_prefix('[') {
         Some(v6) => &host[..v6.find(']')? + 2],
         None => host.rsplit_once(':').map_or(host, |(h, _)| h),
@@ -133,5 +131,7 @@ mod tests {
         assert_eq!(loc("[::1]:80", "/p", 443).as_deref(), Some("https://[::1]/p"));
         assert_eq!(loc("evil/x", "/", 443), None);
         assert_eq!(loc("", "/", 443), None);
+        // An absolute-form target's authority wins over Host, as in the engine.
+        assert_eq!(loc("b.test", "http://a.test/x", 443).as_deref(), Some("https://a.test/x"));
     }
 }
