@@ -357,3 +357,55 @@ async fn gw_log_has(path: &std::path::Path, a: &str, b: &str) -> bool {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_warns_and_routes_shows_where_the_fallback_is_refused() {
+    let backend = RawBackend::ok().await;
+    let dir = tempdir_log();
+    let dir = dir.parent().expect("temp dir");
+    let file = dir.join("gateway.yaml");
+    let org = admin_org(&backend, "")
+        .lines()
+        .map(|l| format!("    {l}\n"))
+        .collect::<String>()
+        .replacen("    name: t", "  - name: t", 1);
+    std::fs::write(&file, format!("organizations:\n{org}")).expect("write config");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .arg("-c")
+            .arg(&file)
+            .output()
+            .expect("run cratopus");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+
+    let (ok, text) = run(&["check"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("warning: at `/admin/{*rest}`, methods no route of the organization names get 405")
+            && text.contains("route `open` (`/{*rest}`)"),
+        "{text}"
+    );
+    let (ok, text) = run(&["check", "--strict"]);
+    assert!(!ok, "--strict fails on the warning: {text}");
+
+    let (ok, text) = run(&["routes"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("└─ * ⇢ 405: route open at /{*rest} has other access rules"),
+        "{text}"
+    );
+    let (ok, text) = run(&["routes", "--json"]);
+    assert!(ok, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(
+        v["organizations"][0]["fallbacks"][0],
+        serde_json::json!({"path": "/admin/{*rest}", "methods": ["*"], "route": "open",
+                           "route_path": "/{*rest}", "applies": false})
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
