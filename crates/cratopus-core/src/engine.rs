@@ -294,7 +294,8 @@ impl Engine {
 
         // The path is routed and forwarded as normalized, so the upstream reads the path that
         // was routed (see `normalize`).
-        let normalized = normalize(req.uri().path(), &org.paths).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+        let normalized =
+            normalize(req.uri().path(), &org.paths).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
         if let Cow::Owned(p) = normalized.path {
             let target = match req.uri().query() {
                 Some(q) => format!("{p}?{q}"),

@@ -87,7 +87,21 @@ fn is_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
-            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b'%'
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b';'
+                | b'='
+                | b'%'
         )
 }
 
@@ -121,7 +135,10 @@ mod tests {
     #[test]
     fn missing_repeated_and_invalid_hosts() {
         assert_eq!(request_host(&req(Version::HTTP_11, "/x", &[])), Err(HostError::Missing));
-        assert_eq!(request_host(&req(Version::HTTP_11, "http://a.test/x", &[])), Err(HostError::Missing));
+        assert_eq!(
+            request_host(&req(Version::HTTP_11, "http://a.test/x", &[])),
+            Err(HostError::Missing)
+        );
         assert_eq!(request_host(&req(Version::HTTP_10, "/x", &[])), Ok(""));
         assert_eq!(request_host(&req(Version::HTTP_2, "/x", &[])), Ok(""));
         assert_eq!(

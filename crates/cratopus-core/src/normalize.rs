@@ -57,7 +57,11 @@ pub fn normalize<'a>(path: &'a str, rules: &PathNormalization) -> Result<Normali
     let normal = segments(&decoded, rules)?;
     let redirect = unescaped_slash && rules.escaped_slashes == EscapedSlashes::UnescapeAndRedirect;
     Ok(Normalized {
-        path: if normal == path { Cow::Borrowed(path) } else { Cow::Owned(normal) },
+        path: if normal == path {
+            Cow::Borrowed(path)
+        } else {
+            Cow::Owned(normal)
+        },
         redirect,
     })
 }
@@ -72,7 +76,8 @@ fn is_normal(p: &[u8], rules: &PathNormalization) -> bool {
                 if rules.merge_slashes && rest.first() == Some(&b'/') {
                     return false;
                 }
-                if rules.normalize && matches!(rest, [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..]) {
+                if rules.normalize && matches!(rest, [b'.'] | [b'.', b'/', ..] | [b'.', b'.'] | [b'.', b'.', b'/', ..])
+                {
                     return false;
                 }
             }
@@ -201,7 +206,14 @@ mod tests {
 
     #[test]
     fn the_common_path_is_borrowed() {
-        for p in ["/", "/a/b", "/a/b/", "/.well-known/x", "/a.b/c..d/...", "/v1/users/{id}"] {
+        for p in [
+            "/",
+            "/a/b",
+            "/a/b/",
+            "/.well-known/x",
+            "/a.b/c..d/...",
+            "/v1/users/{id}",
+        ] {
             let n = normalize(p, &PathNormalization::default()).unwrap();
             assert!(matches!(n.path, Cow::Borrowed(_)), "{p}");
             assert!(!n.redirect);

@@ -105,7 +105,10 @@ impl<'a> AccessRules<'a> {
             .as_ref()
             .or(org.auth.as_ref())
             .filter(|a| a.api_key.is_some() || a.jwt.is_some() || a.mtls.is_some());
-        let scoped_keys = org.consumers.iter().any(|c| c.keys.iter().any(|k| !k.routes.is_empty()));
+        let scoped_keys = org
+            .consumers
+            .iter()
+            .any(|c| c.keys.iter().any(|k| !k.routes.is_empty()));
         AccessRules {
             ip: [org.ip.as_ref(), route.ip.as_ref()],
             auth,
@@ -216,7 +219,9 @@ impl OrgRouter {
         for (m, tree) in &self.by_method {
             if !names.contains(&m.as_str())
                 && let Ok(found) = tree.at(path)
-                && self.tables[*found.value].get(m).is_some_and(|r| Some(r.access) == access)
+                && self.tables[*found.value]
+                    .get(m)
+                    .is_some_and(|r| Some(r.access) == access)
             {
                 names.push(m.as_str());
             }
@@ -232,7 +237,11 @@ impl OrgRouter {
     /// Also notes each table's access class.
     pub(crate) fn finish(&mut self, patterns: &HashMap<String, usize>) {
         for t in &mut self.tables {
-            let mut classes = t.by_method.iter().map(|(_, r)| r.access).chain(t.any.iter().map(|r| r.access));
+            let mut classes = t
+                .by_method
+                .iter()
+                .map(|(_, r)| r.access)
+                .chain(t.any.iter().map(|r| r.access));
             let first = classes.next();
             t.access = first.filter(|c| classes.all(|x| x == *c));
         }

@@ -132,6 +132,9 @@ mod tests {
         assert_eq!(loc("evil/x", "/", 443), None);
         assert_eq!(loc("", "/", 443), None);
         // An absolute-form target's authority wins over Host, as in the engine.
-        assert_eq!(loc("b.test", "http://a.test/x", 443).as_deref(), Some("https://a.test/x"));
+        assert_eq!(
+            loc("b.test", "http://a.test/x", 443).as_deref(),
+            Some("https://a.test/x")
+        );
     }
 }

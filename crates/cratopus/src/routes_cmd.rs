@@ -207,14 +207,20 @@ fn sample_path(pattern: &str) -> String {
 /// Whether `r` answers `method` (`*`: a method no route names) at its path, as the router
 /// decides (a route answering GET answers HEAD).
 fn answers(r: &RouteView<'_>, method: &str) -> bool {
-    r.methods.is_empty() || r.methods.iter().any(|m| m == method || (method == "HEAD" && m == "GET"))
+    r.methods.is_empty()
+        || r.methods
+            .iter()
+            .any(|m| m == method || (method == "HEAD" && m == "GET"))
 }
 
 /// The method fallbacks of an organization's routes, by path in route order, then by method.
 /// For each path and each method no route there answers, the router's choice at a sample path
 /// of the pattern: the most specific pattern answering that method.
 fn fallbacks(routes: &[RouteView<'_>]) -> Vec<Fallback> {
-    let mut methods: Vec<&str> = routes.iter().flat_map(|r| r.methods.iter().map(String::as_str)).collect();
+    let mut methods: Vec<&str> = routes
+        .iter()
+        .flat_map(|r| r.methods.iter().map(String::as_str))
+        .collect();
     if methods.contains(&"GET") {
         methods.push("HEAD");
     }
@@ -254,7 +260,10 @@ fn fallbacks(routes: &[RouteView<'_>]) -> Vec<Fallback> {
             };
             let to = *found.value;
             let applies = here.iter().all(|r| r.access == routes[to].access);
-            match out.iter_mut().find(|f| f.path == *p && f.to == to && f.applies == applies) {
+            match out
+                .iter_mut()
+                .find(|f| f.path == *p && f.to == to && f.applies == applies)
+            {
                 Some(f) => f.methods.push(m.to_string()),
                 None => out.push(Fallback {
                     path: p.to_string(),
@@ -453,7 +462,12 @@ fn draw(node: &Node, o: &OrgView<'_>, prefix: &str, out: &mut String) {
     }
     for (j, &f) in node.fallbacks.iter().enumerate() {
         let i = node.routes.len() + j;
-        let _ = writeln!(out, "{prefix}{}{}", branch(i), fallback_line(&o.fallbacks[f], &o.routes));
+        let _ = writeln!(
+            out,
+            "{prefix}{}{}",
+            branch(i),
+            fallback_line(&o.fallbacks[f], &o.routes)
+        );
     }
     for (j, ((_, seg), child)) in node.children.iter().enumerate() {
         let i = own + j;
@@ -470,7 +484,10 @@ fn fallback_line(f: &Fallback, routes: &[RouteView<'_>]) -> String {
     if f.applies {
         format!("{methods} ⇢ route {} at {}", to.name, to.path)
     } else {
-        format!("{methods} ⇢ 405: route {} at {} has other access rules", to.name, to.path)
+        format!(
+            "{methods} ⇢ 405: route {} at {} has other access rules",
+            to.name, to.path
+        )
     }
 }
 
@@ -847,7 +864,11 @@ organization orphan  hosts: none (no domains and not the default organization)
                             cratopus_core::router::Match::MethodNotAllowed(_) => "405".into(),
                             cratopus_core::router::Match::NotFound => "404".into(),
                         };
-                        let want = if f.applies { o.routes[f.to].name.to_string() } else { "405".into() };
+                        let want = if f.applies {
+                            o.routes[f.to].name.to_string()
+                        } else {
+                            "405".into()
+                        };
                         assert_eq!(got, want, "{m} {path} (pattern {})", f.path);
                     }
                 }
@@ -926,7 +947,10 @@ organizations:
             v["organizations"][0]["fallbacks"][0],
             json!({"path": "/admin/{*rest}", "methods": ["*"], "route": "open", "route_path": "/{*rest}", "applies": false})
         );
-        let warnings: Vec<String> = fallback_warnings(&load(GUARDED)).iter().map(ToString::to_string).collect();
+        let warnings: Vec<String> = fallback_warnings(&load(GUARDED))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(warnings.len(), 1, "{warnings:#?}");
         assert!(
             warnings[0].starts_with("gw.yaml:10:")

@@ -83,7 +83,9 @@ async fn h2c(addr: SocketAddr, method: &str, authority: &str, path: &str, header
         .await
         .expect("h2c handshake");
     tokio::spawn(conn);
-    let mut b = Request::builder().method(method).uri(format!("http://{authority}{path}"));
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{authority}{path}"));
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
@@ -120,7 +122,11 @@ async fn path_tricks_over_http1_are_refused_or_need_the_key() {
             "GET {path} without the key: {status}\n{answer}\n{}",
             logs(&gw)
         );
-        assert_eq!(backend.received().len(), before, "GET {path} reached the backend without the key");
+        assert_eq!(
+            backend.received().len(),
+            before,
+            "GET {path} reached the backend without the key"
+        );
         if status == 400 {
             assert_eq!(error_code(&answer), "bad_request", "{answer}");
             continue;
@@ -164,7 +170,11 @@ async fn path_tricks_over_h2c_are_refused_or_need_the_key() {
         if status == 401 {
             let status = h2c(gw.addr(), "GET", "t.test", path, &[("x-api-key", KEY)]).await;
             assert_eq!(status, 200, "h2c GET {path} with the key");
-            assert_eq!(backend.last().expect("a request").target(), "/admin/x", "h2c GET {path}");
+            assert_eq!(
+                backend.last().expect("a request").target(),
+                "/admin/x",
+                "h2c GET {path}"
+            );
         }
     }
 }
@@ -175,8 +185,11 @@ async fn escaped_slashes_and_merging_follow_the_settings() {
     // The gateway keeps escaped slashes and double slashes; organization `r` overrides that
     // with redirects.
     let keep = admin_org(&backend, "domains: [k.test]\n");
-    let redirect = admin_org(&backend, "domains: [r.test]\npath_normalization:\n  escaped_slashes: unescape_and_redirect\n")
-        .replacen("name: t", "name: r", 1);
+    let redirect = admin_org(
+        &backend,
+        "domains: [r.test]\npath_normalization:\n  escaped_slashes: unescape_and_redirect\n",
+    )
+    .replacen("name: t", "name: r", 1);
     let gw = gateway_with_orgs(
         &[("k", &keep), ("r", &redirect)],
         "path_normalization:\n  escaped_slashes: keep\n  merge_slashes: false\n",
@@ -255,7 +268,10 @@ async fn other_methods_on_a_protected_pattern_never_reach_the_open_route() {
     }
     // The protected methods still need the key, and other paths still reach the open route.
     assert_eq!(raw_status(&raw(&gw, "GET", "/admin/x", "").await), 401);
-    assert_eq!(raw_status(&raw(&gw, "PUT", "/other", "Content-Length: 0\r\n").await), 200);
+    assert_eq!(
+        raw_status(&raw(&gw, "PUT", "/other", "Content-Length: 0\r\n").await),
+        200
+    );
 
     // The documented fallback stays where the access rules are the same …
     let answer = raw(&gw, "GET", "/users/me", "").await;
@@ -284,7 +300,10 @@ async fn host_follows_the_rfcs() {
             ("b", &org("b", "[b.test]", &b)),
             ("fallback", &org("fallback", "[fallback.test]", &dflt)),
         ],
-        &format!("default_organization: fallback\ntraffic_log:\n  path: {}\n", dir.display()),
+        &format!(
+            "default_organization: fallback\ntraffic_log:\n  path: {}\n",
+            dir.display()
+        ),
     );
     let send = |bytes: &'static str| raw_exchange(gw.addr(), bytes.as_bytes(), READ_TIMEOUT);
 
