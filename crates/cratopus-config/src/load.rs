@@ -213,7 +213,9 @@ enum Source<'a> {
 /// The key path of the `i`th of `n` organization sources: `organizations` is one source or a
 /// list of them.
 fn source_pointer(index: Option<&Index>, i: usize) -> String {
-    let is_list = index.and_then(|x| x.value("/organizations")).is_some_and(serde_json::Value::is_array);
+    let is_list = index
+        .and_then(|x| x.value("/organizations"))
+        .is_some_and(serde_json::Value::is_array);
     if is_list {
         format!("/organizations/{i}")
     } else {
@@ -273,7 +275,11 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
                     .and_then(|t| Index::build(&t))
             });
             broken_sources = file_sources_of_broken(gw_index.as_ref().or(fallback.flatten().as_ref()));
-            listed.extend(broken_sources.iter().map(|(ptr, p)| Source::Files(ptr.clone(), p.as_str())));
+            listed.extend(
+                broken_sources
+                    .iter()
+                    .map(|(ptr, p)| Source::Files(ptr.clone(), p.as_str())),
+            );
         }
     }
 
@@ -335,8 +341,13 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
                     continue;
                 }
             };
-            let parsed: Option<OrganizationConfig> =
-                parse_file(&file, &text, crate::schema::organization_schema, &mut sources, &mut errors);
+            let parsed: Option<OrganizationConfig> = parse_file(
+                &file,
+                &text,
+                crate::schema::organization_schema,
+                &mut sources,
+                &mut errors,
+            );
             match parsed {
                 Some(config) => {
                     sources.add_org(&file, "");

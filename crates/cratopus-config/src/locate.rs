@@ -70,9 +70,7 @@ impl Sources {
                 continue;
             };
             if e.line.is_none() {
-                let index = indexes
-                    .entry(e.file.clone())
-                    .or_insert_with(|| Index::build(&src.text));
+                let index = indexes.entry(e.file.clone()).or_insert_with(|| Index::build(&src.text));
                 let (line, column) = match index {
                     Some(index) => {
                         let pointer = e
@@ -164,8 +162,9 @@ fn walk(index: &Index, base: &str, steps: &[Step]) -> (usize, String) {
     for step in steps {
         let next = match step {
             Step::Key(k) => Some(format!("{pointer}/{}", escape(k))),
-            Step::Item(list, key, want) => position(index.value(&format!("{pointer}/{list}")), key, want)
-                .map(|i| format!("{pointer}/{list}/{i}")),
+            Step::Item(list, key, want) => {
+                position(index.value(&format!("{pointer}/{list}")), key, want).map(|i| format!("{pointer}/{list}/{i}"))
+            }
             Step::Org(name) => {
                 // Inline organizations are under `/organizations`; a file's own is its root.
                 let named = |p: &str| index.value(p).and_then(|v| v.get("name")).and_then(Value::as_str) == Some(name);

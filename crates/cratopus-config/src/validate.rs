@@ -83,7 +83,14 @@ fn in_range<T: PartialOrd + Display>(
 }
 
 /// [`in_range`] for sizes, written with their units.
-fn size_in_range(errors: &mut Vec<ConfigError>, f: &Path, pointer: String, what: &str, value: u64, (lo, hi): (u64, u64)) {
+fn size_in_range(
+    errors: &mut Vec<ConfigError>,
+    f: &Path,
+    pointer: String,
+    what: &str,
+    value: u64,
+    (lo, hi): (u64, u64),
+) {
     if value < lo || value > hi {
         errors.push(ConfigError::at_key(
             f,
@@ -130,7 +137,9 @@ fn section_problems(errors: &mut Vec<ConfigError>, f: &Path, section: &str, pref
 }
 
 fn is_key(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// A CIDR (`10.0.0.0/8`) or a single address, as `IpRules` and `trusted_proxies` read them.
@@ -152,7 +161,11 @@ fn check_cidr(s: &str) -> Result<(), String> {
 fn check_cidrs(errors: &mut Vec<ConfigError>, f: &Path, pointer: &str, what: &str, list: &[String]) {
     for (i, c) in list.iter().enumerate() {
         if let Err(e) = check_cidr(c) {
-            errors.push(ConfigError::at_key(f, ptr(pointer, &[&i.to_string()]), format!("{what}: {e}")));
+            errors.push(ConfigError::at_key(
+                f,
+                ptr(pointer, &[&i.to_string()]),
+                format!("{what}: {e}"),
+            ));
         }
     }
 }
@@ -181,7 +194,14 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
             ));
         }
         if let Some(p) = l.https_port {
-            in_range(&mut errors, file, ptr(&here, &["https_port"]), "https_port", p, (1, u16::MAX));
+            in_range(
+                &mut errors,
+                file,
+                ptr(&here, &["https_port"]),
+                "https_port",
+                p,
+                (1, u16::MAX),
+            );
         }
     }
     if complete && cfg.orgs.is_empty() {
@@ -224,7 +244,14 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
                 ),
             ));
         }
-        in_range(&mut errors, file, "/tracing/otlp/queue".into(), "tracing.otlp.queue", o.queue, bounds::QUEUE);
+        in_range(
+            &mut errors,
+            file,
+            "/tracing/otlp/queue".into(),
+            "tracing.otlp.queue",
+            o.queue,
+            bounds::QUEUE,
+        );
     }
     if let Some(r) = &gw.state.redis {
         if r.urls.is_empty() {
@@ -246,7 +273,14 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
         in_range(&mut errors, file, "/workers".into(), "`workers`", w, bounds::WORKERS);
     }
     let l = &gw.limits;
-    in_range(&mut errors, file, "/limits/max_headers".into(), "limits.max_headers", l.max_headers, bounds::MAX_HEADERS);
+    in_range(
+        &mut errors,
+        file,
+        "/limits/max_headers".into(),
+        "limits.max_headers",
+        l.max_headers,
+        bounds::MAX_HEADERS,
+    );
     size_in_range(
         &mut errors,
         file,
@@ -256,10 +290,30 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
         bounds::MAX_HEADER_BYTES,
     );
     if let Some(t) = &gw.traffic_log {
-        in_range(&mut errors, file, "/traffic_log/queue".into(), "traffic_log.queue", t.queue, bounds::QUEUE);
-        in_range(&mut errors, file, "/traffic_log/keep".into(), "traffic_log.keep", t.keep, bounds::KEEP);
+        in_range(
+            &mut errors,
+            file,
+            "/traffic_log/queue".into(),
+            "traffic_log.queue",
+            t.queue,
+            bounds::QUEUE,
+        );
+        in_range(
+            &mut errors,
+            file,
+            "/traffic_log/keep".into(),
+            "traffic_log.keep",
+            t.keep,
+            bounds::KEEP,
+        );
     }
-    check_cidrs(&mut errors, file, "/trusted_proxies", "trusted_proxies", &gw.trusted_proxies);
+    check_cidrs(
+        &mut errors,
+        file,
+        "/trusted_proxies",
+        "trusted_proxies",
+        &gw.trusted_proxies,
+    );
 
     check_gateway_tls(cfg, &mut errors);
 
@@ -295,12 +349,19 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
         for (uname, u) in &o.upstreams {
             let here = ptr(base, &["upstreams", uname]);
             if u.targets.is_empty() {
-                errors.push(at(&["upstreams", uname, "targets"], format!("upstream `{uname}` has no targets")));
+                errors.push(at(
+                    &["upstreams", uname, "targets"],
+                    format!("upstream `{uname}` has no targets"),
+                ));
             }
             for (i, t) in u.targets.iter().enumerate() {
                 let target = ptr(&here, &["targets", &i.to_string()]);
                 if let Err(why) = parse_target(&t.url) {
-                    errors.push(ConfigError::at_key(f, ptr(&target, &["url"]), format!("upstream `{uname}`: {why}")));
+                    errors.push(ConfigError::at_key(
+                        f,
+                        ptr(&target, &["url"]),
+                        format!("upstream `{uname}`: {why}"),
+                    ));
                 }
                 in_range(
                     &mut errors,
@@ -345,7 +406,15 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
                 );
             }
             let what = format!("upstream `{uname}`");
-            check_buffers(f, &here, &what, u.retry.as_ref(), u.bulkhead.as_ref(), None, &mut errors);
+            check_buffers(
+                f,
+                &here,
+                &what,
+                u.retry.as_ref(),
+                u.bulkhead.as_ref(),
+                None,
+                &mut errors,
+            );
         }
         if let Some(tls) = &o.tls {
             check_org_tls(f, base, o, tls, &mut errors);
@@ -431,8 +500,20 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
                 &mut errors,
             );
             if let Some(ip) = &r.ip {
-                check_cidrs(&mut errors, f, &ptr(&here, &["ip", "allow"]), &format!("{what}: ip"), &ip.allow);
-                check_cidrs(&mut errors, f, &ptr(&here, &["ip", "deny"]), &format!("{what}: ip"), &ip.deny);
+                check_cidrs(
+                    &mut errors,
+                    f,
+                    &ptr(&here, &["ip", "allow"]),
+                    &format!("{what}: ip"),
+                    &ip.allow,
+                );
+                check_cidrs(
+                    &mut errors,
+                    f,
+                    &ptr(&here, &["ip", "deny"]),
+                    &format!("{what}: ip"),
+                    &ip.deny,
+                );
             }
             check_policy(
                 f,
@@ -522,12 +603,26 @@ fn check_buffers(
 ) {
     if let Some(r) = retry {
         let p = ptr(here, &["retry", "buffer_body"]);
-        size_in_range(errors, f, p, &format!("{what}: retry.buffer_body"), r.buffer_body.0, bounds::BODY_BUFFER);
+        size_in_range(
+            errors,
+            f,
+            p,
+            &format!("{what}: retry.buffer_body"),
+            r.buffer_body.0,
+            bounds::BODY_BUFFER,
+        );
     }
     if let Some(b) = bulkhead {
         if b.max_inflight > 0 {
             let p = ptr(here, &["bulkhead", "max_inflight"]);
-            in_range(errors, f, p, &format!("{what}: bulkhead.max_inflight"), b.max_inflight, bounds::BULKHEAD);
+            in_range(
+                errors,
+                f,
+                p,
+                &format!("{what}: bulkhead.max_inflight"),
+                b.max_inflight,
+                bounds::BULKHEAD,
+            );
         }
         if let Some(q) = b.queue.as_ref().filter(|q| q.max_waiting > 0) {
             let p = ptr(here, &["bulkhead", "queue", "max_waiting"]);
@@ -537,7 +632,14 @@ fn check_buffers(
     }
     if let Some(size) = validate.and_then(|v| v.max_body_bytes).filter(|s| s.0 > 0) {
         let p = ptr(here, &["validate", "max_body_bytes"]);
-        size_in_range(errors, f, p, &format!("{what}: validate.max_body_bytes"), size.0, bounds::BODY_BUFFER);
+        size_in_range(
+            errors,
+            f,
+            p,
+            &format!("{what}: validate.max_body_bytes"),
+            size.0,
+            bounds::BODY_BUFFER,
+        );
     }
 }
 
@@ -734,11 +836,17 @@ fn check_health(f: &Path, here: &str, uname: &str, hc: &HealthCheckConfig, error
     }
     for (key, value) in [("interval", hc.interval), ("timeout", hc.timeout)] {
         if value.0.is_zero() {
-            errors.push(at(key, format!("upstream `{uname}`: health check {key} must be above 0")));
+            errors.push(at(
+                key,
+                format!("upstream `{uname}`: health check {key} must be above 0"),
+            ));
         }
     }
     if !hc.path.starts_with('/') {
-        errors.push(at("path", format!("upstream `{uname}`: health check path must start with `/`")));
+        errors.push(at(
+            "path",
+            format!("upstream `{uname}`: health check path must start with `/`"),
+        ));
     }
     if let Some(s) = hc.expect_status
         && !(100..=599).contains(&s)
@@ -841,7 +949,10 @@ fn check_policy(
     let at = |keys: &[&str], msg: String| ConfigError::at_key(f, ptr(here, keys), msg);
     if let Some(r) = rate {
         if r.limits.is_empty() {
-            errors.push(at(&["rate_limit", "limits"], format!("{what}: rate_limit has no `limits`")));
+            errors.push(at(
+                &["rate_limit", "limits"],
+                format!("{what}: rate_limit has no `limits`"),
+            ));
         }
         for (i, l) in r.limits.iter().enumerate() {
             let i = i.to_string();
@@ -873,7 +984,10 @@ fn check_policy(
     }
     if let Some(q) = quota {
         if q.limit == 0 {
-            errors.push(at(&["quota", "limit"], format!("{what}: quota `limit` must be at least 1")));
+            errors.push(at(
+                &["quota", "limit"],
+                format!("{what}: quota `limit` must be at least 1"),
+            ));
         }
         if needs_redis(q.state) {
             errors.push(at(
