@@ -194,3 +194,59 @@ fn position(v: Option<&Value>, key: &str, want: &str) -> Option<usize> {
         .iter()
         .position(|item| item.get(key).and_then(Value::as_str) == Some(want))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "\
+organizations:
+  - name: a
+    upstreams:
+      api:
+        targets: [\"http://x:1\"]
+        tls: {ca: ca.pem}
+    routes:
+      - path: /x
+        upstream: api
+      - path: /y
+        upstream: api
+  - name: b
+";
+
+    fn sources() -> Sources {
+        let mut s = Sources::default();
+        let f = Path::new("gw.yaml");
+        s.add(f, TEXT.to_string(), PosMap::default());
+        s.add_org(f, "/organizations/0");
+        s.add_org(f, "/organizations/1");
+        s
+    }
+
+    fn placed(e: ConfigError) -> (Option<u32>, Option<u32>) {
+        let mut errors = [e];
+        sources().place(&mut errors);
+        (errors[0].line, errors[0].column)
+    }
+
+    #[test]
+    fn a_key_path_is_placed_at_its_deepest_written_node() {
+        let f = Path::new("gw.yaml");
+        // A scalar: its value; a section: its key; a default (not written): its section.
+        let at = |p: &str| placed(ConfigError::at_key(f, p, "x"));
+        assert_eq!(at("/organizations/0/upstreams/api/tls/ca"), (Some(6), Some(19)));
+        assert_eq!(at("/organizations/0/upstreams/api"), (Some(4), Some(7)));
+        assert_eq!(at("/organizations/0/upstreams/api/max_idle_per_target"), (Some(4), Some(7)));
+        assert_eq!(at("/nothing/here"), (Some(1), Some(1)));
+    }
+
+    #[test]
+    fn a_message_without_a_place_is_placed_by_its_wording() {
+        let f = Path::new("gw.yaml");
+        let at = |m: &str| placed(ConfigError::new(f, m));
+        assert_eq!(at("upstream `api`: tls.ca: cannot read `ca.pem`"), (Some(6), Some(19)));
+        assert_eq!(at("route `/y`: validate: no such file"), (Some(10), Some(9)));
+        assert_eq!(at("organization `b`: something"), (Some(12), Some(5)));
+        assert_eq!(at("something else entirely"), (Some(1), Some(1)));
+    }
+}
