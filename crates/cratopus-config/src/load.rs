@@ -210,7 +210,7 @@ enum Source<'a> {
     Inline(String, &'a OrganizationConfig),
 }
 
-/// The key path of the `i`th of `n` organization sources: `organizations` is one source or a
+/// The key path of the `i`th organization source: `organizations` is one source or a
 /// list of them.
 fn source_pointer(index: Option<&Index>, i: usize) -> String {
     let is_list = index
