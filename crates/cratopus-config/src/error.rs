@@ -12,6 +12,10 @@ pub struct ConfigError {
     /// 1-based column, when known.
     pub column: Option<u32>,
     pub message: String,
+    /// The key path of the value at fault (a JSON Pointer such as `/upstreams/api/targets/1`),
+    /// for a problem found where the value's position was not kept; the loader turns it into
+    /// the line and column ([`crate::locate`]).
+    pub pointer: Option<String>,
 }
 
 impl ConfigError {
@@ -21,6 +25,16 @@ impl ConfigError {
             line: None,
             column: None,
             message: message.into(),
+            pointer: None,
+        }
+    }
+
+    /// An error about the value at key path `pointer` (`/listeners/0/bind`) of `file`; its
+    /// place is looked up when the config's errors are placed ([`crate::locate::Sources`]).
+    pub fn at_key(file: &Path, pointer: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            pointer: Some(pointer.into()),
+            ..ConfigError::new(file, message)
         }
     }
 
@@ -32,6 +46,7 @@ impl ConfigError {
             line: (line > 0).then_some(line as u32),
             column: (column > 0).then_some(column as u32),
             message: message.into(),
+            pointer: None,
         }
     }
 

@@ -1,6 +1,9 @@
-//! `${VAR}` and `${VAR:-default}` in config text, before YAML parsing so that line numbers stay
-//! true. `$${` writes a literal `${`. A variable that is unset and has no default is an error,
-//! except inside a comment line.
+//! `${VAR}` and `${VAR:-default}` in config text, before YAML parsing. `$${` writes a literal
+//! `${`. A variable that is unset and has no default is an error, except inside a comment line.
+//!
+//! The YAML parser sees the substituted text, so the places it reports are places in that text;
+//! [`PosMap`] takes them back to the file as written, so that a caret points at what the
+//! operator wrote (`${PORT}`), not at a column shifted by the length of a value.
 
 use crate::error::ConfigError;
 use std::path::Path;
@@ -11,20 +14,32 @@ pub fn interpolate(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, Vec<ConfigError>> {
+    interpolate_mapped(file, text, lookup).map(|(text, _)| text)
+}
+
+/// [`interpolate`], with the map from places in the result to places in `text`.
+pub fn interpolate_mapped(
+    file: &Path,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, PosMap), Vec<ConfigError>> {
     if !text.contains("${") {
-        return Ok(text.to_string());
+        return Ok((text.to_string(), PosMap::default()));
     }
-    let mut out = String::with_capacity(text.len());
+    let mut out = Builder::new(text.len());
     let mut errors = Vec::new();
     for (lineno, line) in text.split_inclusive('\n').enumerate() {
+        let lineno = lineno as u32 + 1;
+        // The 1-based column (in characters) of a byte offset of this line.
+        let col = |byte: usize| line[..byte].chars().count() as u32 + 1;
         let is_comment = line.trim_start().starts_with('#');
-        let mut rest = line;
-        while let Some(pos) = rest.find('$') {
-            out.push_str(&rest[..pos]);
-            let after = &rest[pos..];
-            if let Some(after_escape) = after.strip_prefix("$${") {
-                out.push_str("${");
-                rest = after_escape;
+        let mut at = 0; // byte offset in `line` of what is left to copy
+        while let Some(pos) = line[at..].find('$').map(|p| p + at) {
+            out.literal(&line[at..pos], lineno, col(at));
+            let after = &line[pos..];
+            if after.starts_with("$${") {
+                out.substituted("${", lineno, col(pos));
+                at = pos + 3;
             } else if let Some(body) = after.strip_prefix("${") {
                 match body.find('}') {
                     Some(end) => {
@@ -34,37 +49,136 @@ pub fn interpolate(
                             None => (expr, None),
                         };
                         let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                        let whole = &after[..end + 3];
                         match (valid, lookup(name), default) {
-                            (true, Some(v), _) => out.push_str(&v),
-                            (true, None, Some(d)) => out.push_str(d),
-                            _ if is_comment => out.push_str(&after[..end + 3]),
+                            (true, Some(v), _) => out.substituted(&v, lineno, col(pos)),
+                            (true, None, Some(d)) => out.substituted(d, lineno, col(pos)),
+                            _ if is_comment => out.literal(whole, lineno, col(pos)),
                             (false, _, _) => errors.push(
                                 ConfigError::new(file, format!("invalid variable name in `${{{expr}}}`"))
-                                    .with_position(lineno as u32 + 1, (line.len() - after.len()) as u32 + 1),
+                                    .with_position(lineno, col(pos)),
                             ),
                             (true, None, None) => errors.push(
                                 ConfigError::new(
                                     file,
                                     format!("environment variable `{name}` is not set (write `${{{name}:-default}}` to give a default)"),
                                 )
-                                .with_position(lineno as u32 + 1, (line.len() - after.len()) as u32 + 1),
+                                .with_position(lineno, col(pos)),
                             ),
                         }
-                        rest = &body[end + 1..];
+                        at = pos + whole.len();
                     }
                     None => {
-                        out.push_str(after);
-                        rest = "";
+                        out.literal(after, lineno, col(pos));
+                        at = line.len();
                     }
                 }
             } else {
-                out.push('$');
-                rest = &after[1..];
+                out.literal("$", lineno, col(pos));
+                at = pos + 1;
             }
         }
-        out.push_str(rest);
+        out.literal(&line[at..], lineno, col(at));
     }
-    if errors.is_empty() { Ok(out) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok((out.text, PosMap { lines: Some(out.lines) }))
+    } else {
+        Err(errors)
+    }
+}
+
+/// Where the characters of a substituted text came from. Identity for a text without `${`.
+#[derive(Debug, Clone, Default)]
+pub struct PosMap {
+    /// For each line of the substituted text, its pieces in order; `None`: nothing was replaced.
+    lines: Option<Vec<Vec<Piece>>>,
+}
+
+/// A run of characters of one substituted line from `at` on: copied from the written file at
+/// (`line`, `column`) onwards, or (`copied` false) the value of the `${…}` written there.
+#[derive(Debug, Clone, Copy)]
+struct Piece {
+    at: u32,
+    line: u32,
+    column: u32,
+    copied: bool,
+}
+
+impl PosMap {
+    /// The place in the written file of (`line`, `column`) (1-based, characters) of the
+    /// substituted text: a place inside a substituted value is that of its `${`.
+    pub fn written(&self, line: u32, column: u32) -> (u32, u32) {
+        let Some(lines) = &self.lines else {
+            return (line, column);
+        };
+        let Some(pieces) = lines.get((line as usize).wrapping_sub(1)) else {
+            return (line, column);
+        };
+        let c = column.saturating_sub(1);
+        match pieces.iter().rev().find(|p| p.at <= c).or(pieces.first()) {
+            Some(p) if p.copied => (p.line, p.column + c.saturating_sub(p.at)),
+            Some(p) => (p.line, p.column),
+            None => (line, column),
+        }
+    }
+}
+
+/// The substituted text with its pieces, line by line.
+struct Builder {
+    text: String,
+    lines: Vec<Vec<Piece>>,
+    /// 0-based column (characters) where the next character goes.
+    column: u32,
+}
+
+impl Builder {
+    fn new(capacity: usize) -> Builder {
+        Builder {
+            text: String::with_capacity(capacity),
+            lines: vec![Vec::new()],
+            column: 0,
+        }
+    }
+
+    fn literal(&mut self, s: &str, line: u32, column: u32) {
+        self.push(s, line, column, true);
+    }
+
+    fn substituted(&mut self, s: &str, line: u32, column: u32) {
+        self.push(s, line, column, false);
+    }
+
+    fn push(&mut self, s: &str, line: u32, column: u32, copied: bool) {
+        if s.is_empty() {
+            return;
+        }
+        let mut piece = Piece {
+            at: self.column,
+            line,
+            column,
+            copied,
+        };
+        self.current().push(piece);
+        for ch in s.chars() {
+            self.text.push(ch);
+            if ch == '\n' {
+                self.lines.push(Vec::new());
+                self.column = 0;
+                // A value spanning lines: its next line still comes from the `${`.
+                piece.at = 0;
+                if !copied {
+                    self.current().push(piece);
+                }
+            } else {
+                self.column += 1;
+            }
+        }
+    }
+
+    fn current(&mut self) -> &mut Vec<Piece> {
+        let last = self.lines.len() - 1;
+        &mut self.lines[last]
+    }
 }
 
 #[cfg(test)]
@@ -75,6 +189,7 @@ mod tests {
         match name {
             "PORT" => Some("9000".into()),
             "HOST" => Some("api.test".into()),
+            "TWO" => Some("a\nb".into()),
             _ => None,
         }
     }
@@ -97,5 +212,27 @@ mod tests {
         assert_eq!(errs[0].line, Some(2));
         assert_eq!(errs[0].column, Some(4));
         assert!(errs[0].message.contains("MISSING"));
+    }
+
+    #[test]
+    fn places_map_back_to_the_file_as_written() {
+        let written = "a: ${HOST}:${PORT} é: zz\nb: ${TWO} q\nc: 1\n";
+        let (text, map) = interpolate_mapped(Path::new("g.yaml"), written, &env).unwrap();
+        assert_eq!(text, "a: api.test:9000 é: zz\nb: a\nb q\nc: 1\n");
+        // Before any value, inside one, between, after.
+        assert_eq!(map.written(1, 1), (1, 1));
+        assert_eq!(map.written(1, 6), (1, 4), "inside ${{HOST}}");
+        assert_eq!(map.written(1, 12), (1, 11), "the `:` between");
+        assert_eq!(map.written(1, 13), (1, 12), "inside ${{PORT}}");
+        // `zz` comes after a two-byte character: columns count characters.
+        assert_eq!(map.written(1, 21), (1, 23));
+        // A value with a newline: both of its lines are the `${`, what follows keeps its column.
+        assert_eq!(map.written(2, 4), (2, 4));
+        assert_eq!(map.written(3, 1), (2, 4));
+        assert_eq!(map.written(3, 3), (2, 11));
+        assert_eq!(map.written(4, 4), (3, 4));
+        // No substitution: identity.
+        let (_, id) = interpolate_mapped(Path::new("g.yaml"), "a: 1\n", &env).unwrap();
+        assert_eq!(id.written(1, 4), (1, 4));
     }
 }

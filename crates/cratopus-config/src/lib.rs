@@ -12,10 +12,12 @@
 
 pub mod access;
 pub mod error;
+pub mod files;
 pub mod http_policies;
 pub mod interpolate;
 pub mod lint;
 pub mod load;
+pub mod locate;
 pub mod model;
 pub mod policies;
 pub mod report;

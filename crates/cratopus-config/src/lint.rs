@@ -3,19 +3,35 @@
 
 use crate::error::ConfigError;
 use crate::load::LoadedConfig;
-use crate::validate::{TargetUrl, parse_target};
+use crate::shape::escape;
+use crate::validate::{TargetUrl, parse_target, split_host_port};
 use std::collections::HashSet;
 use std::net::ToSocketAddrs;
 
-/// Every warning for `cfg`. Resolving target names does DNS lookups (blocking).
+/// Every warning for `cfg`, placed in its file. Resolving target names does DNS lookups
+/// (blocking).
 pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
     let mut warnings = Vec::new();
+    if let Some(a) = &cfg.gateway.admin
+        && let Some((host, _)) = split_host_port(&a.bind)
+        && !is_loopback(host)
+    {
+        warnings.push(ConfigError::at_key(
+            &cfg.file,
+            "/admin/bind",
+            format!(
+                "admin.bind `{}` is reachable from beyond this machine: the admin API can reload the config and disable routes; bind it to 127.0.0.1 (or [::1]) and reach it through a tunnel",
+                a.bind
+            ),
+        ));
+    }
     let has_tls_listener = cfg.gateway.listeners.iter().any(|l| l.tls);
     let has_plain_listener = cfg.gateway.listeners.iter().any(|l| !l.tls);
     let default = cfg.gateway.default_organization.as_ref().map(|d| d.value.as_str());
     let single_open = cfg.orgs.len() == 1 && cfg.orgs[0].config.domains.is_empty();
     for org in &cfg.orgs {
         let f = org.file.as_path();
+        let base = org.pointer.as_str();
         let o = &org.config;
         let name = o.name.value.as_str();
         if o.domains.is_empty() && default != Some(name) && !single_open {
@@ -50,24 +66,27 @@ pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
         let used: HashSet<&str> = o.routes.iter().map(|r| r.upstream.value.as_str()).collect();
         for (uname, u) in &o.upstreams {
             if !used.contains(uname.as_str()) {
-                warnings.push(ConfigError::new(
+                warnings.push(ConfigError::at_key(
                     f,
+                    format!("{base}/upstreams/{}", escape(uname)),
                     format!("upstream `{uname}` of organization `{name}` is used by no route"),
                 ));
             }
             if u.tls.as_ref().is_some_and(|t| !t.verify) {
-                warnings.push(ConfigError::new(
+                warnings.push(ConfigError::at_key(
                     f,
+                    format!("{base}/upstreams/{}/tls/verify", escape(uname)),
                     format!("upstream `{uname}`: tls.verify is false: its targets' certificates are not checked"),
                 ));
             }
-            for t in &u.targets {
+            for (i, t) in u.targets.iter().enumerate() {
                 if let Ok(TargetUrl::Http { host, .. }) = parse_target(&t.url)
                     && host.parse::<std::net::IpAddr>().is_err()
                     && (host, 80).to_socket_addrs().is_err()
                 {
-                    warnings.push(ConfigError::new(
+                    warnings.push(ConfigError::at_key(
                         f,
+                        format!("{base}/upstreams/{}/targets/{i}", escape(uname)),
                         format!("upstream `{uname}`: target host `{host}` does not resolve (yet); its route answers 503 until it does"),
                     ));
                 }
@@ -93,7 +112,19 @@ pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
             }
         }
     }
+    cfg.sources.place(&mut warnings);
     warnings
+}
+
+/// Whether a bind host is this machine only: `localhost` or a loopback address. `0.0.0.0`,
+/// `::`, private and public addresses and other names are not.
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]

@@ -2,17 +2,24 @@
 //! [`crate::validate`]. Relative paths are relative to the file that names them.
 
 use crate::error::{ConfigError, ConfigErrors};
-use crate::interpolate::interpolate;
+use crate::interpolate::interpolate_mapped;
+use crate::locate::Sources;
 use crate::model::{GatewayConfig, OrgSource, OrganizationConfig};
+use crate::shape::Index;
 use crate::validate;
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// An organization and the file it came from (the gateway file for inline ones).
 #[derive(Debug, Clone)]
 pub struct LoadedOrg {
     pub file: PathBuf,
     pub config: OrganizationConfig,
+    /// Where in `file` the organization is written, as a key path: `""` for an organization
+    /// file, `/organizations/2` (or `/organizations`) for an inline one. Validation names the
+    /// values it refuses below it.
+    pub pointer: String,
 }
 
 /// A whole config, loaded and validated.
@@ -27,40 +34,79 @@ pub struct LoadedConfig {
     pub watch_dirs: Vec<PathBuf>,
     /// When reading began: a file modified after this may not be in this config.
     pub read_at: std::time::SystemTime,
+    /// The text of the YAML files, to place the errors found later (by compiling) at their line
+    /// ([`Sources::place`]).
+    pub sources: Arc<Sources>,
 }
 
 fn env_lookup(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-/// Parses one YAML document into `T`, turning the parser's error into a located [`ConfigError`],
-/// joined by every other shape problem of the file that `schema` finds ([`crate::shape`]).
-fn parse_yaml<T: DeserializeOwned>(
+/// Whether `text` holds no YAML at all: nothing but blank lines, comments and document markers.
+/// Such a file is refused rather than read as "every default": a gateway.yaml truncated by an
+/// editor or a full disk must not become a config without organizations.
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    })
+}
+
+/// Parses one file into `T`: `${ENV}` interpolation, then YAML. On failure every shape problem
+/// of the file that `schema` finds joins serde's own error ([`crate::shape`]), each placed in the
+/// file as written, in `errors`. The substituted text is kept in `sources` either way.
+fn parse_file<T: DeserializeOwned>(
     file: &Path,
-    text: &str,
+    written: &str,
     schema: fn() -> serde_json::Value,
-) -> Result<T, ConfigErrors> {
-    let text = interpolate(file, text, &env_lookup).map_err(ConfigErrors)?;
+    sources: &mut Sources,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
+    if is_blank(written) {
+        errors.push(
+            ConfigError::new(
+                file,
+                "the file is empty (nothing but blank lines and comments); a config that loads nothing is refused",
+            )
+            .with_position(1, 1),
+        );
+        return None;
+    }
+    let (text, map) = match interpolate_mapped(file, written, &env_lookup) {
+        Ok(t) => t,
+        Err(e) => {
+            errors.extend(e);
+            return None;
+        }
+    };
+    sources.add(file, text, map);
+    let text = sources.text(file).unwrap_or_default();
     let options = serde_saphyr::options! {
         strict_booleans: true,
         with_snippet: false,
     };
-    serde_saphyr::from_str_with_options::<T>(&text, options).map_err(|e| {
-        let mut err = ConfigError::new(file, yaml_message(&e));
-        if let Some(loc) = e.location()
-            && loc.line() > 0
-        {
-            err = err.with_position(loc.line() as u32, loc.column().max(1) as u32);
+    match serde_saphyr::from_str_with_options::<T>(text, options) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let mut err = ConfigError::new(file, yaml_message(&e));
+            if let Some(loc) = e.location()
+                && loc.line() > 0
+            {
+                err = err.with_position(loc.line() as u32, loc.column().max(1) as u32);
+            }
+            // The schema's findings on other lines; serde's own error stays, whatever the schema says.
+            let mut all: Vec<ConfigError> = crate::shape::problems(file, text, &schema())
+                .into_iter()
+                .filter(|s| s.line.is_none_or(|l| Some(l) != err.line))
+                .collect();
+            all.push(err);
+            sources.place(&mut all);
+            all.sort_by_key(|e| (e.line.unwrap_or(0), e.column.unwrap_or(0)));
+            errors.extend(all);
+            None
         }
-        // The schema's findings on other lines; serde's own error stays, whatever the schema says.
-        let mut all: Vec<ConfigError> = crate::shape::problems(file, &text, &schema())
-            .into_iter()
-            .filter(|s| s.line.is_none_or(|l| Some(l) != err.line))
-            .collect();
-        all.push(err);
-        all.sort_by_key(|e| (e.line.unwrap_or(0), e.column.unwrap_or(0)));
-        ConfigErrors(all)
-    })
+    }
 }
 
 /// The parser's message without its own position prefix or snippet (we print the position).
@@ -144,81 +190,186 @@ fn tls_files(gateway_file: &Path, gateway: &GatewayConfig, orgs: &[LoadedOrg]) -
     out
 }
 
-fn read(file: &Path) -> Result<String, ConfigErrors> {
-    std::fs::read_to_string(file)
-        .map_err(|e| ConfigErrors::one(ConfigError::new(file, format!("cannot read file: {e}"))))
+/// A config file's text, read with the size limit of [`crate::files`].
+fn read(file: &Path) -> Result<String, String> {
+    crate::files::read_text_limited(file)
 }
 
 /// Loads `gateway.yaml` at `path` with the organization files it names.
 pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
     let read_at = std::time::SystemTime::now();
-    let text = read(path)?;
+    let text = read(path).map_err(|e| ConfigErrors::one(ConfigError::new(path, e)))?;
     let mut cfg = load_str(path, &text)?;
     cfg.read_at = read_at;
     Ok(cfg)
 }
 
+/// One entry of gateway.yaml's `organizations`, with its key path.
+enum Source<'a> {
+    Files(String, &'a str),
+    Inline(String, &'a OrganizationConfig),
+}
+
+/// The key path of the `i`th organization source: `organizations` is one source or a
+/// list of them.
+fn source_pointer(index: Option<&Index>, i: usize) -> String {
+    let is_list = index
+        .and_then(|x| x.value("/organizations"))
+        .is_some_and(serde_json::Value::is_array);
+    if is_list {
+        format!("/organizations/{i}")
+    } else {
+        "/organizations".to_string()
+    }
+}
+
+/// The organization files that a gateway.yaml which does not parse names, read from its plain
+/// YAML tree, so that their own errors are reported in the same run.
+fn file_sources_of_broken(index: Option<&Index>) -> Vec<(String, String)> {
+    let Some(v) = index.and_then(|x| x.value("/organizations")) else {
+        return Vec::new();
+    };
+    match v {
+        serde_json::Value::String(s) => vec![("/organizations".to_string(), s.clone())],
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, item)| item.as_str().map(|s| (format!("/organizations/{i}"), s.to_string())))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// Loads a gateway config from `text`, as if read from `path` (used for the embedded default).
+///
+/// Every file is read and checked even when another has errors: all the shape errors of all
+/// files are reported, then those of validation, which runs over what parsed.
 pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
     let read_at = std::time::SystemTime::now();
-    let gateway: GatewayConfig = parse_yaml(path, text, crate::schema::gateway_schema)?;
-    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut sources = Sources::default();
     let mut errors = Vec::new();
+    let gateway: Option<GatewayConfig> =
+        parse_file(path, text, crate::schema::gateway_schema, &mut sources, &mut errors);
+    let gw_index = sources.index(path);
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+
+    let mut listed: Vec<Source<'_>> = Vec::new();
+    let broken_sources;
+    match &gateway {
+        Some(g) => {
+            for (i, source) in g.organizations.0.iter().enumerate() {
+                let pointer = source_pointer(gw_index.as_ref(), i);
+                listed.push(match source {
+                    OrgSource::Inline(org) => Source::Inline(pointer, org),
+                    OrgSource::Path(p) => Source::Files(pointer, p.value.as_str()),
+                });
+            }
+        }
+        None => {
+            // With an unset variable the file was not substituted: read it with empty values,
+            // only to find the organization files.
+            let fallback = gw_index.is_none().then(|| {
+                let lookup = |n: &str| Some(env_lookup(n).unwrap_or_default());
+                crate::interpolate::interpolate(path, text, &lookup)
+                    .ok()
+                    .and_then(|t| Index::build(&t))
+            });
+            broken_sources = file_sources_of_broken(gw_index.as_ref().or(fallback.flatten().as_ref()));
+            listed.extend(
+                broken_sources
+                    .iter()
+                    .map(|(ptr, p)| Source::Files(ptr.clone(), p.as_str())),
+            );
+        }
+    }
+
     let mut orgs = Vec::new();
     let mut files = vec![path.to_path_buf()];
     let mut watch_dirs = Vec::new();
-    for source in &gateway.organizations.0 {
-        match source {
-            OrgSource::Inline(org) => orgs.push(LoadedOrg {
-                file: path.to_path_buf(),
-                config: (**org).clone(),
-            }),
-            OrgSource::Path(pattern) => {
-                let full = base.join(&pattern.value);
-                let full_str = full.to_string_lossy().to_string();
-                let is_glob = pattern.value.contains(['*', '?', '[']);
-                let mut matched: Vec<PathBuf> = match glob::glob(&full_str) {
-                    Ok(paths) => paths.filter_map(Result::ok).collect(),
-                    Err(e) => {
-                        errors.push(ConfigError::at(
-                            path,
-                            &pattern.referenced,
-                            format!("invalid organizations pattern `{}`: {e}", pattern.value),
-                        ));
-                        continue;
-                    }
-                };
-                matched.sort();
-                if is_glob {
-                    if let Some(dir) = full.parent() {
-                        watch_dirs.push(dir.to_path_buf());
-                    }
-                } else if matched.is_empty() {
-                    errors.push(ConfigError::new(
-                        path,
-                        format!("organization file `{}` does not exist", full.display()),
-                    ));
+    let mut org_files_failed = false;
+    // Errors about organization sources, at the key that names them: placed below.
+    let mut unplaced = Vec::new();
+    for source in listed {
+        let (pointer, pattern) = match source {
+            Source::Inline(pointer, org) => {
+                sources.add_org(path, &pointer);
+                orgs.push(LoadedOrg {
+                    file: path.to_path_buf(),
+                    config: org.clone(),
+                    pointer,
+                });
+                continue;
+            }
+            Source::Files(pointer, pattern) => (pointer, pattern),
+        };
+        let full = base.join(pattern);
+        let full_str = full.to_string_lossy().to_string();
+        let is_glob = pattern.contains(['*', '?', '[']);
+        let mut matched: Vec<PathBuf> = match glob::glob(&full_str) {
+            Ok(paths) => paths.filter_map(Result::ok).collect(),
+            Err(e) => {
+                unplaced.push(ConfigError::at_key(
+                    path,
+                    &pointer,
+                    format!("invalid organizations pattern `{pattern}`: {e}"),
+                ));
+                org_files_failed = true;
+                continue;
+            }
+        };
+        matched.sort();
+        if is_glob {
+            if let Some(dir) = full.parent() {
+                watch_dirs.push(dir.to_path_buf());
+            }
+        } else if matched.is_empty() {
+            unplaced.push(ConfigError::at_key(
+                path,
+                &pointer,
+                format!("organization file `{}` does not exist", full.display()),
+            ));
+            org_files_failed = true;
+        }
+        for file in matched {
+            files.push(file.clone());
+            let text = match read(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    // Reported at the line that names the file: the file itself has no line.
+                    unplaced.push(ConfigError::at_key(path, &pointer, format!("organization file: {e}")));
+                    org_files_failed = true;
+                    continue;
                 }
-                for file in matched {
-                    let loaded = read(&file)
-                        .and_then(|t| parse_yaml::<OrganizationConfig>(&file, &t, crate::schema::organization_schema));
-                    match loaded {
-                        Ok(config) => orgs.push(LoadedOrg {
-                            file: file.clone(),
-                            config,
-                        }),
-                        Err(e) => errors.extend(e.0),
-                    }
-                    files.push(file);
+            };
+            let parsed: Option<OrganizationConfig> = parse_file(
+                &file,
+                &text,
+                crate::schema::organization_schema,
+                &mut sources,
+                &mut errors,
+            );
+            match parsed {
+                Some(config) => {
+                    sources.add_org(&file, "");
+                    orgs.push(LoadedOrg {
+                        file,
+                        config,
+                        pointer: String::new(),
+                    });
                 }
+                None => org_files_failed = true,
             }
         }
     }
-    if !errors.is_empty() {
+
+    sources.place(&mut unplaced);
+    errors.append(&mut unplaced);
+    let Some(gateway) = gateway else {
         return Err(ConfigErrors(errors));
-    }
+    };
     // Certificate, key and CA files: a change to one reloads the config.
     files.extend(tls_files(path, &gateway, &orgs));
+    let sources = Arc::new(sources);
     let loaded = LoadedConfig {
         file: path.to_path_buf(),
         gateway,
@@ -226,7 +377,16 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
         files,
         watch_dirs,
         read_at,
+        sources: sources.clone(),
     };
-    validate::validate(&loaded)?;
-    Ok(loaded)
+    // Validation over what parsed; the checks that need every organization (the default
+    // organization exists, there is one at all) only when all of them did.
+    let mut problems = validate::problems(&loaded, !org_files_failed && errors.is_empty());
+    sources.place(&mut problems);
+    errors.extend(problems);
+    if errors.is_empty() {
+        Ok(loaded)
+    } else {
+        Err(ConfigErrors(errors))
+    }
 }

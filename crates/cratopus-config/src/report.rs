@@ -44,7 +44,7 @@ pub fn render(problems: &[(Severity, ConfigError)]) -> String {
         }
         out.push('\n');
         let lines = sources.entry(e.file.clone()).or_insert_with(|| {
-            std::fs::read_to_string(&e.file)
+            crate::files::read_text_limited(&e.file)
                 .ok()
                 .map(|t| t.lines().map(str::to_string).collect())
         });

@@ -73,7 +73,7 @@ fn report(
                 } else {
                     format!("unknown key `{key}`{hint}")
                 };
-                out.push(placed(file, at, msg));
+                out.push(placed(file, at, msg, &pointer));
             }
         }
         K::AnyOf { context } | K::OneOfNotValid { context } => {
@@ -107,7 +107,7 @@ fn report(
                         }
                         _ => describe(e, &pointer),
                     };
-                    out.push(placed(file, places.get(&pointer).copied(), msg));
+                    out.push(placed(file, places.get(&pointer).copied(), msg, &pointer));
                 }
             }
         }
@@ -128,9 +128,14 @@ fn report(
                 }
                 _ => describe(e, &pointer),
             };
-            out.push(placed(file, places.get(&pointer).copied(), msg));
+            out.push(placed(file, places.get(&pointer).copied(), msg, &pointer));
         }
-        _ => out.push(placed(file, places.get(&pointer).copied(), describe(e, &pointer))),
+        _ => out.push(placed(
+            file,
+            places.get(&pointer).copied(),
+            describe(e, &pointer),
+            &pointer,
+        )),
     }
 }
 
@@ -151,11 +156,12 @@ fn fits(branch: &[jsonschema::ValidationError<'_>], pointer: &str) -> bool {
         })
 }
 
-fn placed(file: &Path, at: Option<Place>, message: String) -> (Place, ConfigError) {
-    let err = ConfigError::new(file, message);
+/// The error at `at`, or (when the tree has no place for it) at the nearest node of `pointer`,
+/// found later ([`crate::locate`]).
+fn placed(file: &Path, at: Option<Place>, message: String, pointer: &str) -> (Place, ConfigError) {
     match at {
-        Some((l, c)) => ((l, c), err.with_position(l, c)),
-        None => ((0, 0), err),
+        Some((l, c)) => ((l, c), ConfigError::new(file, message).with_position(l, c)),
+        None => ((0, 0), ConfigError::at_key(file, pointer, message)),
     }
 }
 
@@ -220,8 +226,47 @@ fn schema_at<'s>(schema: &'s Value, path: &str) -> Option<&'s Value> {
     Some(node)
 }
 
+/// A parsed YAML file for finding places: its value as JSON and the place of every node (and
+/// of every mapping key) by key path.
+pub(crate) struct Index {
+    value: Value,
+    places: HashMap<String, Place>,
+}
+
+impl Index {
+    /// `None` when `text` is not YAML.
+    pub(crate) fn build(text: &str) -> Option<Index> {
+        let tree = serde_saphyr::from_str::<Spanned<Tree>>(text).ok()?;
+        let mut places = HashMap::new();
+        let value = to_json(tree, String::new(), &mut places);
+        Some(Index { value, places })
+    }
+
+    /// The value at key path `pointer`.
+    pub(crate) fn value(&self, pointer: &str) -> Option<&Value> {
+        self.value.pointer(pointer)
+    }
+
+    /// The place of the deepest node along `pointer` that the file has: the value itself for a
+    /// scalar, its key for a section or a list (the line that names it).
+    pub(crate) fn nearest(&self, pointer: &str) -> Place {
+        let mut p = pointer;
+        loop {
+            let container = self.value(p).is_some_and(|v| v.is_object() || v.is_array());
+            let key = container.then(|| self.places.get(&format!("{p}#key"))).flatten();
+            if let Some(place) = key.or_else(|| self.places.get(p)) {
+                return *place;
+            }
+            match p.rfind('/') {
+                Some(i) => p = &p[..i],
+                None => return (1, 1),
+            }
+        }
+    }
+}
+
 /// JSON Pointer escaping of one key.
-fn escape(key: &str) -> String {
+pub(crate) fn escape(key: &str) -> String {
     key.replace('~', "~0").replace('/', "~1")
 }
 

@@ -1,5 +1,13 @@
 //! Checks that serde cannot make: names unique, references resolve, values in range.
 //! Route patterns are checked where they are compiled (`cratopus-core`), with the same errors.
+//!
+//! Every problem names the value at fault by its key path (`/upstreams/api/targets/1/weight`),
+//! which [`crate::locate`] turns into its line and column; a value left at its default is
+//! reported at its section.
+//!
+//! Numbers that size memory (threads, queues, buffers, schedule and ring entries) have an upper
+//! bound as well as a lower one ([`bounds`]): a typo such as `workers: 99999999` must fail
+//! `check`, not exhaust the machine when the gateway starts.
 
 use crate::error::{ConfigError, ConfigErrors};
 use crate::load::LoadedConfig;
@@ -7,49 +15,219 @@ use crate::model::{Balance, HealthCheckConfig, OrganizationConfig, Protocol, Ups
 use crate::policies::{QuotaConfig, RateLimitConfig, StateScope};
 use crate::tls::{OrgTlsConfig, UnknownSni, acme_directory_url};
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::path::Path;
 
-/// Every problem in `cfg`, all at once.
-pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
-    let mut errors = Vec::new();
-    let gw = &cfg.gateway;
-    let file = cfg.file.as_path();
+/// The allowed ranges of the numbers that size an allocation.
+pub mod bounds {
+    /// Runtime worker threads (each has its own stack and queues).
+    pub const WORKERS: (usize, usize) = (1, 1024);
+    /// Header fields of a request: the parser reserves a slot for each.
+    pub const MAX_HEADERS: (usize, usize) = (1, 1000);
+    /// A request head; a connection buffers up to twice this.
+    pub const MAX_HEADER_BYTES: (u64, u64) = (1 << 10, 1 << 20);
+    /// Spans waiting for export and traffic-log lines waiting for the writer.
+    pub const QUEUE: (usize, usize) = (1, 1 << 20);
+    /// Rotated traffic-log files kept.
+    pub const KEEP: (usize, usize) = (0, 1000);
+    /// A target's weight: the round-robin schedule has an entry per unit of weight, the
+    /// consistent-hash ring 160 points.
+    pub const WEIGHT: (u32, u32) = (1, 1000);
+    /// Idle keep-alive connections kept per target.
+    pub const MAX_IDLE: (usize, usize) = (0, 100_000);
+    /// Requests in flight through a bulkhead, and waiting in its queue.
+    pub const BULKHEAD: (u32, u32) = (1, 1_000_000);
+    /// A request body held in memory (for retries, for validation against a schema).
+    pub const BODY_BUFFER: (u64, u64) = (0, 64 << 20);
+    /// Health-check thresholds.
+    pub const THRESHOLD: (u32, u32) = (1, 1000);
+}
 
-    if gw.listeners.is_empty() {
-        errors.push(ConfigError::new(
-            file,
-            "`listeners` is empty: the gateway would not accept anything",
+/// Every problem in `cfg`, all at once, each placed in its file.
+pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
+    let mut errors = problems(cfg, true);
+    cfg.sources.place(&mut errors);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+/// `base` followed by `keys`, each escaped as a JSON Pointer segment.
+fn ptr(base: &str, keys: &[&str]) -> String {
+    let mut p = base.to_string();
+    for k in keys {
+        p.push('/');
+        p.push_str(&crate::shape::escape(k));
+    }
+    p
+}
+
+/// An error unless `lo <= value <= hi`, naming the key and the range.
+fn in_range<T: PartialOrd + Display>(
+    errors: &mut Vec<ConfigError>,
+    f: &Path,
+    pointer: String,
+    what: &str,
+    value: T,
+    (lo, hi): (T, T),
+) {
+    if value < lo || value > hi {
+        errors.push(ConfigError::at_key(
+            f,
+            pointer,
+            format!("{what} is {value}; it must be between {lo} and {hi}"),
         ));
     }
-    for l in &gw.listeners {
-        if l.bind.parse::<std::net::SocketAddr>().is_err() && split_host_port(&l.bind).is_none() {
-            errors.push(ConfigError::new(
-                file,
-                format!("listener bind `{}` is not host:port", l.bind),
+}
+
+/// [`in_range`] for sizes, written with their units.
+fn size_in_range(
+    errors: &mut Vec<ConfigError>,
+    f: &Path,
+    pointer: String,
+    what: &str,
+    value: u64,
+    (lo, hi): (u64, u64),
+) {
+    if value < lo || value > hi {
+        errors.push(ConfigError::at_key(
+            f,
+            pointer,
+            format!(
+                "{what} is {}; it must be between {} and {}",
+                human_size(value),
+                human_size(lo),
+                human_size(hi)
+            ),
+        ));
+    }
+}
+
+/// `65536` → `64KiB`: sizes as the config writes them.
+fn human_size(n: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
+
+/// Problems given as sentences starting with their key (`attempts must be …`, `queue:
+/// max_waiting must be …`), each at that key under `section`.
+fn section_problems(errors: &mut Vec<ConfigError>, f: &Path, section: &str, prefix: &str, list: Vec<String>) {
+    for p in list {
+        let mut keys: Vec<&str> = Vec::new();
+        let mut rest = p.as_str();
+        while let Some((k, tail)) = rest.split_once(": ")
+            && is_key(k)
+        {
+            keys.push(k);
+            rest = tail;
+        }
+        if let Some(first) = rest.split([' ', ':']).next()
+            && is_key(first)
+        {
+            keys.push(first);
+        }
+        errors.push(ConfigError::at_key(f, ptr(section, &keys), format!("{prefix}{p}")));
+    }
+}
+
+fn is_key(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// A CIDR (`10.0.0.0/8`) or a single address, as `IpRules` and `trusted_proxies` read them.
+fn check_cidr(s: &str) -> Result<(), String> {
+    let (ip, prefix) = match s.trim().split_once('/') {
+        Some((ip, p)) => (ip, Some(p)),
+        None => (s.trim(), None),
+    };
+    let addr: std::net::IpAddr = ip.parse().map_err(|_| format!("`{s}` is not an IP address or CIDR"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    match prefix {
+        Some(p) if p.parse::<u8>().ok().is_none_or(|p| p > max) => {
+            Err(format!("`{s}`: the prefix length must be 0 to {max}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn check_cidrs(errors: &mut Vec<ConfigError>, f: &Path, pointer: &str, what: &str, list: &[String]) {
+    for (i, c) in list.iter().enumerate() {
+        if let Err(e) = check_cidr(c) {
+            errors.push(ConfigError::at_key(
+                f,
+                ptr(pointer, &[&i.to_string()]),
+                format!("{what}: {e}"),
             ));
         }
     }
+}
+
+/// Every problem in `cfg`, unplaced. `complete` is false when some organization file did not
+/// load: the checks that need all of them (a default organization that exists, at least one
+/// organization) are left out, so that they do not report what the missing file defines.
+pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
+    let mut errors = Vec::new();
+    let gw = &cfg.gateway;
+    let file = cfg.file.as_path();
+    let at = |pointer: &str, msg: String| ConfigError::at_key(file, pointer, msg);
+
+    if gw.listeners.is_empty() {
+        errors.push(at(
+            "/listeners",
+            "`listeners` is empty: the gateway would not accept anything".into(),
+        ));
+    }
+    for (i, l) in gw.listeners.iter().enumerate() {
+        let here = ptr("/listeners", &[&i.to_string()]);
+        if l.bind.parse::<std::net::SocketAddr>().is_err() && split_host_port(&l.bind).is_none() {
+            errors.push(at(
+                &ptr(&here, &["bind"]),
+                format!("listener bind `{}` is not host:port", l.bind),
+            ));
+        }
+        if let Some(p) = l.https_port {
+            in_range(
+                &mut errors,
+                file,
+                ptr(&here, &["https_port"]),
+                "https_port",
+                p,
+                (1, u16::MAX),
+            );
+        }
+    }
+    if complete && cfg.orgs.is_empty() {
+        errors.push(at(
+            "/organizations",
+            "no organization: every request would be answered 404; name organization files or write one under `organizations`".into(),
+        ));
+    }
     if !gw.health_path.starts_with('/') {
-        errors.push(ConfigError::new(
-            file,
+        errors.push(at(
+            "/health_path",
             format!("health_path `{}` must start with `/`", gw.health_path),
         ));
     }
     if let Some(a) = &gw.admin {
         if a.token.len() < 16 {
-            errors.push(ConfigError::new(file, "admin.token must be at least 16 characters"));
+            errors.push(at("/admin/token", "admin.token must be at least 16 characters".into()));
         }
         if split_host_port(&a.bind).is_none() {
-            errors.push(ConfigError::new(
-                file,
-                format!("admin bind `{}` is not host:port", a.bind),
-            ));
+            errors.push(at("/admin/bind", format!("admin bind `{}` is not host:port", a.bind)));
         }
     }
     if !(0.0..=1.0).contains(&gw.tracing.sample_ratio) {
-        errors.push(ConfigError::new(
-            file,
-            "tracing.sample_ratio must be between 0.0 and 1.0",
+        errors.push(at(
+            "/tracing/sample_ratio",
+            "tracing.sample_ratio must be between 0.0 and 1.0".into(),
         ));
     }
     if let Some(o) = &gw.tracing.otlp {
@@ -58,42 +236,84 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
             .parse::<http::Uri>()
             .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
         if !ok {
-            errors.push(ConfigError::new(
-                file,
+            errors.push(at(
+                "/tracing/otlp/endpoint",
                 format!(
                     "tracing.otlp.endpoint `{}` is not an http:// URL (OTLP/HTTP, e.g. http://127.0.0.1:4318)",
                     o.endpoint
                 ),
             ));
         }
-        if o.queue == 0 {
-            errors.push(ConfigError::new(file, "tracing.otlp.queue must be at least 1"));
-        }
+        in_range(
+            &mut errors,
+            file,
+            "/tracing/otlp/queue".into(),
+            "tracing.otlp.queue",
+            o.queue,
+            bounds::QUEUE,
+        );
     }
     if let Some(r) = &gw.state.redis {
         if r.urls.is_empty() {
-            errors.push(ConfigError::new(file, "state.redis.urls is empty"));
+            errors.push(at("/state/redis/urls", "state.redis.urls is empty".into()));
         }
-        for u in &r.urls {
+        for (i, u) in r.urls.iter().enumerate() {
             if !u.starts_with("redis://") {
-                errors.push(ConfigError::new(
-                    file,
+                errors.push(at(
+                    &ptr("/state/redis/urls", &[&i.to_string()]),
                     format!("state.redis: `{u}` is not a redis:// URL (TLS to Redis is not supported yet)"),
                 ));
             }
         }
         if r.timeout.0.is_zero() {
-            errors.push(ConfigError::new(file, "state.redis.timeout must be above 0"));
+            errors.push(at("/state/redis/timeout", "state.redis.timeout must be above 0".into()));
         }
     }
-    if gw.workers == Some(0) {
-        errors.push(ConfigError::new(file, "`workers` must be at least 1"));
+    if let Some(w) = gw.workers {
+        in_range(&mut errors, file, "/workers".into(), "`workers`", w, bounds::WORKERS);
     }
-    if let Some(t) = &gw.traffic_log
-        && t.queue == 0
-    {
-        errors.push(ConfigError::new(file, "traffic_log.queue must be at least 1"));
+    let l = &gw.limits;
+    in_range(
+        &mut errors,
+        file,
+        "/limits/max_headers".into(),
+        "limits.max_headers",
+        l.max_headers,
+        bounds::MAX_HEADERS,
+    );
+    size_in_range(
+        &mut errors,
+        file,
+        "/limits/max_header_bytes".into(),
+        "limits.max_header_bytes",
+        l.max_header_bytes.0,
+        bounds::MAX_HEADER_BYTES,
+    );
+    if let Some(t) = &gw.traffic_log {
+        in_range(
+            &mut errors,
+            file,
+            "/traffic_log/queue".into(),
+            "traffic_log.queue",
+            t.queue,
+            bounds::QUEUE,
+        );
+        in_range(
+            &mut errors,
+            file,
+            "/traffic_log/keep".into(),
+            "traffic_log.keep",
+            t.keep,
+            bounds::KEEP,
+        );
     }
+    check_cidrs(
+        &mut errors,
+        file,
+        "/trusted_proxies",
+        "trusted_proxies",
+        &gw.trusted_proxies,
+    );
 
     check_gateway_tls(cfg, &mut errors);
 
@@ -101,6 +321,8 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
     let mut domains: HashMap<String, &str> = HashMap::new();
     for org in &cfg.orgs {
         let f = org.file.as_path();
+        let base = org.pointer.as_str();
+        let at = |keys: &[&str], msg: String| ConfigError::at_key(f, ptr(base, keys), msg);
         let o = &org.config;
         let name = o.name.value.as_str();
         if name.is_empty() {
@@ -125,30 +347,49 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
             }
         }
         for (uname, u) in &o.upstreams {
+            let here = ptr(base, &["upstreams", uname]);
             if u.targets.is_empty() {
-                errors.push(ConfigError::new(f, format!("upstream `{uname}` has no targets")));
+                errors.push(at(
+                    &["upstreams", uname, "targets"],
+                    format!("upstream `{uname}` has no targets"),
+                ));
             }
-            for t in &u.targets {
+            for (i, t) in u.targets.iter().enumerate() {
+                let target = ptr(&here, &["targets", &i.to_string()]);
                 if let Err(why) = parse_target(&t.url) {
-                    errors.push(ConfigError::new(f, format!("upstream `{uname}`: {why}")));
-                }
-                if t.weight == 0 {
-                    errors.push(ConfigError::new(
+                    errors.push(ConfigError::at_key(
                         f,
-                        format!("upstream `{uname}`: target `{}` has weight 0; remove it instead", t.url),
+                        ptr(&target, &["url"]),
+                        format!("upstream `{uname}`: {why}"),
                     ));
                 }
-            }
-            if u.balance == Balance::ConsistentHash && u.hash_on.is_none() {
-                errors.push(ConfigError::new(
+                in_range(
+                    &mut errors,
                     f,
+                    ptr(&target, &["weight"]),
+                    &format!("upstream `{uname}`: the weight of target `{}`", t.url),
+                    t.weight,
+                    bounds::WEIGHT,
+                );
+            }
+            in_range(
+                &mut errors,
+                f,
+                ptr(&here, &["max_idle_per_target"]),
+                &format!("upstream `{uname}`: max_idle_per_target"),
+                u.max_idle_per_target,
+                bounds::MAX_IDLE,
+            );
+            if u.balance == Balance::ConsistentHash && u.hash_on.is_none() {
+                errors.push(at(
+                    &["upstreams", uname, "balance"],
                     format!("upstream `{uname}` balances by consistent_hash but has no `hash_on` (header, cookie or client_ip)"),
                 ));
             }
             if let Some(hc) = &u.health_check {
-                check_health(f, uname, hc, &mut errors);
+                check_health(f, &ptr(&here, &["health_check"]), uname, hc, &mut errors);
             }
-            check_upstream_tls(f, uname, u, &mut errors);
+            check_upstream_tls(f, &here, uname, u, &mut errors);
             let problems = [
                 ("circuit_breaker", u.circuit_breaker.as_ref().map(|c| c.problems())),
                 ("outlier_detection", u.outlier_detection.as_ref().map(|c| c.problems())),
@@ -156,49 +397,50 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
                 ("bulkhead", u.bulkhead.as_ref().map(|c| c.problems())),
             ];
             for (what, list) in problems {
-                for p in list.unwrap_or_default() {
-                    errors.push(ConfigError::new(f, format!("upstream `{uname}`: {what}: {p}")));
-                }
+                section_problems(
+                    &mut errors,
+                    f,
+                    &ptr(&here, &[what]),
+                    &format!("upstream `{uname}`: {what}: "),
+                    list.unwrap_or_default(),
+                );
             }
+            let what = format!("upstream `{uname}`");
+            check_buffers(
+                f,
+                &here,
+                &what,
+                u.retry.as_ref(),
+                u.bulkhead.as_ref(),
+                None,
+                &mut errors,
+            );
         }
         if let Some(tls) = &o.tls {
-            check_org_tls(f, o, tls, &mut errors);
+            check_org_tls(f, base, o, tls, &mut errors);
         }
         let client_auth = o.tls.as_ref().is_some_and(|t| t.client_auth.is_some());
         if !client_auth && o.auth.as_ref().is_some_and(|a| a.mtls.is_some()) {
-            errors.push(ConfigError::at(
-                f,
-                &o.name.referenced,
+            errors.push(at(
+                &["auth", "mtls"],
                 format!("organization `{name}`: auth.mtls needs tls.client_auth, which asks clients for certificates"),
             ));
         }
-        for r in o
-            .routes
-            .iter()
-            .filter(|r| r.auth.as_ref().is_some_and(|a| a.mtls.is_some()))
-        {
-            if !client_auth {
-                errors.push(ConfigError::at(
-                    f,
-                    &r.path.referenced,
-                    format!(
-                        "route `{}`: auth.mtls needs the organization's tls.client_auth, which asks clients for certificates",
-                        r.path.value
-                    ),
-                ));
-            }
+        if let Some(ip) = &o.ip {
+            check_cidrs(&mut errors, f, &ptr(base, &["ip", "allow"]), "ip", &ip.allow);
+            check_cidrs(&mut errors, f, &ptr(base, &["ip", "deny"]), "ip", &ip.deny);
         }
         let cluster = gw.state.redis.is_some();
         for (pname, p) in &o.policies {
             if p.rate_limit.is_none() && p.quota.is_none() {
-                errors.push(ConfigError::new(
-                    f,
+                errors.push(at(
+                    &["policies", pname],
                     format!("policy `{pname}` is empty: give it a `rate_limit` or a `quota`"),
                 ));
             }
             check_policy(
                 f,
-                None,
+                &ptr(base, &["policies", pname]),
                 &format!("policy `{pname}`"),
                 p.rate_limit.as_ref(),
                 p.quota.as_ref(),
@@ -208,22 +450,30 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
         }
         check_policy(
             f,
-            Some(&o.name.referenced),
+            base,
             &format!("organization `{name}`"),
             o.rate_limit.as_ref(),
             o.quota.as_ref(),
             cluster,
             &mut errors,
         );
-        for p in o.cors.as_ref().map(|c| c.problems()).unwrap_or_default() {
-            errors.push(ConfigError::at(
-                f,
-                &o.name.referenced,
-                format!("organization `{name}`: cors: {p}"),
-            ));
-        }
-        for r in &o.routes {
+        section_problems(
+            &mut errors,
+            f,
+            &ptr(base, &["cors"]),
+            &format!("organization `{name}`: cors: "),
+            o.cors.as_ref().map(|c| c.problems()).unwrap_or_default(),
+        );
+        for (ri, r) in o.routes.iter().enumerate() {
+            let here = ptr(base, &["routes", &ri.to_string()]);
             let what = format!("route `{}`", r.path.value);
+            if r.auth.as_ref().is_some_and(|a| a.mtls.is_some()) && !client_auth {
+                errors.push(ConfigError::at_key(
+                    f,
+                    ptr(&here, &["auth", "mtls"]),
+                    format!("{what}: auth.mtls needs the organization's tls.client_auth, which asks clients for certificates"),
+                ));
+            }
             let problems = [
                 ("retry", r.retry.as_ref().map(|c| c.problems())),
                 ("bulkhead", r.bulkhead.as_ref().map(|c| c.problems())),
@@ -232,13 +482,42 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
                 ("forward", r.forward.as_ref().map(|c| c.problems())),
             ];
             for (kind, list) in problems {
-                for p in list.unwrap_or_default() {
-                    errors.push(ConfigError::at(f, &r.path.referenced, format!("{what}: {kind}: {p}")));
-                }
+                section_problems(
+                    &mut errors,
+                    f,
+                    &ptr(&here, &[kind]),
+                    &format!("{what}: {kind}: "),
+                    list.unwrap_or_default(),
+                );
+            }
+            check_buffers(
+                f,
+                &here,
+                &what,
+                r.retry.as_ref(),
+                r.bulkhead.as_ref(),
+                r.validate.as_ref(),
+                &mut errors,
+            );
+            if let Some(ip) = &r.ip {
+                check_cidrs(
+                    &mut errors,
+                    f,
+                    &ptr(&here, &["ip", "allow"]),
+                    &format!("{what}: ip"),
+                    &ip.allow,
+                );
+                check_cidrs(
+                    &mut errors,
+                    f,
+                    &ptr(&here, &["ip", "deny"]),
+                    &format!("{what}: ip"),
+                    &ip.deny,
+                );
             }
             check_policy(
                 f,
-                Some(&r.path.referenced),
+                &here,
                 &what,
                 r.rate_limit.as_ref(),
                 r.quota.as_ref(),
@@ -293,7 +572,8 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
             }
         }
     }
-    if let Some(d) = &gw.default_organization
+    if complete
+        && let Some(d) = &gw.default_organization
         && !org_names.contains_key(d.value.as_str())
     {
         let known: Vec<&str> = org_names.keys().copied().collect();
@@ -307,20 +587,70 @@ pub fn validate(cfg: &LoadedConfig) -> Result<(), ConfigErrors> {
             ),
         ));
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigErrors(errors))
+    errors
+}
+
+/// The bodies and queues a route or an upstream holds in memory: a retry's buffered body, a
+/// bulkhead's requests, a validated body.
+fn check_buffers(
+    f: &Path,
+    here: &str,
+    what: &str,
+    retry: Option<&crate::resilience::RetryConfig>,
+    bulkhead: Option<&crate::resilience::BulkheadConfig>,
+    validate: Option<&crate::http_policies::ValidationConfig>,
+    errors: &mut Vec<ConfigError>,
+) {
+    if let Some(r) = retry {
+        let p = ptr(here, &["retry", "buffer_body"]);
+        size_in_range(
+            errors,
+            f,
+            p,
+            &format!("{what}: retry.buffer_body"),
+            r.buffer_body.0,
+            bounds::BODY_BUFFER,
+        );
+    }
+    if let Some(b) = bulkhead {
+        if b.max_inflight > 0 {
+            let p = ptr(here, &["bulkhead", "max_inflight"]);
+            in_range(
+                errors,
+                f,
+                p,
+                &format!("{what}: bulkhead.max_inflight"),
+                b.max_inflight,
+                bounds::BULKHEAD,
+            );
+        }
+        if let Some(q) = b.queue.as_ref().filter(|q| q.max_waiting > 0) {
+            let p = ptr(here, &["bulkhead", "queue", "max_waiting"]);
+            let name = format!("{what}: bulkhead.queue.max_waiting");
+            in_range(errors, f, p, &name, q.max_waiting, bounds::BULKHEAD);
+        }
+    }
+    if let Some(size) = validate.and_then(|v| v.max_body_bytes).filter(|s| s.0 > 0) {
+        let p = ptr(here, &["validate", "max_body_bytes"]);
+        size_in_range(
+            errors,
+            f,
+            p,
+            &format!("{what}: validate.max_body_bytes"),
+            size.0,
+            bounds::BODY_BUFFER,
+        );
     }
 }
 
 fn check_gateway_tls(cfg: &LoadedConfig, errors: &mut Vec<ConfigError>) {
     let file = cfg.file.as_path();
     let gw = &cfg.gateway;
-    for l in &gw.listeners {
+    for (i, l) in gw.listeners.iter().enumerate() {
         if l.tls && l.redirect_http_to_https {
-            errors.push(ConfigError::new(
+            errors.push(ConfigError::at_key(
                 file,
+                ptr("/listeners", &[&i.to_string(), "redirect_http_to_https"]),
                 format!(
                     "listener `{}` has both `tls` and `redirect_http_to_https`; redirect on the plain HTTP listener",
                     l.bind
@@ -329,15 +659,17 @@ fn check_gateway_tls(cfg: &LoadedConfig, errors: &mut Vec<ConfigError>) {
         }
     }
     if gw.tls.unknown_sni == Some(UnknownSni::DefaultCertificate) && gw.tls.default_certificate.is_none() {
-        errors.push(ConfigError::new(
+        errors.push(ConfigError::at_key(
             file,
+            "/tls/unknown_sni",
             "tls.unknown_sni is `default_certificate` but there is no tls.default_certificate",
         ));
     }
     let acme = &gw.tls.acme;
     if acme_directory_url(&acme.directory).is_none() {
-        errors.push(ConfigError::new(
+        errors.push(ConfigError::at_key(
             file,
+            "/tls/acme/directory",
             format!(
                 "tls.acme.directory `{}` must be `letsencrypt`, `letsencrypt-staging` or an https:// URL",
                 acme.directory
@@ -345,8 +677,9 @@ fn check_gateway_tls(cfg: &LoadedConfig, errors: &mut Vec<ConfigError>) {
         ));
     }
     if acme.retry_base.0.is_zero() || acme.retry_max.0 < acme.retry_base.0 {
-        errors.push(ConfigError::new(
+        errors.push(ConfigError::at_key(
             file,
+            "/tls/acme/retry_base",
             "tls.acme.retry_base must be above 0 and at most retry_max",
         ));
     }
@@ -362,7 +695,7 @@ fn covered_by(name: &str, domains: &[String]) -> bool {
     })
 }
 
-fn check_org_tls(f: &Path, o: &OrganizationConfig, tls: &OrgTlsConfig, errors: &mut Vec<ConfigError>) {
+fn check_org_tls(f: &Path, base: &str, o: &OrganizationConfig, tls: &OrgTlsConfig, errors: &mut Vec<ConfigError>) {
     let domains: Vec<String> = o.domains.iter().map(|d| d.value.to_ascii_lowercase()).collect();
     match (&tls.cert, &tls.key) {
         (Some(c), None) => errors.push(ConfigError::at(f, &c.referenced, "tls.cert needs a tls.key")),
@@ -423,24 +756,24 @@ fn check_org_tls(f: &Path, o: &OrganizationConfig, tls: &OrgTlsConfig, errors: &
         && h.preload
         && (!h.include_subdomains || h.max_age.0.as_secs() < 365 * 86400)
     {
-        errors.push(ConfigError::at(
+        errors.push(ConfigError::at_key(
             f,
-            &o.name.referenced,
+            ptr(base, &["tls", "hsts", "preload"]),
             "tls.hsts.preload needs include_subdomains and a max_age of at least 365d",
         ));
     }
     if let Some(c) = &tls.client_auth
         && http::HeaderName::from_bytes(c.header.as_bytes()).is_err()
     {
-        errors.push(ConfigError::at(
+        errors.push(ConfigError::at_key(
             f,
-            &c.ca.referenced,
+            ptr(base, &["tls", "client_auth", "header"]),
             format!("tls.client_auth.header `{}` is not a header name", c.header),
         ));
     }
 }
 
-fn check_upstream_tls(f: &Path, uname: &str, u: &UpstreamConfig, errors: &mut Vec<ConfigError>) {
+fn check_upstream_tls(f: &Path, here: &str, uname: &str, u: &UpstreamConfig, errors: &mut Vec<ConfigError>) {
     let schemes: Vec<bool> = u
         .targets
         .iter()
@@ -451,24 +784,28 @@ fn check_upstream_tls(f: &Path, uname: &str, u: &UpstreamConfig, errors: &mut Ve
         .collect();
     let https = schemes.iter().any(|t| *t);
     if https && schemes.iter().any(|t| !*t) {
-        errors.push(ConfigError::new(
+        errors.push(ConfigError::at_key(
             f,
+            ptr(here, &["targets"]),
             format!("upstream `{uname}` mixes http:// and https:// targets; use one upstream for each"),
         ));
     }
     if u.tls.is_some() && !https {
-        errors.push(ConfigError::new(
+        errors.push(ConfigError::at_key(
             f,
+            ptr(here, &["tls"]),
             format!("upstream `{uname}` has `tls` but no https:// target"),
         ));
     }
     match u.protocol {
-        Protocol::H2 if !https => errors.push(ConfigError::new(
+        Protocol::H2 if !https => errors.push(ConfigError::at_key(
             f,
+            ptr(here, &["protocol"]),
             format!("upstream `{uname}`: protocol `h2` is HTTP/2 over TLS and needs https:// targets (h2c is the cleartext one)"),
         )),
-        Protocol::H2c if https => errors.push(ConfigError::new(
+        Protocol::H2c if https => errors.push(ConfigError::at_key(
             f,
+            ptr(here, &["protocol"]),
             format!("upstream `{uname}`: protocol `h2c` is cleartext; use `h2` for https:// targets"),
         )),
         _ => {}
@@ -480,37 +817,42 @@ fn check_upstream_tls(f: &Path, uname: &str, u: &UpstreamConfig, errors: &mut Ve
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == ':'))
     {
-        errors.push(ConfigError::new(
+        errors.push(ConfigError::at_key(
             f,
+            ptr(here, &["tls", "server_name"]),
             format!("upstream `{uname}`: tls.server_name `{n}` is not a host name or address"),
         ));
     }
 }
 
-fn check_health(f: &Path, uname: &str, hc: &HealthCheckConfig, errors: &mut Vec<ConfigError>) {
-    if hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
-        errors.push(ConfigError::new(
-            f,
-            format!("upstream `{uname}`: health check thresholds must be at least 1"),
-        ));
+fn check_health(f: &Path, here: &str, uname: &str, hc: &HealthCheckConfig, errors: &mut Vec<ConfigError>) {
+    let at = |key: &str, msg: String| ConfigError::at_key(f, ptr(here, &[key]), msg);
+    for (key, value) in [
+        ("healthy_threshold", hc.healthy_threshold),
+        ("unhealthy_threshold", hc.unhealthy_threshold),
+    ] {
+        let what = format!("upstream `{uname}`: health_check.{key}");
+        in_range(errors, f, ptr(here, &[key]), &what, value, bounds::THRESHOLD);
     }
-    if hc.interval.0.is_zero() || hc.timeout.0.is_zero() {
-        errors.push(ConfigError::new(
-            f,
-            format!("upstream `{uname}`: health check interval and timeout must be above 0"),
-        ));
+    for (key, value) in [("interval", hc.interval), ("timeout", hc.timeout)] {
+        if value.0.is_zero() {
+            errors.push(at(
+                key,
+                format!("upstream `{uname}`: health check {key} must be above 0"),
+            ));
+        }
     }
     if !hc.path.starts_with('/') {
-        errors.push(ConfigError::new(
-            f,
+        errors.push(at(
+            "path",
             format!("upstream `{uname}`: health check path must start with `/`"),
         ));
     }
     if let Some(s) = hc.expect_status
         && !(100..=599).contains(&s)
     {
-        errors.push(ConfigError::new(
-            f,
+        errors.push(at(
+            "expect_status",
             format!("upstream `{uname}`: expect_status {s} is not an HTTP status"),
         ));
     }
@@ -592,10 +934,11 @@ pub fn is_http_method(m: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// Values of a rate limit and a quota that serde cannot check.
+/// Values of a rate limit and a quota that serde cannot check; `here` is the key path of the
+/// section holding `rate_limit` and `quota` (an organization, a policy, a route).
 fn check_policy(
     f: &Path,
-    at: Option<&serde_saphyr::Location>,
+    here: &str,
     what: &str,
     rate: Option<&RateLimitConfig>,
     quota: Option<&QuotaConfig>,
@@ -603,46 +946,56 @@ fn check_policy(
     errors: &mut Vec<ConfigError>,
 ) {
     let needs_redis = |scope: Option<StateScope>| scope == Some(StateScope::Cluster) && !cluster;
-    let mut errors_here = Vec::new();
-    let errors_out = errors;
-    let errors = &mut errors_here;
+    let at = |keys: &[&str], msg: String| ConfigError::at_key(f, ptr(here, keys), msg);
     if let Some(r) = rate {
         if r.limits.is_empty() {
-            errors.push(ConfigError::new(f, format!("{what}: rate_limit has no `limits`")));
+            errors.push(at(
+                &["rate_limit", "limits"],
+                format!("{what}: rate_limit has no `limits`"),
+            ));
         }
-        for l in &r.limits {
-            if l.rate == 0 || l.burst == Some(0) {
-                errors.push(ConfigError::new(
-                    f,
-                    format!("{what}: a limit's `rate` and `burst` must be at least 1"),
+        for (i, l) in r.limits.iter().enumerate() {
+            let i = i.to_string();
+            if l.rate == 0 {
+                errors.push(at(
+                    &["rate_limit", "limits", &i, "rate"],
+                    format!("{what}: a limit's `rate` must be at least 1"),
+                ));
+            }
+            if l.burst == Some(0) {
+                errors.push(at(
+                    &["rate_limit", "limits", &i, "burst"],
+                    format!("{what}: a limit's `burst` must be at least 1"),
                 ));
             }
             if l.per.0.is_zero() {
-                errors.push(ConfigError::new(f, format!("{what}: a limit's `per` must be above 0")));
+                errors.push(at(
+                    &["rate_limit", "limits", &i, "per"],
+                    format!("{what}: a limit's `per` must be above 0"),
+                ));
             }
         }
         if needs_redis(r.state) {
-            errors.push(ConfigError::new(
-                f,
+            errors.push(at(
+                &["rate_limit", "state"],
                 format!("{what}: rate_limit has `state: cluster` but the gateway has no `state.redis`"),
             ));
         }
     }
     if let Some(q) = quota {
         if q.limit == 0 {
-            errors.push(ConfigError::new(f, format!("{what}: quota `limit` must be at least 1")));
+            errors.push(at(
+                &["quota", "limit"],
+                format!("{what}: quota `limit` must be at least 1"),
+            ));
         }
         if needs_redis(q.state) {
-            errors.push(ConfigError::new(
-                f,
+            errors.push(at(
+                &["quota", "state"],
                 format!("{what}: quota has `state: cluster` but the gateway has no `state.redis`"),
             ));
         }
     }
-    errors_out.extend(errors_here.into_iter().map(|e| match at {
-        Some(loc) => ConfigError::at(f, loc, e.message),
-        None => e,
-    }));
 }
 
 /// `, did you mean `x`?` for the closest known name, if any is close.

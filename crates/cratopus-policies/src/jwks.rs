@@ -85,7 +85,7 @@ impl KeySource {
             (Some(p), _) => Some(p.clone()),
             (None, Some(f)) => {
                 let path = base.join(f);
-                Some(std::fs::read_to_string(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?)
+                Some(cratopus_config::files::read_text_limited(&path)?)
             }
             _ => None,
         };

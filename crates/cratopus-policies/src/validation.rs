@@ -402,7 +402,7 @@ fn too_large(limit: u64) -> Violation {
 
 /// Reads a schema file: JSON for `.json`, else YAML (which also reads JSON).
 fn read_schema(path: &Path) -> Result<Value, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let text = cratopus_config::files::read_text_limited(path)?;
     let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
     if is_json {
         serde_json::from_str(&text).map_err(|e| format!("`{}` is not valid JSON: {e}", path.display()))

@@ -12,6 +12,7 @@
 //! host>.json` (the account key), `<first name>/cert.pem` and `<first name>/key.pem`; keys are
 //! written with mode 0600.
 
+use cratopus_config::files::read_text_limited;
 use cratopus_config::{AcmeGatewayConfig, acme_directory_url, load::resolve_path};
 use cratopus_core::Engine;
 use cratopus_core::tls::{AcmeCert, AcmeStore, CertMeta, certified_key_from_pem};
@@ -190,8 +191,8 @@ async fn load_stored(dir: &Path) -> Option<(Arc<rustls::sign::CertifiedKey>, Cer
     let dir = dir.to_path_buf();
     let (chain, key) = tokio::task::spawn_blocking(move || {
         Some((
-            std::fs::read_to_string(dir.join("cert.pem")).ok()?,
-            std::fs::read_to_string(dir.join("key.pem")).ok()?,
+            read_text_limited(&dir.join("cert.pem")).ok()?,
+            read_text_limited(&dir.join("key.pem")).ok()?,
         ))
     })
     .await
@@ -255,7 +256,7 @@ async fn account(gateway_file: &Path, settings: &AcmeGatewayConfig, email: &str)
         .join(format!("{safe_email}@{host}.json"));
     let stored = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || std::fs::read(path).ok())
+        tokio::task::spawn_blocking(move || cratopus_config::files::read_limited(&path).ok())
             .await
             .ok()
             .flatten()

@@ -67,11 +67,15 @@ fn api_router(state: Arc<AdminState>) -> Router {
 }
 
 /// Equal slices without an early exit, so timing does not reveal how much of a guess was right.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `given` is the admin token, in a time that tells an attacker nothing: not where the
+/// two first differ, and not the token's length (a plain comparison returns at once on a length
+/// mismatch). Both are hashed with SHA-256 and the fixed-size digests compared without an early
+/// exit; equal digests mean equal tokens.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    let (a, b) = (Sha256::digest(given), Sha256::digest(expected));
+    let diff = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -638,5 +642,7 @@ mod tests {
         assert!(constant_time_eq(b"abcdef", b"abcdef"));
         assert!(!constant_time_eq(b"abcdef", b"abcdeg"));
         assert!(!constant_time_eq(b"abc", b"abcdef"));
+        assert!(!constant_time_eq(b"", b"abcdef"));
+        assert!(!constant_time_eq(b"abcdefabcdef", b"abcdef"));
     }
 }

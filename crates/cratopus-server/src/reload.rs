@@ -13,6 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 
+/// How long the config files must see no write before a watched change is read.
+const SETTLE: Duration = Duration::from_millis(200);
+
 pub struct Reloader {
     engine: Arc<Engine>,
     path: Option<PathBuf>,
@@ -48,12 +51,16 @@ impl Reloader {
                     tracing::warn!("listener changes take effect at the next restart");
                 }
                 let version = prev.version + 1;
+                let sources = cfg.sources.clone();
                 match cratopus_core::compile(cfg, Some(&prev), version).await {
                     Ok(snap) => {
                         self.engine.swap(snap);
                         Ok(version)
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(mut e) => {
+                        sources.place(&mut e.0);
+                        Err(e.to_string())
+                    }
                 }
             }
         };
@@ -133,9 +140,15 @@ impl Reloader {
                     pending = is_relevant(&p, &files, &dirs);
                 }
                 pending = false;
-                // Editors write in several steps: let them finish.
-                tokio::time::sleep(Duration::from_millis(150)).await;
-                while rx.try_recv().is_ok() {}
+                // Editors and tools write in several steps (truncate, write, rename; a file can
+                // be empty in between): read only once the files have had no event for SETTLE.
+                loop {
+                    match tokio::time::timeout(SETTLE, rx.recv()).await {
+                        Ok(Some(_)) => continue,
+                        Ok(None) => return,
+                        Err(_) => break,
+                    }
+                }
                 let _ = self.reload().await;
                 (files, dirs) = relevant(&self.engine);
                 register(&mut watcher, &mut watched_dirs, &files, &dirs);

@@ -64,7 +64,7 @@ fn system_roots() -> Arc<RootCertStore> {
 
 /// Reads the certificates of a PEM file.
 pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let bytes = cratopus_config::files::read_limited(path)?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("`{}` is not a valid PEM certificate file: {e}", path.display()))?;
@@ -76,7 +76,7 @@ pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// Reads the private key of a PEM file.
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+    let bytes = cratopus_config::files::read_limited(path)?;
     PrivateKeyDer::from_pem_slice(&bytes)
         .map_err(|e| format!("`{}` holds no usable PEM private key: {e}", path.display()))
 }
@@ -94,7 +94,7 @@ pub fn read_roots(path: &Path) -> Result<RootCertStore, String> {
 
 fn hash_file(h: &mut impl Hasher, path: &Path) {
     path.hash(h);
-    std::fs::read(path).unwrap_or_default().hash(h);
+    cratopus_config::files::read_limited(path).unwrap_or_default().hash(h);
 }
 
 impl UpstreamTls {

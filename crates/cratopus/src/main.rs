@@ -196,7 +196,8 @@ fn check(path: &Path, strict: bool) -> ExitCode {
         .map(|w| (Severity::Warning, w))
         .collect();
     // Compile as `run` would (routes, templates, pools), without opening the traffic log or
-    // starting the span exporter.
+    // starting the span exporter. Its errors are placed in the files as the loader's are.
+    let sources = cfg.sources.clone();
     cfg.gateway.traffic_log = None;
     cfg.gateway.tracing.otlp = None;
     let compiled = runtime(Some(1))
@@ -204,7 +205,10 @@ fn check(path: &Path, strict: bool) -> ExitCode {
         .map(|rt| rt.block_on(cratopus_core::compile(cfg, None, 1)).map(|_| ()));
     let mut problems = match compiled {
         Ok(Ok(())) => Vec::new(),
-        Ok(Err(e)) => errors(e),
+        Ok(Err(mut e)) => {
+            sources.place(&mut e.0);
+            errors(e)
+        }
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
             return ExitCode::FAILURE;
