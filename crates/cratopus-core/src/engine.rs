@@ -559,8 +559,10 @@ impl Engine {
                 && let Some(e) = client_fault(stats.as_ref(), result.is_err(), route.max_body)
             {
                 // The client's doing, not the target's: nothing to record (the breaker's
-                // permit goes back unused) and nothing to retry.
+                // permit goes back unused), nothing to retry, and no upstream latency (a
+                // stalled upload would read as a slow target); the log keeps `upstream_ms`.
                 tracing::debug!(route = %route.name, target = %target.label, error = e.code(), "the client broke its request");
+                learned.upstream_time = None;
                 return Err(e);
             }
             let (end, outcome) = match result {
@@ -770,7 +772,12 @@ fn pending_span(
         // A failed call ends when it failed; the mirror answers whole; a proxied body
         // streams, so its call ends with the body.
         let whole = learned.error.is_some() || learned.upstream.as_deref() == Some("mirror");
-        let ended = whole.then(|| began + learned.upstream_time.unwrap_or_default());
+        // (`upstream_ms` rather than `upstream_time`: the latter is cleared for a call the
+        // client broke, which the upstream latency metric must not count.)
+        let took = learned
+            .upstream_ms
+            .map_or(Duration::ZERO, |ms| Duration::from_secs_f64(ms / 1000.0));
+        let ended = whole.then(|| began + took);
         (began, ended)
     });
     let now = SystemTime::now();

@@ -95,6 +95,22 @@ async fn targets(gw: &Gateway) -> Vec<Value> {
         .collect()
 }
 
+/// Upstream calls timed in `cratopus_upstream_duration_seconds`, over every route.
+async fn upstream_calls_timed(gw: &Gateway) -> u64 {
+    let admin = gw.addrs()[1];
+    let req = Request::get(format!("http://{admin}/metrics"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(&test_support::client(), req)
+        .await
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("cratopus_upstream_duration_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 /// The traffic log's lines so far, parsed.
 fn traffic(gw: &Gateway) -> Vec<Value> {
     std::fs::read_to_string(gw.path("traffic.log"))
@@ -380,7 +396,10 @@ async fn a_stalled_body_gets_408_after_the_client_body_timeout_against_nobody() 
         "{:?}",
         traffic(&gw)
     );
+    // The stall is not the target's latency either.
+    assert_eq!(upstream_calls_timed(&gw).await, 0);
     assert_target_untouched(&gw, &backend).await;
+    assert_eq!(upstream_calls_timed(&gw).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]
