@@ -358,7 +358,8 @@ impl Breaker {
 }
 
 /// Leave to send one request through a [`Breaker`]. Record its result with
-/// [`record`](Permit::record) when the response head (or the error) is known. Dropping it
+/// [`record`](Permit::record) when the response head (or the error) is known, or
+/// [`detach`](Permit::detach) it to record when a streamed body has ended. Dropping it
 /// unrecorded (the request was cancelled) counts as nothing.
 #[derive(Debug)]
 #[must_use = "record the request's result with `Permit::record`"]
