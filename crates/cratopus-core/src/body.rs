@@ -428,7 +428,10 @@ impl ResponseBody {
         }
         self._inflight = None;
         self._permits = None;
-        if let Some(s) = self.span.take() {
+        if let Some(mut s) = self.span.take() {
+            if target_cut {
+                s.span.error.get_or_insert(UPSTREAM_BODY_INCOMPLETE);
+            }
             s.finish();
         }
         if let Some(mut p) = self.pending.take() {
