@@ -212,6 +212,10 @@ pub struct Limits {
     /// Largest request body on any route unless the route sets its own; larger gets 413.
     #[serde(default)]
     pub max_body_bytes: Option<ByteSize>,
+    /// Longest a client may pause between two pieces of its request body (nginx's
+    /// `client_body_timeout`); then 408 and the upstream request is aborted. `0s` turns it off.
+    #[serde(default = "default_client_body_timeout")]
+    pub client_body_timeout: Dur,
 }
 
 impl Default for Limits {
@@ -221,6 +225,7 @@ impl Default for Limits {
             max_headers: default_max_headers(),
             header_read_timeout: default_header_read_timeout(),
             max_body_bytes: None,
+            client_body_timeout: default_client_body_timeout(),
         }
     }
 }
@@ -232,6 +237,9 @@ fn default_max_headers() -> usize {
 }
 fn default_header_read_timeout() -> Dur {
     Dur::secs(10)
+}
+fn default_client_body_timeout() -> Dur {
+    Dur::secs(60)
 }
 
 /// How request paths are normalized before routing (and forwarded normalized), so that the
@@ -699,6 +707,10 @@ pub struct HealthCheckConfig {
     /// Consecutive failures that take a target out.
     #[serde(default = "default_two")]
     pub unhealthy_threshold: u32,
+    /// `http` checks also read the whole response body within `timeout`: a body cut short
+    /// (shorter than its `Content-Length`, or a connection closed mid-body) fails the check.
+    #[serde(default)]
+    pub read_body: bool,
 }
 fn default_hc_path() -> String {
     "/".into()

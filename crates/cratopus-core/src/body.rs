@@ -1,12 +1,15 @@
 //! The bodies that flow through the gateway. Both stream: nothing here buffers a whole body.
 //!
 //! [`RequestBody`] wraps the client's body on its way upstream: it counts bytes for the traffic
-//! log and enforces the route's body limit as the bytes pass. [`ResponseBody`] is what the
-//! client receives, from the upstream or from the gateway itself; when it ends (or the client
-//! goes away) it writes the request's traffic-log line and releases the target's in-flight count.
+//! log, enforces the route's body limit and the client body idle timeout as the bytes pass, and
+//! notes a body the client broke ([`BodyFault`]), so that the engine answers for the client's
+//! fault and counts it against no target. [`ResponseBody`] is what the client receives, from
+//! the upstream or from the gateway itself; when it ends (or the client goes away) it writes the
+//! request's traffic-log line, releases the target's in-flight count, and records the attempt
+//! for the breaker and outlier detection when that waited for the body ([`PendingAttempt`]).
 
 use crate::conn_pool::PoolReturn;
-use crate::resilience::Permits;
+use crate::resilience::{PendingAttempt, Permits};
 use bytes::Bytes;
 use cratopus_observe::metrics::RouteMetrics;
 use cratopus_observe::spans::{RequestSpan, SpanSink};
@@ -16,9 +19,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -27,11 +30,61 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[error("request body larger than {0} bytes")]
 pub struct BodyTooLarge(pub u64);
 
-/// What the request body did, shared with the response side for the log and the 413.
+/// The client stopped sending its body for longer than the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent nothing of its request body for {0:?}")]
+pub struct BodyStalled(pub Duration);
+
+/// What the client did wrong with its request body. The request is then answered for the
+/// client's fault (413, 400, 408) and recorded against no target: no breaker failure, no
+/// outlier ejection, no retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    /// It grew past the route's limit.
+    TooLarge = 1,
+    /// It could not be read: malformed chunked framing, or the client closed its connection
+    /// (or reset its stream) before the body's end.
+    Broken = 2,
+    /// Nothing came for longer than `limits.client_body_timeout` between two reads.
+    Stalled = 3,
+}
+
+/// What the request body did, shared with the response side for the log and the engine.
 #[derive(Debug, Default)]
 pub struct BodyStats {
     pub bytes: AtomicU64,
-    pub too_large: AtomicBool,
+    /// A [`BodyFault`] as its number, 0 for none.
+    fault: AtomicU8,
+    /// The body is waiting for the client's next bytes right now (rather than being done, or
+    /// waiting for the upstream to take what came): a response timeout that fires then is the
+    /// slow client's doing.
+    waiting: AtomicBool,
+}
+
+impl BodyStats {
+    /// The client's fault with its body, if any.
+    pub fn fault(&self) -> Option<BodyFault> {
+        match self.fault.load(Ordering::Relaxed) {
+            1 => Some(BodyFault::TooLarge),
+            2 => Some(BodyFault::Broken),
+            3 => Some(BodyFault::Stalled),
+            _ => None,
+        }
+    }
+
+    fn set_fault(&self, f: BodyFault) {
+        self.fault.store(f as u8, Ordering::Relaxed);
+    }
+
+    /// Whether the body is waiting for the client's next bytes at this moment.
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// The client's fault with a request body, if it had one and did something wrong.
+pub fn fault_of(stats: Option<&Arc<BodyStats>>) -> Option<BodyFault> {
+    stats.and_then(|s| s.fault())
 }
 
 pub struct RequestBody {
@@ -42,11 +95,19 @@ pub struct RequestBody {
     limit: u64,
     seen: u64,
     stats: Option<Arc<BodyStats>>,
+    /// The client body idle timeout; `None` when off (or for a body already read).
+    idle: Option<Duration>,
+    /// Armed when a read finds nothing yet, at that moment plus `idle`; the next bytes disarm
+    /// it. Allocated on the first wait only.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `stall` is armed for the current wait.
+    waiting: bool,
 }
 
 impl RequestBody {
-    /// Wraps `inner`; `stats` is only allocated for requests that have a body.
-    pub fn new(inner: Incoming, limit: Option<u64>) -> (RequestBody, Option<Arc<BodyStats>>) {
+    /// Wraps `inner`; `stats` is only allocated for requests that have a body. `idle` is the
+    /// longest the client may pause between two pieces of its body.
+    pub fn new(inner: Incoming, limit: Option<u64>, idle: Option<Duration>) -> (RequestBody, Option<Arc<BodyStats>>) {
         let stats = (!inner.is_end_stream()).then(|| Arc::new(BodyStats::default()));
         (
             RequestBody {
@@ -54,10 +115,56 @@ impl RequestBody {
                 buffered: None,
                 limit: limit.unwrap_or(u64::MAX),
                 seen: 0,
+                idle: idle.filter(|_| stats.is_some()),
                 stats: stats.clone(),
+                stall: None,
+                waiting: false,
             },
             stats,
         )
+    }
+
+    /// Nothing came from the client on this poll: notes the wait and starts the idle clock
+    /// when a wait begins, and fails the body once the clock has run out.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(stats) = &self.stats else {
+            return Poll::Pending; // no body to speak of
+        };
+        if !self.waiting {
+            self.waiting = true;
+            stats.waiting.store(true, Ordering::Relaxed);
+            if let Some(idle) = self.idle {
+                let deadline = tokio::time::Instant::now() + idle;
+                match &mut self.stall {
+                    Some(sleep) => sleep.as_mut().reset(deadline),
+                    None => self.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+            }
+        }
+        if let (Some(sleep), Some(idle)) = (&mut self.stall, self.idle)
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            self.fail(BodyFault::Stalled);
+            return Poll::Ready(Some(Err(Box::new(BodyStalled(idle)))));
+        }
+        Poll::Pending
+    }
+
+    /// Bytes (or the end) came: the wait, if any, is over.
+    fn progressed(&mut self) {
+        if self.waiting {
+            self.waiting = false;
+            if let Some(s) = &self.stats {
+                s.waiting.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn fail(&mut self, fault: BodyFault) {
+        self.progressed();
+        if let Some(s) = &self.stats {
+            s.set_fault(fault);
+        }
     }
 }
 
@@ -70,6 +177,9 @@ impl RequestBody {
             limit: u64::MAX,
             seen: 0,
             stats: None,
+            idle: None,
+            stall: None,
+            waiting: false,
         }
     }
 
@@ -96,20 +206,28 @@ impl Body for RequestBody {
         };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                this.progressed();
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
                     if let Some(s) = &this.stats {
                         s.bytes.store(this.seen, Ordering::Relaxed);
                         if this.seen > this.limit {
-                            s.too_large.store(true, Ordering::Relaxed);
+                            s.set_fault(BodyFault::TooLarge);
                             return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
                         }
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-            other => other.map(|o| o.map(|r| r.map_err(|e| -> BoxError { Box::new(e) }))),
+            Poll::Ready(Some(Err(e))) => {
+                this.fail(BodyFault::Broken);
+                Poll::Ready(Some(Err(Box::new(e))))
+            }
+            Poll::Ready(None) => {
+                this.progressed();
+                Poll::Ready(None)
+            }
+            Poll::Pending => this.poll_stall(cx),
         }
     }
 
@@ -125,6 +243,10 @@ impl Body for RequestBody {
         }
     }
 }
+
+/// The traffic log's `error` for a response whose body the target cut short (the head, and
+/// its status, had already gone to the client).
+pub const UPSTREAM_BODY_INCOMPLETE: &str = "upstream_body_incomplete";
 
 enum Kind {
     Full(Option<Bytes>),
@@ -195,6 +317,10 @@ pub struct ResponseBody {
     sent: u64,
     pending: Option<Box<PendingLog>>,
     _inflight: Option<InflightGuard>,
+    /// The attempt, when the breaker or outlier detection waits for the body to judge it.
+    attempt: Option<PendingAttempt>,
+    /// The upstream's body failed before its end (cut short, reset).
+    cut: bool,
 }
 
 impl ResponseBody {
@@ -208,6 +334,8 @@ impl ResponseBody {
             sent: 0,
             pending: None,
             _inflight: None,
+            attempt: None,
+            cut: false,
         }
     }
 
@@ -222,6 +350,8 @@ impl ResponseBody {
             sent: 0,
             pending: None,
             _inflight: None,
+            attempt: None,
+            cut: false,
         }
     }
 
@@ -249,13 +379,40 @@ impl ResponseBody {
         self
     }
 
+    /// Records `attempt` for the breaker and outlier detection when this body is done: a
+    /// success if it arrived whole, a failure if the target cut it short.
+    pub fn with_attempt(mut self, attempt: Option<PendingAttempt>) -> Self {
+        self.attempt = attempt;
+        self
+    }
+
     /// Keeps the target's in-flight count until this body is done.
     pub fn with_inflight(mut self, guard: Option<InflightGuard>) -> Self {
         self._inflight = guard;
         self
     }
 
+    /// The stats of the request's own body, if it had one.
+    fn request_stats(&self) -> Option<&Arc<BodyStats>> {
+        self.metrics
+            .as_ref()
+            .and_then(|m| m.request.as_ref())
+            .or_else(|| self.pending.as_ref().and_then(|p| p.request.as_ref()))
+    }
+
     fn finish(&mut self) {
+        // A body cut while the client was breaking its own request (the upstream connection
+        // closed because the request body failed) is the client's doing.
+        let target_cut = self.cut && crate::body::fault_of(self.request_stats()).is_none();
+        let whole = !self.cut && matches!(&self.kind, Kind::Upstream(b) if b.is_end_stream());
+        if let Some(a) = self.attempt.take() {
+            match (target_cut, whole) {
+                (true, _) => a.finish(false),
+                (false, true) => a.finish(true),
+                // Abandoned by the client, or cut by the client's fault: counts as nothing.
+                (false, false) => drop(a),
+            }
+        }
         if let Some(m) = self.metrics.take() {
             let bytes_in = m.request.as_ref().map_or(0, |s| s.bytes.load(Ordering::Relaxed));
             m.route
@@ -271,7 +428,10 @@ impl ResponseBody {
         }
         self._inflight = None;
         self._permits = None;
-        if let Some(s) = self.span.take() {
+        if let Some(mut s) = self.span.take() {
+            if target_cut {
+                s.span.error.get_or_insert(UPSTREAM_BODY_INCOMPLETE);
+            }
             s.finish();
         }
         if let Some(mut p) = self.pending.take() {
@@ -279,6 +439,9 @@ impl ResponseBody {
             p.line.total_ms = p.start.elapsed().as_secs_f64() * 1000.0;
             if let Some(s) = &p.request {
                 p.line.bytes_in = s.bytes.load(Ordering::Relaxed);
+            }
+            if target_cut && p.line.error.is_none() {
+                p.line.error = Some(UPSTREAM_BODY_INCOMPLETE);
             }
             let PendingLog { line, log, .. } = *p;
             log.log(line);
@@ -307,6 +470,11 @@ impl Body for ResponseBody {
                 if let Some(d) = frame.data_ref() {
                     this.sent += d.len() as u64;
                 }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::debug!(error = %e, sent = this.sent, "upstream response body failed before its end");
+                this.cut = true;
+                this.finish();
             }
             Poll::Ready(None) => this.finish(),
             _ => {}

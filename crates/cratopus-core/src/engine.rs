@@ -9,14 +9,14 @@
 //! Every answer, the gateway's own errors included, carries `X-Request-Id` and leaves one line
 //! in the traffic log when its body ends.
 
-use crate::body::{PendingLog, PendingMetrics, PendingSpan, RequestBody, ResponseBody};
+use crate::body::{BodyFault, BodyStats, PendingLog, PendingMetrics, PendingSpan, RequestBody, ResponseBody, fault_of};
 use crate::conn_pool::SendError;
 use crate::error::GatewayError;
 use crate::forward::{self, X_REQUEST_ID};
 use crate::host::{host_value, request_host};
 use crate::normalize::normalize;
 use crate::overrides::Overrides;
-use crate::resilience::{self, AttemptEnd, Permits};
+use crate::resilience::{self, AttemptEnd, PendingAttempt, Permits};
 use crate::router::Match;
 use crate::snapshot::{Route, Snapshot};
 use crate::tls::{ClientCert, TlsConn};
@@ -42,7 +42,7 @@ use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// What the server knows of the connection a request came on.
 #[derive(Debug, Clone)]
@@ -364,6 +364,15 @@ impl Engine {
             return Err(GatewayError::IpDenied);
         }
 
+        // Headers meant for this hop alone go before any policy reads or adds headers, and so
+        // do a client's own copies of those the gateway sets from an identity (on every route,
+        // with authentication or not): what the gateway adds below can then be neither forged
+        // nor removed by a `Connection: X-Consumer-Id`.
+        forward::strip_hop_by_hop(req.headers_mut());
+        for h in &org.identity_headers {
+            req.headers_mut().remove(h);
+        }
+
         // Authentication, then authorization.
         let mut identity = None;
         if let Some(auth) = &route.auth {
@@ -372,8 +381,6 @@ impl Engine {
             let result = auth
                 .authenticate(&route.name, &mut parts, &mut query_changed, client_cert.map(|c| &c.id))
                 .await;
-            // A consumer id sent by the client never reaches the upstream as if it were ours.
-            parts.headers.remove(&X_CONSUMER_ID);
             if query_changed {
                 new_path = new_path.map(|p| with_query(&p, parts.uri.query()));
             }
@@ -383,7 +390,7 @@ impl Engine {
                     if let Some(c) = &id.consumer {
                         learned.consumer = Some(c.id.clone());
                         if let Some(v) = &c.header {
-                            req.headers_mut().insert(X_CONSUMER_ID.clone(), v.clone());
+                            req.headers_mut().insert(forward::X_CONSUMER_ID.clone(), v.clone());
                         }
                     }
                     identity = Some(id);
@@ -467,13 +474,13 @@ impl Engine {
         let (mut parts, body) = req.into_parts();
         let mut kept = None;
         let (body, stats) = if read_body.is_none() && !keep_for_retry {
-            RequestBody::new(body, route.max_body)
+            RequestBody::new(body, route.max_body, snap.client_body_timeout)
         } else {
             let limit = match (route.max_body, read_body.as_ref().and_then(|v| v.body_limit())) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or(u64::MAX),
             };
-            let bytes = read_whole(body, limit).await?;
+            let bytes = read_whole(body, limit, snap.client_body_timeout).await?;
             if let Some(v) = &read_body {
                 v.check_body(&bytes).map_err(|e| GatewayError::Invalid(Arc::new(e)))?;
             }
@@ -488,7 +495,6 @@ impl Engine {
 
         // Headers as every target sees them, the mirror included.
         let client_host = host_value(&parts.headers, &parts.uri);
-        forward::strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::EXPECT); // hyper answered it when the body was first read
         forward::set_forwarded(
             &mut parts.headers,
@@ -510,12 +516,11 @@ impl Engine {
             }
         }
         // After the forwarding filter: the gateway's own header is not the client's.
-        if let Some(auth) = &org.tls.client_auth {
-            // Only the gateway says who the client's certificate names.
-            parts.headers.remove(&auth.header);
-            if let Some(v) = client_cert.and_then(|c| c.header.clone()) {
-                parts.headers.insert(auth.header.clone(), v);
-            }
+        // (The client's own copy went with the other identity headers.)
+        if let Some(auth) = &org.tls.client_auth
+            && let Some(v) = client_cert.and_then(|c| c.header.clone())
+        {
+            parts.headers.insert(auth.header.clone(), v);
         }
 
         // A retry sends a copy of the head with the kept body (or none), so only requests
@@ -552,8 +557,8 @@ impl Engine {
                 let res = cratopus_mirror::echo(Request::from_parts(parts, body), conn.peer).await;
                 learned.upstream_time = Some(started.elapsed());
                 learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
-                if stats.as_ref().is_some_and(|s| s.too_large.load(Ordering::Relaxed)) {
-                    return Err(GatewayError::BodyTooLarge(route.max_body.unwrap_or(0)));
+                if let Some(f) = fault_of(stats.as_ref()) {
+                    return Err(fault_error(f, route.max_body.unwrap_or(0)));
                 }
                 return Ok((res.map(ResponseBody::full), Some(guard)));
             };
@@ -567,14 +572,19 @@ impl Engine {
             let result = tokio::time::timeout(route.timeout, upstream.conns.send(addr, target.host(), req)).await;
             learned.upstream_time = Some(started.elapsed());
             learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
-            let too_large = || stats.as_ref().is_some_and(|s| s.too_large.load(Ordering::Relaxed));
+            if !matches!(result, Ok(Ok(_)))
+                && let Some(e) = client_fault(stats.as_ref(), result.is_err(), route.max_body)
+            {
+                // The client's doing, not the target's: nothing to record (the breaker's
+                // permit goes back unused), nothing to retry, and no upstream latency (a
+                // stalled upload would read as a slow target); the log keeps `upstream_ms`.
+                tracing::debug!(route = %route.name, target = %target.label, error = e.code(), "the client broke its request");
+                learned.upstream_time = None;
+                return Err(e);
+            }
             let (end, outcome) = match result {
                 Err(_) => (AttemptEnd::Timeout, Err(GatewayError::UpstreamTimeout)),
                 Ok(Err(SendError::Connect(e))) => (AttemptEnd::Connect, Err(e)),
-                Ok(Err(SendError::Request(_))) if too_large() => {
-                    // The client's doing, not the target's: nothing to record or retry.
-                    return Err(GatewayError::BodyTooLarge(route.max_body.unwrap_or(0)));
-                }
                 Ok(Err(SendError::Request(e))) => {
                     tracing::debug!(route = %route.name, target = %target.label, error = %e, "upstream request failed");
                     if e.is_timeout() {
@@ -583,9 +593,25 @@ impl Engine {
                         (AttemptEnd::Reset, Err(GatewayError::UpstreamFailed))
                     }
                 }
+                Ok(Ok(r)) if r.0.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                    // The gateway never asks for an upgrade (`Upgrade` is hop-by-hop), so a 101
+                    // is the target's error; relayed, it would switch the client to nothing.
+                    tracing::debug!(route = %route.name, target = %target.label, "unsolicited 101 from the upstream");
+                    (AttemptEnd::Reset, Err(GatewayError::UpstreamFailed))
+                }
                 Ok(Ok(r)) => (AttemptEnd::Status(r.0.status().as_u16()), Ok(r)),
             };
-            resilience::record_attempt(&upstream.pool, &target, permit, end);
+            // A good head with a body still to come is judged when the body ends (the target
+            // may yet cut it short); anything else now.
+            let attempt = match &outcome {
+                Ok((r, _)) if end.failure().is_none() && !r.body().is_end_stream() => {
+                    PendingAttempt::new(&upstream.pool, &target, permit)
+                }
+                _ => {
+                    resilience::record_attempt(&upstream.pool, &target, permit, end);
+                    None
+                }
+            };
 
             // Retry: a failure the policy retries, within the budget, before anything of the
             // response has been sent to the client (a 5xx head is dropped unread), to another
@@ -613,7 +639,7 @@ impl Engine {
             let (mut parts, body) = res.into_parts();
             forward::strip_hop_by_hop(&mut parts.headers);
             return Ok((
-                Response::from_parts(parts, ResponseBody::upstream(body, conn)),
+                Response::from_parts(parts, ResponseBody::upstream(body, conn).with_attempt(attempt)),
                 Some(guard),
             ));
         }
@@ -628,19 +654,36 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .and_then(|v| v.parse::<u64>().ok())
 }
 
-/// Reads a request body whole, up to `limit` bytes (413 beyond).
-async fn read_whole(body: Incoming, limit: u64) -> Result<Bytes, GatewayError> {
-    http_body_util::Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-        .collect()
+/// Reads a request body whole, up to `limit` bytes (413 beyond), the client pausing no longer
+/// than `idle` between two pieces (408).
+async fn read_whole(body: Incoming, limit: u64, idle: Option<Duration>) -> Result<Bytes, GatewayError> {
+    let (body, stats) = RequestBody::new(body, Some(limit), idle);
+    body.collect()
         .await
         .map(|b| b.to_bytes())
-        .map_err(|e| {
-            if e.is::<http_body_util::LengthLimitError>() {
-                GatewayError::BodyTooLarge(limit)
-            } else {
-                GatewayError::BadRequest("the request body could not be read".into())
-            }
-        })
+        .map_err(|_| fault_of(stats.as_ref()).map_or(GatewayError::BadRequestBody, |f| fault_error(f, limit)))
+}
+
+/// The answer to a request whose body the client broke.
+fn fault_error(f: BodyFault, limit: u64) -> GatewayError {
+    match f {
+        BodyFault::TooLarge => GatewayError::BodyTooLarge(limit),
+        BodyFault::Broken => GatewayError::BadRequestBody,
+        BodyFault::Stalled => GatewayError::ClientBodyTimeout,
+    }
+}
+
+/// Whether an upstream call failed by the client's fault, and the answer then: its body grew
+/// too large, broke or stalled; or the response timeout fired (`timed_out`) while the body was
+/// still waiting for the client's bytes (the target cannot answer a request it has not got;
+/// Envoy likewise starts a route's timeout only once the request has been read).
+fn client_fault(stats: Option<&Arc<BodyStats>>, timed_out: bool, limit: Option<u64>) -> Option<GatewayError> {
+    let s = stats?;
+    match s.fault() {
+        Some(f) => Some(fault_error(f, limit.unwrap_or(0))),
+        None if timed_out && s.waiting_on_client() => Some(GatewayError::ClientBodyTimeout),
+        None => None,
+    }
 }
 
 /// HSTS for HTTPS answers, and the organization's client-certificate rule: the certificate
@@ -746,7 +789,12 @@ fn pending_span(
         // A failed call ends when it failed; the mirror answers whole; a proxied body
         // streams, so its call ends with the body.
         let whole = learned.error.is_some() || learned.upstream.as_deref() == Some("mirror");
-        let ended = whole.then(|| began + learned.upstream_time.unwrap_or_default());
+        // (`upstream_ms` rather than `upstream_time`: the latter is cleared for a call the
+        // client broke, which the upstream latency metric must not count.)
+        let took = learned
+            .upstream_ms
+            .map_or(Duration::ZERO, |ms| Duration::from_secs_f64(ms / 1000.0));
+        let ended = whole.then(|| began + took);
         (began, ended)
     });
     let now = SystemTime::now();
@@ -782,9 +830,6 @@ fn pending_span(
         upstream,
     })
 }
-
-/// `X-Consumer-Id`: the authenticated consumer, for the upstream.
-static X_CONSUMER_ID: header::HeaderName = header::HeaderName::from_static("x-consumer-id");
 
 /// `p` with its query replaced by `query` (after an API key was taken out of it).
 fn with_query(p: &http::uri::PathAndQuery, query: Option<&str>) -> http::uri::PathAndQuery {

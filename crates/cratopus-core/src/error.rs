@@ -15,6 +15,12 @@ pub enum GatewayError {
     MethodNotAllowed(String, HeaderValue),
     #[error("the request body is larger than the {0} bytes this route accepts")]
     BodyTooLarge(u64),
+    #[error(
+        "the request body could not be read: its chunked framing is malformed, or the client closed the connection before its end"
+    )]
+    BadRequestBody,
+    #[error("the client stopped sending its request body")]
+    ClientBodyTimeout,
     #[error("the request headers are larger than the {0} bytes the gateway accepts")]
     HeadersTooLarge(usize),
     #[error("no healthy target in upstream `{0}`")]
@@ -71,6 +77,8 @@ impl GatewayError {
             GatewayError::UnknownHost(_) | GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed(..) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BadRequestBody => StatusCode::BAD_REQUEST,
+            GatewayError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::NoHealthyTarget(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamUnreachable | GatewayError::UpstreamFailed | GatewayError::UpstreamTls => {
@@ -97,6 +105,8 @@ impl GatewayError {
             GatewayError::NoRoute => "no_route",
             GatewayError::MethodNotAllowed(..) => "method_not_allowed",
             GatewayError::BodyTooLarge(_) => "body_too_large",
+            GatewayError::BadRequestBody => "bad_request_body",
+            GatewayError::ClientBodyTimeout => "client_body_timeout",
             GatewayError::HeadersTooLarge(_) => "headers_too_large",
             GatewayError::NoHealthyTarget(_) => "no_healthy_target",
             GatewayError::UpstreamUnreachable => "upstream_unreachable",

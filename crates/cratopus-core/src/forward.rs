@@ -10,11 +10,16 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+/// `X-Consumer-Id`: the authenticated consumer, for the upstream; only the gateway sets it.
+pub static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1), and so never pass.
-static HOP_BY_HOP: [&HeaderName; 7] = [
+/// `Proxy-Authorization` and `Proxy-Authenticate` go too (RFC 9110 §11.7): they are credentials
+/// for, and challenges from, a proxy on the way, and the gateway uses neither (as Go's
+/// `httputil.ReverseProxy` and Envoy drop them).
+static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::CONNECTION,
     &KEEP_ALIVE,
     &PROXY_CONNECTION,
@@ -22,14 +27,22 @@ static HOP_BY_HOP: [&HeaderName; 7] = [
     &header::TRAILER,
     &header::TRANSFER_ENCODING,
     &header::UPGRADE,
+    &header::PROXY_AUTHORIZATION,
+    &header::PROXY_AUTHENTICATE,
 ];
 
-/// Removes hop-by-hop headers, including the ones the `Connection` header names.
+/// `Transfer-Encoding`'s place in [`HOP_BY_HOP`].
+const TRANSFER_ENCODING_BIT: u16 = 1 << 5;
+
+/// Removes hop-by-hop headers, including the ones the `Connection` header names. A message
+/// that came with `Transfer-Encoding` also loses its `Content-Length`: the transfer coding
+/// framed it and overrides the length (RFC 9112 §6.3), which is therefore wrong for the body
+/// as the next hop gets it (whose framing hyper chooses anew).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names (cheap comparisons of standard headers) notes which hop-by-hop
     // headers are there, so that only those are looked up and removed. Most requests carry
     // none; most upstream responses carry just `Connection: keep-alive`.
-    let mut present = 0u8;
+    let mut present = 0u16;
     for k in headers.keys() {
         if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == k) {
             present |= 1 << i;
@@ -57,6 +70,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         if present & (1 << i) != 0 {
             headers.remove(*h);
         }
+    }
+    if present & TRANSFER_ENCODING_BIT != 0 {
+        headers.remove(header::CONTENT_LENGTH);
     }
 }
 
@@ -266,9 +282,34 @@ mod tests {
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert("x-kept", HeaderValue::from_static("1"));
+        h.insert(
+            header::PROXY_AUTHORIZATION,
+            HeaderValue::from_static("Basic Zm9vOmJhcg=="),
+        );
+        h.insert(
+            header::PROXY_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"p\""),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+
+        assert_eq!(
+            1 << HOP_BY_HOP
+                .iter()
+                .position(|n| **n == header::TRANSFER_ENCODING)
+                .unwrap(),
+            TRANSFER_ENCODING_BIT
+        );
+
+        // Without a transfer coding the length stays.
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
-        assert!(h.contains_key("x-kept"));
+        assert!(h.contains_key(header::CONTENT_LENGTH));
     }
 
     #[test]

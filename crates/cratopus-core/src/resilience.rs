@@ -3,7 +3,7 @@
 //! circuit breaker and outlier detection.
 
 use cratopus_config::{BulkheadConfig, RetryConfig};
-use cratopus_upstream::breaker::{Permit, Transition};
+use cratopus_upstream::breaker::{Permit, Ticket, Transition};
 use cratopus_upstream::bulkhead::QueueSettings;
 use cratopus_upstream::outlier::Outcome;
 use cratopus_upstream::retry::Failure;
@@ -58,6 +58,8 @@ pub enum AttemptEnd {
     Status(u16),
     Connect,
     Timeout,
+    /// The connection failed after the request was sent, or the answer made no sense (an
+    /// unsolicited `101`).
     Reset,
 }
 
@@ -86,19 +88,69 @@ impl AttemptEnd {
 /// target out of rotation when it opens) and in the pool's outlier detection.
 pub fn record_attempt(pool: &UpstreamPool, target: &Arc<Target>, permit: Option<Permit<'_>>, end: AttemptEnd) {
     let now = Instant::now();
+    let outcome = end.outcome();
     if let Some(p) = permit {
-        let success = matches!(end.outcome(), Outcome::Success);
-        match p.record(success, now) {
-            Some(Transition::Opened) => {
-                target.set_breaker_open(true);
-                let open_for = target.breaker.as_ref().map(|b| b.settings().open_for);
-                tracing::warn!(upstream = %pool.name, target = %target.label, ?open_for, "circuit opened");
-            }
-            Some(Transition::Closed) => {
-                tracing::info!(upstream = %pool.name, target = %target.label, "circuit closed");
-            }
-            _ => {}
+        breaker_moved(pool, target, p.record(outcome == Outcome::Success, now));
+    }
+    pool.record_outcome(target, outcome, now);
+}
+
+/// Logs a breaker's state change, and takes the target out of rotation when it opened.
+fn breaker_moved(pool: &UpstreamPool, target: &Target, t: Option<Transition>) {
+    match t {
+        Some(Transition::Opened) => {
+            target.set_breaker_open(true);
+            let open_for = target.breaker.as_ref().map(|b| b.settings().open_for);
+            tracing::warn!(upstream = %pool.name, target = %target.label, ?open_for, "circuit opened");
+        }
+        Some(Transition::Closed) => {
+            tracing::info!(upstream = %pool.name, target = %target.label, "circuit closed");
+        }
+        _ => {}
+    }
+}
+
+/// An attempt whose response head was good and whose body is still to come. A target can send
+/// `200` and then cut the body short; judged at the head, that would count as a success. So
+/// such an attempt is recorded once, when the body ends ([`PendingAttempt::finish`]): a success
+/// if the body arrived whole, a failure if the target cut it. One result per request, so
+/// nothing is counted twice. Dropped unfinished (the client went away, or broke its own
+/// request), it counts as nothing and gives a half-open probe's place back.
+pub struct PendingAttempt {
+    pool: Arc<UpstreamPool>,
+    target: Arc<Target>,
+    ticket: Option<Ticket>,
+}
+
+impl PendingAttempt {
+    /// `None` when nothing would be recorded: no breaker on the target and no outlier
+    /// detection on the pool (then the response costs nothing extra).
+    pub fn new(pool: &Arc<UpstreamPool>, target: &Arc<Target>, permit: Option<Permit<'_>>) -> Option<Self> {
+        if permit.is_none() && !pool.detects_outliers() {
+            return None;
+        }
+        Some(PendingAttempt {
+            pool: pool.clone(),
+            target: target.clone(),
+            ticket: permit.map(Permit::detach),
+        })
+    }
+
+    /// The body ended: whole (`true`) or cut short by the target.
+    pub fn finish(mut self, whole: bool) {
+        let now = Instant::now();
+        if let (Some(t), Some(b)) = (self.ticket.take(), &self.target.breaker) {
+            breaker_moved(&self.pool, &self.target, b.redeem(t, whole, now));
+        }
+        let outcome = if whole { Outcome::Success } else { Outcome::ServerError };
+        self.pool.record_outcome(&self.target, outcome, now);
+    }
+}
+
+impl Drop for PendingAttempt {
+    fn drop(&mut self) {
+        if let (Some(t), Some(b)) = (self.ticket.take(), &self.target.breaker) {
+            b.release(t);
         }
     }
-    pool.record_outcome(target, end.outcome(), now);
 }

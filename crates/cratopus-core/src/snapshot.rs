@@ -26,7 +26,7 @@ use cratopus_policies::validation::Validator;
 use cratopus_policies::{QuotaPolicy, RateLimitPolicy};
 use cratopus_state::{LocalLimiter, RedisLimiter, SharedLimiter};
 use cratopus_upstream::{Bulkhead, UpstreamPool, UpstreamTls};
-use http::{HeaderValue, Method};
+use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -109,6 +109,11 @@ pub struct Org {
     pub paths: PathNormalization,
     /// HSTS and client-certificate rules.
     pub tls: OrgTls,
+    /// The headers the gateway sets from an identity on any of the organization's routes
+    /// (`X-Consumer-Id`, forwarded claims, the client certificate's header): a client's own
+    /// are removed on every route, so that no backend of the organization takes a client's
+    /// word for them.
+    pub identity_headers: Box<[HeaderName]>,
 }
 
 pub struct Snapshot {
@@ -119,6 +124,8 @@ pub struct Snapshot {
     pub orgs: Vec<Org>,
     pub health_path: String,
     pub max_header_bytes: usize,
+    /// `limits.client_body_timeout`; `None` when off.
+    pub client_body_timeout: Option<Duration>,
     /// Share of the traces the gateway starts that are marked sampled.
     pub sample_ratio: f64,
     pub traffic_log: TrafficLog,
@@ -492,6 +499,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         let mut implicit: Vec<(String, Arc<Route>, Vec<Method>)> = Vec::new();
         // The distinct access rules of the organization's routes: a route's class is its index.
         let mut access_classes: Vec<AccessRules> = Vec::new();
+        let first_route = all_routes.len();
         for r in &o.routes {
             let Some(upstream) = upstreams.get(&(org_name.clone(), r.upstream.value.clone())) else {
                 continue; // reported by validation
@@ -651,11 +659,21 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
             }
         }
         errors.extend(auth_errors.into_iter().map(|e| ConfigError::new(f, e)));
+        let tls = org_tls.get_mut(oi).map(std::mem::take).unwrap_or_default();
+        let mut identity_headers = vec![crate::forward::X_CONSUMER_ID.clone()];
+        let auths = org_auth
+            .iter()
+            .chain(all_routes[first_route..].iter().filter_map(|r| r.auth.as_ref()));
+        identity_headers.extend(auths.flat_map(|a| a.identity_headers()).cloned());
+        identity_headers.extend(tls.client_auth.as_ref().map(|c| c.header.clone()));
+        identity_headers.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        identity_headers.dedup();
         orgs.push(Org {
             name: org_name,
             router,
             paths: o.path_normalization.unwrap_or(gw.path_normalization),
-            tls: org_tls.get_mut(oi).map(std::mem::take).unwrap_or_default(),
+            tls,
+            identity_headers: identity_headers.into(),
         });
     }
 
@@ -670,6 +688,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         loaded_at: SystemTime::now(),
         health_path: gw.health_path.clone(),
         max_header_bytes: gw.limits.max_header_bytes.0 as usize,
+        client_body_timeout: Some(gw.limits.client_body_timeout.0).filter(|d| !d.is_zero()),
         sample_ratio: gw.tracing.sample_ratio,
         hosts,
         orgs,

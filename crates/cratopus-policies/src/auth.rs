@@ -305,6 +305,12 @@ impl Authenticator {
         })
     }
 
+    /// The headers this authenticator sets from a verified identity (`forward_claims`), which
+    /// a client must never be able to send itself.
+    pub fn identity_headers(&self) -> impl Iterator<Item = &HeaderName> {
+        self.jwt.iter().flat_map(|j| j.forward.iter().map(|(_, h)| h))
+    }
+
     /// Whether the route authenticates at all (`auth: {}` does not).
     pub fn is_active(&self) -> bool {
         self.api_key.is_some() || self.jwt.is_some() || self.mtls

@@ -358,7 +358,8 @@ impl Breaker {
 }
 
 /// Leave to send one request through a [`Breaker`]. Record its result with
-/// [`record`](Permit::record) when the response head (or the error) is known. Dropping it
+/// [`record`](Permit::record) when the response head (or the error) is known, or
+/// [`detach`](Permit::detach) it to record when a streamed body has ended. Dropping it
 /// unrecorded (the request was cancelled) counts as nothing.
 #[derive(Debug)]
 #[must_use = "record the request's result with `Permit::record`"]
@@ -397,6 +398,40 @@ impl<'a> Permit<'a> {
     pub fn record(mut self, success: bool, now: Instant) -> Option<Transition> {
         self.recorded = true;
         self.breaker.record(self.generation, self.probe, success, now)
+    }
+
+    /// The permit without its borrow of the breaker, for a result known only later (when a
+    /// streamed response body ends). Hand it back with [`Breaker::redeem`] or
+    /// [`Breaker::release`]; the holder keeps the breaker alive meanwhile.
+    pub fn detach(mut self) -> Ticket {
+        self.recorded = true; // the ticket carries the duty now
+        Ticket {
+            generation: self.generation,
+            probe: self.probe,
+        }
+    }
+}
+
+/// A [`Permit`] detached from the breaker (see [`Permit::detach`]). Dropping it unredeemed
+/// would keep a half-open probe's place taken: give it back with [`Breaker::release`].
+#[derive(Debug)]
+#[must_use = "redeem it with `Breaker::redeem` or give it back with `Breaker::release`"]
+pub struct Ticket {
+    generation: u32,
+    probe: bool,
+}
+
+impl Breaker {
+    /// Records the result of the request `ticket` was issued for, as [`Permit::record`].
+    pub fn redeem(&self, ticket: Ticket, success: bool, now: Instant) -> Option<Transition> {
+        self.record(ticket.generation, ticket.probe, success, now)
+    }
+
+    /// Gives `ticket` back without a result (the request was cancelled): counts as nothing.
+    pub fn release(&self, ticket: Ticket) {
+        if ticket.probe {
+            self.release_probe(ticket.generation);
+        }
     }
 }
 
@@ -753,6 +788,27 @@ mod tests {
         // A closed-state permit dropped unrecorded changes nothing.
         drop(b.try_acquire(t1).unwrap());
         assert_eq!(b.window(t1), WindowCounts::default());
+    }
+
+    #[test]
+    fn a_detached_permit_is_redeemed_or_released_later() {
+        let t0 = Instant::now();
+        let s = BreakerSettings {
+            half_open_probes: 1,
+            ..settings()
+        };
+        let b = Breaker::new(s, t0);
+        // Failures redeemed later count as recorded ones do.
+        let tickets: Vec<Ticket> = (0..3).map(|_| b.try_acquire(t0).unwrap().detach()).collect();
+        let opened: Vec<_> = tickets.into_iter().map(|t| b.redeem(t, false, t0)).collect();
+        assert_eq!(opened, [None, None, Some(Transition::Opened)]);
+        // A probe's ticket holds its place until released, and a released one counts nothing.
+        let t1 = t0 + ms(5000);
+        let probe = b.try_acquire(t1).unwrap().detach();
+        assert!(b.try_acquire(t1).is_err());
+        b.release(probe);
+        let probe = b.try_acquire(t1).unwrap().detach();
+        assert_eq!(b.redeem(probe, true, t1), Some(Transition::Closed));
     }
 
     #[test]

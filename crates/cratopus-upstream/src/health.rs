@@ -1,12 +1,13 @@
-//! Active health checks: an HTTP request (expected status) or a TCP connect per target, every
-//! interval, on a fresh connection so that a check sees what a new request would see.
+//! Active health checks: an HTTP request (expected status, and with `read_body` a complete
+//! body) or a TCP connect per target, every interval, on a fresh connection so that a check
+//! sees what a new request would see.
 
 use crate::pool::UpstreamPool;
 use crate::target::{Target, TargetKind};
 use crate::tls::UpstreamTls;
 use bytes::Bytes;
 use cratopus_config::{HealthCheckConfig, HealthCheckKind};
-use http_body_util::Empty;
+use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 
@@ -80,16 +81,29 @@ async fn check(t: &Target, hc: &HealthCheckConfig, tls: Option<&UpstreamTls>) ->
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("request: {e}"))?;
     let res = sender.send_request(req).await.map_err(|e| format!("request: {e}"))?;
+    let verdict = judge(res, hc).await;
     conn.abort();
-    judge(res.status().as_u16(), hc)
+    verdict
 }
 
-fn judge(status: u16, hc: &HealthCheckConfig) -> Result<(), String> {
+/// The status, and with `read_body` the body to its end (read and dropped as it comes, so a
+/// large one costs no memory): a target that cuts its answers short is not healthy.
+async fn judge(res: http::Response<hyper::body::Incoming>, hc: &HealthCheckConfig) -> Result<(), String> {
+    let status = res.status().as_u16();
     let ok = match hc.expect_status {
         Some(s) => status == s,
         None => (200..300).contains(&status),
     };
-    if ok { Ok(()) } else { Err(format!("status {status}")) }
+    if !ok {
+        return Err(format!("status {status}"));
+    }
+    if hc.read_body {
+        let mut body = res.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.map_err(|e| format!("body: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// An `http` check over HTTP/2 (a TLS target that chose ALPN h2).
@@ -106,7 +120,10 @@ where
         .header(http::header::USER_AGENT, "cratopus-health-check")
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("request: {e}"))?;
-    let res = sender.send_request(req).await.map_err(|e| format!("request: {e}"));
+    let verdict = match sender.send_request(req).await {
+        Ok(res) => judge(res, hc).await,
+        Err(e) => Err(format!("request: {e}")),
+    };
     conn.abort();
-    judge(res?.status().as_u16(), hc)
+    verdict
 }

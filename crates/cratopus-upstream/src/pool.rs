@@ -113,6 +113,12 @@ impl UpstreamPool {
         }
     }
 
+    /// Whether outlier detection is configured (so that a request's outcome is worth
+    /// recording).
+    pub fn detects_outliers(&self) -> bool {
+        self.set.load().outlier.is_some()
+    }
+
     /// The instant breakers and outlier detection count from.
     pub fn epoch(&self) -> Instant {
         self.epoch
