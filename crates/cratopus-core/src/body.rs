@@ -160,7 +160,7 @@ pub struct PendingSpan {
 }
 
 impl PendingSpan {
-    fn finish(self: Box<Self>) {
+    pub(crate) fn finish(self: Box<Self>) {
         let PendingSpan {
             sink,
             mut span,
@@ -193,6 +193,10 @@ pub struct ResponseBody {
     /// The upstream connection, handed back to its pool when the body has been read whole.
     conn: Option<PoolReturn>,
     sent: u64,
+    /// The body reached its end (hyper polled it to `None`).
+    done: bool,
+    /// The upstream's body failed while streaming.
+    failed: bool,
     pending: Option<Box<PendingLog>>,
     _inflight: Option<InflightGuard>,
 }
@@ -206,6 +210,8 @@ impl ResponseBody {
             _permits: None,
             metrics: None,
             sent: 0,
+            done: false,
+            failed: false,
             pending: None,
             _inflight: None,
         }
@@ -220,6 +226,8 @@ impl ResponseBody {
             _permits: None,
             metrics: None,
             sent: 0,
+            done: false,
+            failed: false,
             pending: None,
             _inflight: None,
         }
@@ -288,8 +296,42 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        if !self.done && !self.is_end_stream() {
+            self.cut_short();
+        }
         self.finish();
     }
+}
+
+impl ResponseBody {
+    /// The body is dropped before its end: the client went away mid-body (a reset stream, a
+    /// closed connection), or the upstream's body failed. The log line and the span say which
+    /// (their status stays the one already sent), unless the response has no body to send at all
+    /// (an answer to HEAD, a 204 or 304), which hyper drops unread.
+    fn cut_short(&mut self) {
+        let why = if self.failed {
+            "upstream_failed"
+        } else {
+            "client_closed"
+        };
+        if let Some(p) = &mut self.pending
+            && p.line.error.is_none()
+            && !bodiless(p.line.method.as_ref(), p.line.status)
+        {
+            p.line.error = Some(why);
+        }
+        if let Some(s) = &mut self.span
+            && s.span.error.is_none()
+            && !bodiless(Some(&s.span.method), s.span.status)
+        {
+            s.span.error = Some(why);
+        }
+    }
+}
+
+/// A response that carries no body on the wire (RFC 9110 §6.4.1).
+fn bodiless(method: Option<&http::Method>, status: u16) -> bool {
+    method == Some(&http::Method::HEAD) || status < 200 || status == 204 || status == 304
 }
 
 impl Body for ResponseBody {
@@ -308,7 +350,11 @@ impl Body for ResponseBody {
                     this.sent += d.len() as u64;
                 }
             }
-            Poll::Ready(None) => this.finish(),
+            Poll::Ready(None) => {
+                this.done = true;
+                this.finish();
+            }
+            Poll::Ready(Some(Err(_))) => this.failed = true,
             _ => {}
         }
         polled
