@@ -209,6 +209,10 @@ pub struct Limits {
     /// bounds how long an idle keep-alive connection stays open between requests.
     #[serde(default = "default_header_read_timeout")]
     pub header_read_timeout: Dur,
+    /// An HTTP/2 connection with no stream open and nothing received for this long is closed
+    /// (GOAWAY); a peer silent this long is pinged and dropped if it does not answer.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: Dur,
     /// Largest request body on any route unless the route sets its own; larger gets 413.
     #[serde(default)]
     pub max_body_bytes: Option<ByteSize>,
@@ -224,6 +228,7 @@ impl Default for Limits {
             max_header_bytes: default_max_header_bytes(),
             max_headers: default_max_headers(),
             header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
             max_body_bytes: None,
             client_body_timeout: default_client_body_timeout(),
         }
@@ -285,6 +290,10 @@ pub enum EscapedSlashes {
     UnescapeAndForward,
     /// Read as `/`, and the client is redirected (307) to the normalized path.
     UnescapeAndRedirect,
+}
+
+fn default_idle_timeout() -> Dur {
+    Dur::secs(60)
 }
 
 /// The traffic log: one JSON line per request.

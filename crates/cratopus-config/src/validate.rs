@@ -683,6 +683,12 @@ fn check_gateway_tls(cfg: &LoadedConfig, errors: &mut Vec<ConfigError>) {
             "tls.acme.retry_base must be above 0 and at most retry_max",
         ));
     }
+    if gw.limits.header_read_timeout.0.is_zero() || gw.limits.idle_timeout.0.is_zero() {
+        errors.push(ConfigError::new(
+            file,
+            "limits.header_read_timeout and limits.idle_timeout must be above 0",
+        ));
+    }
 }
 
 /// Whether `name` (exact or `*.x`) is one of the organization's domains or under one of its

@@ -282,7 +282,7 @@ pub struct PendingSpan {
 }
 
 impl PendingSpan {
-    fn finish(self: Box<Self>) {
+    pub(crate) fn finish(self: Box<Self>) {
         let PendingSpan {
             sink,
             mut span,
@@ -315,6 +315,8 @@ pub struct ResponseBody {
     /// The upstream connection, handed back to its pool when the body has been read whole.
     conn: Option<PoolReturn>,
     sent: u64,
+    /// The body reached its end (hyper polled it to `None`).
+    done: bool,
     pending: Option<Box<PendingLog>>,
     _inflight: Option<InflightGuard>,
     /// The attempt, when the breaker or outlier detection waits for the body to judge it.
@@ -332,6 +334,7 @@ impl ResponseBody {
             _permits: None,
             metrics: None,
             sent: 0,
+            done: false,
             pending: None,
             _inflight: None,
             attempt: None,
@@ -348,6 +351,7 @@ impl ResponseBody {
             _permits: None,
             metrics: None,
             sent: 0,
+            done: false,
             pending: None,
             _inflight: None,
             attempt: None,
@@ -451,8 +455,39 @@ impl ResponseBody {
 
 impl Drop for ResponseBody {
     fn drop(&mut self) {
+        // A body the target cut was judged and logged when it failed (`finish`).
+        if !self.done && !self.cut && !self.is_end_stream() {
+            self.cut_short();
+        }
         self.finish();
     }
+}
+
+impl ResponseBody {
+    /// The body is dropped before its end by the client going away mid-body (a reset stream, a
+    /// closed connection): the log line and the span say so (their status stays the one already
+    /// sent), unless the response has no body to send at all (an answer to HEAD, a 204 or 304),
+    /// which hyper drops unread.
+    fn cut_short(&mut self) {
+        let why = "client_closed";
+        if let Some(p) = &mut self.pending
+            && p.line.error.is_none()
+            && !bodiless(p.line.method.as_ref(), p.line.status)
+        {
+            p.line.error = Some(why);
+        }
+        if let Some(s) = &mut self.span
+            && s.span.error.is_none()
+            && !bodiless(Some(&s.span.method), s.span.status)
+        {
+            s.span.error = Some(why);
+        }
+    }
+}
+
+/// A response that carries no body on the wire (RFC 9110 §6.4.1).
+fn bodiless(method: Option<&http::Method>, status: u16) -> bool {
+    method == Some(&http::Method::HEAD) || status < 200 || status == 204 || status == 304
 }
 
 impl Body for ResponseBody {
@@ -476,7 +511,10 @@ impl Body for ResponseBody {
                 this.cut = true;
                 this.finish();
             }
-            Poll::Ready(None) => this.finish(),
+            Poll::Ready(None) => {
+                this.done = true;
+                this.finish();
+            }
             _ => {}
         }
         polled

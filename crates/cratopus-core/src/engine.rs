@@ -109,6 +109,111 @@ struct Learned {
     error: Option<&'static str>,
 }
 
+impl Learned {
+    /// Moves what was learned into the request's log line, answered with `status`.
+    fn fill(&mut self, line: &mut LogLine, status: u16) {
+        line.status = status;
+        line.org = self.org.take();
+        line.route = self.route.take();
+        line.upstream = self.upstream.take();
+        line.upstream_ms = self.upstream_ms;
+        line.error = self.error;
+        line.consumer = self.consumer.take();
+        line.reason = self.reason;
+    }
+}
+
+/// nginx's "client closed request": the status logged for a request whose client went away
+/// before the response head existed.
+const CLIENT_CLOSED: u16 = 499;
+
+/// A request between its arrival and its response head. hyper drops the request's future when
+/// the client goes away first (a timeout over HTTP/1.1, a stream reset over HTTP/2, a gRPC
+/// deadline); the drop then still writes the log line, the route's metrics and the span, with
+/// status 499 and error `client_closed`, from what was learned so far. [`Unanswered::answered`]
+/// hands everything on to the response instead.
+struct Unanswered<'a> {
+    engine: &'a Engine,
+    snap: &'a Snapshot,
+    conn: &'a ConnInfo,
+    trace: &'a forward::TraceContext,
+    request_id: &'a HeaderValue,
+    method: &'a http::Method,
+    start: Instant,
+    learned: Learned,
+    log: Option<LogLine>,
+    span: Option<(Arc<SpanSink>, String, String)>,
+    stats: Option<Arc<crate::body::BodyStats>>,
+    answered: bool,
+}
+
+impl Unanswered<'_> {
+    /// The response exists: what was gathered goes on with it.
+    #[allow(clippy::type_complexity)]
+    fn answered(
+        mut self,
+    ) -> (
+        Learned,
+        Option<LogLine>,
+        Option<(Arc<SpanSink>, String, String)>,
+        Option<Arc<crate::body::BodyStats>>,
+    ) {
+        self.answered = true;
+        (
+            std::mem::take(&mut self.learned),
+            self.log.take(),
+            self.span.take(),
+            self.stats.take(),
+        )
+    }
+}
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let learned = &mut self.learned;
+        learned.error = Some("client_closed");
+        // An upstream call in flight ends here, with the client.
+        if learned.upstream_time.is_none()
+            && let Some(began) = learned.upstream_start
+        {
+            learned.upstream_time = Some(began.elapsed());
+            learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
+        }
+        let bytes_in = self.stats.as_ref().map_or(0, |s| s.bytes.load(Ordering::Relaxed));
+        let elapsed = self.start.elapsed();
+        if let Some((sink, path, host)) = self.span.take() {
+            let status = http::StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(http::StatusCode::BAD_REQUEST);
+            pending_span(
+                sink,
+                path,
+                host,
+                self.trace,
+                learned,
+                self.method,
+                self.conn,
+                self.request_id,
+                self.start,
+                status,
+            )
+            .finish();
+        }
+        match learned.route_metrics.take() {
+            // The upstream's wait is not recorded: it never ended.
+            Some(route) => route.request_finished(self.method, CLIENT_CLOSED, elapsed, None, bytes_in, 0),
+            None => self.engine.metrics.unrouted(CLIENT_CLOSED),
+        }
+        if let Some(mut line) = self.log.take() {
+            learned.fill(&mut line, CLIENT_CLOSED);
+            line.bytes_in = bytes_in;
+            line.total_ms = elapsed.as_secs_f64() * 1000.0;
+            self.snap.traffic_log.log(line);
+        }
+    }
+}
+
 impl Engine {
     pub fn new(snapshot: Snapshot) -> Engine {
         Engine {
@@ -144,14 +249,14 @@ impl Engine {
             return res;
         }
 
-        let log_base = snap.traffic_log.enabled().then(|| LogLine {
+        let log_base = logging.then(|| LogLine {
             ts: SystemTime::now(),
             request_id: request_id.clone(),
             org: None,
             route: None,
-            method: req.method().clone(),
+            method: Some(req.method().clone()),
             host: host_value(req.headers(), req.uri()),
-            uri: req.uri().clone(),
+            uri: Some(req.uri().clone()),
             status: 0,
             bytes_in: 0,
             bytes_out: 0,
@@ -173,22 +278,35 @@ impl Engine {
             .filter(|_| trace.sampled())
             .map(|sink| (sink.clone(), req.uri().path().to_string(), host_str(&req).to_string()));
         let method = req.method().clone();
-        let mut learned = Learned {
-            enabled: logging || span_base.is_some(),
-            ..Learned::default()
+        let mut unanswered = Unanswered {
+            engine: self,
+            snap: &snap,
+            conn,
+            trace: &trace,
+            request_id: &request_id,
+            method: &method,
+            start,
+            learned: Learned {
+                enabled: logging || span_base.is_some(),
+                ..Learned::default()
+            },
+            log: log_base,
+            span: span_base,
+            stats: None,
+            answered: false,
         };
-        let mut stats = None;
-        let (mut res, inflight) = match self
+        let outcome = self
             .run(
                 &snap,
                 req,
                 conn,
                 (client, &request_id, &trace),
-                &mut learned,
-                &mut stats,
+                &mut unanswered.learned,
+                &mut unanswered.stats,
             )
-            .await
-        {
+            .await;
+        let (mut learned, log_base, span_base, stats) = unanswered.answered();
+        let (mut res, inflight) = match outcome {
             Ok((res, guard)) => (res, guard),
             Err(e) => {
                 learned.error = Some(e.code());
@@ -221,15 +339,9 @@ impl Engine {
             cors.apply(origin.as_ref(), res.headers_mut());
         }
 
+        let status = res.status().as_u16();
         let pending = log_base.map(|mut line| {
-            line.status = res.status().as_u16();
-            line.org = learned.org;
-            line.route = learned.route;
-            line.upstream = learned.upstream;
-            line.upstream_ms = learned.upstream_ms;
-            line.error = learned.error;
-            line.consumer = learned.consumer.clone();
-            line.reason = learned.reason;
+            learned.fill(&mut line, status);
             Box::new(PendingLog {
                 line,
                 log: snap.traffic_log.clone(),
@@ -237,7 +349,6 @@ impl Engine {
                 request: stats.clone(),
             })
         });
-        let status = res.status().as_u16();
         let metrics = match learned.route_metrics {
             Some(route) => Some(PendingMetrics {
                 route,

@@ -244,7 +244,8 @@ impl GatewayMetrics {
         counter.fetch_add(1, Relaxed);
     }
 
-    /// A request answered without a route (unknown host, no matching route) with `status`.
+    /// A request answered without a route (unknown host, no matching route, a head refused
+    /// before routing, a client gone before routing) with `status`.
     pub fn unrouted(&self, status: u16) {
         self.unrouted[class_index(status)].fetch_add(1, Relaxed);
     }
@@ -548,7 +549,7 @@ pub fn render(
         out,
         name,
         "counter",
-        "Traffic log lines dropped because the log queue was full.",
+        "Traffic log lines dropped because the log queue was full or they could not be written.",
     );
     sample(out, name, "", "", log_dropped);
 
@@ -557,7 +558,7 @@ pub fn render(
         out,
         name,
         "counter",
-        "Requests answered without a route (unknown host, no route), by status class.",
+        "Requests answered without a route (unknown host, no route, refused head), by status class.",
     );
     for (ci, c) in gw.unrouted.iter().enumerate() {
         let n = c.load(Relaxed);
@@ -675,10 +676,10 @@ cratopus_upstream_target_in_flight{{org=\"acme\",upstream=\"api\",target=\"10.0.
 # TYPE cratopus_config_reloads_total counter
 cratopus_config_reloads_total{{result=\"ok\"}} 2
 cratopus_config_reloads_total{{result=\"error\"}} 1
-# HELP cratopus_traffic_log_dropped_total Traffic log lines dropped because the log queue was full.
+# HELP cratopus_traffic_log_dropped_total Traffic log lines dropped because the log queue was full or they could not be written.
 # TYPE cratopus_traffic_log_dropped_total counter
 cratopus_traffic_log_dropped_total 4
-# HELP cratopus_unrouted_requests_total Requests answered without a route (unknown host, no route), by status class.
+# HELP cratopus_unrouted_requests_total Requests answered without a route (unknown host, no route, refused head), by status class.
 # TYPE cratopus_unrouted_requests_total counter
 cratopus_unrouted_requests_total{{class=\"4xx\"}} 1
 "

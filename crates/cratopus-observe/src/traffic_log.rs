@@ -2,13 +2,14 @@
 //!
 //! Requests hand a [`LogLine`] (plain values, nothing formatted) to a bounded queue; a dedicated
 //! thread formats and writes them, so a slow disk never slows a request. When the queue is full
-//! the line is dropped and counted ([`TrafficLog::dropped`]) instead.
+//! the line is dropped and counted ([`TrafficLog::dropped`]) instead; so is a line the writer
+//! cannot write (a full disk).
 //!
 //! Only the path is written, never the query string (API keys travel there), and no header but
 //! Host and User-Agent: Authorization, Cookie and key values never reach the file.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,9 +25,10 @@ pub struct LogLine {
     pub request_id: http::HeaderValue,
     pub org: Option<Arc<str>>,
     pub route: Option<Arc<str>>,
-    pub method: http::Method,
+    /// `None` for a request refused before its request line could be read.
+    pub method: Option<http::Method>,
     pub host: Option<http::HeaderValue>,
-    pub uri: http::Uri,
+    pub uri: Option<http::Uri>,
     pub status: u16,
     pub bytes_in: u64,
     pub bytes_out: u64,
@@ -79,7 +81,8 @@ impl TrafficLog {
 
     /// Opens the file (creating it and its directory) and starts the writer thread.
     pub fn start(settings: TrafficLogSettings) -> io::Result<Self> {
-        let sink = Sink::open(&settings)?;
+        let dropped = Arc::new(AtomicU64::new(0));
+        let sink = Sink::open(&settings, dropped.clone())?;
         let (tx, rx) = sync_channel(settings.queue.max(1));
         let settings = Arc::new(settings);
         std::thread::Builder::new()
@@ -87,7 +90,7 @@ impl TrafficLog {
             .spawn(move || writer(rx, sink))?;
         Ok(TrafficLog {
             tx: Some(tx),
-            dropped: Arc::new(AtomicU64::new(0)),
+            dropped,
             settings: Some(settings),
         })
     }
@@ -126,30 +129,43 @@ impl TrafficLog {
         }
     }
 
-    /// Lines dropped because the queue was full.
+    /// Lines dropped because the queue was full or they could not be written (a full disk).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
     }
 }
 
+/// Where the writer thread puts lines: a file (rotated by size) or standard output. Lines are
+/// gathered in a buffer and written in one `write` of many lines; a line that cannot be written
+/// (a full disk, a file that cannot be opened) is counted as dropped, like one the queue had no
+/// room for.
 struct Sink {
     path: PathBuf,
-    out: Option<BufWriter<File>>,
+    file: Option<File>,
     stdout: bool,
+    /// Whole lines not yet written.
+    buf: Vec<u8>,
+    /// The file's length once `buf` is written.
     size: u64,
     max_size: Option<u64>,
     keep: usize,
+    dropped: Arc<AtomicU64>,
 }
 
+/// Bytes of lines gathered before they are written.
+const BUFFER: usize = 64 * 1024;
+
 impl Sink {
-    fn open(s: &TrafficLogSettings) -> io::Result<Sink> {
+    fn open(s: &TrafficLogSettings, dropped: Arc<AtomicU64>) -> io::Result<Sink> {
         let mut sink = Sink {
             path: s.path.clone(),
-            out: None,
+            file: None,
             stdout: s.path == Path::new("-"),
+            buf: Vec::with_capacity(BUFFER),
             size: 0,
             max_size: s.max_size,
             keep: s.keep,
+            dropped,
         };
         if !sink.stdout {
             sink.reopen()?;
@@ -157,10 +173,13 @@ impl Sink {
         Ok(sink)
     }
 
+    fn lost(&self, lines: u64) {
+        self.dropped.fetch_add(lines, Ordering::Relaxed);
+    }
+
     fn reopen(&mut self) -> io::Result<()> {
-        if let Some(mut out) = self.out.take() {
-            let _ = out.flush();
-        }
+        let _ = self.flush();
+        self.file = None;
         if let Some(dir) = self.path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -168,15 +187,14 @@ impl Sink {
         }
         let file = OpenOptions::new().create(true).append(true).open(&self.path)?;
         self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        self.out = Some(BufWriter::with_capacity(64 * 1024, file));
+        self.file = Some(file);
         Ok(())
     }
 
     /// `path` → `path.1` → `path.2` …, keeping `keep` old files.
     fn rotate(&mut self) -> io::Result<()> {
-        if let Some(mut out) = self.out.take() {
-            out.flush()?;
-        }
+        let _ = self.flush();
+        self.file = None;
         let name = |i: usize| {
             let mut p = self.path.clone().into_os_string();
             p.push(format!(".{i}"));
@@ -194,33 +212,82 @@ impl Sink {
         self.reopen()
     }
 
-    fn write(&mut self, buf: &[u8]) -> io::Result<()> {
+    /// Adds one line (ending in a newline); writes the buffer out when it is full.
+    fn write(&mut self, line: &[u8]) -> io::Result<()> {
         if self.stdout {
-            return io::stdout().lock().write_all(buf);
+            let written = io::stdout().lock().write_all(line);
+            if written.is_err() {
+                self.lost(1);
+            }
+            return written;
         }
         if let Some(max) = self.max_size
             && self.size > 0
-            && self.size + buf.len() as u64 > max
+            && self.size + line.len() as u64 > max
+            && let Err(e) = self.rotate()
         {
-            self.rotate()?;
+            self.lost(1);
+            return Err(e);
         }
-        if self.out.is_none() {
-            self.reopen()?;
+        if self.file.is_none()
+            && let Err(e) = self.reopen()
+        {
+            self.lost(1);
+            return Err(e);
         }
-        if let Some(out) = &mut self.out {
-            out.write_all(buf)?;
-            self.size += buf.len() as u64;
-        }
-        Ok(())
+        let flushed = if self.buf.len() + line.len() > BUFFER {
+            self.flush()
+        } else {
+            Ok(())
+        };
+        self.buf.extend_from_slice(line);
+        self.size += line.len() as u64;
+        flushed
     }
 
-    fn flush(&mut self) {
-        if let Some(out) = &mut self.out {
-            let _ = out.flush();
-        }
+    /// Writes the buffered lines. What does not reach the file is counted as dropped and
+    /// forgotten (a full disk is not waited for); a line cut in the middle by the failure is
+    /// taken back out of the file, so that every line in it stays whole JSON.
+    fn flush(&mut self) -> io::Result<()> {
         if self.stdout {
-            let _ = io::stdout().flush();
+            return io::stdout().flush();
         }
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut written = 0;
+        let result = match &mut self.file {
+            None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+            Some(file) => loop {
+                match file.write(&self.buf[written..]) {
+                    Ok(0) => break Err(io::Error::from(io::ErrorKind::WriteZero)),
+                    Ok(n) => {
+                        written += n;
+                        if written == self.buf.len() {
+                            break Ok(());
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            },
+        };
+        if result.is_err() {
+            let whole = self.buf[..written]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
+            let start = self.size - self.buf.len() as u64;
+            if whole < written
+                && let Some(file) = &self.file
+            {
+                let _ = file.set_len(start + whole as u64);
+            }
+            self.lost(self.buf[whole..].iter().filter(|&&b| b == b'\n').count() as u64);
+            self.size = start + whole as u64;
+        }
+        self.buf.clear();
+        result
     }
 }
 
@@ -231,7 +298,8 @@ fn writer(rx: Receiver<Msg>, mut sink: Sink) {
         let msg = match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => {
-                sink.flush();
+                let result = sink.flush();
+                warn_once(&sink, result, &mut warned);
                 continue;
             }
             Err(RecvTimeoutError::Disconnected) => break,
@@ -244,21 +312,26 @@ fn writer(rx: Receiver<Msg>, mut sink: Sink) {
             }
             Msg::Reopen => sink.reopen(),
             Msg::Flush(ack) => {
-                sink.flush();
+                let result = sink.flush();
                 let _ = ack.send(());
-                Ok(())
+                result
             }
         };
-        match result {
-            Err(e) if !warned => {
-                tracing::error!(path = %sink.path.display(), error = %e, "cannot write the traffic log");
-                warned = true;
-            }
-            Ok(()) => warned = false,
-            Err(_) => {}
-        }
+        warn_once(&sink, result, &mut warned);
     }
-    sink.flush();
+    let _ = sink.flush();
+}
+
+/// Logs the first failure of a run of failures (lines lost meanwhile are counted, not logged).
+fn warn_once(sink: &Sink, result: io::Result<()>, warned: &mut bool) {
+    match result {
+        Err(e) if !*warned => {
+            tracing::error!(path = %sink.path.display(), error = %e, "cannot write the traffic log; lines are dropped and counted");
+            *warned = true;
+        }
+        Ok(()) => *warned = false,
+        Err(_) => {}
+    }
 }
 
 fn push_str(buf: &mut Vec<u8>, s: &str) {
@@ -295,14 +368,20 @@ pub fn format_line(l: &LogLine, buf: &mut Vec<u8>) {
         None => buf.extend_from_slice(b"null"),
     }
     push_field(buf, "method");
-    push_str(buf, l.method.as_str());
+    match &l.method {
+        Some(m) => push_str(buf, m.as_str()),
+        None => buf.extend_from_slice(b"null"),
+    }
     push_field(buf, "host");
     match &l.host {
         Some(h) => push_header(buf, h),
         None => buf.extend_from_slice(b"null"),
     }
     push_field(buf, "path");
-    push_str(buf, l.uri.path());
+    match &l.uri {
+        Some(u) => push_str(buf, u.path()),
+        None => buf.extend_from_slice(b"null"),
+    }
     let _ = write!(
         buf,
         ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{}",
@@ -394,9 +473,9 @@ mod tests {
             request_id: http::HeaderValue::from_static("abc"),
             org: Some("acme".into()),
             route: None,
-            method: http::Method::GET,
+            method: Some(http::Method::GET),
             host: Some(http::HeaderValue::from_static("api.acme.test")),
-            uri: "/users/1?api_key=secret".parse().unwrap(),
+            uri: Some("/users/1?api_key=secret".parse().unwrap()),
             status,
             bytes_in: 0,
             bytes_out: 12,
@@ -451,5 +530,25 @@ mod tests {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             assert_eq!(v["status"], 200);
         }
+    }
+
+    #[test]
+    fn lines_that_cannot_be_written_are_counted_as_dropped() {
+        // Every write to /dev/full fails with ENOSPC, as on a full disk.
+        let log = TrafficLog::start(TrafficLogSettings {
+            path: PathBuf::from("/dev/full"),
+            max_size: None,
+            keep: 0,
+            queue: 1024,
+        })
+        .unwrap();
+        for _ in 0..7 {
+            log.log(line(200));
+        }
+        log.flush(Duration::from_secs(10));
+        assert_eq!(log.dropped(), 7);
+        log.log(line(500));
+        log.flush(Duration::from_secs(10));
+        assert_eq!(log.dropped(), 8);
     }
 }

@@ -5,8 +5,11 @@ pub mod acme;
 pub mod admin;
 pub mod conn_io;
 pub mod edge;
+pub mod h2_frames;
 pub mod listener;
+pub mod refusal;
 pub mod reload;
+pub mod watchdog;
 
 use cratopus_config::LoadedConfig;
 use cratopus_core::Engine;

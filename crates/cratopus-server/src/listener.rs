@@ -1,16 +1,22 @@
 //! Accepting connections and serving HTTP/1.1 and HTTP/2 (h2c) on them.
 
-use crate::conn_io::{ClientStream, ConnIo};
+use crate::conn_io::{ClientStream, ConnIo, ConnState, Proto, StreamGuard};
+use crate::watchdog::{self, Expired};
+use bytes::Bytes;
 use cratopus_config::Limits;
+use cratopus_core::body::ResponseBody;
 use cratopus_core::tls::{ClientCert, TlsConn};
 use cratopus_core::{ConnInfo, Engine};
+use http_body::{Body, Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -39,6 +45,8 @@ pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub header_read_timeout: Duration,
+    /// An HTTP/2 connection with no stream open and nothing received for this long is closed.
+    pub idle_timeout: Duration,
     /// hyper's read buffer: a request head larger than this gets hyper's own 431.
     pub max_buf_size: usize,
     pub max_headers: usize,
@@ -48,6 +56,7 @@ impl ServeOptions {
     pub fn from_limits(l: &Limits) -> ServeOptions {
         ServeOptions {
             header_read_timeout: l.header_read_timeout.0,
+            idle_timeout: l.idle_timeout.0,
             // Room above the limit so that the engine, not hyper, answers most oversized heads
             // (with the JSON error body); hyper's 431 is the backstop.
             max_buf_size: (l.max_header_bytes.0 as usize).saturating_mul(2).max(16 * 1024),
@@ -128,7 +137,12 @@ pub async fn serve(
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
-        .max_header_list_size((opts.max_buf_size as u32).max(16 * 1024));
+        .max_header_list_size((opts.max_buf_size as u32).max(16 * 1024))
+        // A PING after the idle time without a frame from the peer; no answer within the
+        // timeout (20 s at most) closes the connection: a peer gone without a word does not hold
+        // its streams open. (hyper's server pings while idle too.)
+        .keep_alive_interval(Some(opts.idle_timeout))
+        .keep_alive_timeout(opts.idle_timeout.min(Duration::from_secs(20)));
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -148,6 +162,7 @@ pub async fn serve(
         let builder = builder.clone();
         let mut stop = stop.clone();
         let guard = tracker.enter();
+        let opts = opts.clone();
         let opts_header_timeout = opts.header_read_timeout;
         tokio::spawn(async move {
             let _guard = guard;
@@ -167,17 +182,39 @@ pub async fn serve(
                     return;
                 };
                 let info = ConnInfo::new(peer, "https", Some(tls));
-                serve_client(&builder, stream, service(engine, info, None), &mut stop, peer).await;
+                serve_client(&builder, stream, engine, info, None, &mut stop, &opts).await;
                 return;
             }
             let info = ConnInfo::new(peer, "http", None);
-            let svc = service(engine, info, mode.redirect_to_https);
-            serve_client(&builder, stream, svc, &mut stop, peer).await;
+            serve_client(&builder, stream, engine, info, mode.redirect_to_https, &mut stop, &opts).await;
         });
     }
 }
 
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The response body as served: the engine's body and, on HTTP/2, the stream's place in the
+/// connection's count of open streams (for the idle timeout), given back when the body ends or
+/// is dropped.
+pub struct ServedBody {
+    body: ResponseBody,
+    _stream: Option<StreamGuard>,
+}
+
+impl Body for ServedBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// The request handler of one connection: the edge answers (ACME challenges, redirects), then
 /// the engine.
@@ -185,75 +222,91 @@ fn service(
     engine: Arc<Engine>,
     info: ConnInfo,
     redirect: Option<u16>,
+    state: Arc<ConnState>,
 ) -> impl hyper::service::Service<
     http::Request<hyper::body::Incoming>,
-    Response = http::Response<cratopus_core::body::ResponseBody>,
+    Response = http::Response<ServedBody>,
     Error = Infallible,
-    Future = impl Future<Output = Result<http::Response<cratopus_core::body::ResponseBody>, Infallible>> + Send,
+    Future = impl Future<Output = Result<http::Response<ServedBody>, Infallible>> + Send,
 > + Clone {
     let info = Arc::new(info);
     service_fn(move |req| {
         let engine = engine.clone();
         let info = info.clone();
+        let stream = state.stream_opened();
         async move {
-            if info.tls.is_none()
+            let res = if info.tls.is_none()
                 && let Some(res) = crate::edge::answer(&engine, &req, info.peer.ip(), redirect)
             {
-                return Ok(res);
-            }
-            Ok::<_, Infallible>(engine.handle(req, &info).await)
+                res
+            } else {
+                engine.handle(req, &info).await
+            };
+            Ok::<_, Infallible>(res.map(|body| ServedBody { body, _stream: stream }))
         }
     })
 }
 
-/// Serves one client connection, plain or TLS. A request head that does not arrive within
-/// `header_read_timeout` is answered 408 (written as the connection drops).
-async fn serve_client<S, Svc>(
+/// Serves one client connection, plain or TLS, with HTTP/1.1 or HTTP/2, until it closes; after
+/// `stop`, finishes the requests in flight and closes.
+///
+/// A request head that does not arrive within `header_read_timeout` is answered 408 (written as
+/// the connection drops; over HTTP/2, where no answer is possible, the connection just closes),
+/// and an idle HTTP/2 connection is closed (see [`watchdog`]). A request refused before the
+/// engine saw it (hyper's 400/414/431, the 408) is logged and counted ([`crate::refusal`]).
+async fn serve_client<S: ClientStream>(
     builder: &auto::Builder<TokioExecutor>,
     stream: S,
-    svc: Svc,
+    engine: Arc<Engine>,
+    info: ConnInfo,
+    redirect: Option<u16>,
     stop: &mut watch::Receiver<bool>,
-    peer: std::net::SocketAddr,
-) where
-    S: ClientStream,
-    Svc: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<cratopus_core::body::ResponseBody>,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    Svc::Future: Send + 'static,
-{
+    opts: &ServeOptions,
+) {
+    let peer = info.peer;
     let (io, state) = ConnIo::new(stream);
-    drive(builder, TokioIo::new(io), svc, stop, |e| {
-        let timed_out = e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout);
-        if timed_out && state.is_partial() {
+    let svc = service(engine.clone(), info, redirect, state.clone());
+    drive(builder, TokioIo::new(io), svc, &state, stop, opts, |e| {
+        let hyper_error = e.downcast_ref::<hyper::Error>();
+        let timed_out = hyper_error.is_some_and(hyper::Error::is_timeout);
+        if timed_out && state.proto() == Proto::Http1 && state.is_partial() {
             state.request_timeout();
+        } else if let Some(status) = hyper_error.and_then(crate::refusal::status_of) {
+            state.refuse(status);
         } else {
             tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
         }
     })
     .await;
+    // The IO is gone with the connection, the 408 written if one was due, the refusal left.
+    if let Some(refusal) = state.take_refusal() {
+        crate::refusal::log(&engine, peer.ip(), refusal);
+    }
 }
 
-/// Serves HTTP/1.1 or HTTP/2 on `io` until it closes; after `stop`, finishes the requests in
-/// flight and closes. `on_error` sees a connection error while the IO is still alive (it is
-/// dropped, and the connection closed, when this returns).
-async fn drive<I, S>(
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Serves HTTP/1.1 or HTTP/2 on `io` until it closes, a limit of the [`watchdog`] is reached or
+/// `stop` turns true (then the requests in flight finish first). `on_error` sees a connection
+/// error while the IO is still alive (it is dropped, and the connection closed, when this
+/// returns).
+async fn drive<I, Svc>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
-    svc: S,
+    svc: Svc,
+    state: &ConnState,
     stop: &mut watch::Receiver<bool>,
+    opts: &ServeOptions,
     on_error: impl FnOnce(&BoxError),
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::Service<
+    Svc: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
-            Response = http::Response<cratopus_core::body::ResponseBody>,
+            Response = http::Response<ServedBody>,
             Error = Infallible,
         > + Send
         + 'static,
-    S::Future: Send + 'static,
+    Svc::Future: Send + 'static,
 {
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
@@ -263,6 +316,23 @@ async fn drive<I, S>(
             conn.as_mut().graceful_shutdown();
             conn.as_mut().await
         }
+        expired = watchdog::watch(state, opts.header_read_timeout, opts.idle_timeout) => match expired {
+            Expired::Idle => {
+                tracing::debug!("closing an idle HTTP/2 connection");
+                conn.as_mut().graceful_shutdown();
+                // GOAWAY goes out at once; a peer that does not take it is not waited for long.
+                tokio::time::timeout(opts.header_read_timeout, conn.as_mut())
+                    .await
+                    .unwrap_or(Ok(()))
+            }
+            Expired::Head => {
+                // Nothing can be answered to a header block that never ended: the connection
+                // closes, and the refusal is logged.
+                tracing::debug!("closing an HTTP/2 connection whose header block did not complete in time");
+                state.refuse(408);
+                Ok(())
+            }
+        },
     };
     if let Err(e) = &result {
         on_error(e);
