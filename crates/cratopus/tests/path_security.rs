@@ -351,6 +351,9 @@ async fn host_follows_the_rfcs() {
         std::fs::read_to_string(&dir).unwrap_or_default()
     );
     assert!(gw_log_has(&dir, "\"/h2\"", "\"host\":\"a.test\"").await);
+    if let Some(d) = dir.parent() {
+        let _ = std::fs::remove_dir_all(d);
+    }
 }
 
 /// A fresh path for a traffic log.
