@@ -347,7 +347,7 @@ async fn an_upload_aborted_mid_body_counts_against_nobody() {
         // The upload is under way to the target, then the client goes away mid-body.
         assert!(
             eventually(WAIT, || async { heads.load(Ordering::SeqCst) >= i }).await,
-            "{}",
+            "upload {i} never reached the target (did an earlier abort open its breaker?){}",
             dump(&gw)
         );
         drop(s);
