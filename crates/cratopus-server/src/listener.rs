@@ -311,6 +311,8 @@ async fn drive<I, Svc>(
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
     let result = tokio::select! {
+        // The connection first: its first read tells the protocol, which the watchdog needs.
+        biased;
         r = conn.as_mut() => r,
         _ = stop.changed() => {
             conn.as_mut().graceful_shutdown();

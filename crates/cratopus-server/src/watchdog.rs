@@ -15,7 +15,7 @@
 //!
 //! The watchdog wakes at the earliest moment a limit can be reached, and at least once per the
 //! shorter timeout, so it sees a header block that began while it slept in time. On an HTTP/1
-//! connection it stops at its first wake-up.
+//! connection it does nothing.
 
 use crate::conn_io::{ConnState, Proto};
 use std::time::{Duration, Instant};
@@ -31,6 +31,11 @@ pub enum Expired {
 
 /// Resolves when the connection reaches one of its limits; never on HTTP/1.
 pub async fn watch(state: &ConnState, header_timeout: Duration, idle_timeout: Duration) -> Expired {
+    // The connection is polled first, so the protocol is usually known by now (its first bytes
+    // were waiting): an HTTP/1 connection then never arms a timer here.
+    if state.proto() == Proto::Http1 {
+        return std::future::pending().await;
+    }
     let tick = header_timeout.min(idle_timeout);
     let mut wake = Instant::now() + tick;
     loop {
