@@ -236,7 +236,10 @@ organizations:
         let at = |p: &str| placed(ConfigError::at_key(f, p, "x"));
         assert_eq!(at("/organizations/0/upstreams/api/tls/ca"), (Some(6), Some(19)));
         assert_eq!(at("/organizations/0/upstreams/api"), (Some(4), Some(7)));
-        assert_eq!(at("/organizations/0/upstreams/api/max_idle_per_target"), (Some(4), Some(7)));
+        assert_eq!(
+            at("/organizations/0/upstreams/api/max_idle_per_target"),
+            (Some(4), Some(7))
+        );
         assert_eq!(at("/nothing/here"), (Some(1), Some(1)));
     }
 
