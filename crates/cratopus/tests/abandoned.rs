@@ -168,13 +168,21 @@ async fn a_stream_reset_before_the_head_over_h2c_leaves_a_499_line() {
     let backend = Holding::start().await;
     let gw = gateway(&backend.url);
 
-    let client = test_support::h2c_client();
-    let req = Request::get(gw.url("/slow"))
-        .header("host", "api.acme.test")
+    // Over HTTP/2 the organization is named by `:authority` (RFC 9113 §8.3.1), so the request
+    // goes over a connection to the gateway with the organization's name in its URI.
+    let tcp = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut send, conn) = test_support::hyper::client::conn::http2::handshake(
+        test_support::hyper_util::rt::TokioExecutor::new(),
+        test_support::hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("http://api.acme.test/slow")
         .header("x-api-key", KEY)
         .body(Full::new(Bytes::new()))
         .unwrap();
-    let pending = tokio::spawn(async move { client.request(req).await.map(|r| r.status()) });
+    let pending = tokio::spawn(async move { send.send_request(req).await.map(|r| r.status()) });
     backend.wait_for(1).await;
     // Dropping the response future resets the stream (RST_STREAM CANCEL), as a gRPC deadline does.
     pending.abort();
