@@ -5,6 +5,7 @@ set -euo pipefail
 BIN=$1
 VENV="${CRATOPUS_CI_VENV:-$HOME/.cache/cratopus-ci-venv}"
 if [ ! -x "$VENV/bin/schemathesis" ]; then
+  rm -rf "$VENV"  # a half-made one (an earlier run failed) is made again
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q schemathesis
 fi

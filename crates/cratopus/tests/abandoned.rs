@@ -5,9 +5,8 @@
 
 mod common_ops;
 
-use common_ops::{BIN, dump};
+use common_ops::{BIN, dump, metrics, read_lines};
 use serde_json::Value;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -89,14 +88,6 @@ routes:
     })
 }
 
-fn read_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect()
-}
-
 /// Waits for a traffic-log line with `status` and returns it.
 async fn wait_for_line(gw: &Gateway, status: u64) -> Value {
     let path = gw.path("logs/traffic.log");
@@ -111,14 +102,6 @@ async fn wait_for_line(gw: &Gateway, status: u64) -> Value {
         dump(gw)
     );
     read_lines(&path).into_iter().find(|l| l["status"] == status).unwrap()
-}
-
-async fn metrics(gw: &Gateway) -> String {
-    let req = Request::get(format!("http://{}/metrics", gw.addrs()[1]))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    test_support::send(&test_support::client(), req).await.text()
 }
 
 fn assert_abandoned_line(line: &Value) {
@@ -155,12 +138,12 @@ async fn a_client_gone_before_the_head_over_http1_leaves_a_499_line_and_metrics(
 
     // Counted as a 4xx of the route, and no longer in flight.
     let counted = eventually(WAIT, || async {
-        let m = metrics(&gw).await;
+        let m = metrics(&gw, TOKEN).await;
         m.contains("cratopus_requests_total{org=\"acme\",route=\"slow\",method=\"GET\",class=\"4xx\"} 1\n")
             && m.contains("cratopus_requests_in_flight{org=\"acme\",route=\"slow\"} 0\n")
     })
     .await;
-    assert!(counted, "{}", metrics(&gw).await);
+    assert!(counted, "{}", metrics(&gw, TOKEN).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,9 +5,8 @@
 
 mod common_ops;
 
-use common_ops::{BIN, dump};
+use common_ops::{BIN, dump, metrics, read_lines};
 use serde_json::Value;
-use std::path::Path;
 use std::time::Duration;
 use test_support::http::{Request, Response};
 use test_support::http_body_util::Full;
@@ -83,22 +82,6 @@ async fn connect_and_send(gw: &Gateway, parts: &[&[u8]]) -> TcpStream {
         s.write_all(p).await.unwrap();
     }
     s
-}
-
-fn read_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect()
-}
-
-async fn metrics(gw: &Gateway) -> String {
-    let req = Request::get(format!("http://{}/metrics", gw.addrs()[1]))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    test_support::send(&test_support::client(), req).await.text()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -261,12 +244,12 @@ async fn heads_refused_before_the_engine_are_logged_and_counted() {
     assert!(!std::fs::read_to_string(&path).unwrap().contains("secret"));
 
     let counted = eventually(WAIT, || async {
-        metrics(&gw)
+        metrics(&gw, TOKEN)
             .await
             .contains("cratopus_unrouted_requests_total{class=\"4xx\"} 3\n")
     })
     .await;
-    assert!(counted, "{}", metrics(&gw).await);
+    assert!(counted, "{}", metrics(&gw, TOKEN).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -283,13 +266,13 @@ async fn lines_lost_to_a_full_disk_are_counted() {
         assert_eq!(r.status, 200);
     }
     let counted = eventually(WAIT, || async {
-        let m = metrics(&gw).await;
+        let m = metrics(&gw, TOKEN).await;
         m.lines()
             .find_map(|l| l.strip_prefix("cratopus_traffic_log_dropped_total "))
             .and_then(|n| n.parse::<u64>().ok())
             .is_some_and(|n| n >= 3)
     })
     .await;
-    assert!(counted, "{}{}", metrics(&gw).await, dump(&gw));
+    assert!(counted, "{}{}", metrics(&gw, TOKEN).await, dump(&gw));
     assert!(gw.wait_for_log("cannot write the traffic log", WAIT), "{}", dump(&gw));
 }

@@ -3,7 +3,7 @@
 
 mod common_ops;
 
-use common_ops::{TestBackend, count_log, dump, get_with, start_gateway, wait_log};
+use common_ops::{TestBackend, count_log, dump, get_with, start_gateway, targets, wait_log};
 use serde_json::Value;
 use std::time::Duration;
 use test_support::http::Request;
@@ -20,22 +20,6 @@ fn gateway(org: &str) -> Gateway {
         ),
         &[],
     )
-}
-
-/// The targets of every upstream, as `/api/upstreams` shows them.
-async fn targets(gw: &Gateway) -> Vec<Value> {
-    let admin = gw.addrs()[1];
-    let req = Request::get(format!("http://{admin}/api/upstreams"))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let v = send(&test_support::client(), req).await.json();
-    v["upstreams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|u| u["targets"].as_array().unwrap().clone())
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -70,7 +54,7 @@ async fn a_breaker_opens_on_failures_fails_fast_then_probes_and_closes() {
         "{}",
         dump(&gw)
     );
-    assert_eq!(targets(&gw).await[0]["circuit"], "open");
+    assert_eq!(targets(&gw, TOKEN).await[0]["circuit"], "open");
     // Open: refused at once, the backend sees nothing.
     for _ in 0..5 {
         let r = get_with(&c, &gw.url("/x"), &[]).await;
@@ -92,7 +76,7 @@ async fn a_breaker_opens_on_failures_fails_fast_then_probes_and_closes() {
         "{}",
         dump(&gw)
     );
-    let t = &targets(&gw).await[0];
+    let t = &targets(&gw, TOKEN).await[0];
     assert_eq!(t["circuit"], "closed");
     assert_eq!(t["circuit_opens"], 1);
     for _ in 0..5 {
@@ -120,7 +104,7 @@ async fn a_breaker_opens_on_failures_fails_fast_then_probes_and_closes() {
         "{}",
         dump(&gw)
     );
-    assert_eq!(targets(&gw).await[0]["circuit_opens"], 3);
+    assert_eq!(targets(&gw, TOKEN).await[0]["circuit_opens"], 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -152,7 +136,7 @@ async fn a_failing_target_is_ejected_and_comes_back() {
     }
     assert_eq!(bad.knobs.hits(), 2, "ejected after its second 502");
     assert!(wait_log(&gw, &["target ejected", "consecutive_5xx"], 1, Duration::from_secs(5)).await);
-    let ejected: Vec<bool> = targets(&gw).await.iter().map(|t| t["ejected"] == true).collect();
+    let ejected: Vec<bool> = targets(&gw, TOKEN).await.iter().map(|t| t["ejected"] == true).collect();
     assert_eq!(ejected.iter().filter(|e| **e).count(), 1, "{ejected:?}");
     for _ in 0..20 {
         assert_eq!(get_with(&c, &gw.url("/x"), &[]).await.status, 200);

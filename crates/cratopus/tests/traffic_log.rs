@@ -3,7 +3,7 @@
 
 mod common_ops;
 
-use common_ops::{TestBackend, dump, gateway_with_org_files, get_with, start_gateway, wait_log};
+use common_ops::{TestBackend, dump, gateway_with_org_files, get_with, read_lines, start_gateway, wait_log};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,14 +14,6 @@ use test_support::hyper::body::Bytes;
 use test_support::{Reply, eventually, send};
 
 const WAIT: Duration = Duration::from_secs(5);
-
-/// Every line of `path` parsed as JSON (panics on a line that is not).
-fn read_lines(path: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
-        .collect()
-}
 
 fn ids_in(path: &Path) -> Vec<String> {
     read_lines(path)

@@ -5,7 +5,7 @@
 
 mod common_ops;
 
-use common_ops::{dump, gateway_with_org_files, start_gateway};
+use common_ops::{dump, gateway_with_org_files, start_gateway, targets};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -76,22 +76,6 @@ fn response_headers(raw: &str, name: &str) -> Vec<String> {
         .filter_map(|l| l.split_once(':'))
         .filter(|(k, _)| k.trim().eq_ignore_ascii_case(name))
         .map(|(_, v)| v.trim().to_string())
-        .collect()
-}
-
-/// The targets of every upstream, as `/api/upstreams` shows them.
-async fn targets(gw: &Gateway) -> Vec<Value> {
-    let admin = gw.addrs()[1];
-    let req = Request::get(format!("http://{admin}/api/upstreams"))
-        .header("authorization", format!("Bearer {TOKEN}"))
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let v = send(&test_support::client(), req).await.json();
-    v["upstreams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|u| u["targets"].as_array().unwrap().clone())
         .collect()
 }
 
@@ -274,7 +258,7 @@ const TOUCHY: &str = "    circuit_breaker:\n      consecutive_failures: 1\n     
 
 /// The breaker of the only target is still closed and never opened, and it still serves.
 async fn assert_target_untouched(gw: &Gateway, backend: &RawBackend) {
-    let t = &targets(gw).await[0];
+    let t = &targets(gw, TOKEN).await[0];
     assert_eq!(t["circuit"], "closed", "{t}{}", dump(gw));
     assert_eq!(t["circuit_opens"], 0, "{t}");
     let raw = exchange(gw.addr(), b"GET /ok HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
@@ -358,7 +342,7 @@ async fn an_upload_aborted_mid_body_counts_against_nobody() {
             dump(&gw)
         );
     }
-    let t = &targets(&gw).await[0];
+    let t = &targets(&gw, TOKEN).await[0];
     assert_eq!(t["circuit"], "closed", "{t}{}", dump(&gw));
     assert_eq!(t["circuit_opens"], 0, "{t}");
     assert!(
@@ -454,7 +438,7 @@ async fn truncating_backend() -> (SocketAddr, Arc<AtomicUsize>, tokio::task::Joi
 async fn get_until(gw: &Gateway, done: impl Fn(&[Value]) -> bool) -> usize {
     let mut cut = 0;
     for _ in 0..50 {
-        if done(&targets(gw).await) {
+        if done(&targets(gw, TOKEN).await) {
             return cut;
         }
         let raw = exchange(gw.addr(), b"GET /x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await;
@@ -479,7 +463,7 @@ async fn a_target_that_cuts_its_bodies_short_opens_its_breaker() {
     );
     let cut = get_until(&gw, |ts| ts.iter().any(|t| t["circuit"] == "open")).await;
     assert_eq!(cut, 3, "three cut bodies open the breaker{}", dump(&gw));
-    let open: Vec<Value> = targets(&gw)
+    let open: Vec<Value> = targets(&gw, TOKEN)
         .await
         .into_iter()
         .filter(|t| t["circuit"] == "open")
@@ -544,12 +528,12 @@ async fn a_health_check_can_require_the_whole_body() {
         "{}",
         dump(&strict)
     );
-    assert_eq!(targets(&strict).await[0]["healthy"], false);
+    assert_eq!(targets(&strict, TOKEN).await[0]["healthy"], false);
 
     // Without `read_body` the head alone decides: after several checks the target is still in.
     let (bad, served, _task) = truncating_backend().await;
     let lax = gateway(&org(&[format!("http://{bad}")], &check(false), ""), "");
     assert!(eventually(WAIT, || async { served.load(Ordering::SeqCst) >= 3 }).await);
-    assert_eq!(targets(&lax).await[0]["healthy"], true, "{}", dump(&lax));
+    assert_eq!(targets(&lax, TOKEN).await[0]["healthy"], true, "{}", dump(&lax));
     assert!(lax.log_lines_with("target is unhealthy").is_empty(), "{}", dump(&lax));
 }

@@ -320,3 +320,37 @@ impl Drop for CpuHog {
         }
     }
 }
+
+/// Every line of the JSON-lines file at `path`, parsed (panics on a line that is not JSON).
+pub fn read_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}
+
+/// GET `path` on the admin listener (the gateway's second address) with `token`.
+pub async fn admin_get(gw: &Gateway, token: &str, path: &str) -> Reply {
+    let req = Request::get(format!("http://{}{path}", gw.addrs()[1]))
+        .header("authorization", format!("Bearer {token}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(&test_support::client(), req).await
+}
+
+/// The Prometheus text of the admin API's `/metrics`.
+pub async fn metrics(gw: &Gateway, token: &str) -> String {
+    admin_get(gw, token, "/metrics").await.text()
+}
+
+/// The targets of every upstream, as the admin API's `/api/upstreams` shows them.
+pub async fn targets(gw: &Gateway, token: &str) -> Vec<serde_json::Value> {
+    let v = admin_get(gw, token, "/api/upstreams").await.json();
+    v["upstreams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|u| u["targets"].as_array().unwrap().clone())
+        .collect()
+}
