@@ -23,6 +23,8 @@ OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
 SKIP_CRATOPUS=${SKIP_CRATOPUS:-0}  # 1 = only direct and nginx
 READY_WAIT=${READY_WAIT:-20}     # seconds a target gets to answer its readiness URL
 VARIANTS=${VARIANTS:-}           # extra cratopus targets, e.g. "otel" (see variant_yaml)
+BASELINE_BIN=${BASELINE_BIN:-}   # another cratopus build (e.g. of main before a change), run as
+                                 # target "baseline" with the plain config in the same rounds
 
 case "$DURATION" in
   *[0-9]) DURATION="${DURATION}s" ;;
@@ -89,6 +91,15 @@ if [ "$SKIP_CRATOPUS" != 1 ]; then
   write_cratopus_conf "$TMP/cratopus/gateway.yaml" "$port" 1
   add_target cratopus "$port" \
     "env RUST_LOG=${RUST_LOG:-warn} $(printf '%q' "$CRATOPUS_BIN") run -c $TMP/cratopus/gateway.yaml" /__health
+fi
+
+if [ -n "$BASELINE_BIN" ]; then
+  [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN $BASELINE_BIN is not an executable"
+  port=$(free_port)
+  mkdir -p "$TMP/baseline"
+  write_cratopus_conf "$TMP/baseline/gateway.yaml" "$port" 1
+  add_target baseline "$port" \
+    "env RUST_LOG=${RUST_LOG:-warn} $(printf '%q' "$BASELINE_BIN") run -c $TMP/baseline/gateway.yaml" /__health
 fi
 
 # A rate limit per client address that the load never reaches, so that every request pays
