@@ -91,28 +91,23 @@ fn size_in_range(
     value: u64,
     (lo, hi): (u64, u64),
 ) {
-    if value < lo || value > hi {
-        errors.push(ConfigError::at_key(
-            f,
-            pointer,
-            format!(
-                "{what} is {}; it must be between {} and {}",
-                human_size(value),
-                human_size(lo),
-                human_size(hi)
-            ),
-        ));
-    }
+    in_range(errors, f, pointer, what, Size(value), (Size(lo), Size(hi)));
 }
 
-/// `65536` → `64KiB`: sizes as the config writes them.
-fn human_size(n: u64) -> String {
-    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if n >= 1 << shift && n.is_multiple_of(1 << shift) {
-            return format!("{}{unit}", n >> shift);
+/// A size in bytes, shown as the config writes it: `65536` → `64KiB`.
+#[derive(Clone, Copy, PartialEq, PartialOrd)]
+struct Size(u64);
+
+impl Display for Size {
+    fn fmt(&self, out: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.0;
+        for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+            if n >= 1 << shift && n.is_multiple_of(1 << shift) {
+                return write!(out, "{}{unit}", n >> shift);
+            }
         }
+        write!(out, "{n}")
     }
-    n.to_string()
 }
 
 /// Problems given as sentences starting with their key (`attempts must be …`, `queue:

@@ -85,11 +85,14 @@ pub struct Engine {
 struct Learned {
     enabled: bool,
     route_metrics: Option<Arc<RouteMetrics>>,
+    /// How long the upstream call took (the log's `upstream_ms`).
     upstream_time: Option<std::time::Duration>,
+    /// The call failed by the client's fault (its body broke or stalled): its time is no
+    /// measure of the target, so the upstream latency metric leaves it out.
+    client_fault: bool,
     org: Option<Arc<str>>,
     route: Option<Arc<str>>,
     upstream: Option<Arc<str>>,
-    upstream_ms: Option<f64>,
     /// When the upstream call began (also for the mirror).
     upstream_start: Option<Instant>,
     /// The matched route, kept only for a request whose spans are exported.
@@ -116,7 +119,7 @@ impl Learned {
         line.org = self.org.take();
         line.route = self.route.take();
         line.upstream = self.upstream.take();
-        line.upstream_ms = self.upstream_ms;
+        line.upstream_ms = self.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
         line.error = self.error;
         line.consumer = self.consumer.take();
         line.reason = self.reason;
@@ -180,7 +183,6 @@ impl Drop for Unanswered<'_> {
             && let Some(began) = learned.upstream_start
         {
             learned.upstream_time = Some(began.elapsed());
-            learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
         }
         let bytes_in = self.stats.as_ref().map_or(0, |s| s.bytes.load(Ordering::Relaxed));
         let elapsed = self.start.elapsed();
@@ -250,25 +252,12 @@ impl Engine {
         }
 
         let log_base = logging.then(|| LogLine {
-            ts: SystemTime::now(),
-            request_id: request_id.clone(),
-            org: None,
-            route: None,
             method: Some(req.method().clone()),
             host: host_value(req.headers(), req.uri()),
             uri: Some(req.uri().clone()),
-            status: 0,
-            bytes_in: 0,
-            bytes_out: 0,
-            upstream: None,
-            total_ms: 0.0,
-            upstream_ms: None,
-            client_ip: client,
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
-            error: None,
             trace_id: Some(trace.trace_id),
-            consumer: None,
-            reason: None,
+            ..LogLine::answered(request_id.clone(), client, 0)
         });
 
         // Spans are built only for sampled requests, and only when an exporter is configured.
@@ -355,7 +344,7 @@ impl Engine {
                 method,
                 status,
                 start,
-                upstream: learned.upstream_time,
+                upstream: learned.upstream_time.filter(|_| !learned.client_fault),
                 request: stats,
             }),
             None => {
@@ -667,7 +656,6 @@ impl Engine {
                 }
                 let res = cratopus_mirror::echo(Request::from_parts(parts, body), conn.peer).await;
                 learned.upstream_time = Some(started.elapsed());
-                learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
                 if let Some(f) = fault_of(stats.as_ref()) {
                     return Err(fault_error(f, route.max_body.unwrap_or(0)));
                 }
@@ -682,7 +670,6 @@ impl Engine {
             let req = upstream_request(&route, &target, parts, body, new_path.clone(), client_host.clone())?;
             let result = tokio::time::timeout(route.timeout, upstream.conns.send(addr, target.host(), req)).await;
             learned.upstream_time = Some(started.elapsed());
-            learned.upstream_ms = learned.upstream_time.map(|t| t.as_secs_f64() * 1000.0);
             if !matches!(result, Ok(Ok(_)))
                 && let Some(e) = client_fault(stats.as_ref(), result.is_err(), route.max_body)
             {
@@ -690,7 +677,7 @@ impl Engine {
                 // permit goes back unused), nothing to retry, and no upstream latency (a
                 // stalled upload would read as a slow target); the log keeps `upstream_ms`.
                 tracing::debug!(route = %route.name, target = %target.label, error = e.code(), "the client broke its request");
-                learned.upstream_time = None;
+                learned.client_fault = true;
                 return Err(e);
             }
             let (end, outcome) = match result {
@@ -900,12 +887,7 @@ fn pending_span(
         // A failed call ends when it failed; the mirror answers whole; a proxied body
         // streams, so its call ends with the body.
         let whole = learned.error.is_some() || learned.upstream.as_deref() == Some("mirror");
-        // (`upstream_ms` rather than `upstream_time`: the latter is cleared for a call the
-        // client broke, which the upstream latency metric must not count.)
-        let took = learned
-            .upstream_ms
-            .map_or(Duration::ZERO, |ms| Duration::from_secs_f64(ms / 1000.0));
-        let ended = whole.then(|| began + took);
+        let ended = whole.then(|| began + learned.upstream_time.unwrap_or_default());
         (began, ended)
     });
     let now = SystemTime::now();

@@ -48,6 +48,34 @@ pub struct LogLine {
     pub reason: Option<&'static str>,
 }
 
+impl LogLine {
+    /// A line of a request the gateway answered with `status` now, knowing nothing of it yet but
+    /// the client's address: the other fields are filled by struct update where known.
+    pub fn answered(request_id: http::HeaderValue, client_ip: IpAddr, status: u16) -> LogLine {
+        LogLine {
+            ts: SystemTime::now(),
+            request_id,
+            org: None,
+            route: None,
+            method: None,
+            host: None,
+            uri: None,
+            status,
+            bytes_in: 0,
+            bytes_out: 0,
+            upstream: None,
+            total_ms: 0.0,
+            upstream_ms: None,
+            client_ip,
+            user_agent: None,
+            error: None,
+            trace_id: None,
+            consumer: None,
+            reason: None,
+        }
+    }
+}
+
 /// Where lines go; settings read from the gateway config.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TrafficLogSettings {

@@ -28,25 +28,12 @@ pub fn answer<B>(
     let snap = engine.snapshot();
     if snap.traffic_log.enabled() {
         snap.traffic_log.log(cratopus_observe::LogLine {
-            ts: std::time::SystemTime::now(),
-            request_id: id.clone(),
-            org: None,
-            route: None,
             method: Some(req.method().clone()),
             host: cratopus_core::host::host_value(req.headers(), req.uri()),
             uri: Some(req.uri().clone()),
-            status: res.status().as_u16(),
-            bytes_in: 0,
-            bytes_out: 0,
-            upstream: None,
-            total_ms: 0.0,
-            upstream_ms: None,
-            client_ip: peer,
             user_agent: req.headers().get(header::USER_AGENT).cloned(),
             error,
-            trace_id: None,
-            consumer: None,
-            reason: None,
+            ..cratopus_observe::LogLine::answered(id.clone(), peer, res.status().as_u16())
         });
     }
     engine.metrics.unrouted(res.status().as_u16());

@@ -8,7 +8,7 @@ use crate::conn_io::Refusal;
 use cratopus_core::Engine;
 use cratopus_observe::LogLine;
 use std::net::IpAddr;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 /// The status of a connection error that hyper answered itself, if it is one.
 pub fn status_of(e: &hyper::Error) -> Option<u16> {
@@ -41,27 +41,16 @@ pub fn log(engine: &Engine, client: IpAddr, r: Refusal) {
     }
     let (method, uri) = request_line(&r.head);
     let took = r.since.map(|s| Instant::now().saturating_duration_since(s));
-    let now = SystemTime::now();
+    let request_id = r.request_id.unwrap_or_else(cratopus_core::forward::new_request_id);
+    let line = LogLine::answered(request_id, client, r.status);
     snap.traffic_log.log(LogLine {
-        ts: took.and_then(|t| now.checked_sub(t)).unwrap_or(now),
-        request_id: r.request_id.unwrap_or_else(cratopus_core::forward::new_request_id),
-        org: None,
-        route: None,
+        // The line is dated when the request began, like every other.
+        ts: took.and_then(|t| line.ts.checked_sub(t)).unwrap_or(line.ts),
         method,
-        host: None,
         uri,
-        status: r.status,
-        bytes_in: 0,
-        bytes_out: 0,
-        upstream: None,
         total_ms: took.map_or(0.0, |t| t.as_secs_f64() * 1000.0),
-        upstream_ms: None,
-        client_ip: client,
-        user_agent: None,
         error: Some(code(r.status)),
-        trace_id: None,
-        consumer: None,
-        reason: None,
+        ..line
     });
 }
 
