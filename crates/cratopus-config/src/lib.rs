@@ -23,6 +23,7 @@ pub mod policies;
 pub mod report;
 pub mod resilience;
 pub mod schema;
+pub mod shadow;
 mod shape;
 pub mod tls;
 pub mod units;
@@ -35,6 +36,7 @@ pub use model::*;
 pub use policies::*;
 pub use resilience::*;
 pub use schema::{gateway_schema, organization_schema};
+pub use shadow::ShadowConfig;
 pub use tls::*;
 pub use units::{ByteSize, Dur};
 

@@ -63,7 +63,13 @@ pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
                 ));
             }
         }
-        let used: HashSet<&str> = o.routes.iter().map(|r| r.upstream.value.as_str()).collect();
+        let used: HashSet<&str> = o
+            .routes
+            .iter()
+            .flat_map(|r| {
+                std::iter::once(r.upstream.value.as_str()).chain(r.shadow.as_ref().map(|s| s.upstream.value.as_str()))
+            })
+            .collect();
         for (uname, u) in &o.upstreams {
             if !used.contains(uname.as_str()) {
                 warnings.push(ConfigError::at_key(

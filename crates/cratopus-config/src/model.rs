@@ -799,4 +799,8 @@ pub struct RouteConfig {
     /// Zero-trust forwarding: only the listed headers and query parameters reach the upstream.
     #[serde(default)]
     pub forward: Option<ForwardConfig>,
+    /// Shadow traffic: a share of the requests also copied to another upstream, its answers
+    /// only measured.
+    #[serde(default)]
+    pub shadow: Option<crate::shadow::ShadowConfig>,
 }

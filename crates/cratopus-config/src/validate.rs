@@ -546,6 +546,28 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
                     ),
                 ));
             }
+            if let Some(sh) = &r.shadow {
+                if !o.upstreams.contains_key(&sh.upstream.value) {
+                    let known: Vec<&str> = o.upstreams.keys().map(String::as_str).collect();
+                    errors.push(ConfigError::at(
+                        f,
+                        &sh.upstream.referenced,
+                        format!(
+                            "route `{}`: shadow names upstream `{}`, which organization `{name}` does not define{}",
+                            r.path.value,
+                            sh.upstream.value,
+                            hint(&sh.upstream.value, &known)
+                        ),
+                    ));
+                }
+                for p in sh.problems() {
+                    errors.push(ConfigError::at(
+                        f,
+                        &sh.upstream.referenced,
+                        format!("route `{}`: shadow: {p}", r.path.value),
+                    ));
+                }
+            }
             for m in &r.methods {
                 if !is_http_method(&m.value) {
                     errors.push(ConfigError::at(

@@ -181,3 +181,30 @@ pub fn error_body(status: StatusCode, code: &str, message: &str, request_id: &He
     v.push(b'\n');
     Bytes::from(v)
 }
+
+/// A policy's refusal as the gateway answers it.
+impl From<cratopus_policies::chain::Refusal> for GatewayError {
+    fn from(r: cratopus_policies::chain::Refusal) -> GatewayError {
+        use cratopus_policies::chain::Refusal;
+        match r {
+            Refusal::IpDenied => GatewayError::IpDenied,
+            Refusal::Unauthenticated {
+                code,
+                detail,
+                challenge,
+            } => GatewayError::Unauthenticated {
+                code,
+                detail,
+                challenge,
+            },
+            Refusal::Forbidden(why) => GatewayError::Forbidden(why),
+            Refusal::Hidden => GatewayError::NoRoute,
+            Refusal::RateLimited(s) => GatewayError::RateLimited(s),
+            Refusal::QuotaExceeded(s) => GatewayError::QuotaExceeded(s),
+            Refusal::LimitsUnavailable => GatewayError::LimitsUnavailable,
+            Refusal::Overloaded => GatewayError::Overloaded,
+            Refusal::BodyTooLarge(n) => GatewayError::BodyTooLarge(n),
+            Refusal::Invalid(v) => GatewayError::Invalid(v),
+        }
+    }
+}

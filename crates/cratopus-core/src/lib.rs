@@ -6,21 +6,21 @@
 //! request loads it once and runs the fixed pipeline of [`engine`] against it.
 
 pub mod body;
-pub mod conn_pool;
+pub mod chain_builder;
 pub mod engine;
 pub mod error;
 pub mod forward;
 pub mod host;
 pub mod normalize;
 pub mod overrides;
-pub mod resilience;
+pub mod phases;
 pub mod router;
 pub mod snapshot;
 pub mod tls;
 
 pub use engine::{ConnInfo, Engine};
 pub use error::GatewayError;
-pub use snapshot::{Snapshot, compile};
+pub use snapshot::{Compiled, Services, Snapshot, compile, compile_only};
 
 /// The hash of an API key as a consumer's `keys:` stores it (`cratopus hash-key`).
 pub fn hash_api_key(key: &str) -> String {

@@ -5,8 +5,7 @@
 //! clients. Upstreams whose config did not change are taken over from the previous snapshot,
 //! so their health state, in-flight counts and pooled connections survive a reload.
 
-use crate::conn_pool::{ConnPool, PoolSettings};
-use crate::resilience::{self, Retry};
+use crate::chain_builder::{self, RouteParts};
 use crate::router::{AccessRules, HostTable, MethodTable, OrgRouter};
 use crate::tls::{OrgTls, TlsSnapshot};
 use cratopus_config::{
@@ -19,43 +18,23 @@ use cratopus_observe::spans::{SpanSettings, SpanSink};
 use cratopus_observe::traffic_log::TrafficLogSettings;
 use cratopus_policies::auth::{Authenticator, Consumers};
 use cratopus_policies::authz::Authorizer;
+use cratopus_policies::chain::Policy;
 use cratopus_policies::cors::Cors;
 use cratopus_policies::forwarding::Forwarding;
 use cratopus_policies::ip_rules::{Cidr, IpRules};
 use cratopus_policies::validation::Validator;
 use cratopus_policies::{QuotaPolicy, RateLimitPolicy};
 use cratopus_state::{LocalLimiter, RedisLimiter, SharedLimiter};
-use cratopus_upstream::{Bulkhead, UpstreamPool, UpstreamTls};
+pub use cratopus_upstream::Upstream;
+use cratopus_upstream::backend::Shadow;
+use cratopus_upstream::conn_pool::{ConnPool, PoolSettings};
+use cratopus_upstream::resilience::{self, Retry};
+use cratopus_upstream::{Backend, Service, UpstreamCall, UpstreamPool, UpstreamTls};
 use http::{HeaderName, HeaderValue, Method};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-
-/// An upstream as the hot path uses it: its targets and its keep-alive connections.
-pub struct Upstream {
-    pub name: Arc<str>,
-    pub pool: Arc<UpstreamPool>,
-    pub conns: Arc<ConnPool>,
-    pub response_timeout: Duration,
-    pub preserve_host: bool,
-    /// HTTP/2 to the targets: h2c, or h2 over TLS.
-    pub http2: bool,
-    /// The targets are `https://`.
-    pub tls: bool,
-    /// The upstream's retry policy and budget, for routes without their own.
-    pub retry: Option<Arc<Retry>>,
-    /// In-flight limit over every route to this upstream.
-    pub bulkhead: Option<Arc<Bulkhead>>,
-}
-
-impl std::fmt::Debug for Upstream {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
-    }
-}
 
 /// A piece of a rewrite template.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +43,7 @@ pub enum Segment {
     Param(String),
 }
 
+/// A route as the hot path reads it: how it matches, its policy chain, and its backend.
 #[derive(Debug)]
 pub struct Route {
     pub name: Arc<str>,
@@ -71,31 +51,19 @@ pub struct Route {
     pub line: u64,
     pub org: Arc<str>,
     pub pattern: String,
-    pub upstream: Arc<Upstream>,
     pub strip_prefix: Option<String>,
     pub rewrite: Option<Vec<Segment>>,
-    pub timeout: Duration,
     pub max_body: Option<u64>,
     /// Counters and latency histograms, kept across reloads while the route keeps its name.
     pub metrics: Arc<RouteMetrics>,
-    /// Rate limits in the order they run: the organization's, the named policies', the route's.
-    pub rate_limits: Vec<Arc<RateLimitPolicy>>,
-    /// Quotas, in the same order.
-    pub quotas: Vec<Arc<QuotaPolicy>>,
-    /// The route's retry policy, or its upstream's.
-    pub retry: Option<Arc<Retry>>,
-    /// The route's own in-flight limit.
-    pub bulkhead: Option<Arc<Bulkhead>>,
-    /// IP allow and deny lists: the organization's, then the route's.
-    pub ip_rules: Vec<Arc<IpRules>>,
-    /// Authentication (the route's, or its organization's); `None` when the route is open.
-    pub auth: Option<Arc<Authenticator>>,
-    /// Authorization (the route's, or its organization's).
-    pub authorize: Option<Arc<Authorizer>>,
-    /// CORS (the route's, or its organization's).
+    /// The route's policies in the order they run (see `chain_builder`).
+    pub chain: Box<[Policy]>,
+    /// What answers the route's requests.
+    pub backend: Backend,
+    /// CORS (the route's, or its organization's), for the preflights the routing phase answers.
     pub cors: Option<Arc<Cors>>,
-    pub validator: Option<Arc<Validator>>,
-    pub forwarding: Option<Arc<Forwarding>>,
+    /// The chain reads the path parameters: the routing phase hands them on.
+    pub keeps_params: bool,
     /// Routes of the organization with the same number have the same
     /// [`AccessRules`](crate::router::AccessRules): the router lets one answer for another.
     pub access: usize,
@@ -157,13 +125,13 @@ impl Snapshot {
 }
 
 /// An authenticator, or `None` for `auth: {}` (no authentication).
-async fn compile_auth(
+fn compile_auth(
     a: &AuthConfig,
     consumers: &Arc<Consumers>,
     base: &Path,
     errors: &mut Vec<String>,
 ) -> Option<Arc<Authenticator>> {
-    match Authenticator::compile(a, consumers.clone(), base).await {
+    match Authenticator::compile(a, consumers.clone(), base) {
         Ok(x) if x.is_active() => Some(Arc::new(x)),
         Ok(_) => None,
         Err(e) => {
@@ -177,8 +145,7 @@ async fn compile_auth(
 type NamedPolicy = (Option<Arc<RateLimitPolicy>>, Option<Arc<QuotaPolicy>>);
 
 /// A new state store: Redis with the local limiter as fallback, or the local limiter alone.
-/// Nothing connects here (Redis is reached in the background, so a node starts without it);
-/// a task purges replenished local counters every 10 s while the store is in use.
+/// Nothing connects here (Redis is reached in the background, so a node starts without it).
 fn state_store(cfg: &StateConfig) -> Result<Arc<SharedLimiter>, String> {
     let limiter = match &cfg.redis {
         None => SharedLimiter::local_only(LocalLimiter::new()),
@@ -198,8 +165,12 @@ fn state_store(cfg: &StateConfig) -> Result<Arc<SharedLimiter>, String> {
             SharedLimiter::new(redis, LocalLimiter::new(), mode)
         }
     };
-    let limiter = Arc::new(limiter);
-    let weak = Arc::downgrade(&limiter);
+    Ok(Arc::new(limiter))
+}
+
+/// Purges replenished local counters every 10 s while the store is in use.
+fn purge_every_10s(limiter: &Arc<SharedLimiter>) {
+    let weak = Arc::downgrade(limiter);
     tokio::spawn(async move {
         let mut every = tokio::time::interval(Duration::from_secs(10));
         every.tick().await;
@@ -211,7 +182,6 @@ fn state_store(cfg: &StateConfig) -> Result<Arc<SharedLimiter>, String> {
             }
         }
     });
-    Ok(limiter)
 }
 
 /// The OTLP/HTTP traces URL of `endpoint`: a bare collector address gets the standard
@@ -282,10 +252,106 @@ fn upstream_is_https(cfg: &UpstreamConfig) -> bool {
     })
 }
 
-/// Compiles `cfg`. `prev` is the snapshot being replaced, whose unchanged upstreams and traffic
-/// log are reused. On success, background work of new upstreams is started.
+/// What starting a compiled config does, kept apart from compiling it.
+enum StartStep {
+    /// Open the traffic log and start its writer.
+    TrafficLog(TrafficLogSettings),
+    /// Start the span exporter.
+    Spans(SpanSettings),
+    /// Purge a new state store's counters periodically.
+    Purge(Arc<SharedLimiter>),
+    /// Resolve a new upstream's targets, then start its DNS, health and breaker tasks.
+    Pool(Arc<UpstreamPool>),
+    /// Fetch a JWKS and keep it fresh.
+    Jwks(Arc<cratopus_policies::jwks::Jwks>),
+}
+
+/// A config compiled into a snapshot that has not started yet: compiling opened no file for
+/// writing, no socket and spawned no task ([`compile`]); [`Compiled::start`] does those. `cratopus
+/// check` stops after the compile; a reload starts the result before swapping it in.
+pub struct Compiled {
+    snapshot: Snapshot,
+    steps: Vec<StartStep>,
+}
+
+impl Compiled {
+    /// Starts what the snapshot needs to serve: opens the traffic log, resolves new upstreams,
+    /// starts their background tasks, fetches JWKS. Fails (and nothing is swapped in) when the
+    /// traffic log or the span exporter cannot start.
+    pub async fn start(self) -> Result<Snapshot, ConfigErrors> {
+        let Compiled { mut snapshot, steps } = self;
+        let file = snapshot.config.file.clone();
+        let mut errors = Vec::new();
+        for step in steps {
+            match step {
+                StartStep::TrafficLog(s) => match TrafficLog::start(s.clone()) {
+                    Ok(l) => snapshot.traffic_log = l,
+                    Err(e) => errors.push(ConfigError::new(
+                        &file,
+                        format!("cannot open traffic log `{}`: {e}", s.path.display()),
+                    )),
+                },
+                StartStep::Spans(s) => match SpanSink::start(s) {
+                    Ok(sink) => snapshot.spans = Some(sink),
+                    Err(e) => errors.push(ConfigError::new(&file, format!("tracing.otlp: {e}"))),
+                },
+                StartStep::Purge(l) => purge_every_10s(&l),
+                StartStep::Pool(p) => {
+                    p.refresh().await;
+                    p.start();
+                }
+                StartStep::Jwks(j) => j.start().await,
+            }
+        }
+        if errors.is_empty() {
+            Ok(snapshot)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// The compiled snapshot, not started (for `check` and tests of the compile).
+    pub fn snapshot(&self) -> &Snapshot {
+        &self.snapshot
+    }
+}
+
+/// In-process services that answer in place of upstreams, by (organization, upstream name):
+/// the engine's own tests drive it with them, and an embedding program can plug its handlers in.
+#[derive(Default, Clone)]
+pub struct Services {
+    by_upstream: HashMap<(String, String), Arc<dyn Service>>,
+}
+
+impl Services {
+    /// `service` answers for upstream `upstream` of organization `org`.
+    pub fn with(mut self, org: &str, upstream: &str, service: Arc<dyn Service>) -> Services {
+        self.by_upstream
+            .insert((org.to_string(), upstream.to_string()), service);
+        self
+    }
+
+    fn get(&self, org: &str, upstream: &str) -> Option<&Arc<dyn Service>> {
+        self.by_upstream.get(&(org.to_string(), upstream.to_string()))
+    }
+}
+
+/// Compiles and starts `cfg`: what a reload does. `prev` is the snapshot being replaced, whose
+/// unchanged upstreams, traffic log and counters are taken over.
 pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -> Result<Snapshot, ConfigErrors> {
+    compile_only(cfg, prev, version, &Services::default())?.start().await
+}
+
+/// Compiles `cfg` without side effects (see [`Compiled`]); `services` answer for the upstreams
+/// they name.
+pub fn compile_only(
+    cfg: LoadedConfig,
+    prev: Option<&Snapshot>,
+    version: u64,
+    services: &Services,
+) -> Result<Compiled, ConfigErrors> {
     let mut errors: Vec<ConfigError> = Vec::new();
+    let mut steps = Vec::new();
     let gw = &cfg.gateway;
     let file = cfg.file.clone();
 
@@ -297,18 +363,12 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         queue: t.queue,
     });
     let traffic_log = match (&settings, prev) {
-        (None, _) => TrafficLog::disabled(),
         (Some(s), Some(p)) if p.traffic_log.settings() == Some(s) => p.traffic_log.clone(),
-        (Some(s), _) => match TrafficLog::start(s.clone()) {
-            Ok(l) => l,
-            Err(e) => {
-                errors.push(ConfigError::new(
-                    &file,
-                    format!("cannot open traffic log `{}`: {e}", s.path.display()),
-                ));
-                TrafficLog::disabled()
-            }
-        },
+        (Some(s), _) => {
+            steps.push(StartStep::TrafficLog(s.clone()));
+            TrafficLog::disabled()
+        }
+        (None, _) => TrafficLog::disabled(),
     };
 
     // Span export: keep the running exporter when its settings did not change.
@@ -320,22 +380,22 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         queue: o.queue,
     });
     let spans = match (&span_settings, prev.and_then(|p| p.spans.as_ref())) {
-        (None, _) => None,
         (Some(s), Some(p)) if p.settings() == s => Some(p.clone()),
-        (Some(s), _) => match SpanSink::start(s.clone()) {
-            Ok(sink) => Some(sink),
-            Err(e) => {
-                errors.push(ConfigError::new(&file, format!("tracing.otlp: {e}")));
-                None
-            }
-        },
+        (Some(s), _) => {
+            steps.push(StartStep::Spans(s.clone()));
+            None
+        }
+        (None, _) => None,
     };
 
     // Rate-limit and quota state.
     let limiter = match prev.filter(|p| p.state_config == gw.state) {
         Some(p) => p.limiter.clone(),
         None => match state_store(&gw.state) {
-            Ok(l) => l,
+            Ok(l) => {
+                steps.push(StartStep::Purge(l.clone()));
+                l
+            }
             Err(e) => {
                 errors.push(ConfigError::new(&file, format!("state.redis: {e}")));
                 Arc::new(SharedLimiter::local_only(LocalLimiter::new()))
@@ -366,7 +426,6 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
     let mut hosts = HostTable::new(default_org);
     let mut orgs = Vec::new();
     let mut upstreams: HashMap<(Arc<str>, String), Arc<Upstream>> = HashMap::new();
-    let mut new_pools = Vec::new();
     let mut all_routes: Vec<Arc<Route>> = Vec::new();
     let mut route_metrics: HashMap<(Arc<str>, Arc<str>), Arc<RouteMetrics>> = HashMap::new();
     let prev_metrics: HashMap<(Arc<str>, Arc<str>), Arc<RouteMetrics>> = prev
@@ -417,9 +476,9 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                 .cloned();
             let upstream = match reused {
                 Some(u) => u,
-                None => match UpstreamPool::new(uname, ucfg.clone(), tls.clone()).await {
+                None => match UpstreamPool::new(uname, ucfg.clone(), tls.clone()) {
                     Ok(pool) => {
-                        new_pools.push(pool.clone());
+                        steps.push(StartStep::Pool(pool.clone()));
                         Arc::new(Upstream {
                             name: uname.as_str().into(),
                             conns: ConnPool::new(pool_settings(ucfg, tls)),
@@ -479,9 +538,10 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         };
         let mut auth_errors = Vec::new();
         let org_auth = match &o.auth {
-            Some(a) => compile_auth(a, &consumers, base, &mut auth_errors).await,
+            Some(a) => compile_auth(a, &consumers, base, &mut auth_errors),
             None => None,
         };
+        let mut jwks_started: Vec<Arc<cratopus_policies::jwks::Jwks>> = Vec::new();
         let org_authorize = o.authorize.as_ref().map(|a| Arc::new(Authorizer::compile(a)));
         let org_ip = o.ip.as_ref().and_then(|r| match IpRules::compile(r) {
             Ok(r) => Some(Arc::new(r)),
@@ -499,7 +559,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         let mut implicit: Vec<(String, Arc<Route>, Vec<Method>)> = Vec::new();
         // The distinct access rules of the organization's routes: a route's class is its index.
         let mut access_classes: Vec<AccessRules> = Vec::new();
-        let first_route = all_routes.len();
+        let mut route_auths: Vec<Arc<Authenticator>> = Vec::new();
         for r in &o.routes {
             let Some(upstream) = upstreams.get(&(org_name.clone(), r.upstream.value.clone())) else {
                 continue; // reported by validation
@@ -563,9 +623,16 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                     .map(|c| Arc::new(QuotaPolicy::compile(own, c, cluster))),
             );
             let auth = match &r.auth {
-                Some(a) => compile_auth(a, &consumers, base, &mut auth_errors).await,
+                Some(a) => compile_auth(a, &consumers, base, &mut auth_errors),
                 None => org_auth.clone(),
             };
+            if let Some(j) = auth.as_ref().and_then(|a| a.jwks())
+                && !jwks_started.iter().any(|s| Arc::ptr_eq(s, j))
+            {
+                jwks_started.push(j.clone());
+                steps.push(StartStep::Jwks(j.clone()));
+            }
+            route_auths.extend(auth.clone());
             let validator = r.validate.as_ref().and_then(|v| match Validator::compile(v, base) {
                 Ok(v) => Some(Arc::new(v)),
                 Err(e) => {
@@ -588,42 +655,78 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
                     access_classes.len() - 1
                 }
             };
-            let route = Arc::new(Route {
-                name: route_name.clone(),
-                line: r.path.referenced.line(),
-                org: org_name.clone(),
-                pattern: pattern.clone(),
-                upstream: upstream.clone(),
-                strip_prefix: r
-                    .strip_prefix
-                    .as_ref()
-                    .map(|s| s.value.trim_end_matches('/').to_string()),
-                rewrite,
-                timeout: r.timeout.map_or(upstream.response_timeout, |d| d.0),
-                max_body: r.max_body_bytes.or(gw.limits.max_body_bytes).map(|b| b.0),
-                // Routes that share a name (as unnamed routes on one path do) share one series.
-                metrics: route_metrics
-                    .entry((org_name.clone(), route_name.clone()))
-                    .or_insert_with_key(|k| prev_metrics.get(k).cloned().unwrap_or_default())
-                    .clone(),
-                rate_limits,
-                quotas,
-                retry: r.retry.as_ref().map(Retry::compile).or_else(|| upstream.retry.clone()),
-                bulkhead: r.bulkhead.as_ref().map(resilience::bulkhead),
+            let cors = r
+                .cors
+                .as_ref()
+                .map(|c| Arc::new(Cors::compile(c)))
+                .or_else(|| org_cors.clone());
+            let max_body = r.max_body_bytes.or(gw.limits.max_body_bytes).map(|b| b.0);
+            let chain = chain_builder::chain(RouteParts {
                 ip_rules,
+                cors: cors.clone(),
                 auth,
                 authorize: r
                     .authorize
                     .as_ref()
                     .map(|a| Arc::new(Authorizer::compile(a)))
                     .or_else(|| org_authorize.clone()),
-                cors: r
-                    .cors
-                    .as_ref()
-                    .map(|c| Arc::new(Cors::compile(c)))
-                    .or_else(|| org_cors.clone()),
+                rate_limits,
+                quotas,
+                store: limiter.clone(),
+                max_body,
                 validator,
+                bulkhead: r.bulkhead.as_ref().map(resilience::bulkhead),
                 forwarding: r.forward.as_ref().map(|f| Arc::new(Forwarding::compile(f))),
+            });
+            let backend = match services.get(&org_name, &r.upstream.value) {
+                Some(s) => Backend::Service(s.clone()),
+                None => Backend::Upstream(Arc::new(UpstreamCall {
+                    upstream: upstream.clone(),
+                    timeout: r.timeout.map_or(upstream.response_timeout, |d| d.0),
+                    retry: r.retry.as_ref().map(Retry::compile).or_else(|| upstream.retry.clone()),
+                })),
+            };
+            let backend = match &r.shadow {
+                None => backend,
+                Some(sh) => match upstreams.get(&(org_name.clone(), sh.upstream.value.clone())) {
+                    Some(copy) => Backend::Shadow(Arc::new(Shadow::new(
+                        backend,
+                        match services.get(&org_name, &sh.upstream.value) {
+                            Some(s) => Backend::Service(s.clone()),
+                            None => Backend::Upstream(Arc::new(UpstreamCall {
+                                upstream: copy.clone(),
+                                timeout: sh.timeout.0,
+                                retry: None,
+                            })),
+                        },
+                        sh.percent / 100.0,
+                        sh.max_body.0,
+                        sh.max_in_flight as usize,
+                        sh.timeout.0,
+                    ))),
+                    None => backend, // reported by validation
+                },
+            };
+            let route = Arc::new(Route {
+                name: route_name.clone(),
+                line: r.path.referenced.line(),
+                org: org_name.clone(),
+                pattern: pattern.clone(),
+                strip_prefix: r
+                    .strip_prefix
+                    .as_ref()
+                    .map(|s| s.value.trim_end_matches('/').to_string()),
+                rewrite,
+                max_body,
+                // Routes that share a name (as unnamed routes on one path do) share one series.
+                metrics: route_metrics
+                    .entry((org_name.clone(), route_name.clone()))
+                    .or_insert_with_key(|k| prev_metrics.get(k).cloned().unwrap_or_default())
+                    .clone(),
+                keeps_params: chain.iter().any(Policy::reads_params),
+                chain: chain.into(),
+                backend,
+                cors,
                 access,
             });
             all_routes.push(route.clone());
@@ -661,9 +764,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         errors.extend(auth_errors.into_iter().map(|e| ConfigError::new(f, e)));
         let tls = org_tls.get_mut(oi).map(std::mem::take).unwrap_or_default();
         let mut identity_headers = vec![crate::forward::X_CONSUMER_ID.clone()];
-        let auths = org_auth
-            .iter()
-            .chain(all_routes[first_route..].iter().filter_map(|r| r.auth.as_ref()));
+        let auths = org_auth.iter().chain(route_auths.iter());
         identity_headers.extend(auths.flat_map(|a| a.identity_headers()).cloned());
         identity_headers.extend(tls.client_auth.as_ref().map(|c| c.header.clone()));
         identity_headers.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
@@ -680,10 +781,7 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
-    for p in new_pools {
-        p.start();
-    }
-    Ok(Snapshot {
+    let snapshot = Snapshot {
         version,
         loaded_at: SystemTime::now(),
         health_path: gw.health_path.clone(),
@@ -701,7 +799,8 @@ pub async fn compile(cfg: LoadedConfig, prev: Option<&Snapshot>, version: u64) -
         upstreams,
         tls,
         config: Arc::new(cfg),
-    })
+    };
+    Ok(Compiled { snapshot, steps })
 }
 
 fn resolve(base_file: &Path, p: &str) -> std::path::PathBuf {

@@ -39,7 +39,7 @@ pub struct ClientCert {
     /// The forwarded header value: `Subject="…";DNS=…;URI=…;Email=…`.
     pub header: Option<HeaderValue>,
     /// Fingerprint, common name and alternative names, for `auth.mtls` to find the consumer.
-    pub id: cratopus_policies::auth::CertId,
+    pub id: Arc<cratopus_policies::auth::CertId>,
 }
 
 impl ClientCert {
@@ -78,7 +78,7 @@ impl ClientCert {
             }
         }
         let common_name = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok());
-        let id = cratopus_policies::auth::CertId::new(der, common_name, &sans);
+        let id = Arc::new(cratopus_policies::auth::CertId::new(der, common_name, &sans));
         Some(ClientCert {
             subject,
             sans,

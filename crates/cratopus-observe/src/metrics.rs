@@ -284,7 +284,7 @@ fn escape_into(out: &mut String, v: &str) {
 }
 
 /// `name="value",…` with the values escaped, without braces.
-fn label_list(pairs: &[(&str, &str)]) -> String {
+pub fn label_list(pairs: &[(&str, &str)]) -> String {
     let mut s = String::new();
     for (i, (k, v)) in pairs.iter().enumerate() {
         if i > 0 {

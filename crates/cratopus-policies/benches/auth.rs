@@ -68,13 +68,7 @@ fn bench(c: &mut Criterion) {
     ];
     let mut g = c.benchmark_group("authenticate");
     for (name, cfg, alg, key) in cases {
-        let a = rt
-            .block_on(Authenticator::compile(
-                &cfg,
-                Arc::new(Consumers::default()),
-                Path::new("."),
-            ))
-            .unwrap();
+        let a = Authenticator::compile(&cfg, Arc::new(Consumers::default()), Path::new(".")).unwrap();
         let token = jsonwebtoken::encode(&Header::new(alg), &claims, &key).unwrap();
         let value = format!("Bearer {token}");
         g.bench_function(format!("jwt_{name}"), |b| {

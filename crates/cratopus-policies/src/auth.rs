@@ -277,10 +277,10 @@ struct KeyIn {
 
 impl Authenticator {
     /// `base` is the directory of the organization file, for `public_key_file`.
-    pub async fn compile(cfg: &AuthConfig, consumers: Arc<Consumers>, base: &Path) -> Result<Authenticator, String> {
+    pub fn compile(cfg: &AuthConfig, consumers: Arc<Consumers>, base: &Path) -> Result<Authenticator, String> {
         let api_key = cfg.api_key.as_ref().map(key_in).transpose()?;
         let jwt = match &cfg.jwt {
-            Some(j) => Some(Arc::new(JwtVerifier::compile(j, base).await?)),
+            Some(j) => Some(Arc::new(JwtVerifier::compile(j, base)?)),
             None => None,
         };
         let challenge = if jwt.is_some() {
@@ -309,6 +309,14 @@ impl Authenticator {
     /// a client must never be able to send itself.
     pub fn identity_headers(&self) -> impl Iterator<Item = &HeaderName> {
         self.jwt.iter().flat_map(|j| j.forward.iter().map(|(_, h)| h))
+    }
+
+    /// The JWKS this authenticator fetches, for the start step of a compiled config.
+    pub fn jwks(&self) -> Option<&Arc<crate::jwks::Jwks>> {
+        match &self.jwt.as_ref()?.keys {
+            crate::jwks::KeySource::Jwks(j) => Some(j),
+            crate::jwks::KeySource::Static { .. } => None,
+        }
     }
 
     /// Whether the route authenticates at all (`auth: {}` does not).
@@ -488,8 +496,8 @@ const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 const VERIFIED_MAX: u64 = 10_000;
 
 impl JwtVerifier {
-    pub async fn compile(c: &JwtAuthConfig, base: &Path) -> Result<JwtVerifier, String> {
-        let (keys, issuer) = KeySource::compile(c, base).await?;
+    pub fn compile(c: &JwtAuthConfig, base: &Path) -> Result<JwtVerifier, String> {
+        let (keys, issuer) = KeySource::compile(c, base)?;
         let allowed: Vec<Algorithm> = if c.algorithms.is_empty() {
             keys.default_algorithms()
         } else {
@@ -614,7 +622,7 @@ mod tests {
             leeway: cratopus_config::Dur::secs(0),
             ..Default::default()
         };
-        let v = JwtVerifier::compile(&cfg, Path::new(".")).await.unwrap();
+        let v = JwtVerifier::compile(&cfg, Path::new(".")).unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

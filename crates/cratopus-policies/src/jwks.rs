@@ -37,7 +37,7 @@ impl std::fmt::Debug for KeySource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             KeySource::Static { kind, .. } => write!(f, "Static({kind:?})"),
-            KeySource::Jwks(j) => write!(f, "Jwks({})", j.url),
+            KeySource::Jwks(j) => write!(f, "Jwks({:?})", j.source),
         }
     }
 }
@@ -55,7 +55,7 @@ pub enum KeyKind {
 
 impl KeySource {
     /// The key source and, with OIDC discovery, the issuer's own `issuer`.
-    pub async fn compile(c: &JwtAuthConfig, base: &Path) -> Result<(KeySource, Option<String>), String> {
+    pub fn compile(c: &JwtAuthConfig, base: &Path) -> Result<(KeySource, Option<String>), String> {
         let sources = [
             c.secret.is_some(),
             c.public_key.is_some(),
@@ -93,26 +93,21 @@ impl KeySource {
             let (key, kind) = pem_key(&pem)?;
             return Ok((KeySource::Static { key, kind }, None));
         }
-        let client = http_client()?;
-        let (url, issuer) = match (&c.jwks_url, &c.oidc_issuer) {
-            (Some(u), _) => (u.clone(), None),
-            (None, Some(iss)) => {
-                let url = discover(&client, iss).await?;
-                (url, Some(iss.clone()))
-            }
+        // Nothing is fetched here: compiling a config opens no socket (see `Jwks::start`).
+        let (source, issuer) = match (&c.jwks_url, &c.oidc_issuer) {
+            (Some(u), _) => (JwksSource::Url(u.clone()), None),
+            (None, Some(iss)) => (JwksSource::Issuer(iss.clone()), Some(iss.clone())),
             _ => return Err("auth.jwt has no key".into()),
         };
         let jwks = Arc::new(Jwks {
-            url,
-            client,
+            source,
+            url: std::sync::OnceLock::new(),
+            client: std::sync::OnceLock::new(),
             keys: ArcSwap::from_pointee(HashMap::new()),
             fetching: tokio::sync::Mutex::new(None),
             min_refresh: c.jwks_min_refresh.0,
+            refresh: c.jwks_refresh.0,
         });
-        if let Err(e) = jwks.fetch().await {
-            tracing::warn!(url = %jwks.url, error = %e, "JWKS not fetched at load; will retry when a token needs it");
-        }
-        jwks.clone().refresh_every(c.jwks_refresh.0);
         Ok((KeySource::Jwks(jwks), issuer))
     }
 
@@ -195,10 +190,23 @@ async fn discover(client: &HttpsClient, issuer: &str) -> Result<String, String> 
         .ok_or_else(|| format!("OIDC discovery at `{url}`: no `jwks_uri`"))
 }
 
+/// Where a JWKS comes from.
+#[derive(Debug)]
+enum JwksSource {
+    Url(String),
+    /// An OIDC issuer: the JWKS URL is read from its discovery document at the first fetch.
+    Issuer(String),
+}
+
 /// A cached JWKS.
 pub struct Jwks {
-    url: String,
-    client: HttpsClient,
+    source: JwksSource,
+    /// The JWKS URL, once known.
+    url: std::sync::OnceLock<String>,
+    /// Made at the first fetch (it reads the system's trust roots).
+    client: std::sync::OnceLock<HttpsClient>,
+    /// How often it is fetched again.
+    refresh: Duration,
     /// `kid` (empty for a key without one) → key and the algorithm family it serves.
     keys: ArcSwap<HashMap<String, DecodingKey>>,
     /// When the last fetch began; a fetch holds the lock, so concurrent misses share it.
@@ -221,7 +229,7 @@ impl Jwks {
             if last.is_none_or(|t| t.elapsed() >= self.min_refresh) {
                 *last = Some(Instant::now());
                 if let Err(e) = self.fetch().await {
-                    tracing::warn!(url = %self.url, error = %e, "JWKS fetch failed; known keys stay in use");
+                    tracing::warn!(source = ?self.source, error = %e, "JWKS fetch failed; known keys stay in use");
                 }
             }
         }
@@ -242,8 +250,32 @@ impl Jwks {
         }
     }
 
+    /// Fetches the keys once now, then every `refresh` while the verifier is in use: the
+    /// start step of a compiled config (compiling itself opens no socket).
+    pub async fn start(self: &Arc<Self>) {
+        if let Err(e) = self.fetch().await {
+            tracing::warn!(source = ?self.source, error = %e, "JWKS not fetched at load; will retry when a token needs it");
+        }
+        self.clone().refresh_every(self.refresh);
+    }
+
     async fn fetch(&self) -> Result<(), String> {
-        let doc = get_json(&self.client, &self.url).await?;
+        let client = match self.client.get() {
+            Some(c) => c,
+            None => {
+                let c = http_client()?;
+                self.client.get_or_init(|| c)
+            }
+        };
+        let url = match (self.url.get(), &self.source) {
+            (Some(u), _) => u,
+            (None, JwksSource::Url(u)) => self.url.get_or_init(|| u.clone()),
+            (None, JwksSource::Issuer(iss)) => {
+                let u = discover(client, iss).await?;
+                self.url.get_or_init(|| u)
+            }
+        };
+        let doc = get_json(client, url).await?;
         let set: JwkSet = serde_json::from_value(doc).map_err(|e| format!("not a JWKS: {e}"))?;
         let mut keys = HashMap::new();
         for jwk in &set.keys {
@@ -254,10 +286,10 @@ impl Jwks {
                 Ok(k) => {
                     keys.insert(jwk.common.key_id.clone().unwrap_or_default(), k);
                 }
-                Err(e) => tracing::debug!(url = %self.url, error = %e, "JWKS key skipped"),
+                Err(e) => tracing::debug!(url = %url, error = %e, "JWKS key skipped"),
             }
         }
-        tracing::debug!(url = %self.url, keys = keys.len(), "JWKS fetched");
+        tracing::debug!(url = %url, keys = keys.len(), "JWKS fetched");
         self.keys.store(Arc::new(keys));
         Ok(())
     }
@@ -273,7 +305,7 @@ impl Jwks {
                 t.tick().await;
                 let Some(j) = weak.upgrade() else { return };
                 if let Err(e) = j.fetch().await {
-                    tracing::warn!(url = %j.url, error = %e, "JWKS refresh failed; known keys stay in use");
+                    tracing::warn!(source = ?j.source, error = %e, "JWKS refresh failed; known keys stay in use");
                 }
             }
         });

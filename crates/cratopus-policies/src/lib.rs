@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod chain;
 pub mod cors;
 pub mod forwarding;
 pub mod ip_rules;

@@ -295,6 +295,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
         );
     }
     render_tls(&mut out, &snap);
+    render_shadows(&mut out, &snap);
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -631,6 +632,72 @@ fn openapi_base() -> Value {
                 "responses": {"200": {"description": "OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}, "401": unauthorized}}},
         }
     })
+}
+
+/// The shadow traffic of every route that has one: copies sent, dropped (no free place) and
+/// skipped (body too large), and both sides' answers to the copied requests by status class,
+/// with their summed latency, so that the shadow can be compared with the real backend.
+fn render_shadows(out: &mut String, snap: &cratopus_core::Snapshot) {
+    use cratopus_upstream::Backend;
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let shadows: Vec<_> = snap
+        .routes
+        .iter()
+        .filter_map(|r| match &r.backend {
+            Backend::Shadow(s) => Some((r, s)),
+            _ => None,
+        })
+        .collect();
+    if shadows.is_empty() {
+        return;
+    }
+    let label = |r: &cratopus_core::snapshot::Route| {
+        cratopus_observe::metrics::label_list(&[("org", &r.org), ("route", &r.name)])
+    };
+    let _ = writeln!(
+        out,
+        "# HELP cratopus_shadow_copies_total Requests copied to a shadow upstream, by outcome."
+    );
+    let _ = writeln!(out, "# TYPE cratopus_shadow_copies_total counter");
+    for (r, s) in &shadows {
+        let l = label(r);
+        for (outcome, n) in [
+            ("sent", s.stats.sent.load(Relaxed)),
+            ("dropped", s.stats.dropped.load(Relaxed)),
+            ("skipped_body", s.stats.skipped_body.load(Relaxed)),
+        ] {
+            let _ = writeln!(out, "cratopus_shadow_copies_total{{{l},outcome=\"{outcome}\"}} {n}");
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP cratopus_shadow_responses_total Answers to the copied requests, of the real backend (side=primary) and of the shadow, by status class (error: no answer)."
+    );
+    let _ = writeln!(out, "# TYPE cratopus_shadow_responses_total counter");
+    for (r, s) in &shadows {
+        let l = label(r);
+        for (side, stats) in [("primary", &s.stats.primary), ("shadow", &s.stats.shadow)] {
+            for (class, n) in stats.classes() {
+                let _ = writeln!(
+                    out,
+                    "cratopus_shadow_responses_total{{{l},side=\"{side}\",class=\"{class}\"}} {n}"
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP cratopus_shadow_latency_seconds_sum Summed time to the answer's head of the copied requests, per side."
+    );
+    let _ = writeln!(out, "# TYPE cratopus_shadow_latency_seconds_sum counter");
+    for (r, s) in &shadows {
+        let l = label(r);
+        for (side, stats) in [("primary", &s.stats.primary), ("shadow", &s.stats.shadow)] {
+            let secs = stats.latency_sum_us.load(Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "cratopus_shadow_latency_seconds_sum{{{l},side=\"{side}\"}} {secs}");
+        }
+    }
 }
 
 #[cfg(test)]

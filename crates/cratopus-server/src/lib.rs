@@ -4,7 +4,6 @@
 pub mod acme;
 pub mod admin;
 pub mod conn_io;
-pub mod edge;
 pub mod h2_frames;
 pub mod listener;
 pub mod refusal;

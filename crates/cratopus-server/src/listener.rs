@@ -201,9 +201,12 @@ pub struct ServedBody {
 
 impl Body for ServedBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = cratopus_core::body::BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, cratopus_core::body::BoxError>>> {
         Pin::new(&mut self.body).poll_frame(cx)
     }
 
@@ -216,8 +219,8 @@ impl Body for ServedBody {
     }
 }
 
-/// The request handler of one connection: the edge answers (ACME challenges, redirects), then
-/// the engine.
+/// The request handler of one connection: the engine (whose edge phase answers ACME challenges
+/// and redirects to HTTPS).
 fn service(
     engine: Arc<Engine>,
     info: ConnInfo,
@@ -229,19 +232,15 @@ fn service(
     Error = Infallible,
     Future = impl Future<Output = Result<http::Response<ServedBody>, Infallible>> + Send,
 > + Clone {
+    let mut info = info;
+    info.redirect_https = redirect;
     let info = Arc::new(info);
     service_fn(move |req| {
         let engine = engine.clone();
         let info = info.clone();
         let stream = state.stream_opened();
         async move {
-            let res = if info.tls.is_none()
-                && let Some(res) = crate::edge::answer(&engine, &req, info.peer.ip(), redirect)
-            {
-                res
-            } else {
-                engine.handle(req, &info).await
-            };
+            let res = engine.handle(req, &info).await;
             Ok::<_, Infallible>(res.map(|body| ServedBody { body, _stream: stream }))
         }
     })

@@ -23,3 +23,11 @@ pub use pool::{TargetSet, UpstreamPool};
 pub use retry::{RetryBudget, RetryPolicy};
 pub use target::{InflightGuard, Target, TargetKind};
 pub use tls::UpstreamTls;
+pub mod backend;
+pub mod body;
+pub mod conn_pool;
+pub mod headers;
+pub mod resilience;
+
+pub use backend::{Backend, BackendError, Call, Service, Upstream, UpstreamCall};
+pub use body::{BackendBody, BodyFault, BodyStats, ClientBody, RequestBody};

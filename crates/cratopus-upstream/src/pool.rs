@@ -53,11 +53,9 @@ pub struct UpstreamPool {
 impl UpstreamPool {
     /// Builds the pool, resolving host names once. A name that does not resolve yet leaves its
     /// targets out (and is retried every `dns_refresh`); it does not fail the config.
-    pub async fn new(
-        name: &str,
-        config: UpstreamConfig,
-        tls: Option<Arc<UpstreamTls>>,
-    ) -> Result<Arc<UpstreamPool>, String> {
+    /// A pool with no targets yet: [`UpstreamPool::start`] resolves them (compiling a config
+    /// does no I/O).
+    pub fn new(name: &str, config: UpstreamConfig, tls: Option<Arc<UpstreamTls>>) -> Result<Arc<UpstreamPool>, String> {
         let mut endpoints = Vec::new();
         for t in &config.targets {
             endpoints.push(parse_endpoint(&t.url, t.weight)?);
@@ -75,7 +73,6 @@ impl UpstreamPool {
             config,
             tls,
         });
-        pool.refresh().await;
         Ok(pool)
     }
 
@@ -175,7 +172,7 @@ impl UpstreamPool {
 
     /// Resolves every endpoint and swaps in the new set, keeping the `Target` (and so its health
     /// and load) of every address that is still there.
-    async fn refresh(&self) {
+    pub async fn refresh(&self) {
         let old = self.set.load_full();
         let mut targets: Vec<Arc<Target>> = Vec::new();
         for e in &self.endpoints {
@@ -360,7 +357,12 @@ mod tests {
                 weight: 1,
             },
         ]);
-        let pool = UpstreamPool::new("u", c, None).await.unwrap();
+        let pool = UpstreamPool::new("u", c, None).unwrap();
+        assert!(
+            pool.targets().targets.is_empty(),
+            "a new pool resolves nothing until it starts"
+        );
+        pool.refresh().await;
         let set = pool.targets();
         let labels: Vec<&str> = set.targets.iter().map(|t| &*t.label).collect();
         assert!(labels.contains(&"127.0.0.1:8080"), "{labels:?}");

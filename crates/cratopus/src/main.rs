@@ -181,7 +181,7 @@ fn check(path: &Path, strict: bool) -> ExitCode {
     let errors = |e: cratopus_config::ConfigErrors| -> Vec<(Severity, cratopus_config::ConfigError)> {
         e.0.into_iter().map(|e| (Severity::Error, e)).collect()
     };
-    let mut cfg = match cratopus_config::load_file(path) {
+    let cfg = match cratopus_config::load_file(path) {
         Ok(c) => c,
         Err(e) => {
             let problems = errors(e);
@@ -195,14 +195,12 @@ fn check(path: &Path, strict: bool) -> ExitCode {
         .chain(routes_cmd::fallback_warnings(&cfg))
         .map(|w| (Severity::Warning, w))
         .collect();
-    // Compile as `run` would (routes, templates, pools), without opening the traffic log or
-    // starting the span exporter. Its errors are placed in the files as the loader's are.
+    // The same compile as `run` and a reload (routes, templates, pools, policies), which has
+    // no side effects: nothing is opened, resolved or started. Its errors are placed in the
+    // files as the loader's are.
     let sources = cfg.sources.clone();
-    cfg.gateway.traffic_log = None;
-    cfg.gateway.tracing.otlp = None;
-    let compiled = runtime(Some(1))
-        .map_err(|e| e.to_string())
-        .map(|rt| rt.block_on(cratopus_core::compile(cfg, None, 1)).map(|_| ()));
+    let compiled: Result<Result<(), cratopus_config::ConfigErrors>, String> =
+        Ok(cratopus_core::compile_only(cfg, None, 1, &Default::default()).map(|_| ()));
     let mut problems = match compiled {
         Ok(Ok(())) => Vec::new(),
         Ok(Err(mut e)) => {

@@ -9,8 +9,8 @@
 //! the resolved address (no URI parsing or hashing of authorities per request), and errors are
 //! ours to classify (refused → 502, connect timeout → 504).
 
+use crate::backend::BackendError;
 use crate::body::RequestBody;
-use crate::error::GatewayError;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -29,7 +29,7 @@ pub struct PoolSettings {
     /// HTTP/2: one multiplexed connection per target (h2c, or h2 over TLS).
     pub http2: bool,
     /// TLS to `https://` targets.
-    pub tls: Option<Arc<cratopus_upstream::UpstreamTls>>,
+    pub tls: Option<Arc<crate::UpstreamTls>>,
 }
 
 struct Idle {
@@ -61,7 +61,7 @@ impl PoolReturn {
 /// Why a send failed, and whether the request may have reached the target.
 #[derive(Debug)]
 pub enum SendError {
-    Connect(GatewayError),
+    Connect(BackendError),
     Request(hyper::Error),
 }
 
@@ -151,10 +151,10 @@ impl ConnPool {
     async fn connect_tcp(&self, addr: SocketAddr) -> Result<tokio::net::TcpStream, SendError> {
         let stream =
             match tokio::time::timeout(self.settings.connect_timeout, tokio::net::TcpStream::connect(addr)).await {
-                Err(_) => return Err(SendError::Connect(GatewayError::UpstreamTimeout)),
+                Err(_) => return Err(SendError::Connect(BackendError::Timeout)),
                 Ok(Err(e)) => {
                     tracing::debug!(target_addr = %addr, error = %e, "upstream connect failed");
-                    return Err(SendError::Connect(GatewayError::UpstreamUnreachable));
+                    return Err(SendError::Connect(BackendError::Unreachable));
                 }
                 Ok(Ok(s)) => s,
             };
@@ -166,16 +166,16 @@ impl ConnPool {
     /// target whose certificate fails verification gets a warning with the reason.
     async fn connect_tls(
         &self,
-        tls: &cratopus_upstream::UpstreamTls,
+        tls: &crate::UpstreamTls,
         stream: tokio::net::TcpStream,
         addr: SocketAddr,
         host: &str,
     ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, SendError> {
         match tokio::time::timeout(self.settings.connect_timeout, tls.connect(stream, host)).await {
-            Err(_) => Err(SendError::Connect(GatewayError::UpstreamTimeout)),
+            Err(_) => Err(SendError::Connect(BackendError::Timeout)),
             Ok(Err(e)) => {
                 tracing::warn!(target_addr = %addr, server_name = %host, error = %e, "TLS handshake with upstream failed");
-                Err(SendError::Connect(GatewayError::UpstreamTls))
+                Err(SendError::Connect(BackendError::Tls))
             }
             Ok(Ok(s)) => Ok(s),
         }

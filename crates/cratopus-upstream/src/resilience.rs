@@ -2,12 +2,12 @@
 //! once per upstream, carried over reloads with it), and the per-attempt bookkeeping of the
 //! circuit breaker and outlier detection.
 
+use crate::breaker::{Permit, Ticket, Transition};
+use crate::bulkhead::QueueSettings;
+use crate::outlier::Outcome;
+use crate::retry::Failure;
+use crate::{Bulkhead, RetryBudget, RetryPolicy, Target, UpstreamPool};
 use cratopus_config::{BulkheadConfig, RetryConfig};
-use cratopus_upstream::breaker::{Permit, Ticket, Transition};
-use cratopus_upstream::bulkhead::QueueSettings;
-use cratopus_upstream::outlier::Outcome;
-use cratopus_upstream::retry::Failure;
-use cratopus_upstream::{Bulkhead, BulkheadPermit, RetryBudget, RetryPolicy, Target, UpstreamPool};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,13 +43,6 @@ pub fn bulkhead(c: &BulkheadConfig) -> Arc<Bulkhead> {
             max_wait: q.max_wait.0,
         }),
     ))
-}
-
-/// The bulkhead places a request holds until its response ends.
-#[derive(Debug, Default)]
-pub struct Permits {
-    pub route: Option<BulkheadPermit>,
-    pub upstream: Option<BulkheadPermit>,
 }
 
 /// How one attempt ended, for the breaker, outlier detection and the retry decision.

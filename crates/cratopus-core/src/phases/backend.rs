@@ -1,0 +1,41 @@
+//! The backend phase: the route's backend answers. The engine does not know which kind it is
+//! (an upstream, a split, a shadow, an in-process service); it hands over what the backend may
+//! read of the request ([`Call`]) and keeps what the backend reports for the log.
+
+use super::exchange::Exchange;
+use super::request::ClientHost;
+use crate::body::{RequestBody, ResponseBody};
+use crate::engine::ConnInfo;
+use crate::error::GatewayError;
+use crate::snapshot::Route;
+use cratopus_upstream::{BackendError, Call};
+use http::{Request, Response};
+
+pub async fn phase(
+    route: &Route,
+    mut req: Request<RequestBody>,
+    conn: &ConnInfo,
+    ex: &mut Exchange<'_>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let mut call = Call::new(ex.client, conn.peer);
+    call.client_host = req.extensions_mut().remove::<ClientHost>().and_then(|h| h.0);
+    call.consumer = ex.cx.as_ref().and_then(|cx| cx.consumer.clone());
+    call.body = ex.stats.clone();
+    call.body_limit = route.max_body;
+    let call = ex.call.insert(call);
+    match route.backend.call(call, req).await {
+        Ok(res) => Ok(res.map(ResponseBody::backend)),
+        Err(e) => {
+            call.end_if_unset();
+            Err(match e {
+                BackendError::NoHealthyTarget(name) => GatewayError::NoHealthyTarget(name.to_string()),
+                BackendError::Unreachable => GatewayError::UpstreamUnreachable,
+                BackendError::Timeout => GatewayError::UpstreamTimeout,
+                BackendError::Failed => GatewayError::UpstreamFailed,
+                BackendError::Tls => GatewayError::UpstreamTls,
+                BackendError::Overloaded => GatewayError::Overloaded,
+                BackendError::Client(f) => GatewayError::from_fault(f, route.max_body.unwrap_or(0)),
+            })
+        }
+    }
+}

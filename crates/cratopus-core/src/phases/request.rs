@@ -1,0 +1,110 @@
+//! The request phase: the route's policy chain in order, each of which may refuse the
+//! request; the body read whole once when a policy must see it (validation), any other body
+//! streaming through; then the headers every backend gets (`X-Forwarded-*`, `traceparent`,
+//! the client certificate's header).
+
+use super::exchange::Exchange;
+use crate::body::{BodyFault, BodyStats, ClientBody, RequestBody, fault_of};
+use crate::engine::ConnInfo;
+use crate::error::GatewayError;
+use crate::forward;
+use crate::host::host_value;
+use crate::snapshot::{Org, Route, Snapshot};
+use bytes::Bytes;
+use http::Request;
+use http::header;
+use http_body_util::BodyExt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+pub async fn phase(
+    snap: &Snapshot,
+    org: &Org,
+    route: &Route,
+    req: Request<ClientBody>,
+    conn: &ConnInfo,
+    ex: &mut Exchange<'_>,
+) -> Result<Request<RequestBody>, GatewayError> {
+    let (mut parts, body) = req.into_parts();
+    let cx = ex.cx.as_mut().ok_or(GatewayError::NoRoute)?;
+    if let Some(t) = &conn.tls
+        && t.org.as_deref() == Some(&*org.name)
+    {
+        cx.cert = t.client_cert.as_ref().map(|c| c.id.clone());
+    }
+    for policy in route.chain.iter() {
+        policy.on_request(cx, &mut parts).await?;
+    }
+
+    // The body: read whole once if a policy must see it, else streamed with the route's limit.
+    let wanted = route.chain.iter().filter_map(|p| p.body_limit(&parts)).min();
+    let body = match wanted {
+        None => {
+            let (body, stats) = RequestBody::new(body, route.max_body, snap.client_body_timeout);
+            ex.stats = stats;
+            body
+        }
+        Some(limit) => {
+            let limit = route.max_body.map_or(limit, |m| m.min(limit));
+            let bytes = read_whole(body, limit, snap.client_body_timeout).await?;
+            for policy in route.chain.iter() {
+                policy.on_body(cx, &bytes)?;
+            }
+            let stats = Arc::new(BodyStats::default());
+            stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
+            ex.stats = Some(stats);
+            RequestBody::full(bytes)
+        }
+    };
+
+    // Headers as every backend sees them, the mirror included.
+    let client_host = host_value(&parts.headers, &parts.uri);
+    parts.headers.remove(header::EXPECT); // hyper answered it when the body was first read
+    forward::set_forwarded(
+        &mut parts.headers,
+        &conn.peer_ip,
+        conn.scheme,
+        client_host.as_ref(),
+        &ex.request_id,
+    );
+    parts.headers.insert(forward::TRACEPARENT.clone(), ex.trace.header());
+    // The gateway's own header, never the client's (its copy went with the identity headers).
+    if let Some(auth) = &org.tls.client_auth
+        && let Some(v) = conn
+            .tls
+            .as_ref()
+            .filter(|t| t.org.as_deref() == Some(&*org.name))
+            .and_then(|t| t.client_cert.as_ref())
+            .and_then(|c| c.header.clone())
+    {
+        parts.headers.insert(auth.header.clone(), v);
+    }
+    let mut req = Request::from_parts(parts, body);
+    req.extensions_mut().insert(ClientHost(client_host));
+    Ok(req)
+}
+
+/// The client's `Host`, as it arrived, for backends that preserve it.
+#[derive(Clone)]
+pub struct ClientHost(pub Option<http::HeaderValue>);
+
+/// Reads a request body whole, up to `limit` bytes (413 beyond), the client pausing no longer
+/// than `idle` between two pieces (408).
+async fn read_whole(body: ClientBody, limit: u64, idle: Option<Duration>) -> Result<Bytes, GatewayError> {
+    let (body, stats) = RequestBody::new(body, Some(limit), idle);
+    body.collect().await.map(|b| b.to_bytes()).map_err(|_| {
+        fault_of(stats.as_ref()).map_or(GatewayError::BadRequestBody, |f| GatewayError::from_fault(f, limit))
+    })
+}
+
+/// The answer to a request whose body the client broke.
+impl GatewayError {
+    pub fn from_fault(f: BodyFault, limit: u64) -> GatewayError {
+        match f {
+            BodyFault::TooLarge => GatewayError::BodyTooLarge(limit),
+            BodyFault::Broken => GatewayError::BadRequestBody,
+            BodyFault::Stalled => GatewayError::ClientBodyTimeout,
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! A route's policies as one compiled chain.
+//!
+//! Each policy of this crate is one [`Policy`] value; a route holds them in the order they run
+//! (`cratopus-core` builds the list in `chain_builder.rs`, the one place that order is written).
+//! The engine runs [`Policy::on_request`] of each in order before the backend — any may refuse
+//! the request, with a [`Refusal`] — then, if one wants it, reads the body whole once for
+//! [`Policy::on_body`]; on the way back it runs [`Policy::on_response`] of every policy in
+//! reverse order, on every answer of the route (the backend's and the gateway's own refusals).
+//!
+//! Dispatch is a `match` over an enum rather than a trait object: the chain is a flat array of
+//! small values, no future is boxed per policy, and the compiler sees every arm. (The criterion
+//! bench `chain` measures the difference against `Box<dyn>`; see docs/architecture.md.)
+//!
+//! [`RequestCx`] is what the policies learn about a request and hand on to the later ones, to
+//! the backend and to the log: the identity, the tightest rate limit's answer, why a request
+//! was refused.
+
+use crate::auth::{AuthError, Authenticator, CertId, Identity};
+use crate::authz::Authorizer;
+use crate::cors::Cors;
+use crate::forwarding::Forwarding;
+use crate::ip_rules::IpRules;
+use crate::validation::{Validator, Violation};
+use crate::{QuotaPolicy, RateDecision, RateLimitPolicy};
+use bytes::Bytes;
+use cratopus_state::SharedLimiter;
+use cratopus_upstream::{Bulkhead, BulkheadPermit};
+use http::header::{self, HeaderName, HeaderValue};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// `X-Consumer-Id`: the authenticated consumer, for the upstream; only the gateway sets it.
+pub static X_CONSUMER_ID: HeaderName = HeaderName::from_static("x-consumer-id");
+
+/// What the phases learn about one request.
+#[derive(Debug)]
+pub struct RequestCx {
+    pub client: IpAddr,
+    pub request_id: HeaderValue,
+    /// The connection's verified client certificate, when the handshake was for this organization.
+    pub cert: Option<Arc<CertId>>,
+    /// Who the request was authenticated as.
+    pub identity: Option<Identity>,
+    /// The consumer's id, for the log and the backend.
+    pub consumer: Option<Arc<str>>,
+    /// The route's path parameters, name → value (filled only for routes whose policies read them).
+    pub params: Vec<(Arc<str>, String)>,
+    /// The tightest rate limit's answer, for the `RateLimit-*` headers.
+    pub rate: Option<RateDecision>,
+    /// Why a policy refused the request (`expired`, `missing_scope`, …), for the log.
+    pub reason: Option<&'static str>,
+    /// The request's `Origin`, for CORS on the response.
+    pub origin: Option<HeaderValue>,
+    /// Requests let through over a soft rate limit, and refused over a limit or quota: the
+    /// route's metrics count them in the log phase.
+    pub soft_over: u32,
+    pub refused_over: u32,
+    /// Places held until the response ends (bulkheads).
+    pub permits: Vec<BulkheadPermit>,
+    /// The route's name, for the policies that log it.
+    pub route: Arc<str>,
+}
+
+impl RequestCx {
+    pub fn new(client: IpAddr, request_id: HeaderValue, route: Arc<str>) -> RequestCx {
+        RequestCx {
+            client,
+            request_id,
+            cert: None,
+            identity: None,
+            consumer: None,
+            params: Vec::new(),
+            rate: None,
+            reason: None,
+            origin: None,
+            soft_over: 0,
+            refused_over: 0,
+            permits: Vec::new(),
+            route,
+        }
+    }
+}
+
+/// What a policy answers instead of the backend.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    IpDenied,
+    Unauthenticated {
+        code: &'static str,
+        detail: &'static str,
+        challenge: HeaderValue,
+    },
+    Forbidden(&'static str),
+    /// The route hides itself from those it refuses: answered as if it did not exist (404).
+    Hidden,
+    RateLimited(u64),
+    QuotaExceeded(u64),
+    /// The shared counters are unreachable and the gateway fails closed.
+    LimitsUnavailable,
+    Overloaded,
+    BodyTooLarge(u64),
+    Invalid(Arc<Violation>),
+}
+
+/// The rate limits of a route, asked together (see [`Policy::on_request`]).
+pub struct RateLimits {
+    pub limits: Vec<Arc<RateLimitPolicy>>,
+    pub store: Arc<SharedLimiter>,
+}
+
+/// The quotas of a route, in order.
+pub struct Quotas {
+    pub quotas: Vec<Arc<QuotaPolicy>>,
+    pub store: Arc<SharedLimiter>,
+}
+
+impl std::fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimits")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Quotas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Quotas")
+            .field("quotas", &self.quotas)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One step of a route's chain.
+#[derive(Debug, Clone)]
+pub enum Policy {
+    /// Client address allow and deny lists (the organization's and the route's are two steps).
+    IpRules(Arc<IpRules>),
+    /// Records the request's `Origin` and answers CORS headers on every response.
+    Cors(Arc<Cors>),
+    /// Who the request is from; `hides` answers a failure with 404.
+    Authenticate {
+        auth: Arc<Authenticator>,
+        hides: bool,
+    },
+    Authorize(Arc<Authorizer>),
+    RateLimits(Arc<RateLimits>),
+    Quotas(Arc<Quotas>),
+    /// The route's largest body, judged by `Content-Length` before anything is read.
+    BodyLimit(u64),
+    /// Required headers and query parameters; a JSON Schema for the body.
+    Validate(Arc<Validator>),
+    /// The route's in-flight limit, held until the response ends.
+    Bulkhead(Arc<Bulkhead>),
+    /// Zero-trust forwarding: only the listed headers and query parameters go on.
+    Forward(Arc<Forwarding>),
+}
+
+impl Policy {
+    /// The policy's name, for `cratopus routes` and the docs' phase chart.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Policy::IpRules(_) => "ip_rules",
+            Policy::Cors(_) => "cors",
+            Policy::Authenticate { .. } => "authenticate",
+            Policy::Authorize(_) => "authorize",
+            Policy::RateLimits(_) => "rate_limit",
+            Policy::Quotas(_) => "quota",
+            Policy::BodyLimit(_) => "body_limit",
+            Policy::Validate(_) => "validate",
+            Policy::Bulkhead(_) => "bulkhead",
+            Policy::Forward(_) => "forward",
+        }
+    }
+
+    /// Whether the policy reads the route's path parameters ([`RequestCx::params`]): the
+    /// routing phase copies them only for routes whose chain does.
+    pub fn reads_params(&self) -> bool {
+        false
+    }
+
+    /// Runs before the backend; may refuse the request.
+    pub async fn on_request(&self, cx: &mut RequestCx, req: &mut http::request::Parts) -> Result<(), Refusal> {
+        match self {
+            Policy::IpRules(r) => {
+                if r.permits(cx.client) {
+                    Ok(())
+                } else {
+                    Err(Refusal::IpDenied)
+                }
+            }
+            Policy::Cors(_) => {
+                cx.origin = req.headers.get(header::ORIGIN).cloned();
+                Ok(())
+            }
+            Policy::Authenticate { auth, hides } => authenticate(auth, *hides, cx, req).await,
+            Policy::Authorize(authz) => {
+                let anonymous = Identity::default();
+                authz.check(cx.identity.as_ref().unwrap_or(&anonymous)).map_err(|why| {
+                    cx.reason = Some(why);
+                    if authz.hides() {
+                        Refusal::Hidden
+                    } else {
+                        Refusal::Forbidden(why)
+                    }
+                })
+            }
+            Policy::RateLimits(l) => rate_limits(l, cx, req).await,
+            Policy::Quotas(q) => quotas(q, cx, req).await,
+            Policy::BodyLimit(limit) => {
+                let declared = req
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if declared.is_some_and(|n| n > *limit) {
+                    Err(Refusal::BodyTooLarge(*limit))
+                } else {
+                    Ok(())
+                }
+            }
+            Policy::Validate(v) => v
+                .check_head(&req.headers, req.uri.query())
+                .map_err(|e| Refusal::Invalid(Arc::new(e))),
+            Policy::Bulkhead(b) => {
+                cx.permits.push(b.acquire().await.map_err(|_| Refusal::Overloaded)?);
+                Ok(())
+            }
+            Policy::Forward(fw) => {
+                fw.filter_headers(&mut req.headers);
+                if fw.filters_query() {
+                    let query = fw.filter_query(req.uri.query().unwrap_or(""));
+                    set_query(&mut req.uri, query.as_deref());
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The largest body this policy reads whole for [`Policy::on_body`], when it needs to see
+    /// this request's body; `None` when it does not.
+    pub fn body_limit(&self, req: &http::request::Parts) -> Option<u64> {
+        match self {
+            Policy::Validate(v) if v.needs_body(&req.method, &req.headers) => Some(v.body_limit().unwrap_or(u64::MAX)),
+            _ => None,
+        }
+    }
+
+    /// Judges the body, read whole once for every policy that asked.
+    pub fn on_body(&self, _cx: &mut RequestCx, body: &Bytes) -> Result<(), Refusal> {
+        match self {
+            Policy::Validate(v) => v.check_body(body).map_err(|e| Refusal::Invalid(Arc::new(e))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Runs on the way back, in reverse order, on every answer of the route.
+    pub fn on_response(&self, cx: &RequestCx, res: &mut http::response::Parts) {
+        match self {
+            Policy::Cors(c) => c.apply(cx.origin.as_ref(), &mut res.headers),
+            Policy::RateLimits(_) => {
+                if let Some(rate) = &cx.rate {
+                    rate.write_headers(&mut res.headers);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn authenticate(
+    auth: &Authenticator,
+    hides: bool,
+    cx: &mut RequestCx,
+    req: &mut http::request::Parts,
+) -> Result<(), Refusal> {
+    let mut query_changed = false;
+    match auth
+        .authenticate(&cx.route, req, &mut query_changed, cx.cert.as_deref())
+        .await
+    {
+        Ok(id) => {
+            if let Some(c) = &id.consumer {
+                cx.consumer = Some(c.id.clone());
+                if let Some(v) = &c.header {
+                    req.headers.insert(X_CONSUMER_ID.clone(), v.clone());
+                }
+            }
+            cx.identity = Some(id);
+            Ok(())
+        }
+        Err(e) => Err(refuse_auth(auth, hides, cx, &e)),
+    }
+}
+
+fn refuse_auth(auth: &Authenticator, hides: bool, cx: &mut RequestCx, e: &AuthError) -> Refusal {
+    cx.reason = Some(e.detail());
+    if hides {
+        return Refusal::Hidden;
+    }
+    Refusal::Unauthenticated {
+        code: e.code(),
+        detail: e.detail(),
+        challenge: auth.challenge.clone(),
+    }
+}
+
+/// Runs the route's rate limits. Several are asked at once: on the multiplexed Redis
+/// connection their scripts go out together and share one round trip, instead of one round trip
+/// each in turn (so each is counted even when another refuses, as Envoy's rate limit service
+/// counts every descriptor). Keeps the tightest limit's answer for the response headers.
+async fn rate_limits(l: &RateLimits, cx: &mut RequestCx, req: &http::request::Parts) -> Result<(), Refusal> {
+    let (headers, client, identity) = (&req.headers, cx.client, cx.identity.as_ref());
+    let decisions = if l.limits.len() > 1 {
+        futures_util::future::join_all(l.limits.iter().map(|policy| async move {
+            let mut key = String::with_capacity(64);
+            policy.check(&l.store, headers, client, identity, &mut key).await
+        }))
+        .await
+    } else {
+        let mut key = String::with_capacity(64);
+        match l.limits.first() {
+            Some(policy) => vec![policy.check(&l.store, headers, client, identity, &mut key).await],
+            None => Vec::new(),
+        }
+    };
+    for (policy, d) in l.limits.iter().zip(decisions) {
+        let d = d.map_err(|_| Refusal::LimitsUnavailable)?;
+        if !d.allowed {
+            if d.refuses() {
+                cx.refused_over += 1;
+                let retry = d.retry_after;
+                cx.rate = Some(d);
+                return Err(Refusal::RateLimited(retry));
+            }
+            cx.soft_over += 1;
+            policy.note_soft_over(&cx.route);
+        }
+        if cx.rate.as_ref().is_none_or(|r| d.remaining < r.remaining) {
+            cx.rate = Some(d);
+        }
+    }
+    Ok(())
+}
+
+/// Runs the route's quotas in order; a spent one refuses with 429.
+async fn quotas(q: &Quotas, cx: &mut RequestCx, req: &http::request::Parts) -> Result<(), Refusal> {
+    let mut key = String::with_capacity(64);
+    for quota in &q.quotas {
+        let d = quota
+            .check(&q.store, &req.headers, cx.client, cx.identity.as_ref(), &mut key)
+            .await
+            .map_err(|_| Refusal::LimitsUnavailable)?;
+        if !d.allowed {
+            cx.refused_over += 1;
+            return Err(Refusal::QuotaExceeded(d.resets_in));
+        }
+    }
+    Ok(())
+}
+
+/// Replaces the query of `uri` (`None`: no `?` at all).
+pub fn set_query(uri: &mut http::Uri, query: Option<&str>) {
+    let path = uri.path();
+    let text = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let Ok(pq) = http::uri::PathAndQuery::try_from(text) else {
+        return;
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(pq);
+    if let Ok(u) = http::Uri::from_parts(parts) {
+        *uri = u;
+    }
+}

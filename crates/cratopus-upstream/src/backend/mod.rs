@@ -1,0 +1,173 @@
+//! The backend seam: whatever answers a request once the route's policies have let it through.
+//!
+//! A route holds one [`Backend`] and the engine calls it without knowing which kind it is:
+//! - [`UpstreamCall`]: one upstream — pick a healthy target, the circuit breaker, retries,
+//!   outlier recording, the pooled connection; `mirror://` targets answer in process.
+//! - [`Shadow`]: the real backend, plus a copy of a share of the requests to another one whose
+//!   answers are only measured.
+//! - [`Service`]: anything else that answers a request in process (the engine's tests; later an
+//!   aggregate of several backends). A new kind of backend is a new implementation here, never a
+//!   special case in the engine.
+//!
+//! Errors are the backend's own small enum ([`BackendError`]); the core turns them into the
+//! gateway's JSON answers in one place.
+
+mod shadow;
+mod upstream;
+
+pub use shadow::{Shadow, ShadowStats};
+pub use upstream::{Upstream, UpstreamCall};
+
+use crate::body::{BackendBody, BodyFault, BodyStats, RequestBody};
+use http::{HeaderValue, Request, Response};
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A boxed future of a backend's answer, for [`Service`]s.
+pub type Answer<'a> = Pin<Box<dyn Future<Output = Result<Response<BackendBody>, BackendError>> + Send + 'a>>;
+
+/// Why a backend gave no answer. The core maps each to a status and the gateway's JSON error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendError {
+    #[error("no healthy target in upstream `{0}`")]
+    NoHealthyTarget(Arc<str>),
+    #[error("the upstream could not be reached")]
+    Unreachable,
+    #[error("the upstream did not answer in time")]
+    Timeout,
+    #[error("the upstream failed to answer")]
+    Failed,
+    #[error("the TLS handshake with the upstream failed")]
+    Tls,
+    #[error("too many requests in flight to this upstream")]
+    Overloaded,
+    /// The call failed by the client's doing: its body grew too large, broke or stalled.
+    #[error("the client broke its request body")]
+    Client(BodyFault),
+}
+
+/// What a backend may read of a request besides the request itself, and what it reports back
+/// for the traffic log, the metrics and the spans.
+#[derive(Debug)]
+pub struct Call {
+    pub client: IpAddr,
+    pub peer: SocketAddr,
+    /// The client's `Host`, for upstreams that preserve it.
+    pub client_host: Option<HeaderValue>,
+    /// The consumer the request was authenticated as, for stickiness by consumer.
+    pub consumer: Option<Arc<str>>,
+    /// The client's body as it streams: its bytes and faults.
+    pub body: Option<Arc<BodyStats>>,
+    /// The route's body limit, for reading a body whole (retries, shadow copies).
+    pub body_limit: Option<u64>,
+    /// The client body idle timeout.
+    pub body_idle: Option<Duration>,
+    /// Reported: the label of the target that answered (or was tried last).
+    pub target: Option<Arc<str>>,
+    /// Reported: the name of the upstream that answered.
+    pub upstream: Option<Arc<str>>,
+    /// Reported: when the first attempt began, and how long the call took to its answer's head.
+    pub started: Option<Instant>,
+    pub elapsed: Option<Duration>,
+    /// Reported: the call failed by the client's fault; its time measures nothing of the target.
+    pub client_fault: bool,
+    /// Reported: the answer was made whole in process (the mirror), so the call ended with its head.
+    pub whole: bool,
+}
+
+impl Call {
+    pub fn new(client: IpAddr, peer: SocketAddr) -> Call {
+        Call {
+            client,
+            peer,
+            client_host: None,
+            consumer: None,
+            body: None,
+            body_limit: None,
+            body_idle: None,
+            target: None,
+            upstream: None,
+            started: None,
+            elapsed: None,
+            client_fault: false,
+            whole: false,
+        }
+    }
+
+    /// The call begins now (a retry keeps the first attempt's start).
+    pub fn begin(&mut self) -> Instant {
+        *self.started.get_or_insert_with(Instant::now)
+    }
+
+    /// The call failed before it timed itself: it ends now.
+    pub fn end_if_unset(&mut self) {
+        if self.elapsed.is_none() {
+            self.end();
+        }
+    }
+
+    /// The answer's head arrived (or the call failed) now.
+    pub fn end(&mut self) {
+        if let Some(s) = self.started {
+            self.elapsed = Some(s.elapsed());
+        }
+    }
+}
+
+/// Anything else that answers requests in process.
+pub trait Service: Send + Sync + 'static {
+    /// A name for logs, metrics and `cratopus routes`.
+    fn name(&self) -> &str;
+    fn call<'a>(&'a self, call: &'a mut Call, req: Request<RequestBody>) -> Answer<'a>;
+}
+
+/// What answers a route's requests.
+#[derive(Clone)]
+pub enum Backend {
+    Upstream(Arc<UpstreamCall>),
+    Shadow(Arc<Shadow>),
+    Service(Arc<dyn Service>),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Backend({})", self.name())
+    }
+}
+
+impl Backend {
+    /// Calls the backend. The plain upstream, by far the most common, is called directly; the
+    /// kinds that hold other backends box their call (recursion needs it).
+    pub async fn call(
+        &self,
+        call: &mut Call,
+        req: Request<RequestBody>,
+    ) -> Result<Response<BackendBody>, BackendError> {
+        match self {
+            Backend::Upstream(u) => u.call(call, req).await,
+            Backend::Shadow(s) => Box::pin(s.call(call, req)).await,
+            Backend::Service(s) => s.call(call, req).await,
+        }
+    }
+
+    /// The upstream (or service) name that answers, for `cratopus routes`, the admin API and spans.
+    pub fn name(&self) -> &str {
+        match self {
+            Backend::Upstream(u) => &u.upstream.name,
+            Backend::Shadow(s) => s.primary.name(),
+            Backend::Service(s) => s.name(),
+        }
+    }
+
+    /// The plain upstream behind this backend, if it is one (the admin API's target lists).
+    pub fn upstream(&self) -> Option<&Arc<Upstream>> {
+        match self {
+            Backend::Upstream(u) => Some(&u.upstream),
+            Backend::Shadow(s) => s.primary.upstream(),
+            _ => None,
+        }
+    }
+}

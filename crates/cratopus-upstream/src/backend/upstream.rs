@@ -1,0 +1,311 @@
+//! One upstream as a backend: a healthy target from the balancer, its circuit breaker, retries
+//! within the budget, outlier recording, and the pooled connection. `mirror://` targets answer
+//! in process.
+
+use super::{BackendError, Call};
+use crate::body::{BackendBody, BodyFault, RequestBody, fault_of};
+use crate::bulkhead::Bulkhead;
+use crate::conn_pool::{ConnPool, SendError};
+use crate::resilience::{self, AttemptEnd, PendingAttempt, Retry};
+use crate::{Target, TargetKind, UpstreamPool, balancer::hash_key};
+use bytes::Bytes;
+use cratopus_config::HashOn;
+use http::header::{self, HeaderValue};
+use http::uri::{Scheme, Uri};
+use http::{Request, Response, Version};
+use http_body::Body;
+use http_body_util::BodyExt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// An upstream as the hot path uses it: its targets and its keep-alive connections. Carried
+/// over a reload while its config does not change.
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub pool: Arc<UpstreamPool>,
+    pub conns: Arc<ConnPool>,
+    pub response_timeout: Duration,
+    pub preserve_host: bool,
+    /// HTTP/2 to the targets: h2c, or h2 over TLS.
+    pub http2: bool,
+    /// The targets are `https://`.
+    pub tls: bool,
+    /// The upstream's retry policy and budget, for routes without their own.
+    pub retry: Option<Arc<Retry>>,
+    /// In-flight limit over every route to this upstream.
+    pub bulkhead: Option<Arc<Bulkhead>>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A route's call to one upstream: the upstream, with the route's timeout and retry policy.
+#[derive(Debug)]
+pub struct UpstreamCall {
+    pub upstream: Arc<Upstream>,
+    /// Time to the response head, per attempt.
+    pub timeout: Duration,
+    /// The route's retry policy, or its upstream's.
+    pub retry: Option<Arc<Retry>>,
+}
+
+impl UpstreamCall {
+    pub async fn call(
+        &self,
+        call: &mut Call,
+        req: Request<RequestBody>,
+    ) -> Result<Response<BackendBody>, BackendError> {
+        let upstream = &self.upstream;
+        call.upstream = Some(upstream.name.clone());
+        // The upstream's bulkhead: held until the response body ends.
+        let permit = match &upstream.bulkhead {
+            Some(b) => Some(b.acquire().await.map_err(|_| BackendError::Overloaded)?),
+            None => None,
+        };
+        let hash = upstream
+            .pool
+            .hash_on()
+            .and_then(|h| request_hash(h, req.headers(), call.client));
+        let mut target = upstream
+            .pool
+            .pick(hash)
+            .ok_or_else(|| BackendError::NoHealthyTarget(upstream.name.clone()))?;
+        let mut guard = target.begin();
+
+        // A small body is read whole when a retry may have to send it again; any other body
+        // streams, and its request is retried only when it had none.
+        let retry = self.retry.as_deref();
+        let keep_for_retry = retry.is_some_and(|r| {
+            !req.body().is_end_stream()
+                && r.policy.may_retry(req.method())
+                && content_length(req.headers()).is_some_and(|n| n <= r.policy.buffer_body)
+        });
+        let (parts, body) = req.into_parts();
+        let mut kept = None;
+        let body = if keep_for_retry {
+            let bytes = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .map_err(|_| BackendError::Client(fault_of(call.body.as_ref()).unwrap_or(BodyFault::Broken)))?;
+            kept = Some(bytes.clone()); // a reference count, not a copy
+            RequestBody::full(bytes)
+        } else {
+            body
+        };
+        if let Some(r) = retry {
+            r.budget.on_request(Instant::now());
+        }
+        let replay = (retry.is_some() && (body.is_end_stream() || kept.is_some()))
+            .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+        let method = parts.method.clone();
+        let mut first = Some((parts, body));
+        let started = call.begin();
+        let mut tries = 1u32;
+        loop {
+            call.target = Some(target.label.clone());
+            let (parts, body) = match (first.take(), &replay) {
+                (Some(p), _) => p,
+                (None, Some((m, u, h))) => {
+                    let mut p = Request::new(()).into_parts().0;
+                    (p.method, p.uri, p.headers) = (m.clone(), u.clone(), h.clone());
+                    (p, kept.clone().map_or_else(RequestBody::empty, RequestBody::full))
+                }
+                (None, None) => return Err(BackendError::Failed),
+            };
+            // The mirror answers in process: the first pick, or a retry that landed on the
+            // mirror of a mixed upstream.
+            let Some(addr) = target.addr() else {
+                let res = cratopus_mirror::echo(Request::from_parts(parts, body), call.peer).await;
+                call.elapsed = Some(started.elapsed());
+                call.whole = true;
+                if let Some(f) = fault_of(call.body.as_ref()) {
+                    return Err(BackendError::Client(f));
+                }
+                let (parts, bytes): (_, Bytes) = res.into_parts();
+                let mut body = BackendBody::full(bytes);
+                body.hold(guard);
+                body.hold_permit(permit);
+                return Ok(Response::from_parts(parts, body));
+            };
+            let breaker = match target.breaker.as_ref().map(|b| b.try_acquire(Instant::now())) {
+                None => None,
+                Some(Ok(p)) => Some(p),
+                // Its half-open probes are all out: this target takes nothing more for now.
+                Some(Err(_)) => return Err(BackendError::NoHealthyTarget(upstream.name.clone())),
+            };
+            let req = upstream_request(upstream, &target, parts, body, call.client_host.clone())?;
+            let result = tokio::time::timeout(self.timeout, upstream.conns.send(addr, target.host(), req)).await;
+            call.elapsed = Some(started.elapsed());
+            if !matches!(result, Ok(Ok(_)))
+                && let Some(f) = client_fault(call, result.is_err())
+            {
+                // The client's doing, not the target's: nothing to record (the breaker's
+                // permit goes back unused), nothing to retry, and no upstream latency (a
+                // stalled upload would read as a slow target); the log keeps `upstream_ms`.
+                tracing::debug!(upstream = %upstream.name, target = %target.label, "the client broke its request");
+                call.client_fault = true;
+                return Err(BackendError::Client(f));
+            }
+            let (end, outcome) = match result {
+                Err(_) => (AttemptEnd::Timeout, Err(BackendError::Timeout)),
+                Ok(Err(SendError::Connect(e))) => (AttemptEnd::Connect, Err(e)),
+                Ok(Err(SendError::Request(e))) => {
+                    tracing::debug!(upstream = %upstream.name, target = %target.label, error = %e, "upstream request failed");
+                    if e.is_timeout() {
+                        (AttemptEnd::Timeout, Err(BackendError::Timeout))
+                    } else {
+                        (AttemptEnd::Reset, Err(BackendError::Failed))
+                    }
+                }
+                Ok(Ok(r)) if r.0.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                    // The gateway never asks for an upgrade (`Upgrade` is hop-by-hop), so a 101
+                    // is the target's error; relayed, it would switch the client to nothing.
+                    tracing::debug!(upstream = %upstream.name, target = %target.label, "unsolicited 101 from the upstream");
+                    (AttemptEnd::Reset, Err(BackendError::Failed))
+                }
+                Ok(Ok(r)) => (AttemptEnd::Status(r.0.status().as_u16()), Ok(r)),
+            };
+            // A good head with a body still to come is judged when the body ends (the target
+            // may yet cut it short); anything else now.
+            let attempt = match &outcome {
+                Ok((r, _)) if end.failure().is_none() && !r.body().is_end_stream() => {
+                    PendingAttempt::new(&upstream.pool, &target, breaker)
+                }
+                _ => {
+                    resilience::record_attempt(&upstream.pool, &target, breaker, end);
+                    None
+                }
+            };
+
+            // Retry: a failure the policy retries, within the budget, before anything of the
+            // response has been sent to the client (a 5xx head is dropped unread), to another
+            // target when there is one.
+            let again = match (retry, end.failure(), &replay) {
+                (Some(r), Some(f), Some(_)) => {
+                    r.policy.should_retry(&method, f, tries) && r.budget.try_retry(Instant::now())
+                }
+                _ => false,
+            };
+            if let (true, Some(next)) = (
+                again,
+                again.then(|| pick_other(&upstream.pool, hash, &target)).flatten(),
+            ) {
+                tries += 1;
+                tracing::debug!(upstream = %upstream.name, from = %target.label, to = %next.label, attempt = tries, "retrying");
+                drop(outcome);
+                let wait = retry.map(|r| r.policy.backoff(tries - 1)).unwrap_or_default();
+                tokio::time::sleep(wait).await;
+                target = next;
+                guard = target.begin();
+                continue;
+            }
+            let (res, conn) = outcome?;
+            let (mut parts, body) = res.into_parts();
+            crate::headers::strip_hop_by_hop(&mut parts.headers);
+            let mut body = BackendBody::upstream(body, conn, attempt, Some(guard));
+            body.hold_permit(permit);
+            return Ok(Response::from_parts(parts, body));
+        }
+    }
+}
+
+/// The request body's declared length.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Whether an upstream call failed by the client's fault: its body grew too large, broke or
+/// stalled; or the response timeout fired (`timed_out`) while the body was still waiting for
+/// the client's bytes (the target cannot answer a request it has not got; Envoy likewise
+/// starts a route's timeout only once the request has been read).
+fn client_fault(call: &Call, timed_out: bool) -> Option<BodyFault> {
+    let s = call.body.as_ref()?;
+    match s.fault() {
+        Some(f) => Some(f),
+        None if timed_out && s.waiting_on_client() => Some(BodyFault::Stalled),
+        None => None,
+    }
+}
+
+/// A target for a retry: another than `last` when the balancer offers one within a few picks
+/// (with one target, or a hash that maps to one, the same target again).
+fn pick_other(pool: &UpstreamPool, hash: Option<u64>, last: &Arc<Target>) -> Option<Arc<Target>> {
+    let mut next = pool.pick(hash)?;
+    for _ in 0..3 {
+        if !Arc::ptr_eq(&next, last) {
+            break;
+        }
+        next = pool.pick(hash)?;
+    }
+    Some(next)
+}
+
+/// Builds the request the target receives: the URI in the form its protocol wants, and `Host`.
+fn upstream_request(
+    upstream: &Upstream,
+    target: &Target,
+    mut parts: http::request::Parts,
+    body: RequestBody,
+    client_host: Option<HeaderValue>,
+) -> Result<Request<RequestBody>, BackendError> {
+    let TargetKind::Http { authority, .. } = &target.kind else {
+        return Err(BackendError::Failed);
+    };
+    let mut uri = http::uri::Parts::default();
+    if upstream.http2 {
+        // HTTP/2 carries scheme and authority as pseudo-headers, taken from the URI.
+        uri.scheme = Some(if upstream.tls { Scheme::HTTPS } else { Scheme::HTTP });
+        uri.authority = Some(authority.clone());
+    }
+    uri.path_and_query = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+    parts.uri = Uri::from_parts(uri).map_err(|_| BackendError::Failed)?;
+
+    if upstream.http2 {
+        parts.version = Version::HTTP_2;
+        parts.headers.remove(header::HOST);
+    } else {
+        parts.version = Version::HTTP_11;
+        let host = if upstream.preserve_host {
+            client_host
+        } else {
+            HeaderValue::from_str(authority.as_str()).ok()
+        };
+        if let Some(h) = host {
+            parts.headers.insert(header::HOST, h);
+        }
+    }
+    Ok(Request::from_parts(parts, body))
+}
+
+/// The consistent-hash key of a request.
+fn request_hash(on: &HashOn, headers: &http::HeaderMap, client: IpAddr) -> Option<u64> {
+    match on {
+        HashOn::Header(name) => headers.get(name.as_str()).map(|v| hash_key(v.as_bytes())),
+        HashOn::Cookie(name) => headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| hash_key(v.as_bytes())),
+        HashOn::ClientIp => Some(match client {
+            IpAddr::V4(ip) => hash_key(&ip.octets()),
+            IpAddr::V6(ip) => hash_key(&ip.octets()),
+        }),
+    }
+}

@@ -1,0 +1,439 @@
+//! The bodies that cross the backend seam. Both stream: nothing here buffers a whole body.
+//!
+//! [`RequestBody`] wraps the client's body on its way to a backend: it counts bytes for the
+//! traffic log, enforces the route's body limit and the client body idle timeout as the bytes
+//! pass, and notes a body the client broke ([`BodyFault`]), so that the gateway answers for the
+//! client's fault and counts it against no target. [`BackendBody`] is what a backend answers
+//! with: a whole body, an upstream's streamed body (which hands its connection back to the pool
+//! and settles the attempt for the breaker when it ends), or any other stream.
+
+use crate::bulkhead::BulkheadPermit;
+use crate::conn_pool::PoolReturn;
+use crate::resilience::PendingAttempt;
+use crate::target::InflightGuard;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use hyper::body::Incoming;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body grew past the route's limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than {0} bytes")]
+pub struct BodyTooLarge(pub u64);
+
+/// The client stopped sending its body for longer than the idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("the client sent nothing of its request body for {0:?}")]
+pub struct BodyStalled(pub Duration);
+
+/// What the client did wrong with its request body. The request is then answered for the
+/// client's fault (413, 400, 408) and recorded against no target: no breaker failure, no
+/// outlier ejection, no retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyFault {
+    /// It grew past the route's limit.
+    TooLarge = 1,
+    /// It could not be read: malformed chunked framing, or the client closed its connection
+    /// (or reset its stream) before the body's end.
+    Broken = 2,
+    /// Nothing came for longer than `limits.client_body_timeout` between two reads.
+    Stalled = 3,
+}
+
+/// What the request body did, shared with the response side for the log and the engine.
+#[derive(Debug, Default)]
+pub struct BodyStats {
+    pub bytes: AtomicU64,
+    /// A [`BodyFault`] as its number, 0 for none.
+    fault: AtomicU8,
+    /// The body is waiting for the client's next bytes right now (rather than being done, or
+    /// waiting for the upstream to take what came): a response timeout that fires then is the
+    /// slow client's doing.
+    waiting: AtomicBool,
+}
+
+impl BodyStats {
+    /// The client's fault with its body, if any.
+    pub fn fault(&self) -> Option<BodyFault> {
+        match self.fault.load(Ordering::Relaxed) {
+            1 => Some(BodyFault::TooLarge),
+            2 => Some(BodyFault::Broken),
+            3 => Some(BodyFault::Stalled),
+            _ => None,
+        }
+    }
+
+    fn set_fault(&self, f: BodyFault) {
+        self.fault.store(f as u8, Ordering::Relaxed);
+    }
+
+    /// Whether the body is waiting for the client's next bytes at this moment.
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// The client's fault with a request body, if it had one and did something wrong.
+pub fn fault_of(stats: Option<&Arc<BodyStats>>) -> Option<BodyFault> {
+    stats.and_then(|s| s.fault())
+}
+
+pub struct RequestBody {
+    /// `None` for the empty body of a retried request (only bodiless requests are retried)
+    /// and for a body read whole for validation (then in `buffered`).
+    inner: Option<ClientBody>,
+    buffered: Option<Bytes>,
+    limit: u64,
+    seen: u64,
+    stats: Option<Arc<BodyStats>>,
+    /// The client body idle timeout; `None` when off (or for a body already read).
+    idle: Option<Duration>,
+    /// Armed when a read finds nothing yet, at that moment plus `idle`; the next bytes disarm
+    /// it. Allocated on the first wait only.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Whether `stall` is armed for the current wait.
+    waiting: bool,
+}
+
+impl RequestBody {
+    /// Wraps `inner`; `stats` is only allocated for requests that have a body. `idle` is the
+    /// longest the client may pause between two pieces of its body.
+    pub fn new(
+        inner: impl Into<ClientBody>,
+        limit: Option<u64>,
+        idle: Option<Duration>,
+    ) -> (RequestBody, Option<Arc<BodyStats>>) {
+        let inner = inner.into();
+        let stats = (!inner.is_end_stream()).then(|| Arc::new(BodyStats::default()));
+        (
+            RequestBody {
+                inner: Some(inner),
+                buffered: None,
+                limit: limit.unwrap_or(u64::MAX),
+                seen: 0,
+                idle: idle.filter(|_| stats.is_some()),
+                stats: stats.clone(),
+                stall: None,
+                waiting: false,
+            },
+            stats,
+        )
+    }
+
+    /// Nothing came from the client on this poll: notes the wait and starts the idle clock
+    /// when a wait begins, and fails the body once the clock has run out.
+    fn poll_stall(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(stats) = &self.stats else {
+            return Poll::Pending; // no body to speak of
+        };
+        if !self.waiting {
+            self.waiting = true;
+            stats.waiting.store(true, Ordering::Relaxed);
+            if let Some(idle) = self.idle {
+                let deadline = tokio::time::Instant::now() + idle;
+                match &mut self.stall {
+                    Some(sleep) => sleep.as_mut().reset(deadline),
+                    None => self.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                }
+            }
+        }
+        if let (Some(sleep), Some(idle)) = (&mut self.stall, self.idle)
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            self.fail(BodyFault::Stalled);
+            return Poll::Ready(Some(Err(Box::new(BodyStalled(idle)))));
+        }
+        Poll::Pending
+    }
+
+    /// Bytes (or the end) came: the wait, if any, is over.
+    fn progressed(&mut self) {
+        if self.waiting {
+            self.waiting = false;
+            if let Some(s) = &self.stats {
+                s.waiting.store(false, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn fail(&mut self, fault: BodyFault) {
+        self.progressed();
+        if let Some(s) = &self.stats {
+            s.set_fault(fault);
+        }
+    }
+}
+
+impl RequestBody {
+    /// No body: what a retry of a bodiless request sends.
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            inner: None,
+            buffered: None,
+            limit: u64::MAX,
+            seen: 0,
+            stats: None,
+            idle: None,
+            stall: None,
+            waiting: false,
+        }
+    }
+
+    /// A body already read whole (for validation), sent as it is.
+    pub fn full(bytes: Bytes) -> RequestBody {
+        RequestBody {
+            buffered: (!bytes.is_empty()).then_some(bytes),
+            ..RequestBody::empty()
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(b) = this.buffered.take() {
+            return Poll::Ready(Some(Ok(Frame::data(b))));
+        }
+        let Some(inner) = &mut this.inner else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.progressed();
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if let Some(s) = &this.stats {
+                        s.bytes.store(this.seen, Ordering::Relaxed);
+                        if this.seen > this.limit {
+                            s.set_fault(BodyFault::TooLarge);
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(this.limit)))));
+                        }
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.fail(BodyFault::Broken);
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(None) => {
+                this.progressed();
+                Poll::Ready(None)
+            }
+            Poll::Pending => this.poll_stall(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.buffered.is_none() && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.buffered, &self.inner) {
+            (Some(b), _) => SizeHint::with_exact(b.len() as u64),
+            (None, Some(b)) => b.size_hint(),
+            (None, None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+/// The client's body as the server hands it over: hyper's, or (for requests made in process:
+/// the engine's own tests, later subrequests) any boxed stream.
+pub enum ClientBody {
+    Incoming(Incoming),
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl ClientBody {
+    /// A whole body given in process.
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> ClientBody {
+        use http_body_util::BodyExt;
+        let full = http_body_util::Full::new(bytes.into()).map_err(|never| match never {});
+        ClientBody::Boxed(UnsyncBoxBody::new(full))
+    }
+
+    /// An in-process body from any stream of bytes.
+    pub fn boxed<B>(body: B) -> ClientBody
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        ClientBody::Boxed(UnsyncBoxBody::new(body.map_err(Into::into)))
+    }
+}
+
+impl From<Incoming> for ClientBody {
+    fn from(b: Incoming) -> ClientBody {
+        ClientBody::Incoming(b)
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ClientBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Incoming(b) => b.is_end_stream(),
+            ClientBody::Boxed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Incoming(b) => b.size_hint(),
+            ClientBody::Boxed(b) => b.size_hint(),
+        }
+    }
+}
+
+/// What a backend answers with.
+pub struct BackendBody {
+    kind: Kind,
+    /// The upstream connection, handed back to its pool when the body has been read whole.
+    conn: Option<PoolReturn>,
+    /// The attempt, when the breaker or outlier detection waits for the body to judge it.
+    attempt: Option<PendingAttempt>,
+    /// Keeps the target's in-flight count until the body is done.
+    inflight: Option<InflightGuard>,
+    /// The upstream's bulkhead place, held until the body is done.
+    permit: Option<BulkheadPermit>,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream(Incoming),
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl BackendBody {
+    pub fn full(bytes: impl Into<Bytes>) -> BackendBody {
+        let bytes = bytes.into();
+        BackendBody::of(Kind::Full((!bytes.is_empty()).then_some(bytes)))
+    }
+
+    pub fn empty() -> BackendBody {
+        BackendBody::of(Kind::Full(None))
+    }
+
+    /// Any other stream (a test backend's, an aggregate's, a converted one).
+    pub fn boxed<B>(body: B) -> BackendBody
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        BackendBody::of(Kind::Boxed(UnsyncBoxBody::new(body.map_err(Into::into))))
+    }
+
+    /// An upstream's body; `conn` goes back to the pool once the body ends, `attempt` is
+    /// judged then.
+    pub fn upstream(
+        body: Incoming,
+        conn: Option<PoolReturn>,
+        attempt: Option<PendingAttempt>,
+        inflight: Option<InflightGuard>,
+    ) -> BackendBody {
+        BackendBody {
+            kind: Kind::Upstream(body),
+            conn,
+            attempt,
+            inflight,
+            permit: None,
+        }
+    }
+
+    fn of(kind: Kind) -> BackendBody {
+        BackendBody {
+            kind,
+            conn: None,
+            attempt: None,
+            inflight: None,
+            permit: None,
+        }
+    }
+
+    /// Holds the target's in-flight count until the body is done.
+    pub fn hold(&mut self, inflight: InflightGuard) {
+        self.inflight = Some(inflight);
+    }
+
+    /// Holds the upstream's bulkhead place until the body is done.
+    pub fn hold_permit(&mut self, permit: Option<BulkheadPermit>) {
+        self.permit = permit;
+    }
+
+    /// Whether this is an upstream's streamed body (rather than one made in process).
+    pub fn is_streamed(&self) -> bool {
+        !matches!(self.kind, Kind::Full(_))
+    }
+
+    /// The body is over: read whole (`whole`), cut by the target (`target_cut`), or neither
+    /// (abandoned by the client, or cut by the client's fault: that counts as nothing). Judges
+    /// the pending attempt, hands the connection back when it can be reused, and releases the
+    /// target's in-flight count.
+    pub fn settle(&mut self, target_cut: bool) {
+        let whole = !target_cut && matches!(&self.kind, Kind::Upstream(b) if b.is_end_stream());
+        if let Some(a) = self.attempt.take() {
+            match (target_cut, whole) {
+                (true, _) => a.finish(false),
+                (false, true) => a.finish(true),
+                (false, false) => drop(a),
+            }
+        }
+        if let Some(conn) = self.conn.take()
+            && whole
+        {
+            conn.put_back();
+        }
+        self.inflight = None;
+        self.permit = None;
+    }
+}
+
+impl Body for BackendBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.get_mut().kind {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(b) => b.is_none(),
+            Kind::Upstream(b) => b.is_end_stream(),
+            Kind::Boxed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream(b) => b.size_hint(),
+            Kind::Boxed(b) => b.size_hint(),
+        }
+    }
+}
