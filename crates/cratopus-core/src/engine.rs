@@ -121,3 +121,25 @@ impl Engine {
         backend::phase(&route, req, conn, ex).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// docs/architecture.md draws the phase chart from [`super::PHASES`]: every phase, in this
+    /// order, heads a line of the chart.
+    #[test]
+    fn the_architecture_chart_follows_the_phase_list() {
+        let doc = include_str!("../../../docs/architecture.md");
+        let chart = doc
+            .split("## The phase chain and the backend seam")
+            .nth(1)
+            .and_then(|s| s.split("```").nth(1))
+            .expect("the chart");
+        let heads: Vec<&str> = chart
+            .lines()
+            .filter_map(|l| l.trim_start().strip_prefix("─▶ "))
+            .filter_map(|l| l.split_whitespace().next())
+            .filter(|w| super::PHASES.contains(w))
+            .collect();
+        assert_eq!(heads, super::PHASES, "{chart}");
+    }
+}
