@@ -112,7 +112,22 @@ impl Verdict {
 /// length; 0 = no state yet), all in nanoseconds of one monotonic clock. Updates `tats` only
 /// when the request is allowed.
 pub(crate) fn decide(tats: &mut [u64], rates: &[Rate], now: u64, cost: u32) -> Verdict {
-    debug_assert_eq!(tats.len(), rates.len());
+    let verdict = judge(tats, rates, now, cost);
+    if verdict.allowed {
+        for (rate, tat) in rates.iter().zip(tats.iter_mut()) {
+            let t = rate.interval(1);
+            *tat = (*tat).max(now).saturating_add(u64::from(cost).saturating_mul(t));
+        }
+    }
+    verdict
+}
+
+/// What [`decide`] would answer, without changing any TAT: a *peek*, for a caller that asks
+/// "would one more be allowed?" without spending it (a lockout gate that only counts
+/// failures, for instance). An empty `tats` stands for a key without state (every TAT 0),
+/// so that peeking at an unseen key allocates nothing.
+pub(crate) fn judge(tats: &[u64], rates: &[Rate], now: u64, cost: u32) -> Verdict {
+    debug_assert!(tats.is_empty() || tats.len() == rates.len());
     if rates.is_empty() {
         return Verdict::unlimited();
     }
@@ -121,7 +136,8 @@ pub(crate) fn decide(tats: &mut [u64], rates: &[Rate], now: u64, cost: u32) -> V
     // The pick so far: index, remaining, reset (ticks), retry (ticks). `None` until the first
     // limit is seen; a denial replaces any allowed pick.
     let mut pick: Option<(usize, u64, u64, u64)> = None;
-    for (i, (rate, &tat)) in rates.iter().zip(tats.iter()).enumerate() {
+    for (i, rate) in rates.iter().enumerate() {
+        let tat = tats.get(i).copied().unwrap_or(0);
         let t = rate.interval(1);
         let tolerance = rate.burst().saturating_mul(t);
         let base = tat.max(now);
@@ -145,12 +161,6 @@ pub(crate) fn decide(tats: &mut [u64], rates: &[Rate], now: u64, cost: u32) -> V
             if tighter {
                 pick = Some((i, remaining, diff, 0));
             }
-        }
-    }
-    if allowed {
-        for (rate, tat) in rates.iter().zip(tats.iter_mut()) {
-            let t = rate.interval(1);
-            *tat = (*tat).max(now).saturating_add(cost.saturating_mul(t));
         }
     }
     let (tightest, remaining, reset, retry) = pick.unwrap_or((0, 0, 0, 0));

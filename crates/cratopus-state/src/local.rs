@@ -78,6 +78,21 @@ impl LocalLimiter {
         )
     }
 
+    /// What [`check_n`](Self::check_n) would answer, without consuming anything or storing
+    /// state: "would a request of `cost` be allowed now?".
+    pub fn peek(&self, key: &str, rates: &[Rate], cost: u32) -> Verdict {
+        if rates.is_empty() {
+            return Verdict::unlimited();
+        }
+        let now = nanos(self.clock.now());
+        self.map.update(
+            key,
+            // A stack of another length is state for other limits: as if unseen.
+            |tats| gcra::judge(if tats.len() == rates.len() { tats } else { &[] }, rates, now, cost),
+            || (gcra::judge(&[], rates, now, cost), None),
+        )
+    }
+
     /// Drops every key whose limits are all fully replenished (TAT not after now). Such a
     /// key behaves exactly like an unseen one, so this only frees memory.
     pub fn retain_recent(&self) {
@@ -201,6 +216,28 @@ mod tests {
             handles.into_iter().map(|h| h.join().unwrap_or(0)).sum()
         });
         assert_eq!(allowed, 1000);
+    }
+
+    #[test]
+    fn peek_answers_like_check_without_consuming() {
+        let (l, clock) = limiter();
+        let rates = [Rate::per_minute(2)];
+        assert!(l.peek("k", &rates, 1).allowed);
+        assert!(l.is_empty(), "a peek stores nothing");
+        assert!(l.check("k", &rates).allowed);
+        for _ in 0..5 {
+            let v = l.peek("k", &rates, 1);
+            assert!(v.allowed);
+            assert_eq!(v.remaining, 0, "one left: this one");
+        }
+        assert!(l.check("k", &rates).allowed);
+        let v = l.peek("k", &rates, 1);
+        assert!(!v.allowed);
+        assert_eq!(v.retry_after, Duration::from_secs(30));
+        clock.advance(Duration::from_secs(30));
+        assert!(l.peek("k", &rates, 1).allowed);
+        // Another stack under the key reads as fresh.
+        assert!(l.peek("k", &[rates[0], Rate::per_second(1)], 1).allowed);
     }
 
     #[test]

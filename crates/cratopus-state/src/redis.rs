@@ -65,7 +65,8 @@ impl Default for RedisConfig {
 /// microseconds of the server clock.
 ///
 /// KEYS[i]: the TAT of limit i (microseconds since the epoch, as a decimal integer string).
-/// ARGV[1]: cost; ARGV[2i], ARGV[2i+1]: emission interval (µs) and burst of limit i.
+/// ARGV[1]: cost; ARGV[2i], ARGV[2i+1]: emission interval (µs) and burst of limit i;
+/// ARGV[2n+2]: `1` to consume when allowed, `0` to only peek (`gcra::judge`: nothing written).
 /// Returns {allowed 0/1, tightest (0-based), remaining, reset_after µs, retry_after µs}.
 ///
 /// Numbers are written with `string.format('%d')`: Lua numbers are doubles and Redis would
@@ -74,6 +75,7 @@ const GCRA_LUA: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local cost = tonumber(ARGV[1])
+local commit = ARGV[2 * #KEYS + 2] ~= '0'
 local allowed = 1
 local pick, pick_rem, pick_reset, pick_retry = 0, -1, 0, 0
 local new_tats = {}
@@ -97,7 +99,7 @@ for i = 1, #KEYS do
   end
   new_tats[i] = tat + cost * interval
 end
-if allowed == 1 then
+if allowed == 1 and commit then
   for i = 1, #KEYS do
     local ttl = math.ceil((new_tats[i] - now) / 1000)
     if ttl < 1 then ttl = 1 end
@@ -298,6 +300,16 @@ impl RedisLimiter {
 
     /// [`check`](Self::check) for a request costing `cost` cells.
     pub async fn check_n(&self, key: &str, rates: &[Rate], cost: u32) -> Result<Verdict, StateError> {
+        self.gcra(key, rates, cost, true).await
+    }
+
+    /// What [`check_n`](Self::check_n) would answer, consuming nothing (one read-only run of
+    /// the same script).
+    pub async fn peek(&self, key: &str, rates: &[Rate], cost: u32) -> Result<Verdict, StateError> {
+        self.gcra(key, rates, cost, false).await
+    }
+
+    async fn gcra(&self, key: &str, rates: &[Rate], cost: u32, commit: bool) -> Result<Verdict, StateError> {
         if rates.is_empty() {
             return Ok(Verdict::unlimited());
         }
@@ -307,6 +319,7 @@ impl RedisLimiter {
             inv.key(rate_limit_key(key, i));
             inv.arg(rate.interval(1000)).arg(rate.burst());
         }
+        inv.arg(u8::from(commit));
         let reply: Vec<i64> = self.run(&inv).await?;
         match parse_verdict(&reply, rates.len()) {
             Some(v) => Ok(v),

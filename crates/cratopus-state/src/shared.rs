@@ -79,6 +79,19 @@ impl SharedLimiter {
         Ok((self.local.check_n(key, rates, cost), Source::Local))
     }
 
+    /// What [`check_n`](Self::check_n) would answer, consuming nothing; the same store and
+    /// the same fallback decide.
+    pub async fn peek(&self, key: &str, rates: &[Rate], cost: u32) -> Result<(Verdict, Source), StateError> {
+        if let Some(redis) = &self.redis {
+            match redis.peek(key, rates, cost).await {
+                Ok(v) => return Ok((v, Source::Redis)),
+                Err(e) if self.fail_mode == FailMode::Closed => return Err(e),
+                Err(_) => {}
+            }
+        }
+        Ok((self.local.peek(key, rates, cost), Source::Local))
+    }
+
     /// Counts `cost` requests against `key`'s quota for the current `period` window (see
     /// [`RedisLimiter::quota_add`]), falling back like [`check`](Self::check).
     pub async fn quota_add(

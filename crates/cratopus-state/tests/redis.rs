@@ -136,6 +136,36 @@ async fn stacked_limits_deny_without_consuming() {
 }
 
 #[tokio::test]
+async fn peek_answers_like_check_and_writes_nothing() {
+    let server = RedisServer::start();
+    let l = limiter(&server.url());
+    let rates = [Rate::new(2, HOUR)];
+    let peek = |key| {
+        let l = l.clone();
+        async move {
+            match tokio::time::timeout(RETURNS_WITHIN, l.peek(key, &rates, 1)).await {
+                Ok(Ok(v)) => v,
+                other => panic!("redis peek: {other:?}"),
+            }
+        }
+    };
+    assert!(peek("p").await.allowed);
+    assert_eq!(get(&server, &rate_limit_key("p", 0)), Reply::Bulk(None), "a peek stores nothing");
+    assert!(check(&l, "p", &rates).await.allowed);
+    let tat = get(&server, &rate_limit_key("p", 0));
+    for _ in 0..3 {
+        let v = peek("p").await;
+        assert!(v.allowed);
+        assert_eq!(v.remaining, 0);
+    }
+    assert_eq!(get(&server, &rate_limit_key("p", 0)), tat, "peeks did not consume");
+    assert!(check(&l, "p", &rates).await.allowed);
+    let v = peek("p").await;
+    assert!(!v.allowed);
+    assert!(v.retry_after > Duration::from_secs(1700), "{v:?}");
+}
+
+#[tokio::test]
 async fn keys_with_braces_are_separate_limits() {
     let server = RedisServer::start();
     let l = limiter(&server.url());
