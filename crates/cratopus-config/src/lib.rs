@@ -11,6 +11,7 @@
 //! `Snapshot` first.
 
 pub mod access;
+pub mod auth_limits;
 pub mod error;
 pub mod files;
 pub mod http_policies;
@@ -30,6 +31,7 @@ pub mod units;
 pub mod validate;
 
 pub use access::*;
+pub use auth_limits::*;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{LoadedConfig, LoadedOrg, load_file, load_str};
 pub use model::*;

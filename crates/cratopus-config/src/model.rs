@@ -470,6 +470,9 @@ pub struct OrganizationConfig {
     /// Path normalization for this organization, replacing gateway.yaml's.
     #[serde(default)]
     pub path_normalization: Option<PathNormalization>,
+    /// Failed authentications per client address, over every route of the organization.
+    #[serde(default)]
+    pub auth_failures: Option<crate::auth_limits::AuthFailuresConfig>,
 }
 
 /// A pool of targets with its balancing, health checking and timeouts.
@@ -803,4 +806,7 @@ pub struct RouteConfig {
     /// only measured.
     #[serde(default)]
     pub shadow: Option<crate::shadow::ShadowConfig>,
+    /// Failed authentications per client address on this route alone.
+    #[serde(default)]
+    pub auth_failures: Option<crate::auth_limits::AuthFailuresConfig>,
 }

@@ -4,10 +4,12 @@
 //! organization with one set of counters), or once under `policies:` by name and referenced
 //! from routes (then the routes that name it share its counters).
 
+use crate::auth_limits::TierLimits;
 use crate::units::Dur;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 /// A named policy of an organization, referenced from routes by name.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, JsonSchema)]
@@ -24,7 +26,10 @@ pub struct PolicyConfig {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// The limits, e.g. 10 per second and 500 per minute.
+    /// The limits, e.g. 10 per second and 500 per minute. With `tiers`, the default: for
+    /// consumers of a tier not listed and for anonymous requests (without it, they are not
+    /// limited by this rate limit).
+    #[serde(default)]
     pub limits: Vec<LimitConfig>,
     /// What is counted separately: `client_ip` (default), `route` (one counter for all
     /// clients, like KrakenD's `max_rate`), or `header:<name>` (clients without the header
@@ -41,6 +46,15 @@ pub struct RateLimitConfig {
     /// Default: `cluster` when the gateway has `state.redis`, else `local`.
     #[serde(default)]
     pub state: Option<StateScope>,
+    /// Check this limit before authentication, so that requests with bad credentials count
+    /// too (brute force against keys and tokens). Only with a key that needs no identity:
+    /// `client_ip`, `route` or `header:<name>`.
+    #[serde(default)]
+    pub before_auth: bool,
+    /// Other limits for the consumers of some tiers (the consumer's `tier`), e.g.
+    /// `{free: 10/s, gold: 1000/s}`; each tier counts apart.
+    #[serde(default)]
+    pub tiers: BTreeMap<String, TierLimits>,
 }
 
 /// `rate` requests per `per`, with up to `burst` at once.

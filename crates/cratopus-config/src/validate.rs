@@ -9,10 +9,12 @@
 //! bound as well as a lower one ([`bounds`]): a typo such as `workers: 99999999` must fail
 //! `check`, not exhaust the machine when the gateway starts.
 
+use crate::access::AuthConfig;
+use crate::auth_limits::AuthFailuresConfig;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::load::LoadedConfig;
 use crate::model::{Balance, HealthCheckConfig, OrganizationConfig, Protocol, UpstreamConfig};
-use crate::policies::{QuotaConfig, RateLimitConfig, StateScope};
+use crate::policies::{QuotaConfig, RateKey, RateLimitConfig, StateScope};
 use crate::tls::{OrgTlsConfig, UnknownSni, acme_directory_url};
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -452,6 +454,11 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
             cluster,
             &mut errors,
         );
+        if let Some(a) = &o.auth_failures {
+            let any_auth = authenticates(o.auth.as_ref())
+                || o.routes.iter().any(|r| authenticates(r.auth.as_ref()));
+            check_auth_failures(f, base, &format!("organization `{name}`"), a, any_auth, cluster, &mut errors);
+        }
         section_problems(
             &mut errors,
             f,
@@ -519,6 +526,10 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
                 cluster,
                 &mut errors,
             );
+            if let Some(a) = &r.auth_failures {
+                let auth = authenticates(r.auth.as_ref().or(o.auth.as_ref()));
+                check_auth_failures(f, &here, &what, a, auth, cluster, &mut errors);
+            }
             for p in &r.policies {
                 if !o.policies.contains_key(&p.value) {
                     let known: Vec<&str> = o.policies.keys().map(String::as_str).collect();
@@ -971,30 +982,56 @@ fn check_policy(
     let needs_redis = |scope: Option<StateScope>| scope == Some(StateScope::Cluster) && !cluster;
     let at = |keys: &[&str], msg: String| ConfigError::at_key(f, ptr(here, keys), msg);
     if let Some(r) = rate {
-        if r.limits.is_empty() {
+        if r.limits.is_empty() && r.tiers.is_empty() {
             errors.push(at(
                 &["rate_limit", "limits"],
                 format!("{what}: rate_limit has no `limits`"),
             ));
         }
-        for (i, l) in r.limits.iter().enumerate() {
-            let i = i.to_string();
-            if l.rate == 0 {
-                errors.push(at(
-                    &["rate_limit", "limits", &i, "rate"],
-                    format!("{what}: a limit's `rate` must be at least 1"),
+        // The default stack, then each tier's (a tier written `10/s` has no list: a pointer
+        // into it is placed at the tier, the deepest node the file has).
+        let mut stacks = vec![(ptr(here, &["rate_limit", "limits"]), &r.limits)];
+        for (tier, t) in &r.tiers {
+            let p = ptr(here, &["rate_limit", "tiers", tier]);
+            if t.0.is_empty() {
+                errors.push(ConfigError::at_key(
+                    f,
+                    p.clone(),
+                    format!("{what}: rate_limit tier `{tier}` has no limits"),
                 ));
             }
-            if l.burst == Some(0) {
+            stacks.push((p, &t.0));
+        }
+        for (base, limits) in stacks {
+            for (i, l) in limits.iter().enumerate() {
+                let i = i.to_string();
+                let mut bad = |field: &str, msg: String| errors.push(ConfigError::at_key(f, ptr(&base, &[&i, field]), msg));
+                if l.rate == 0 {
+                    bad("rate", format!("{what}: a limit's `rate` must be at least 1"));
+                }
+                if l.burst == Some(0) {
+                    bad("burst", format!("{what}: a limit's `burst` must be at least 1"));
+                }
+                if l.per.0.is_zero() {
+                    bad("per", format!("{what}: a limit's `per` must be above 0"));
+                }
+            }
+        }
+        if r.before_auth {
+            if matches!(r.key, RateKey::Consumer | RateKey::Claim(_)) {
                 errors.push(at(
-                    &["rate_limit", "limits", &i, "burst"],
-                    format!("{what}: a limit's `burst` must be at least 1"),
+                    &["rate_limit", "key"],
+                    format!(
+                        "{what}: a rate_limit with `before_auth` runs before the request is authenticated, so it cannot be keyed by the consumer or a claim: use `client_ip`, `route` or `header:<name>`"
+                    ),
                 ));
             }
-            if l.per.0.is_zero() {
+            if !r.tiers.is_empty() {
                 errors.push(at(
-                    &["rate_limit", "limits", &i, "per"],
-                    format!("{what}: a limit's `per` must be above 0"),
+                    &["rate_limit", "tiers"],
+                    format!(
+                        "{what}: a rate_limit with `before_auth` cannot have `tiers`: the consumer's tier is known only after authentication"
+                    ),
                 ));
             }
         }
@@ -1018,6 +1055,55 @@ fn check_policy(
                 format!("{what}: quota has `state: cluster` but the gateway has no `state.redis`"),
             ));
         }
+    }
+}
+
+/// Whether an `auth` section asks for credentials (`auth: {}` does not).
+fn authenticates(auth: Option<&AuthConfig>) -> bool {
+    auth.is_some_and(|a| a.api_key.is_some() || a.jwt.is_some() || a.mtls.is_some())
+}
+
+/// `auth_failures` of an organization or a route; `here` is the key path of that section and
+/// `authenticated` whether any request under it is authenticated (else nothing can fail).
+fn check_auth_failures(
+    f: &Path,
+    here: &str,
+    what: &str,
+    a: &AuthFailuresConfig,
+    authenticated: bool,
+    cluster: bool,
+    errors: &mut Vec<ConfigError>,
+) {
+    let at = |keys: &[&str], msg: String| ConfigError::at_key(f, ptr(here, keys), msg);
+    if a.limit == 0 {
+        errors.push(at(
+            &["auth_failures", "limit"],
+            format!("{what}: auth_failures `limit` must be at least 1"),
+        ));
+    }
+    if a.window.0.is_zero() {
+        errors.push(at(
+            &["auth_failures", "window"],
+            format!("{what}: auth_failures `window` must be above 0"),
+        ));
+    }
+    if a.block_for.is_some_and(|b| b.0.is_zero()) {
+        errors.push(at(
+            &["auth_failures", "block_for"],
+            format!("{what}: auth_failures `block_for` must be above 0 (or left out)"),
+        ));
+    }
+    if a.state == Some(StateScope::Cluster) && !cluster {
+        errors.push(at(
+            &["auth_failures", "state"],
+            format!("{what}: auth_failures has `state: cluster` but the gateway has no `state.redis`"),
+        ));
+    }
+    if !authenticated {
+        errors.push(at(
+            &["auth_failures"],
+            format!("{what}: auth_failures counts failed authentications, but no request here is authenticated: give it an `auth`"),
+        ));
     }
 }
 
