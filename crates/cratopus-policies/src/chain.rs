@@ -324,7 +324,10 @@ async fn rate_limits(l: &RateLimits, cx: &mut RequestCx, req: &http::request::Pa
         }
     };
     for (policy, d) in l.limits.iter().zip(decisions) {
-        let d = d.map_err(|_| Refusal::LimitsUnavailable)?;
+        // `None`: no limit of the policy applies (a tier it does not list, and no default).
+        let Some(d) = d.map_err(|_| Refusal::LimitsUnavailable)? else {
+            continue;
+        };
         if !d.allowed {
             if d.refuses() {
                 cx.refused_over += 1;

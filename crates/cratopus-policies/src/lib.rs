@@ -6,6 +6,7 @@
 //! their refusals into the gateway's JSON errors.
 
 pub mod auth;
+pub mod auth_failures;
 pub mod authz;
 pub mod chain;
 pub mod cors;
@@ -17,5 +18,6 @@ pub mod quota;
 pub mod rate_limit;
 pub mod validation;
 
+pub use auth_failures::{AuthFailureLimit, LockedOut};
 pub use quota::{QuotaDecision, QuotaPolicy};
 pub use rate_limit::{RateDecision, RateLimitPolicy};

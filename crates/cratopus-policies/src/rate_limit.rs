@@ -7,7 +7,7 @@
 
 use crate::auth::Identity;
 use crate::key::{in_cluster, write_key};
-use cratopus_config::{LimitMode, RateKey, RateLimitConfig};
+use cratopus_config::{LimitConfig, LimitMode, RateKey, RateLimitConfig};
 use cratopus_state::{Rate, SharedLimiter, Source, StateError};
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use std::net::IpAddr;
@@ -28,19 +28,67 @@ pub static X_RATELIMIT_RESET: HeaderName = HeaderName::from_static("x-ratelimit-
 pub struct RateLimitPolicy {
     /// Names the counters: `<org>/<where it is written>`, e.g. `acme/policy:per-client`.
     pub id: Arc<str>,
-    rates: Vec<Rate>,
+    /// The limits of requests that no tier below applies to; `None` when only tiers are
+    /// written (such requests are then not limited by this policy).
+    default: Option<Stack>,
+    /// The consumers' tiers with limits of their own, in the order written. Looked up by a
+    /// string comparison per tier: a policy has a handful of tiers, fewer than a hash costs.
+    tiers: Vec<(Box<str>, Stack)>,
     key: RateKey,
     pub mode: LimitMode,
+    /// Checked before authentication (failed credentials count), not after.
+    pub before_auth: bool,
     x_headers: bool,
     /// Counted in Redis (when the gateway has it) rather than on this node.
     cluster: bool,
+    /// Soft mode: requests over the limit since the last log line, and when that was.
+    soft_over: AtomicU64,
+    soft_logged: Mutex<Option<Instant>>,
+}
+
+/// One stack of limits with its counters' name and the header values it answers with, all
+/// made at compile time.
+#[derive(Debug)]
+struct Stack {
+    /// The counters' name: the policy's id, with `#<tier>` for a tier's own stack (so that
+    /// the tiers never share counters, nor a tier with the default).
+    id: Arc<str>,
+    rates: Vec<Rate>,
     /// `RateLimit-Policy`, e.g. `10;w=1, 500;w=60`.
     policy_header: HeaderValue,
     /// `RateLimit-Limit` of each limit of the stack.
     limit_values: Vec<HeaderValue>,
-    /// Soft mode: requests over the limit since the last log line, and when that was.
-    soft_over: AtomicU64,
-    soft_logged: Mutex<Option<Instant>>,
+}
+
+impl Stack {
+    fn compile(id: Arc<str>, limits: &[LimitConfig]) -> Stack {
+        let rates: Vec<Rate> = limits
+            .iter()
+            .map(|l| Rate {
+                limit: l.rate,
+                period: l.per.0,
+                burst: l.burst.unwrap_or(l.rate),
+            })
+            .collect();
+        let policy = rates
+            .iter()
+            .map(|r| {
+                let w = window_secs(r.period);
+                if r.burst == r.limit {
+                    format!("{};w={w}", r.limit)
+                } else {
+                    format!("{};w={w};burst={}", r.limit, r.burst)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        Stack {
+            id,
+            limit_values: rates.iter().map(|r| HeaderValue::from(r.limit)).collect(),
+            policy_header: HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("")),
+            rates,
+        }
+    }
 }
 
 /// Soft mode logs at most this often per policy, with the count since the last line.
@@ -66,39 +114,38 @@ pub struct RateDecision {
 impl RateLimitPolicy {
     /// `cluster_default`: the gateway counts in Redis unless the limit says `state: local`.
     pub fn compile(id: String, cfg: &RateLimitConfig, cluster_default: bool) -> RateLimitPolicy {
-        let rates: Vec<Rate> = cfg
-            .limits
+        let id: Arc<str> = id.into();
+        let tiers = cfg
+            .tiers
             .iter()
-            .map(|l| Rate {
-                limit: l.rate,
-                period: l.per.0,
-                burst: l.burst.unwrap_or(l.rate),
+            .map(|(tier, t)| {
+                let stack = Stack::compile(format!("{id}#{tier}").into(), &t.0);
+                (tier.as_str().into(), stack)
             })
             .collect();
-        let policy = rates
-            .iter()
-            .map(|r| {
-                let w = window_secs(r.period);
-                if r.burst == r.limit {
-                    format!("{};w={w}", r.limit)
-                } else {
-                    format!("{};w={w};burst={}", r.limit, r.burst)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
         RateLimitPolicy {
-            id: id.into(),
-            limit_values: rates.iter().map(|r| HeaderValue::from(r.limit)).collect(),
-            policy_header: HeaderValue::from_str(&policy).unwrap_or(HeaderValue::from_static("")),
-            rates,
+            default: (!cfg.limits.is_empty()).then(|| Stack::compile(id.clone(), &cfg.limits)),
+            tiers,
+            id,
             key: cfg.key.clone(),
             mode: cfg.mode,
+            before_auth: cfg.before_auth,
             x_headers: cfg.x_headers,
             cluster: in_cluster(cfg.state, cluster_default),
             soft_over: AtomicU64::new(0),
             soft_logged: Mutex::new(None),
         }
+    }
+
+    /// The stack a request is limited by: its consumer's tier's, else the default.
+    fn stack_for(&self, identity: Option<&Identity>) -> Option<&Stack> {
+        if !self.tiers.is_empty()
+            && let Some(tier) = identity.and_then(|i| i.consumer.as_ref()).and_then(|c| c.tier.as_deref())
+            && let Some((_, stack)) = self.tiers.iter().find(|(t, _)| **t == *tier)
+        {
+            return Some(stack);
+        }
+        self.default.as_ref()
     }
 
     /// Notes a request let through over a soft limit. Logs the first at once, then at most
@@ -123,8 +170,9 @@ impl RateLimitPolicy {
         );
     }
 
-    /// Checks and counts one request. `scratch` is reused for the key. `Err` only when the
-    /// counters are in Redis, Redis is unreachable and the gateway fails closed.
+    /// Checks and counts one request. `scratch` is reused for the key. `Ok(None)` when no
+    /// limit of the policy applies (a tier without limits here, and no default). `Err` only
+    /// when the counters are in Redis, Redis is unreachable and the gateway fails closed.
     pub async fn check(
         &self,
         store: &SharedLimiter,
@@ -132,19 +180,22 @@ impl RateLimitPolicy {
         client: IpAddr,
         identity: Option<&Identity>,
         scratch: &mut String,
-    ) -> Result<RateDecision, StateError> {
-        write_key(scratch, &self.id, &self.key, headers, client, identity);
-        let (v, source) = if self.cluster {
-            store.check(scratch, &self.rates).await?
-        } else {
-            (store.local().check(scratch, &self.rates), Source::Local)
+    ) -> Result<Option<RateDecision>, StateError> {
+        let Some(stack) = self.stack_for(identity) else {
+            return Ok(None);
         };
-        let limit = self
+        write_key(scratch, &stack.id, &self.key, headers, client, identity);
+        let (v, source) = if self.cluster {
+            store.check(scratch, &stack.rates).await?
+        } else {
+            (store.local().check(scratch, &stack.rates), Source::Local)
+        };
+        let limit = stack
             .limit_values
             .get(v.tightest)
             .cloned()
             .unwrap_or(HeaderValue::from_static("0"));
-        Ok(RateDecision {
+        Ok(Some(RateDecision {
             allowed: v.allowed,
             mode: self.mode,
             source,
@@ -152,9 +203,9 @@ impl RateLimitPolicy {
             retry_after: ceil_secs(v.retry_after).max(1),
             limit,
             reset: ceil_secs(v.reset_after),
-            policy: self.policy_header.clone(),
+            policy: stack.policy_header.clone(),
             x_headers: self.x_headers,
-        })
+        }))
     }
 }
 
@@ -196,7 +247,8 @@ fn window_secs(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cratopus_config::{Dur, LimitConfig};
+    use crate::auth::Consumer;
+    use cratopus_config::{Dur, TierLimits, parse_rate};
     use cratopus_state::LocalLimiter;
 
     fn cfg(limits: &[(u32, u64, Option<u32>)], key: RateKey, mode: LimitMode) -> RateLimitConfig {
@@ -213,6 +265,8 @@ mod tests {
             mode,
             x_headers: true,
             state: None,
+            before_auth: false,
+            tiers: Default::default(),
         }
     }
 
@@ -229,16 +283,16 @@ mod tests {
             ),
             false,
         );
-        assert_eq!(p.policy_header, "3;w=60, 100;w=60;burst=5");
+        assert_eq!(p.stack_for(None).expect("default").policy_header, "3;w=60, 100;w=60;burst=5");
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let mut s = String::new();
         let h = HeaderMap::new();
         for left in [2u32, 1, 0] {
-            let d = p.check(&store, &h, ip, None, &mut s).await.unwrap();
+            let d = p.check(&store, &h, ip, None, &mut s).await.unwrap().expect("limited");
             assert!(d.allowed && !d.refuses());
             assert_eq!(d.remaining, left);
         }
-        let d = p.check(&store, &h, ip, None, &mut s).await.unwrap();
+        let d = p.check(&store, &h, ip, None, &mut s).await.unwrap().expect("limited");
         assert!(d.refuses());
         let mut out = HeaderMap::new();
         d.write_headers(&mut out);
@@ -249,7 +303,7 @@ mod tests {
         assert_eq!(out[&RATELIMIT_POLICY], "3;w=60, 100;w=60;burst=5");
         // Another client has its own counters.
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(p.check(&store, &h, other, None, &mut s).await.unwrap().allowed);
+        assert!(p.check(&store, &h, other, None, &mut s).await.unwrap().expect("limited").allowed);
     }
 
     #[tokio::test]
@@ -263,12 +317,68 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let mut s = String::new();
         let h = HeaderMap::new();
-        assert!(p.check(&store, &h, ip, None, &mut s).await.unwrap().allowed);
-        let d = p.check(&store, &h, ip, None, &mut s).await.unwrap();
+        assert!(p.check(&store, &h, ip, None, &mut s).await.unwrap().expect("limited").allowed);
+        let d = p.check(&store, &h, ip, None, &mut s).await.unwrap().expect("limited");
         assert!(!d.allowed && !d.refuses());
         let mut out = HeaderMap::new();
         d.write_headers(&mut out);
         assert!(out.get(RETRY_AFTER).is_none());
         assert_eq!(out[&RATELIMIT_REMAINING], "0");
+    }
+
+    fn consumer_of(tier: Option<&str>) -> Identity {
+        Identity {
+            consumer: Some(Arc::new(Consumer {
+                id: "c".into(),
+                header: None,
+                tier: tier.map(str::to_string),
+                scopes: Vec::new(),
+                roles: Vec::new(),
+            })),
+            claims: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn tiers_have_their_own_limits_and_counters() {
+        let store = SharedLimiter::local_only(LocalLimiter::new());
+        let mut c = cfg(&[(1, 60, None)], RateKey::Route, LimitMode::Enforce);
+        for (tier, rate) in [("free", "2/m"), ("gold", "5/m")] {
+            let limit = parse_rate(rate).expect("rate");
+            c.tiers.insert(tier.into(), TierLimits(vec![limit]));
+        }
+        let p = RateLimitPolicy::compile("o/route:r".into(), &c, false);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let h = HeaderMap::new();
+        // How many requests in a row the policy lets through.
+        let allowed = async |who: Option<Identity>| {
+            let mut n = 0;
+            let mut s = String::new();
+            while p.check(&store, &h, ip, who.as_ref(), &mut s).await.unwrap().expect("limited").allowed {
+                n += 1;
+            }
+            n
+        };
+        assert_eq!(allowed(Some(consumer_of(Some("free")))).await, 2);
+        assert_eq!(allowed(Some(consumer_of(Some("gold")))).await, 5);
+        // An unlisted tier, no tier, and anonymous requests share the default.
+        assert_eq!(allowed(Some(consumer_of(Some("silver")))).await, 1);
+        assert_eq!(allowed(Some(consumer_of(None))).await, 0);
+        assert_eq!(allowed(None).await, 0);
+        let gold = consumer_of(Some("gold"));
+        let d = p.check(&store, &h, ip, Some(&gold), &mut String::new()).await.unwrap().expect("limited");
+        let mut out = HeaderMap::new();
+        d.write_headers(&mut out);
+        assert_eq!(out[&RATELIMIT_LIMIT], "5");
+        assert_eq!(out[&RATELIMIT_POLICY], "5;w=60");
+
+        // Without a default, what no tier covers is not limited by the policy.
+        c.limits.clear();
+        let p = RateLimitPolicy::compile("o/route:t".into(), &c, false);
+        let silver = consumer_of(Some("silver"));
+        let mut s = String::new();
+        assert!(p.check(&store, &h, ip, Some(&silver), &mut s).await.unwrap().is_none());
+        assert!(p.check(&store, &h, ip, None, &mut s).await.unwrap().is_none());
+        assert!(p.check(&store, &h, ip, Some(&gold), &mut s).await.unwrap().is_some());
     }
 }
