@@ -5,13 +5,18 @@
 //! (`before_auth`, in [`crate::policies`]); what they may be keyed by is checked in
 //! [`crate::validate`].
 
-use crate::policies::{LimitConfig, StateScope};
+use crate::error::ConfigError;
+use crate::model::OrganizationConfig;
+use crate::policies::{LimitConfig, RateLimitConfig, StateScope};
+use crate::shape::escape;
+use crate::validate::hint;
 use crate::units::{Dur, parse_duration};
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::borrow::Cow;
 use std::fmt;
+use std::path::Path;
 use std::time::Duration;
 
 /// Brute-force protection: failed authentications counted per client address. A client with
@@ -106,6 +111,35 @@ impl JsonSchema for TierLimits {
             ]
         })
     }
+}
+
+/// Warnings for rate-limit tiers that no consumer of the organization has: a typo there
+/// (`glod`) would silently give the tier's consumers the default limits.
+pub(crate) fn unknown_tiers(f: &Path, base: &str, o: &OrganizationConfig) -> Vec<ConfigError> {
+    let known: Vec<&str> = o.consumers.iter().filter_map(|c| c.tier.as_deref()).collect();
+    let mut limits: Vec<(String, &RateLimitConfig)> = Vec::new();
+    limits.extend(o.rate_limit.as_ref().map(|r| (format!("{base}/rate_limit"), r)));
+    for (name, p) in &o.policies {
+        limits.extend(p.rate_limit.as_ref().map(|r| (format!("{base}/policies/{}/rate_limit", escape(name)), r)));
+    }
+    for (i, r) in o.routes.iter().enumerate() {
+        limits.extend(r.rate_limit.as_ref().map(|r| (format!("{base}/routes/{i}/rate_limit"), r)));
+    }
+    let mut out = Vec::new();
+    for (at, r) in limits {
+        for tier in r.tiers.keys().filter(|t| !known.contains(&t.as_str())) {
+            out.push(ConfigError::at_key(
+                f,
+                format!("{at}/tiers/{}", escape(tier)),
+                format!(
+                    "rate_limit tier `{tier}` is the tier of no consumer of organization `{}`{}",
+                    o.name.value,
+                    hint(tier, &known)
+                ),
+            ));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -207,6 +241,21 @@ organizations:
         has(25, "no request here is authenticated");
         has(28, "cannot have `tiers`");
         assert_eq!(errs.len(), 7, "{errs:#?}");
+    }
+
+    #[test]
+    fn a_tier_no_consumer_has_is_a_warning() {
+        let yaml = format!(
+            "{HEAD}    routes:
+      - path: /data
+        upstream: app
+        rate_limit: {{key: consumer, tiers: {{glod: 10/s, gold: 100/s}}}}
+"
+        );
+        let cfg = crate::load::load_str(std::path::Path::new("gw.yaml"), &yaml).expect("valid");
+        let w: Vec<String> = crate::lint::lint(&cfg).iter().map(ToString::to_string).collect();
+        assert_eq!(w.len(), 1, "{w:#?}");
+        assert!(w[0].starts_with("gw.yaml:9:") && w[0].contains("did you mean `gold`"), "{w:#?}");
     }
 
     #[test]

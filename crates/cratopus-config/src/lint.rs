@@ -98,6 +98,7 @@ pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
                 }
             }
         }
+        warnings.extend(crate::auth_limits::unknown_tiers(f, base, o));
         for r in &o.routes {
             if let Some(p) = &r.strip_prefix {
                 let prefix = p.value.trim_end_matches('/');
