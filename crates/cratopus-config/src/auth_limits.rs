@@ -9,8 +9,8 @@ use crate::error::ConfigError;
 use crate::model::OrganizationConfig;
 use crate::policies::{LimitConfig, RateLimitConfig, StateScope};
 use crate::shape::escape;
-use crate::validate::hint;
 use crate::units::{Dur, parse_duration};
+use crate::validate::hint;
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
@@ -120,10 +120,18 @@ pub(crate) fn unknown_tiers(f: &Path, base: &str, o: &OrganizationConfig) -> Vec
     let mut limits: Vec<(String, &RateLimitConfig)> = Vec::new();
     limits.extend(o.rate_limit.as_ref().map(|r| (format!("{base}/rate_limit"), r)));
     for (name, p) in &o.policies {
-        limits.extend(p.rate_limit.as_ref().map(|r| (format!("{base}/policies/{}/rate_limit", escape(name)), r)));
+        limits.extend(
+            p.rate_limit
+                .as_ref()
+                .map(|r| (format!("{base}/policies/{}/rate_limit", escape(name)), r)),
+        );
     }
     for (i, r) in o.routes.iter().enumerate() {
-        limits.extend(r.rate_limit.as_ref().map(|r| (format!("{base}/routes/{i}/rate_limit"), r)));
+        limits.extend(
+            r.rate_limit
+                .as_ref()
+                .map(|r| (format!("{base}/routes/{i}/rate_limit"), r)),
+        );
     }
     let mut out = Vec::new();
     for (at, r) in limits {
@@ -150,7 +158,14 @@ mod tests {
     #[test]
     fn tier_rates_short_and_full() {
         let t: TierLimits = parse("10/s");
-        assert_eq!(t.0, vec![LimitConfig { rate: 10, per: Dur::secs(1), burst: None }]);
+        assert_eq!(
+            t.0,
+            vec![LimitConfig {
+                rate: 10,
+                per: Dur::secs(1),
+                burst: None
+            }]
+        );
         let t: TierLimits = parse("1000/1m");
         assert_eq!(t.0[0].per, Dur::secs(60));
         let t: TierLimits = parse("5 / h");
@@ -229,7 +244,8 @@ organizations:
         let errs = errors(&yaml);
         let has = |line: u32, text: &str| {
             assert!(
-                errs.iter().any(|e| e.starts_with(&format!("gw.yaml:{line}:")) && e.contains(text)),
+                errs.iter()
+                    .any(|e| e.starts_with(&format!("gw.yaml:{line}:")) && e.contains(text)),
                 "no `{text}` at line {line}: {errs:#?}"
             )
         };
@@ -255,7 +271,10 @@ organizations:
         let cfg = crate::load::load_str(std::path::Path::new("gw.yaml"), &yaml).expect("valid");
         let w: Vec<String> = crate::lint::lint(&cfg).iter().map(ToString::to_string).collect();
         assert_eq!(w.len(), 1, "{w:#?}");
-        assert!(w[0].starts_with("gw.yaml:9:") && w[0].contains("did you mean `gold`"), "{w:#?}");
+        assert!(
+            w[0].starts_with("gw.yaml:9:") && w[0].contains("did you mean `gold`"),
+            "{w:#?}"
+        );
     }
 
     #[test]

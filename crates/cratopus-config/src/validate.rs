@@ -455,9 +455,16 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
             &mut errors,
         );
         if let Some(a) = &o.auth_failures {
-            let any_auth = authenticates(o.auth.as_ref())
-                || o.routes.iter().any(|r| authenticates(r.auth.as_ref()));
-            check_auth_failures(f, base, &format!("organization `{name}`"), a, any_auth, cluster, &mut errors);
+            let any_auth = authenticates(o.auth.as_ref()) || o.routes.iter().any(|r| authenticates(r.auth.as_ref()));
+            check_auth_failures(
+                f,
+                base,
+                &format!("organization `{name}`"),
+                a,
+                any_auth,
+                cluster,
+                &mut errors,
+            );
         }
         section_problems(
             &mut errors,
@@ -1005,7 +1012,8 @@ fn check_policy(
         for (base, limits) in stacks {
             for (i, l) in limits.iter().enumerate() {
                 let i = i.to_string();
-                let mut bad = |field: &str, msg: String| errors.push(ConfigError::at_key(f, ptr(&base, &[&i, field]), msg));
+                let mut bad =
+                    |field: &str, msg: String| errors.push(ConfigError::at_key(f, ptr(&base, &[&i, field]), msg));
                 if l.rate == 0 {
                     bad("rate", format!("{what}: a limit's `rate` must be at least 1"));
                 }

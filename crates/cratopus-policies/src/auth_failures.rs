@@ -163,7 +163,11 @@ mod tests {
             block_for: block_for.map(Dur::secs),
             state: None,
         };
-        (AuthFailureLimit::compile("o/route:login".into(), &cfg, false), store, clock)
+        (
+            AuthFailureLimit::compile("o/route:login".into(), &cfg, false),
+            store,
+            clock,
+        )
     }
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));

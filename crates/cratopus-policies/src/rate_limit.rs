@@ -140,7 +140,9 @@ impl RateLimitPolicy {
     /// The stack a request is limited by: its consumer's tier's, else the default.
     fn stack_for(&self, identity: Option<&Identity>) -> Option<&Stack> {
         if !self.tiers.is_empty()
-            && let Some(tier) = identity.and_then(|i| i.consumer.as_ref()).and_then(|c| c.tier.as_deref())
+            && let Some(tier) = identity
+                .and_then(|i| i.consumer.as_ref())
+                .and_then(|c| c.tier.as_deref())
             && let Some((_, stack)) = self.tiers.iter().find(|(t, _)| **t == *tier)
         {
             return Some(stack);
@@ -283,7 +285,10 @@ mod tests {
             ),
             false,
         );
-        assert_eq!(p.stack_for(None).expect("default").policy_header, "3;w=60, 100;w=60;burst=5");
+        assert_eq!(
+            p.stack_for(None).expect("default").policy_header,
+            "3;w=60, 100;w=60;burst=5"
+        );
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let mut s = String::new();
         let h = HeaderMap::new();
@@ -303,7 +308,13 @@ mod tests {
         assert_eq!(out[&RATELIMIT_POLICY], "3;w=60, 100;w=60;burst=5");
         // Another client has its own counters.
         let other: IpAddr = "10.0.0.2".parse().unwrap();
-        assert!(p.check(&store, &h, other, None, &mut s).await.unwrap().expect("limited").allowed);
+        assert!(
+            p.check(&store, &h, other, None, &mut s)
+                .await
+                .unwrap()
+                .expect("limited")
+                .allowed
+        );
     }
 
     #[tokio::test]
@@ -317,7 +328,13 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let mut s = String::new();
         let h = HeaderMap::new();
-        assert!(p.check(&store, &h, ip, None, &mut s).await.unwrap().expect("limited").allowed);
+        assert!(
+            p.check(&store, &h, ip, None, &mut s)
+                .await
+                .unwrap()
+                .expect("limited")
+                .allowed
+        );
         let d = p.check(&store, &h, ip, None, &mut s).await.unwrap().expect("limited");
         assert!(!d.allowed && !d.refuses());
         let mut out = HeaderMap::new();
@@ -354,7 +371,13 @@ mod tests {
         let allowed = async |who: Option<Identity>| {
             let mut n = 0;
             let mut s = String::new();
-            while p.check(&store, &h, ip, who.as_ref(), &mut s).await.unwrap().expect("limited").allowed {
+            while p
+                .check(&store, &h, ip, who.as_ref(), &mut s)
+                .await
+                .unwrap()
+                .expect("limited")
+                .allowed
+            {
                 n += 1;
             }
             n
@@ -366,7 +389,11 @@ mod tests {
         assert_eq!(allowed(Some(consumer_of(None))).await, 0);
         assert_eq!(allowed(None).await, 0);
         let gold = consumer_of(Some("gold"));
-        let d = p.check(&store, &h, ip, Some(&gold), &mut String::new()).await.unwrap().expect("limited");
+        let d = p
+            .check(&store, &h, ip, Some(&gold), &mut String::new())
+            .await
+            .unwrap()
+            .expect("limited");
         let mut out = HeaderMap::new();
         d.write_headers(&mut out);
         assert_eq!(out[&RATELIMIT_LIMIT], "5");

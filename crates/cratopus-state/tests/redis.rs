@@ -150,7 +150,11 @@ async fn peek_answers_like_check_and_writes_nothing() {
         }
     };
     assert!(peek("p").await.allowed);
-    assert_eq!(get(&server, &rate_limit_key("p", 0)), Reply::Bulk(None), "a peek stores nothing");
+    assert_eq!(
+        get(&server, &rate_limit_key("p", 0)),
+        Reply::Bulk(None),
+        "a peek stores nothing"
+    );
     assert!(check(&l, "p", &rates).await.allowed);
     let tat = get(&server, &rate_limit_key("p", 0));
     for _ in 0..3 {
