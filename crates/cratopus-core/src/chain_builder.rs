@@ -12,7 +12,7 @@ use cratopus_policies::cors::Cors;
 use cratopus_policies::forwarding::Forwarding;
 use cratopus_policies::ip_rules::IpRules;
 use cratopus_policies::validation::Validator;
-use cratopus_policies::{QuotaPolicy, RateLimitPolicy};
+use cratopus_policies::{AuthFailureGuard, AuthFailureLimit, QuotaPolicy, RateLimitPolicy};
 use cratopus_state::SharedLimiter;
 use cratopus_upstream::Bulkhead;
 use std::sync::Arc;
@@ -24,8 +24,11 @@ pub struct RouteParts {
     pub cors: Option<Arc<Cors>>,
     pub auth: Option<Arc<Authenticator>>,
     pub authorize: Option<Arc<Authorizer>>,
-    /// The organization's, the named policies', the route's.
+    /// The organization's, the named policies', the route's (those with `before_auth` run
+    /// ahead of authentication).
     pub rate_limits: Vec<Arc<RateLimitPolicy>>,
+    /// The organization's `auth_failures`, the route's.
+    pub auth_failures: Vec<Arc<AuthFailureLimit>>,
     pub quotas: Vec<Arc<QuotaPolicy>>,
     /// Where the limits count.
     pub store: Arc<SharedLimiter>,
@@ -42,12 +45,28 @@ pub fn chain(p: RouteParts) -> Vec<Policy> {
     // CORS first: it only notes the `Origin`, so that every refusal below carries its headers.
     chain.extend(p.cors.map(Policy::Cors));
     chain.extend(p.ip_rules.into_iter().map(Policy::IpRules));
-    let hides = p.authorize.as_ref().is_some_and(|a| a.hides());
-    chain.extend(p.auth.map(|auth| Policy::Authenticate { auth, hides }));
-    chain.extend(p.authorize.map(Policy::Authorize));
-    if !p.rate_limits.is_empty() {
+    // Ahead of authentication: the lockout after failed authentications (only where
+    // something authenticates, so that something can fail), then the limits placed there.
+    let failures = (p.auth.is_some() && !p.auth_failures.is_empty()).then(|| {
+        Arc::new(AuthFailureGuard {
+            limits: p.auth_failures,
+            store: p.store.clone(),
+        })
+    });
+    chain.extend(failures.clone().map(Policy::AuthFailures));
+    let (before_auth, rate_limits): (Vec<_>, Vec<_>) = p.rate_limits.into_iter().partition(|l| l.before_auth);
+    if !before_auth.is_empty() {
         chain.push(Policy::RateLimits(Arc::new(RateLimits {
-            limits: p.rate_limits,
+            limits: before_auth,
+            store: p.store.clone(),
+        })));
+    }
+    let hides = p.authorize.as_ref().is_some_and(|a| a.hides());
+    chain.extend(p.auth.map(|auth| Policy::Authenticate { auth, hides, failures }));
+    chain.extend(p.authorize.map(Policy::Authorize));
+    if !rate_limits.is_empty() {
+        chain.push(Policy::RateLimits(Arc::new(RateLimits {
+            limits: rate_limits,
             store: p.store.clone(),
         })));
     }

@@ -23,7 +23,7 @@ use cratopus_policies::cors::Cors;
 use cratopus_policies::forwarding::Forwarding;
 use cratopus_policies::ip_rules::{Cidr, IpRules};
 use cratopus_policies::validation::Validator;
-use cratopus_policies::{QuotaPolicy, RateLimitPolicy};
+use cratopus_policies::{AuthFailureLimit, QuotaPolicy, RateLimitPolicy};
 use cratopus_state::{LocalLimiter, RedisLimiter, SharedLimiter};
 pub use cratopus_upstream::Upstream;
 use cratopus_upstream::backend::Shadow;
@@ -510,6 +510,10 @@ pub fn compile_only(
             .quota
             .as_ref()
             .map(|c| Arc::new(QuotaPolicy::compile(format!("{org_name}/org"), c, cluster)));
+        let org_auth_failures = o
+            .auth_failures
+            .as_ref()
+            .map(|c| Arc::new(AuthFailureLimit::compile(format!("{org_name}/org"), c, cluster)));
         let named: HashMap<&str, NamedPolicy> = o
             .policies
             .iter()
@@ -612,6 +616,12 @@ pub fn compile_only(
                 }
             }
             let own = format!("{org_name}/route:{route_name}");
+            let mut auth_failures: Vec<Arc<AuthFailureLimit>> = org_auth_failures.iter().cloned().collect();
+            auth_failures.extend(
+                r.auth_failures
+                    .as_ref()
+                    .map(|c| Arc::new(AuthFailureLimit::compile(own.clone(), c, cluster))),
+            );
             rate_limits.extend(
                 r.rate_limit
                     .as_ref()
@@ -671,6 +681,7 @@ pub fn compile_only(
                     .map(|a| Arc::new(Authorizer::compile(a)))
                     .or_else(|| org_authorize.clone()),
                 rate_limits,
+                auth_failures,
                 quotas,
                 store: limiter.clone(),
                 max_body,

@@ -131,6 +131,55 @@ impl AuthFailureLimit {
     }
 }
 
+/// The `auth_failures` a route is covered by (its organization's, its own) and the store they
+/// count in: one value shared by the route's gate step and its authentication step, which
+/// counts the failures.
+pub struct AuthFailureGuard {
+    pub limits: Vec<Arc<AuthFailureLimit>>,
+    pub store: Arc<SharedLimiter>,
+}
+
+impl std::fmt::Debug for AuthFailureGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthFailureGuard")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthFailureGuard {
+    /// The gate: the longest lockout among the limits, if the client is locked out by any.
+    pub async fn gate(&self, client: IpAddr) -> Result<Option<LockedOut>, StateError> {
+        let mut key = String::with_capacity(64);
+        let mut out: Option<LockedOut> = None;
+        for limit in &self.limits {
+            if let Some(l) = limit.gate(&self.store, client, &mut key).await? {
+                out = Some(out.map_or(l, |o| LockedOut {
+                    retry_after: o.retry_after.max(l.retry_after),
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Counts a failed authentication of `client` in every limit, and logs the lockout it
+    /// causes. Failing to count (Redis away, failing closed) changes nothing for this request,
+    /// which is refused anyway.
+    pub async fn record_failure(&self, client: IpAddr, route: &str) {
+        let mut key = String::with_capacity(64);
+        for limit in &self.limits {
+            if let Ok(true) = limit.record_failure(&self.store, client, &mut key).await {
+                tracing::warn!(
+                    policy = %limit.id,
+                    route,
+                    %client,
+                    "client locked out after failed authentications"
+                );
+            }
+        }
+    }
+}
+
 /// Whether an authentication failure counts against the client: credentials presented and
 /// refused do, no credentials at all do not (see the module's notes).
 pub fn counts(e: &AuthError) -> bool {

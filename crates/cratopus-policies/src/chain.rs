@@ -16,6 +16,7 @@
 //! was refused.
 
 use crate::auth::{AuthError, Authenticator, CertId, Identity};
+use crate::auth_failures::{self, AuthFailureGuard};
 use crate::authz::Authorizer;
 use crate::cors::Cors;
 use crate::forwarding::Forwarding;
@@ -137,10 +138,14 @@ pub enum Policy {
     IpRules(Arc<IpRules>),
     /// Records the request's `Origin` and answers CORS headers on every response.
     Cors(Arc<Cors>),
-    /// Who the request is from; `hides` answers a failure with 404.
+    /// Refuses a client locked out by failed authentications (429), before authentication.
+    AuthFailures(Arc<AuthFailureGuard>),
+    /// Who the request is from; `hides` answers a failure with 404; `failures` counts the
+    /// failures of presented credentials for the route's `auth_failures`.
     Authenticate {
         auth: Arc<Authenticator>,
         hides: bool,
+        failures: Option<Arc<AuthFailureGuard>>,
     },
     Authorize(Arc<Authorizer>),
     RateLimits(Arc<RateLimits>),
@@ -161,6 +166,7 @@ impl Policy {
         match self {
             Policy::IpRules(_) => "ip_rules",
             Policy::Cors(_) => "cors",
+            Policy::AuthFailures(_) => "auth_failures",
             Policy::Authenticate { .. } => "authenticate",
             Policy::Authorize(_) => "authorize",
             Policy::RateLimits(_) => "rate_limit",
@@ -192,7 +198,18 @@ impl Policy {
                 cx.origin = req.headers.get(header::ORIGIN).cloned();
                 Ok(())
             }
-            Policy::Authenticate { auth, hides } => authenticate(auth, *hides, cx, req).await,
+            Policy::AuthFailures(guard) => match guard.gate(cx.client).await {
+                Ok(None) => Ok(()),
+                Ok(Some(locked)) => {
+                    cx.reason = Some("locked out after failed authentications");
+                    cx.refused_over += 1;
+                    Err(Refusal::RateLimited(locked.retry_after))
+                }
+                Err(_) => Err(Refusal::LimitsUnavailable),
+            },
+            Policy::Authenticate { auth, hides, failures } => {
+                authenticate(auth, *hides, failures.as_deref(), cx, req).await
+            }
             Policy::Authorize(authz) => {
                 let anonymous = Identity::default();
                 authz.check(cx.identity.as_ref().unwrap_or(&anonymous)).map_err(|why| {
@@ -270,6 +287,7 @@ impl Policy {
 async fn authenticate(
     auth: &Authenticator,
     hides: bool,
+    failures: Option<&AuthFailureGuard>,
     cx: &mut RequestCx,
     req: &mut http::request::Parts,
 ) -> Result<(), Refusal> {
@@ -288,7 +306,14 @@ async fn authenticate(
             cx.identity = Some(id);
             Ok(())
         }
-        Err(e) => Err(refuse_auth(auth, hides, cx, &e)),
+        Err(e) => {
+            if let Some(guard) = failures
+                && auth_failures::counts(&e)
+            {
+                guard.record_failure(cx.client, &cx.route).await;
+            }
+            Err(refuse_auth(auth, hides, cx, &e))
+        }
     }
 }
 

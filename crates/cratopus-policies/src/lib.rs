@@ -18,6 +18,6 @@ pub mod quota;
 pub mod rate_limit;
 pub mod validation;
 
-pub use auth_failures::{AuthFailureLimit, LockedOut};
+pub use auth_failures::{AuthFailureGuard, AuthFailureLimit, LockedOut};
 pub use quota::{QuotaDecision, QuotaPolicy};
 pub use rate_limit::{RateDecision, RateLimitPolicy};
