@@ -26,6 +26,7 @@ pub mod resilience;
 pub mod schema;
 pub mod shadow;
 mod shape;
+pub mod split;
 pub mod tls;
 pub mod units;
 pub mod validate;
@@ -39,6 +40,7 @@ pub use policies::*;
 pub use resilience::*;
 pub use schema::{gateway_schema, organization_schema};
 pub use shadow::ShadowConfig;
+pub use split::*;
 pub use tls::*;
 pub use units::{ByteSize, Dur};
 

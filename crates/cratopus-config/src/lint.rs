@@ -67,7 +67,9 @@ pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
             .routes
             .iter()
             .flat_map(|r| {
-                std::iter::once(r.upstream.value.as_str()).chain(r.shadow.as_ref().map(|s| s.upstream.value.as_str()))
+                r.upstream_names()
+                    .map(|u| u.value.as_str())
+                    .chain(r.shadow.as_ref().map(|s| s.upstream.value.as_str()))
             })
             .collect();
         for (uname, u) in &o.upstreams {

@@ -751,9 +751,11 @@ pub struct RouteConfig {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub methods: Vec<Spanned<String>>,
-    /// The upstream requests go to: the name of an upstream of the same organization.
-    #[schemars(with = "String")]
-    pub upstream: Spanned<String>,
+    /// The upstream requests go to: the name of an upstream of the same organization. A route
+    /// has either this or a `split`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub upstream: Option<Spanned<String>>,
     /// Removed from the start of the path before forwarding.
     #[serde(default)]
     #[schemars(with = "Option<String>")]
@@ -809,4 +811,8 @@ pub struct RouteConfig {
     /// Failed authentications per client address on this route alone.
     #[serde(default)]
     pub auth_failures: Option<crate::auth_limits::AuthFailuresConfig>,
+    /// Shares of the route's requests to several upstreams (canary, blue/green, A/B) instead
+    /// of one `upstream`.
+    #[serde(default)]
+    pub split: Option<crate::split::SplitConfig>,
 }

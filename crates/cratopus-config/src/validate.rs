@@ -551,18 +551,21 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
                     ));
                 }
             }
-            if !o.upstreams.contains_key(&r.upstream.value) {
-                let known: Vec<&str> = o.upstreams.keys().map(String::as_str).collect();
-                errors.push(ConfigError::at(
-                    f,
-                    &r.upstream.referenced,
-                    format!(
-                        "route `{}` names upstream `{}`, which organization `{name}` does not define{}",
-                        r.path.value,
-                        r.upstream.value,
-                        hint(&r.upstream.value, &known)
-                    ),
-                ));
+            check_route_target(f, &here, &what, r, &mut errors);
+            for u in r.upstream_names() {
+                if !o.upstreams.contains_key(&u.value) {
+                    let known: Vec<&str> = o.upstreams.keys().map(String::as_str).collect();
+                    errors.push(ConfigError::at(
+                        f,
+                        &u.referenced,
+                        format!(
+                            "route `{}` names upstream `{}`, which organization `{name}` does not define{}",
+                            r.path.value,
+                            u.value,
+                            hint(&u.value, &known)
+                        ),
+                    ));
+                }
             }
             if let Some(sh) = &r.shadow {
                 if !o.upstreams.contains_key(&sh.upstream.value) {
@@ -623,6 +626,34 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
         ));
     }
     errors
+}
+
+/// A route sends its requests to one `upstream` or through a `split`, never both, never
+/// neither; a split's own problems are placed at their keys.
+fn check_route_target(f: &Path, here: &str, what: &str, r: &crate::model::RouteConfig, errors: &mut Vec<ConfigError>) {
+    match (&r.upstream, &r.split) {
+        (None, None) => errors.push(ConfigError::at(
+            f,
+            &r.path.referenced,
+            format!("{what} needs an `upstream` (or a `split` over several)"),
+        )),
+        (Some(u), Some(_)) => errors.push(ConfigError::at(
+            f,
+            &u.referenced,
+            format!("{what} has both `upstream` and `split`: a split names its upstreams in `split.backends`"),
+        )),
+        _ => {}
+    }
+    let Some(split) = &r.split else {
+        return;
+    };
+    for (key, message) in split.problems() {
+        errors.push(ConfigError::at_key(
+            f,
+            format!("{}{key}", ptr(here, &["split"])),
+            format!("{what}: {message}"),
+        ));
+    }
 }
 
 /// The bodies and queues a route or an upstream holds in memory: a retry's buffered body, a
@@ -1221,6 +1252,40 @@ organizations:
                 .any(|t| t.starts_with("gw.yaml:1:") && t.contains("default_organization")),
             "{text:#?}"
         );
+    }
+
+    #[test]
+    fn split_routes_are_checked_with_lines() {
+        let yaml = "\
+organizations:
+  - name: a
+    upstreams:
+      stable: {targets: [\"http://127.0.0.1:1\"]}
+      canary: {targets: [\"http://127.0.0.1:2\"]}
+    routes:
+      - path: /ok
+        split:
+          backends: [{upstream: stable, weight: 99}, {upstream: canary, weight: 1, canary: true}]
+          rollback: {max_error_rate: 0.05}
+      - path: /both
+        upstream: stable
+        split: {backends: [{upstream: stable, weight: 1}, {upstream: canary, weight: 1}]}
+      - path: /neither
+      - path: /bad
+        split:
+          backends:
+            - {upstream: stable, weight: 1}
+            - {upstream: canry, weight: 1}
+          override: {header: X-Canary}
+";
+        let errs = load_str(Path::new("gw.yaml"), yaml).unwrap_err().0;
+        let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errs.len(), 4, "{text:#?}");
+        let has = |line: &str, what: &str| text.iter().any(|t| t.starts_with(line) && t.contains(what));
+        assert!(has("gw.yaml:12:", "both `upstream` and `split`"), "{text:#?}");
+        assert!(has("gw.yaml:14:", "needs an `upstream`"), "{text:#?}");
+        assert!(has("gw.yaml:19:", "did you mean `canary`"), "{text:#?}");
+        assert!(has("gw.yaml:20:", "mark one arm with `canary: true`"), "{text:#?}");
     }
 
     #[test]

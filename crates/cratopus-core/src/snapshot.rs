@@ -565,7 +565,16 @@ pub fn compile_only(
         let mut access_classes: Vec<AccessRules> = Vec::new();
         let mut route_auths: Vec<Arc<Authenticator>> = Vec::new();
         for r in &o.routes {
-            let Some(upstream) = upstreams.get(&(org_name.clone(), r.upstream.value.clone())) else {
+            let Some(u) = &r.upstream else {
+                // Until the engine calls backends through one seam, a split cannot be served.
+                errors.push(ConfigError::at(
+                    f,
+                    &r.path.referenced,
+                    "split routes are not served yet",
+                ));
+                continue;
+            };
+            let Some(upstream) = upstreams.get(&(org_name.clone(), u.value.clone())) else {
                 continue; // reported by validation
             };
             let pattern = r.path.value.clone();

@@ -203,7 +203,10 @@ async fn organizations(State(s): State<Arc<AdminState>>) -> Response {
                     "name": r.name.clone().unwrap_or_else(|| r.path.value.clone()),
                     "path": r.path.value,
                     "methods": r.methods.iter().map(|m| m.value.to_ascii_uppercase()).collect::<Vec<_>>(),
-                    "upstream": r.upstream.value,
+                    "upstream": r.upstream.as_ref().map(|u| &u.value),
+                    "split": r.split.as_ref().map(|s| s.backends.iter().map(|b| json!({
+                        "name": b.arm_name(), "upstream": b.upstream.value,
+                    })).collect::<Vec<_>>()),
                 })).collect::<Vec<_>>(),
             })
         })
@@ -562,6 +565,14 @@ fn openapi_base() -> Value {
         "ejected": {"type": "boolean", "description": "taken out by outlier detection"},
         "circuit": {"type": ["string", "null"], "enum": ["closed", "open", "half_open", null], "description": "the circuit breaker's state; null without a breaker"},
         "circuit_opens": {"type": ["integer", "null"], "minimum": 0, "description": "times the breaker opened"}}});
+    // One route of `/api/organizations` (apart, for the same reason).
+    let route_schema = json!({"type": "object", "required": ["name", "path", "methods", "upstream", "split"], "properties": {
+        "name": {"type": "string"}, "path": {"type": "string"},
+        "upstream": {"type": ["string", "null"], "description": "null for a route with a split"},
+        "split": {"type": ["array", "null"], "description": "the arms of the route's split (weights and state in /api/splits)",
+            "items": {"type": "object", "required": ["name", "upstream"], "properties": {
+                "name": {"type": "string"}, "upstream": {"type": "string"}}}},
+        "methods": {"type": "array", "items": {"type": "string"}}}});
     json!({
         "openapi": "3.1.0",
         "info": {"title": "cratopus admin API", "version": env!("CARGO_PKG_VERSION")},
@@ -587,9 +598,7 @@ fn openapi_base() -> Value {
                     "type": "object", "required": ["name", "file", "domains", "routes"], "properties": {
                         "name": {"type": "string"}, "file": {"type": "string"},
                         "domains": {"type": "array", "items": {"type": "string"}},
-                        "routes": {"type": "array", "items": {"type": "object", "required": ["name", "path", "methods", "upstream"], "properties": {
-                            "name": {"type": "string"}, "path": {"type": "string"}, "upstream": {"type": "string"},
-                            "methods": {"type": "array", "items": {"type": "string"}}}}}}}}}},
+                        "routes": {"type": "array", "items": route_schema}}}}}},
                 "Upstreams": {"type": "object", "required": ["upstreams"], "properties": {"upstreams": {"type": "array", "items": {
                     "type": "object", "required": ["organization", "name", "balance", "health_checked", "targets"], "properties": {
                         "organization": {"type": "string"}, "name": {"type": "string"}, "balance": {"type": "string"},

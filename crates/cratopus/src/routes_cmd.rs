@@ -25,14 +25,17 @@
 //! {"organizations": [{
 //!    "name": string, "default": bool, "domains": [string],
 //!    "routes": [{"path": string, "methods": [string] (["*"]: any method), "name": string,
-//!                "upstream": string, "implicit": bool, "strip_prefix": string|null,
-//!                "rewrite": string|null, "timeout_ms": integer|null}],
+//!                "upstream": string|null, "implicit": bool, "strip_prefix": string|null,
+//!                "rewrite": string|null, "timeout_ms": integer|null,
+//!                "split": [{"name": string, "upstream": string, "weight": integer,
+//!                           "canary": bool}]|null}],
 //!    "upstreams": [{"name": string, "balance": string, "targets": [{"url": string, "weight": integer}]}]
 //! }]}
 //! ```
 //!
 //! `routes` are in the order of the text tree; `upstreams` are sorted by name; `timeout_ms` is
-//! the route's own `timeout` (null: the upstream's `timeouts.response` applies); `default` is
+//! the route's own `timeout` (null: the upstream's `timeouts.response` applies); `upstream` is
+//! null and `split` lists the arms (weights as configured) for a route with a `split`; `default` is
 //! true for the organization that answers hosts no organization claims.
 //!
 //! Method fallbacks (see `cratopus_core::router`): at a path, a method that no route there
@@ -93,7 +96,8 @@ struct RouteView<'a> {
     /// no other route at this path answers).
     methods: Vec<String>,
     name: &'a str,
-    upstream: &'a str,
+    /// The route's upstream; `None` for a route with a `split`.
+    upstream: Option<&'a str>,
     implicit: bool,
     strip_prefix: Option<&'a str>,
     rewrite: Option<&'a str>,
@@ -371,7 +375,7 @@ fn route_views(org: &OrganizationConfig) -> Vec<RouteView<'_>> {
             path: pattern.to_string(),
             methods,
             name: r.name.as_deref().unwrap_or(pattern),
-            upstream: &r.upstream.value,
+            upstream: r.upstream.as_ref().map(|u| u.value.as_str()),
             implicit: false,
             strip_prefix: r.strip_prefix.as_ref().map(|s| s.value.as_str()),
             rewrite: r.rewrite.as_ref().map(|s| s.value.as_str()),
@@ -498,8 +502,27 @@ fn route_line(r: &RouteView<'_>, org: &OrganizationConfig) -> String {
     } else {
         r.methods.join(", ")
     };
-    let mut line = format!("{methods} → route {} → upstream {}", r.name, r.upstream);
-    match org.upstreams.get(r.upstream) {
+    let mut line = format!("{methods} → route {}", r.name);
+    if let Some(split) = &r.config.split {
+        let arms: Vec<String> = split
+            .backends
+            .iter()
+            .map(|b| {
+                let canary = if b.canary { " (canary)" } else { "" };
+                match &b.name {
+                    Some(n) => format!("{n} = upstream {} weight {}{canary}", b.upstream.value, b.weight),
+                    None => format!("upstream {} weight {}{canary}", b.upstream.value, b.weight),
+                }
+            })
+            .collect();
+        let _ = write!(line, " → split: {}", arms.join(", "));
+    }
+    let upstream = r.upstream.unwrap_or_default();
+    if r.upstream.is_some() {
+        let _ = write!(line, " → upstream {upstream}");
+    }
+    match org.upstreams.get(upstream) {
+        _ if r.upstream.is_none() => {}
         Some(u) => {
             let targets: Vec<String> = u
                 .targets
@@ -578,6 +601,9 @@ fn render_json(orgs: &[OrgView<'_>]) -> String {
                         "methods": methods,
                         "name": r.name,
                         "upstream": r.upstream,
+                        "split": r.config.split.as_ref().map(|s| s.backends.iter().map(|b| json!({
+                            "name": b.arm_name(), "upstream": b.upstream.value, "weight": b.weight, "canary": b.canary,
+                        })).collect::<Vec<_>>()),
                         "implicit": r.implicit,
                         "strip_prefix": r.strip_prefix,
                         "rewrite": r.rewrite,
@@ -733,22 +759,22 @@ organization fallback  hosts: unknown hosts (default)
         assert_eq!(
             routes[2],
             json!({"path": "/api/users", "methods": ["POST"], "name": "create-user", "upstream": "users",
-                   "implicit": false, "strip_prefix": null, "rewrite": null, "timeout_ms": 1500})
+                   "implicit": false, "strip_prefix": null, "rewrite": null, "timeout_ms": 1500, "split": null})
         );
         assert_eq!(routes[3]["methods"], json!(["GET", "PUT", "DELETE"]));
         assert_eq!(routes[3]["rewrite"], "/v2/users/{id}");
         assert_eq!(
             routes[6],
             json!({"path": "/files", "methods": ["*"], "name": "files", "upstream": "files",
-                   "implicit": true, "strip_prefix": "/files", "rewrite": null, "timeout_ms": null})
+                   "implicit": true, "strip_prefix": "/files", "rewrite": null, "timeout_ms": null, "split": null})
         );
         assert_eq!(
             fallback["routes"],
             json!([
                 {"path": "/", "methods": ["*"], "name": "/{*rest}", "upstream": "mirror", "implicit": true,
-                 "strip_prefix": null, "rewrite": null, "timeout_ms": null},
+                 "strip_prefix": null, "rewrite": null, "timeout_ms": null, "split": null},
                 {"path": "/{*rest}", "methods": ["*"], "name": "/{*rest}", "upstream": "mirror", "implicit": false,
-                 "strip_prefix": null, "rewrite": null, "timeout_ms": null},
+                 "strip_prefix": null, "rewrite": null, "timeout_ms": null, "split": null},
             ])
         );
 
