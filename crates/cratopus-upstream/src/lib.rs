@@ -13,6 +13,7 @@ pub mod health;
 pub mod outlier;
 pub mod pool;
 pub mod retry;
+pub mod split;
 pub mod target;
 pub mod tls;
 
@@ -21,6 +22,7 @@ pub use bulkhead::{Bulkhead, BulkheadPermit};
 pub use outlier::{OutlierDetector, OutlierSettings};
 pub use pool::{TargetSet, UpstreamPool};
 pub use retry::{RetryBudget, RetryPolicy};
+pub use split::{SplitSettings, SplitState};
 pub use target::{InflightGuard, Target, TargetKind};
 pub use tls::UpstreamTls;
 pub mod backend;
