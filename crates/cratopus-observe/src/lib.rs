@@ -3,6 +3,7 @@
 
 pub mod metrics;
 pub mod spans;
+pub mod split_metrics;
 pub mod traffic_log;
 
 pub use metrics::{GatewayMetrics, RouteLabels, RouteMetrics, TargetHealth};

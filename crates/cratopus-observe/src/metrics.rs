@@ -298,12 +298,12 @@ pub fn label_list(pairs: &[(&str, &str)]) -> String {
     s
 }
 
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// One sample line; `labels` is a [`label_list`] (may be empty).
-fn sample(out: &mut String, name: &str, labels: &str, extra: &str, value: impl std::fmt::Display) {
+pub(crate) fn sample(out: &mut String, name: &str, labels: &str, extra: &str, value: impl std::fmt::Display) {
     out.push_str(name);
     if !labels.is_empty() || !extra.is_empty() {
         out.push('{');

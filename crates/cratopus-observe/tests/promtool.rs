@@ -231,3 +231,35 @@ fn promtool_rejects_a_bad_exposition() {
     let report = promtool("# TYPE cratopus_x counter\ncratopus_x 1\n").unwrap_err();
     assert!(report.contains("_total"), "{report}");
 }
+
+#[test]
+fn split_families_pass_promtool() {
+    use cratopus_observe::split_metrics::{SplitArmSample, SplitSample, render_splits};
+    let arm = |arm, requests, weight| SplitArmSample {
+        arm,
+        requests,
+        errors: requests / 10,
+        weight,
+    };
+    let mut out = String::new();
+    render_splits(
+        &mut out,
+        &[
+            SplitSample {
+                org: "acme",
+                route: "users",
+                arms: vec![arm("stable", 990, 99), arm("canary", 10, 0)],
+                rollbacks: 1,
+                rolled_back: true,
+            },
+            SplitSample {
+                org: "acme",
+                route: "/ab/{*rest}",
+                arms: vec![arm("a", 50, 1), arm("b", 50, 1)],
+                rollbacks: 0,
+                rolled_back: false,
+            },
+        ],
+    );
+    promtool_check(&out);
+}

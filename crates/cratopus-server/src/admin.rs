@@ -61,6 +61,10 @@ fn api_router(state: Arc<AdminState>) -> Router {
         .route("/api/routes/enable", post(enable_route))
         .route("/api/blocks", get(blocks).post(block))
         .route("/api/blocks/remove", post(unblock))
+        .route(
+            "/api/splits",
+            get(crate::admin_split::list).put(crate::admin_split::set_weights),
+        )
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)
@@ -78,7 +82,7 @@ fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({"error": {"status": status.as_u16(), "code": code, "message": message}});
     (status, axum::Json(body)).into_response()
 }
@@ -299,12 +303,47 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     }
     render_tls(&mut out, &snap);
     render_shadows(&mut out, &snap);
+    render_splits(&mut out, &snap);
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     res
+}
+
+/// Requests, weights and rollbacks of the weighted splits for `/metrics`.
+fn render_splits(out: &mut String, snap: &cratopus_core::Snapshot) {
+    use cratopus_observe::split_metrics::{SplitArmSample, SplitSample};
+    let splits = crate::admin_split::splits(snap);
+    let samples: Vec<SplitSample<'_>> = splits
+        .iter()
+        .map(|s| {
+            let weights = s.weights();
+            SplitSample {
+                org: s.org(),
+                route: s.route(),
+                arms: s
+                    .settings()
+                    .arms
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| {
+                        let (requests, errors) = s.arm_totals(i);
+                        SplitArmSample {
+                            arm: &a.name,
+                            requests,
+                            errors,
+                            weight: weights.get(i).copied().unwrap_or(0),
+                        }
+                    })
+                    .collect(),
+                rollbacks: s.rollbacks(),
+                rolled_back: s.is_rolled_back(),
+            }
+        })
+        .collect();
+    cratopus_observe::split_metrics::render_splits(out, &samples);
 }
 
 /// Certificate expiry and ACME failures for `/metrics`.
@@ -511,6 +550,7 @@ pub fn openapi_document() -> Value {
                 "not_after": time, "renew_at": time, "last_error": {"type": ["string", "null"]},
                 "next_attempt": time, "failures": {"type": "integer", "minimum": 0}, "issued": {"type": "integer", "minimum": 0}}}}}});
     doc["components"]["schemas"]["Certificates"] = certificates;
+    crate::admin_split::openapi(&mut doc);
     doc["paths"]["/api/certificates"] = json!({"get": {"operationId": "certificates",
         "summary": "Certificates from files and from ACME, with their expiry and the state of ACME orders",
         "responses": {
