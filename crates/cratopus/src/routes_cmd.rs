@@ -989,6 +989,32 @@ organizations:
     }
 
     #[test]
+    fn a_split_route_shows_its_arms() {
+        let yaml = "\
+organizations:
+  - name: s
+    upstreams: {v1: {targets: [\"mirror://\"]}, v2: {targets: [\"mirror://\"]}}
+    routes:
+      - name: users
+        path: /users
+        split:
+          backends: [{upstream: v1, weight: 99}, {upstream: v2, weight: 1, canary: true, name: next}]
+";
+        let got = render(&load(yaml), false);
+        assert!(
+            got.contains("* → route users → split: upstream v1 weight 99, next = upstream v2 weight 1 (canary)\n"),
+            "{got}"
+        );
+        let v: Value = serde_json::from_str(&render(&load(yaml), true)).expect("valid JSON");
+        let route = &v["organizations"][0]["routes"][0];
+        assert_eq!(route["upstream"], Value::Null);
+        assert_eq!(
+            route["split"][1],
+            json!({"name": "next", "upstream": "v2", "weight": 1, "canary": true})
+        );
+    }
+
+    #[test]
     fn a_single_organization_without_domains_answers_every_host() {
         let got = render(&load(SOLO), false);
         assert!(
