@@ -14,6 +14,7 @@ pub mod host;
 pub mod normalize;
 pub mod overrides;
 pub mod phases;
+mod route_backend;
 pub mod router;
 pub mod snapshot;
 pub mod tls;

@@ -6,6 +6,7 @@
 //! so their health state, in-flight counts and pooled connections survive a reload.
 
 use crate::chain_builder::{self, RouteParts};
+use crate::route_backend::{SplitStates, route_backend};
 use crate::router::{AccessRules, HostTable, MethodTable, OrgRouter};
 use crate::tls::{OrgTls, TlsSnapshot};
 use cratopus_config::{
@@ -331,7 +332,7 @@ impl Services {
         self
     }
 
-    fn get(&self, org: &str, upstream: &str) -> Option<&Arc<dyn Service>> {
+    pub(crate) fn get(&self, org: &str, upstream: &str) -> Option<&Arc<dyn Service>> {
         self.by_upstream.get(&(org.to_string(), upstream.to_string()))
     }
 }
@@ -428,6 +429,7 @@ pub fn compile_only(
     let mut upstreams: HashMap<(Arc<str>, String), Arc<Upstream>> = HashMap::new();
     let mut all_routes: Vec<Arc<Route>> = Vec::new();
     let mut route_metrics: HashMap<(Arc<str>, Arc<str>), Arc<RouteMetrics>> = HashMap::new();
+    let mut split_states = SplitStates::new(prev);
     let prev_metrics: HashMap<(Arc<str>, Arc<str>), Arc<RouteMetrics>> = prev
         .map(|p| {
             p.routes
@@ -565,18 +567,6 @@ pub fn compile_only(
         let mut access_classes: Vec<AccessRules> = Vec::new();
         let mut route_auths: Vec<Arc<Authenticator>> = Vec::new();
         for r in &o.routes {
-            let Some(u) = &r.upstream else {
-                // Until the engine calls backends through one seam, a split cannot be served.
-                errors.push(ConfigError::at(
-                    f,
-                    &r.path.referenced,
-                    "split routes are not served yet",
-                ));
-                continue;
-            };
-            let Some(upstream) = upstreams.get(&(org_name.clone(), u.value.clone())) else {
-                continue; // reported by validation
-            };
             let pattern = r.path.value.clone();
             if !pattern.starts_with('/') {
                 errors.push(ConfigError::at(
@@ -698,13 +688,13 @@ pub fn compile_only(
                 bulkhead: r.bulkhead.as_ref().map(resilience::bulkhead),
                 forwarding: r.forward.as_ref().map(|f| Arc::new(Forwarding::compile(f))),
             });
-            let backend = match services.get(&org_name, &r.upstream.value) {
-                Some(s) => Backend::Service(s.clone()),
-                None => Backend::Upstream(Arc::new(UpstreamCall {
-                    upstream: upstream.clone(),
-                    timeout: r.timeout.map_or(upstream.response_timeout, |d| d.0),
-                    retry: r.retry.as_ref().map(Retry::compile).or_else(|| upstream.retry.clone()),
-                })),
+            let backend = match route_backend(r, &org_name, &route_name, &upstreams, services, &mut split_states) {
+                Ok(Some(b)) => b,
+                Ok(None) => continue, // an unknown upstream, reported by validation
+                Err(e) => {
+                    errors.push(ConfigError::at(f, &r.path.referenced, e));
+                    continue;
+                }
             };
             let backend = match &r.shadow {
                 None => backend,

@@ -17,10 +17,15 @@ use std::time::{Instant, UNIX_EPOCH};
 
 /// Every split of the running snapshot, in route order (each route once).
 pub fn splits(snap: &Snapshot) -> Vec<Arc<SplitState>> {
-    // Split routes are refused by the compile until the engine calls backends through the
-    // backend seam; then the routes' backends are listed here.
-    let _ = snap;
-    Vec::new()
+    let mut out: Vec<Arc<SplitState>> = Vec::new();
+    for r in &snap.routes {
+        if let Some(s) = r.backend.split()
+            && !out.iter().any(|o| Arc::ptr_eq(o, &s.state))
+        {
+            out.push(s.state.clone());
+        }
+    }
+    out
 }
 
 /// The split of `org`'s route `route`.

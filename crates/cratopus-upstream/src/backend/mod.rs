@@ -5,6 +5,8 @@
 //!   outlier recording, the pooled connection; `mirror://` targets answer in process.
 //! - [`Shadow`]: the real backend, plus a copy of a share of the requests to another one whose
 //!   answers are only measured.
+//! - [`Split`]: a weighted split (canary, blue/green, A/B): one backend per arm, the arm chosen
+//!   per request, a failing canary rolled back.
 //! - [`Service`]: anything else that answers a request in process (the engine's tests; later an
 //!   aggregate of several backends). A new kind of backend is a new implementation here, never a
 //!   special case in the engine.
@@ -13,9 +15,11 @@
 //! gateway's JSON answers in one place.
 
 mod shadow;
+mod split;
 mod upstream;
 
 pub use shadow::{Shadow, ShadowStats};
+pub use split::Split;
 pub use upstream::{Upstream, UpstreamCall};
 
 use crate::body::{BackendBody, BodyFault, BodyStats, RequestBody};
@@ -129,6 +133,7 @@ pub trait Service: Send + Sync + 'static {
 pub enum Backend {
     Upstream(Arc<UpstreamCall>),
     Shadow(Arc<Shadow>),
+    Split(Arc<Split>),
     Service(Arc<dyn Service>),
 }
 
@@ -149,6 +154,7 @@ impl Backend {
         match self {
             Backend::Upstream(u) => u.call(call, req).await,
             Backend::Shadow(s) => Box::pin(s.call(call, req)).await,
+            Backend::Split(s) => s.call(call, req).await,
             Backend::Service(s) => s.call(call, req).await,
         }
     }
@@ -158,7 +164,18 @@ impl Backend {
         match self {
             Backend::Upstream(u) => &u.upstream.name,
             Backend::Shadow(s) => s.primary.name(),
+            Backend::Split(_) => "split",
             Backend::Service(s) => s.name(),
+        }
+    }
+
+    /// The split behind this backend, if it is one (the admin API, metrics, carrying its state
+    /// over a reload).
+    pub fn split(&self) -> Option<&Arc<Split>> {
+        match self {
+            Backend::Split(s) => Some(s),
+            Backend::Shadow(s) => s.primary.split(),
+            _ => None,
         }
     }
 

@@ -1,0 +1,96 @@
+//! What answers a route, built in the compile: the route's one upstream, or a weighted split
+//! over several (one backend per arm), each arm an upstream call with the route's timeout and
+//! retries, or an in-process service standing in for the upstream. The shadow, when the route
+//! has one, wraps what this gives (see `snapshot`).
+//!
+//! A split's runtime state (running weights, counters, a rollback) is taken over from the
+//! snapshot being replaced, by organization and route name, while the route's split settings
+//! stay the same ([`SplitStates`]), so a reload of unrelated files keeps what the admin API and
+//! the rollback monitor changed.
+
+use crate::snapshot::{Services, Snapshot};
+use cratopus_config::RouteConfig;
+use cratopus_upstream::resilience::Retry;
+use cratopus_upstream::split::{SplitSettings, SplitState};
+use cratopus_upstream::{Backend, Split, Upstream, UpstreamCall};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+type Key = (Arc<str>, Arc<str>);
+
+/// The split states of the snapshot being replaced, and those given out in this compile.
+pub(crate) struct SplitStates {
+    prev: HashMap<Key, Arc<SplitState>>,
+    given: HashMap<Key, Arc<SplitState>>,
+    now: Instant,
+}
+
+impl SplitStates {
+    pub(crate) fn new(prev: Option<&Snapshot>) -> SplitStates {
+        let prev = prev
+            .into_iter()
+            .flat_map(|p| p.routes.iter())
+            .filter_map(|r| Some(((r.org.clone(), r.name.clone()), r.backend.split()?.state.clone())))
+            .collect();
+        SplitStates {
+            prev,
+            given: HashMap::new(),
+            now: Instant::now(),
+        }
+    }
+
+    /// The state of route `route`'s split: the one given to a route of the same name in this
+    /// compile (routes that share a name share their counters, as their metrics do), else the
+    /// previous snapshot's when its settings are the same, else a new one.
+    fn state(&mut self, org: &Arc<str>, route: &Arc<str>, settings: SplitSettings) -> Arc<SplitState> {
+        let key = (org.clone(), route.clone());
+        if let Some(s) = self.given.get(&key).filter(|s| *s.settings() == settings) {
+            return s.clone();
+        }
+        let state = SplitState::carry_over(self.prev.get(&key), org.clone(), route.clone(), settings, self.now);
+        self.given.entry(key).or_insert_with(|| state.clone());
+        state
+    }
+}
+
+/// Route `r`'s backend; `Ok(None)` when an upstream it names is missing (validation reports
+/// that), `Err` with a message for a split that cannot be compiled.
+pub(crate) fn route_backend(
+    r: &RouteConfig,
+    org: &Arc<str>,
+    route: &Arc<str>,
+    upstreams: &HashMap<(Arc<str>, String), Arc<Upstream>>,
+    services: &Services,
+    splits: &mut SplitStates,
+) -> Result<Option<Backend>, String> {
+    let route_retry = r.retry.as_ref().map(Retry::compile);
+    let one = |name: &str| -> Option<Backend> {
+        let upstream = upstreams.get(&(org.clone(), name.to_string()))?;
+        Some(match services.get(org, name) {
+            Some(s) => Backend::Service(s.clone()),
+            None => Backend::Upstream(Arc::new(UpstreamCall {
+                upstream: upstream.clone(),
+                timeout: r.timeout.map_or(upstream.response_timeout, |d| d.0),
+                retry: route_retry.clone().or_else(|| upstream.retry.clone()),
+            })),
+        })
+    };
+    match (&r.upstream, &r.split) {
+        (Some(u), _) => Ok(one(&u.value)),
+        (None, Some(split)) => {
+            let Some(arms) = split
+                .backends
+                .iter()
+                .map(|b| one(&b.upstream.value))
+                .collect::<Option<Vec<Backend>>>()
+            else {
+                return Ok(None);
+            };
+            let settings = SplitSettings::compile(split)?;
+            let state = splits.state(org, route, settings);
+            Ok(Some(Backend::Split(Arc::new(Split::new(state, arms)))))
+        }
+        (None, None) => Ok(None),
+    }
+}
