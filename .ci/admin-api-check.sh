@@ -23,7 +23,15 @@ organizations:
   - name: ci
     upstreams:
       m: {targets: ["mirror://"]}
-    routes: [{path: "/{*rest}", upstream: m}]
+      m2: {targets: ["mirror://"]}
+    routes:
+      - {path: "/{*rest}", upstream: m}
+      # A split, so that /api/splits describes one and takes weights.
+      - name: split
+        path: /split
+        split:
+          backends: [{upstream: m, weight: 9}, {upstream: m2, weight: 1, canary: true}]
+          rollback: {max_error_rate: 0.5}
     tls: {cert: "$CERTS/shop.pem", key: "$CERTS/shop-key.pem"}
 YAML
 "$BIN" run -c "$DIR/gateway.yaml" > "$DIR/gateway.log" 2>&1 &

@@ -10,7 +10,7 @@ use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use cratopus_core::Snapshot;
 use cratopus_upstream::SplitState;
-use cratopus_upstream::split::{Rollback, Sticky, WindowStats};
+use cratopus_upstream::split::{Rollback, Sticky, WeightsError, WindowStats};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::{Instant, UNIX_EPOCH};
@@ -130,7 +130,7 @@ pub async fn list(State(s): State<Arc<AdminState>>, uri: Uri) -> Response {
 }
 
 /// `PUT /api/splits`: `{"organization", "route", "weights": {"arm": weight, …}}`; arms not
-/// named keep their weight.
+/// named keep their weight. An unknown arm is `404`, every weight at 0 `409`.
 pub async fn set_weights(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) -> Response {
     let bad = |m: &str| error(StatusCode::BAD_REQUEST, "bad_request", m);
     let v: Value = match serde_json::from_slice(&body) {
@@ -148,7 +148,13 @@ pub async fn set_weights(State(s): State<Arc<AdminState>>, body: axum::body::Byt
     };
     let mut weights: Vec<(&str, u32)> = Vec::with_capacity(map.len());
     for (arm, w) in map {
-        match w.as_u64().and_then(|w| u32::try_from(w).ok()) {
+        // JSON Schema counts 5.0 as an integer, so the API takes it as one.
+        let whole = w.as_u64().or_else(|| {
+            w.as_f64()
+                .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+                .map(|f| f as u64)
+        });
+        match whole.and_then(|w| u32::try_from(w).ok()) {
             Some(w) => weights.push((arm, w)),
             None => return bad(&format!("the weight of arm `{arm}` must be a whole number from 0")),
         }
@@ -163,7 +169,9 @@ pub async fn set_weights(State(s): State<Arc<AdminState>>, body: axum::body::Byt
     };
     match split.set_weights(&weights) {
         Ok(()) => axum::Json(describe(&split, Instant::now())).into_response(),
-        Err(e) => bad(&e),
+        Err(e @ WeightsError::UnknownArm(_)) => error(StatusCode::NOT_FOUND, "not_found", &e.to_string()),
+        Err(e @ WeightsError::AllZero) => error(StatusCode::CONFLICT, "conflict", &e.to_string()),
+        Err(e @ WeightsError::TooLarge(_)) => bad(&e.to_string()),
     }
 }
 
@@ -211,6 +219,8 @@ pub fn openapi(doc: &mut Value) {
                     "weights": {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0, "maximum": cratopus_config::MAX_SPLIT_WEIGHT}}}}}}},
             "responses": {
                 "200": {"description": "the split with its new weights", "content": {"application/json": {"schema": split}}},
-                "400": answer("the body or the weights are not usable"), "404": answer("no such route with a split"),
+                "400": answer("the body is not what the call needs"),
+                "404": answer("no such route with a split, or no such arm in it"),
+                "409": answer("every arm would have weight 0"),
                 "401": answer("missing or wrong bearer token")}}});
 }

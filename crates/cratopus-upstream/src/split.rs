@@ -121,6 +121,17 @@ impl SplitSettings {
     }
 }
 
+/// Why [`SplitState::set_weights`] changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WeightsError {
+    #[error("{0}")]
+    UnknownArm(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("every arm would have weight 0: at least one must take requests")]
+    AllZero,
+}
+
 /// Why and when the canary was rolled back, for the admin API.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rollback {
@@ -455,23 +466,26 @@ impl SplitState {
     /// be 0. Clears a rollback, and the canary's window with it, so that the failures that
     /// caused it do not roll the canary back again at once: setting weights is the operator's
     /// decision to try again.
-    pub fn set_weights(&self, weights: &[(&str, u32)]) -> Result<(), String> {
+    pub fn set_weights(&self, weights: &[(&str, u32)]) -> Result<(), WeightsError> {
         let mut next = self.weights();
         for (name, w) in weights {
             let Some(i) = self.settings.arms.iter().position(|a| &*a.name == *name) else {
                 let known: Vec<&str> = self.settings.arms.iter().map(|a| &*a.name).collect();
-                return Err(format!("the split has no arm `{name}` (arms: {})", known.join(", ")));
+                return Err(WeightsError::UnknownArm(format!(
+                    "the split has no arm `{name}` (arms: {})",
+                    known.join(", ")
+                )));
             };
             if *w > cratopus_config::MAX_SPLIT_WEIGHT {
-                return Err(format!(
+                return Err(WeightsError::TooLarge(format!(
                     "weight {w} of arm `{name}` is above the maximum, {}",
                     cratopus_config::MAX_SPLIT_WEIGHT
-                ));
+                )));
             }
             next[i] = *w;
         }
         if next.iter().all(|&w| w == 0) {
-            return Err("every arm would have weight 0: at least one must take requests".into());
+            return Err(WeightsError::AllZero);
         }
         for (a, w) in self.weights.iter().zip(&next) {
             a.store(*w, Relaxed);
@@ -770,8 +784,13 @@ override: {header: X-Canary}",
     #[test]
     fn set_weights_refuses_what_it_cannot_do() {
         let s = state("backends: [{upstream: a, weight: 1}, {upstream: b, weight: 1}]");
-        assert!(s.set_weights(&[("z", 1)]).unwrap_err().contains("no arm `z`"));
-        assert!(s.set_weights(&[("a", 0), ("b", 0)]).unwrap_err().contains("weight 0"));
+        assert!(
+            s.set_weights(&[("z", 1)])
+                .unwrap_err()
+                .to_string()
+                .contains("no arm `z`")
+        );
+        assert_eq!(s.set_weights(&[("a", 0), ("b", 0)]), Err(WeightsError::AllZero));
         assert!(s.set_weights(&[("a", 2_000_000)]).is_err());
         assert_eq!(s.weights(), [1, 1]);
         s.set_weights(&[("b", 3)]).unwrap();

@@ -206,10 +206,14 @@ async fn weights_set_at_run_time_survive_a_reload_of_another_file() {
     for (body, status) in [
         (
             r#"{"organization": "acme", "route": "users", "weights": {"nosuch": 1}}"#,
-            400,
+            404,
         ),
         (
             r#"{"organization": "acme", "route": "users", "weights": {"stable": 0, "canary": 0}}"#,
+            409,
+        ),
+        (
+            r#"{"organization": "acme", "route": "users", "weights": {"stable": 1.5}}"#,
             400,
         ),
         (

@@ -30,9 +30,7 @@ impl Split {
     /// broke (its body too large, cut or stalled) counts for neither side.
     pub fn call<'a>(&'a self, call: &'a mut Call, req: Request<RequestBody>) -> Answer<'a> {
         Box::pin(async move {
-            let (arm, _) = self
-                .state
-                .choose(req.headers(), call.client, call.consumer.as_deref());
+            let (arm, _) = self.state.choose(req.headers(), call.client, call.consumer.as_deref());
             let Some(backend) = self.arms.get(arm) else {
                 return Err(BackendError::Failed);
             };
