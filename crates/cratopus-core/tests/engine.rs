@@ -225,3 +225,65 @@ async fn validation_reads_an_in_process_body_once_and_refuses_a_bad_one() {
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_eq!(echo.calls.load(Ordering::SeqCst), 1);
 }
+
+/// Answers every request with 500.
+struct Broken(AtomicUsize);
+
+impl Service for Broken {
+    fn name(&self) -> &str {
+        "broken"
+    }
+
+    fn call<'a>(&'a self, _call: &'a mut Call, _req: Request<RequestBody>) -> Answer<'a> {
+        Box::pin(async move {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let mut res = Response::new(BackendBody::empty());
+            *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            Ok(res)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_split_shares_requests_and_takes_a_failing_canary_out() {
+    let echo = Echo::new("main");
+    let broken = Arc::new(Broken(AtomicUsize::new(0)));
+    let yaml = format!(
+        "{BASE}      - path: /users
+        split:
+          backends: [{{upstream: main, weight: 3}}, {{upstream: copy, weight: 1, canary: true}}]
+          rollback: {{max_error_rate: 0.5, min_requests: 10, window: 1s}}
+"
+    );
+    let services = Services::default()
+        .with("acme", "main", echo.clone())
+        .with("acme", "copy", broken.clone());
+    let engine = engine(&yaml, services).await;
+    let snapshot = engine.snapshot();
+    let Some(split) = snapshot.routes[0].backend.split() else {
+        panic!("the route's backend is a split")
+    };
+    // The first 20 requests: 3 to 1 (within a request), the canary's 500s passed on as they are.
+    let mut statuses = Vec::new();
+    for _ in 0..20 {
+        statuses.push(engine.handle(get("/users"), &conn()).await.status().as_u16());
+    }
+    let to_canary = broken.0.load(Ordering::SeqCst);
+    assert!((4..=6).contains(&to_canary), "{to_canary} of 20 to the canary");
+    assert_eq!(echo.calls.load(Ordering::SeqCst), 20 - to_canary);
+    assert_eq!(statuses.iter().filter(|s| **s == 500).count(), to_canary);
+    // The canary is judged once it has 10 answers in the window, at most every 20 ms (real
+    // time: the split reads the system clock); keep the traffic going until it is out.
+    let mut sent = 20;
+    while !split.state.is_rolled_back() {
+        assert!(sent < 1_000_000, "never rolled back");
+        engine.handle(get("/users"), &conn()).await;
+        sent += 1;
+    }
+    assert_eq!(split.state.weights(), [3, 0]);
+    let before = broken.0.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        assert_eq!(engine.handle(get("/users"), &conn()).await.status(), StatusCode::OK);
+    }
+    assert_eq!(broken.0.load(Ordering::SeqCst), before);
+}
