@@ -1,6 +1,7 @@
 //! The dashboard in a real browser (Debian's headless chromium): it signs in with the admin
-//! token, draws the configured routes, and shows a target that is down. A screenshot is saved in
-//! the test's output directory (`$CARGO_TARGET_TMPDIR/dashboard.png`).
+//! token, draws the configured routes, shows a target that is down and a split whose canary was
+//! rolled back. A screenshot is saved in the test's output directory
+//! (`$CARGO_TARGET_TMPDIR/dashboard.png`).
 
 use std::process::Command;
 use std::time::Duration;
@@ -51,6 +52,11 @@ upstreams:
 routes:
   - {{name: echo, path: \"/echo/{{*rest}}\", upstream: echo}}
   - {{name: invoices, path: \"/billing/invoices/{{id}}\", upstream: billing, methods: [GET]}}
+  - name: rollout
+    path: /rollout
+    split:
+      backends: [{{upstream: echo, weight: 3}}, {{upstream: billing, weight: 1, canary: true}}]
+      rollback: {{max_error_rate: 0.5, min_requests: 3, window: 10s}}
 ",
         dead_port()
     );
@@ -76,6 +82,21 @@ routes:
     })
     .await;
     assert!(down, "the billing target should be down first");
+    // The split's canary (the dead billing upstream) answers 503s until it is rolled back.
+    let rolled = eventually(Duration::from_secs(10), || async {
+        for _ in 0..10 {
+            test_support::get(&gw.url("/rollout"), Some("api.acme.test")).await;
+        }
+        let req = test_support::http::Request::get(format!("http://{admin}/api/splits"))
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(test_support::http_body_util::Full::new(
+                test_support::hyper::body::Bytes::new(),
+            ))
+            .unwrap();
+        test_support::send(&client, req).await.json()["splits"][0]["rollback"]["rolled_back"] == true
+    })
+    .await;
+    assert!(rolled, "the canary of /rollout should be rolled back");
 
     let url = format!("http://{admin}/dashboard#token={TOKEN}");
     let dom = tokio::task::spawn_blocking(move || chromium(&["--dump-dom", &url]))
@@ -110,6 +131,10 @@ routes:
         "the down target is not marked:\n{html}"
     );
     assert!(html.contains("class=\"target down\""), "{html}");
+    // The split route with its arms, the canary rolled back (and listed among the errors).
+    assert!(html.contains("data-arm=\"echo\""), "{html}");
+    assert!(html.contains("class=\"arm rolled-back\""), "{html}");
+    assert!(html.contains("canary billing rolled back: 5xx rate"), "{html}");
 
     // A wrong token stays on the sign-in form with a message.
     let bad = format!("http://{admin}/dashboard#token=wrong-token-000000000");
