@@ -112,10 +112,10 @@ variant_yaml() {
     # Spans of 1% of requests exported over OTLP/HTTP; the backend nginx is the sink
     # (it answers the POSTs with 200).
     otel) printf 'tracing:\n  sample_ratio: 0.01\n  otlp:\n    endpoint: http://127.0.0.1:%s/v1/traces\n' "$BACKEND_PORT" ;;
-    limit|apikey|jwt) ;;
+    limit|apikey|jwt|split) ;;
     # The same limit counted in a local redis-server (started here, pinned like the servers).
     redis|redis2) printf 'state:\n  redis:\n    urls: ["redis://127.0.0.1:%s"]\n' "$REDIS_PORT" ;;
-    *) die "unknown variant $1 (known: otel, limit, redis, redis2, apikey, jwt)" ;;
+    *) die "unknown variant $1 (known: otel, limit, redis, redis2, apikey, jwt, split)" ;;
   esac
 }
 # variant_org_yaml NAME — what a variant adds inside the organization.
@@ -125,6 +125,13 @@ variant_org_yaml() {
     # Two policies in Redis on the route, the organization's (per client) and a named one (per
     # route): they share one round trip. The first line is a key of the route above it.
     redis2) printf '        policies: [per-route]\n%s\n    policies:\n      per-route:\n        rate_limit:\n          limits: [{rate: 100000000, per: 1s}]\n          key: route\n' "$LIMIT_YAML" ;;
+    # The bench path on a route of its own with a 99/1 canary split and its rollback monitor
+    # (both arms on the one backend), so that every request pays the choice and the recording.
+    split) printf '%s\n' \
+      "      - path: $BENCH_PATH" \
+      "        split:" \
+      "          backends: [{upstream: backend, weight: 99, name: stable}, {upstream: backend, weight: 1, name: canary, canary: true}]" \
+      "          rollback: {max_error_rate: 0.05, max_p95_ratio: 2.0}" ;;
     # Every request authenticated by an API key of a consumer.
     apikey) printf '    consumers:\n      - id: bench\n        keys: ["%s"]\n    auth:\n      api_key: {}\n' \
       "$("$CRATOPUS_BIN" hash-key "$BENCH_API_KEY")" ;;
