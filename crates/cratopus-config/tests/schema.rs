@@ -237,7 +237,13 @@ upstreams:
 routes:
   - {name: r, path: '/a/{id}', methods: [GET, PUT], upstream: u, strip_prefix: /a,
      rewrite: '/b/{id}', timeout: 250ms, max_body_bytes: 1MiB}
-  - {path: '/{*rest}', upstream: v}",
+  - {path: '/{*rest}', upstream: v}
+  - path: /s
+    split:
+      backends: [{upstream: u, weight: 99}, {upstream: v, weight: 1, canary: true, name: next}]
+      sticky: {cookie: uid}
+      override: {header: X-Canary}
+      rollback: {max_error_rate: 0.05, max_p95_ratio: 2.0, min_requests: 100, window: 30s}",
     ),
 ];
 
@@ -272,7 +278,6 @@ const INVALID: &[(Kind, &str)] = &[
     (Org, "domains: [a.test]"),
     (Org, "name: a\nupstreams: {u: {}}"),
     (Org, "name: a\nupstreams: {u: {targets: [{weight: 2}]}}"),
-    (Org, "name: a\nroutes: [{path: /}]"),
     // Units and names the parser does not know.
     (Gateway, "shutdown_timeout: 5 parsecs"),
     (Gateway, "shutdown_timeout: fast"),
@@ -285,6 +290,12 @@ const INVALID: &[(Kind, &str)] = &[
     (Org, "name: a\nupstreams: {u: {targets: [x], hash_on: ip}}"),
     (Org, "name: a\nupstreams: {u: {targets: [x], hash_on: {ip: x}}}"),
     (Org, "name: a\nupstreams: {u: {targets: [x], protocol: h3}}"),
+    (Org, "name: a\nroutes: [{path: /, split: {backends: [{upstream: u}]}}]"),
+    (Org, "name: a\nroutes: [{path: /, split: {backends: [], sticky: ip}}]"),
+    (
+        Org,
+        "name: a\nroutes: [{path: /, split: {backends: [], rollback: {window: soon}}}]",
+    ),
     (
         Org,
         "name: a\nupstreams: {u: {targets: [x], health_check: {type: udp}}}",
@@ -534,7 +545,8 @@ fn schema_follows_the_serde_attributes() {
     assert_eq!(org["properties"]["name"]["type"], "string");
     assert_eq!(org["properties"]["domains"]["items"]["type"], "string");
     let route = &org["$defs"]["RouteConfig"];
-    assert_eq!(route["required"], json!(["path", "upstream"]));
+    // `upstream` or `split`: which one is checked by validation, with the route's line.
+    assert_eq!(route["required"], json!(["path"]));
     assert_eq!(route["properties"]["path"]["type"], "string");
     assert_eq!(route["properties"]["methods"]["items"]["type"], "string");
     assert_eq!(
