@@ -20,6 +20,7 @@ pub mod lint;
 pub mod load;
 pub mod locate;
 pub mod model;
+pub mod modify;
 pub mod policies;
 pub mod report;
 pub mod resilience;

@@ -473,6 +473,9 @@ pub struct OrganizationConfig {
     /// Failed authentications per client address, over every route of the organization.
     #[serde(default)]
     pub auth_failures: Option<crate::auth_limits::AuthFailuresConfig>,
+    /// Header and query modifiers of every route (a route's run after them).
+    #[serde(default)]
+    pub modify: Option<crate::modify::ModifyConfig>,
 }
 
 /// A pool of targets with its balancing, health checking and timeouts.
@@ -815,4 +818,7 @@ pub struct RouteConfig {
     /// of one `upstream`.
     #[serde(default)]
     pub split: Option<crate::split::SplitConfig>,
+    /// Header and query modifiers of this route, run after the organization's.
+    #[serde(default)]
+    pub modify: Option<crate::modify::ModifyConfig>,
 }
