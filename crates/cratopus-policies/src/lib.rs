@@ -14,6 +14,7 @@ pub mod forwarding;
 pub mod ip_rules;
 pub mod jwks;
 pub mod key;
+pub mod modify;
 pub mod quota;
 pub mod rate_limit;
 pub mod validation;
