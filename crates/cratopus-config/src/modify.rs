@@ -364,13 +364,24 @@ pub struct Context<'a> {
 pub struct Problem {
     pub keys: Vec<String>,
     pub message: String,
+    /// Whether the fault is the last key itself (a header name), not its value.
+    pub in_key: bool,
 }
 
 fn push(out: &mut Vec<Problem>, keys: &[&str], what: impl fmt::Display) {
     out.push(Problem {
         keys: keys.iter().map(|k| k.to_string()).collect(),
         message: format!("{}: {what}", keys.join(": ")),
+        in_key: false,
     });
+}
+
+/// [`push`] for a problem of the last key itself.
+fn push_key(out: &mut Vec<Problem>, keys: &[&str], what: impl fmt::Display) {
+    push(out, keys, what);
+    if let Some(p) = out.last_mut() {
+        p.in_key = true;
+    }
 }
 
 impl ModifyConfig {
@@ -429,10 +440,11 @@ impl Ops {
         let mut seen: BTreeMap<String, &str> = BTreeMap::new();
         for (from, to) in &self.rename {
             let here = [block, "rename", from.as_str()];
-            for n in [from, to] {
-                if let Some(p) = name_problem(n) {
-                    push(out, &here, p);
-                }
+            if let Some(p) = name_problem(from) {
+                push_key(out, &here, p);
+            }
+            if let Some(p) = name_problem(to) {
+                push(out, &here, p);
             }
             if self.rename.keys().any(|k| norm(k) == norm(to)) {
                 push(
@@ -442,7 +454,7 @@ impl Ops {
                 );
             }
             if let Some(prev) = seen.insert(norm(from), from) {
-                push(out, &here, format!("`{prev}` is the same name"));
+                push_key(out, &here, format!("`{prev}` is the same name"));
             }
         }
         for (op, map) in [("set", &self.set), ("add", &self.add)] {
@@ -450,10 +462,10 @@ impl Ops {
             for (name, value) in map {
                 let here = [block, op, name.as_str()];
                 if let Some(p) = name_problem(name) {
-                    push(out, &here, p);
+                    push_key(out, &here, p);
                 }
                 if let Some(prev) = seen.insert(norm(name), name) {
-                    push(out, &here, format!("`{prev}` is the same name"));
+                    push_key(out, &here, format!("`{prev}` is the same name"));
                 }
                 template_problems(&here, &value.0, side, cx, out);
             }
@@ -523,6 +535,10 @@ pub(crate) fn check_org(f: &Path, base: &str, o: &OrganizationConfig, errors: &m
             for k in &p.keys {
                 pointer.push('/');
                 pointer.push_str(&crate::shape::escape(k));
+            }
+            if p.in_key {
+                // The place of the key itself (see `shape::Index::nearest`).
+                pointer.push_str("#key");
             }
             errors.push(ConfigError::at_key(f, pointer, format!("{what}: modify: {}", p.message)));
         }
@@ -719,6 +735,9 @@ organizations:
         at(8, "organization `a`: modify: request_headers: remove: 0: `Keep-Alive` is a hop-by-hop header");
         at(18, "route `/orders/{order}`: modify: request_headers: set: X-Order: `{param.id}`");
         at(19, "`x-user-id` is an identity header");
+        let col = |says: &str| errs.iter().find(|e| e.message.contains(says)).and_then(|e| e.column);
+        assert_eq!(col("identity header"), Some(15), "at the name: {text:#?}");
+        assert_eq!(col("no parameter"), Some(24), "at the value: {text:#?}");
         at(21, "response_headers: remove_matching: 0: `[` is not a regular expression");
         assert_eq!(errs.len(), 4, "{text:#?}");
     }
