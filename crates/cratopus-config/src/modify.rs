@@ -20,8 +20,8 @@
 use crate::error::ConfigError;
 use crate::model::OrganizationConfig;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -271,9 +271,7 @@ fn parse_var(name: &str) -> Result<Var, String> {
     match kind {
         "claim" => Ok(Var::Claim(arg.to_string())),
         "param" => Ok(Var::Param(arg.to_string())),
-        "header" if http::HeaderName::from_bytes(arg.as_bytes()).is_ok() => {
-            Ok(Var::Header(arg.to_ascii_lowercase()))
-        }
+        "header" if http::HeaderName::from_bytes(arg.as_bytes()).is_ok() => Ok(Var::Header(arg.to_ascii_lowercase())),
         "header" => Err(format!("`{{{name}}}`: `{arg}` is not a header name")),
         "query" => Ok(Var::Query(arg.to_string())),
         "env" if arg.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => Ok(Var::Env(arg.to_string())),
@@ -299,11 +297,17 @@ const PROTECTED: [(&str, &str); 15] = [
     ("proxy-authorization", "a hop-by-hop header"),
     ("proxy-authenticate", "a hop-by-hop header"),
     ("content-length", "the body's framing, which the gateway keeps right"),
-    ("host", "set by the gateway for the target (see the upstream's `preserve_host`)"),
+    (
+        "host",
+        "set by the gateway for the target (see the upstream's `preserve_host`)",
+    ),
     ("x-forwarded-for", "set by the gateway (see `trusted_proxies`)"),
     ("x-forwarded-proto", "set by the gateway"),
     ("x-forwarded-host", "set by the gateway"),
-    ("x-consumer-id", "the gateway's identity header, set from the authenticated consumer"),
+    (
+        "x-consumer-id",
+        "the gateway's identity header, set from the authenticated consumer",
+    ),
 ];
 
 /// Of [`PROTECTED`], those that still mean something on a response: the framing. The others
@@ -436,7 +440,13 @@ impl Ops {
                 push(out, &[block, "remove", &i.to_string()], p);
             }
         }
-        let norm = |s: &str| if headers { s.trim().to_ascii_lowercase() } else { s.to_string() };
+        let norm = |s: &str| {
+            if headers {
+                s.trim().to_ascii_lowercase()
+            } else {
+                s.to_string()
+            }
+        };
         let mut seen: BTreeMap<String, &str> = BTreeMap::new();
         for (from, to) in &self.rename {
             let here = [block, "rename", from.as_str()];
@@ -528,7 +538,12 @@ pub(crate) fn check_org(f: &Path, base: &str, o: &OrganizationConfig, errors: &m
         .filter_map(|a| a.jwt.as_ref())
         .flat_map(|j| j.forward_claims.values().cloned())
         .collect();
-    identity.extend(o.tls.as_ref().and_then(|t| t.client_auth.as_ref()).map(|c| c.header.clone()));
+    identity.extend(
+        o.tls
+            .as_ref()
+            .and_then(|t| t.client_auth.as_ref())
+            .map(|c| c.header.clone()),
+    );
     let mut place = |section: &str, what: &str, list: Vec<Problem>| {
         for p in list {
             let mut pointer = format!("{section}/modify");
@@ -540,7 +555,11 @@ pub(crate) fn check_org(f: &Path, base: &str, o: &OrganizationConfig, errors: &m
                 // The place of the key itself (see `shape::Index::nearest`).
                 pointer.push_str("#key");
             }
-            errors.push(ConfigError::at_key(f, pointer, format!("{what}: modify: {}", p.message)));
+            errors.push(ConfigError::at_key(
+                f,
+                pointer,
+                format!("{what}: modify: {}", p.message),
+            ));
         }
     };
     if let Some(m) = &o.modify {
@@ -661,7 +680,11 @@ mod tests {
                remove_matching: ['^x-internal-', '(unclosed']\n  \
                set: {X-Echo: '{header.x-tenant}', X-Gateway: cratopus}\n",
         );
-        let p: Vec<String> = m.problems(&cx(&identity, Some(&params))).into_iter().map(|p| p.message).collect();
+        let p: Vec<String> = m
+            .problems(&cx(&identity, Some(&params)))
+            .into_iter()
+            .map(|p| p.message)
+            .collect();
         let expect = [
             "request_headers: remove: 0: `Connection` is a hop-by-hop header",
             "request_headers: remove: 2: `bad name` is not a header name",
@@ -732,13 +755,22 @@ organizations:
                 "no error at line {line} saying {says:?}: {text:#?}"
             );
         };
-        at(8, "organization `a`: modify: request_headers: remove: 0: `Keep-Alive` is a hop-by-hop header");
-        at(18, "route `/orders/{order}`: modify: request_headers: set: X-Order: `{param.id}`");
+        at(
+            8,
+            "organization `a`: modify: request_headers: remove: 0: `Keep-Alive` is a hop-by-hop header",
+        );
+        at(
+            18,
+            "route `/orders/{order}`: modify: request_headers: set: X-Order: `{param.id}`",
+        );
         at(19, "`x-user-id` is an identity header");
         let col = |says: &str| errs.iter().find(|e| e.message.contains(says)).and_then(|e| e.column);
         assert_eq!(col("identity header"), Some(15), "at the name: {text:#?}");
         assert_eq!(col("no parameter"), Some(24), "at the value: {text:#?}");
-        at(21, "response_headers: remove_matching: 0: `[` is not a regular expression");
+        at(
+            21,
+            "response_headers: remove_matching: 0: `[` is not a regular expression",
+        );
         assert_eq!(errs.len(), 4, "{text:#?}");
     }
 

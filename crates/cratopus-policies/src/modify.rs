@@ -115,8 +115,17 @@ struct HeaderBlock {
 struct QueryBlock {
     remove: Box<[Box<[u8]>]>,
     rename: Box<[(Box<[u8]>, String)]>,
-    set: Box<[(Box<[u8]>, String, Template)]>,
+    set: Box<[SetParam]>,
     add: Box<[(String, Template)]>,
+}
+
+/// A query parameter a block sets: its name decoded (to find the client's) and encoded (to
+/// write), and its value.
+#[derive(Debug)]
+struct SetParam {
+    decoded: Box<[u8]>,
+    encoded: String,
+    value: Template,
 }
 
 /// A compiled value template.
@@ -239,9 +248,7 @@ impl HeaderBlock {
         let patterns: Vec<String> = patterns.iter().map(|p| format!("(?i:{p})")).collect();
         HeaderBlock {
             remove: ops.remove.iter().filter_map(|n| name(n)).collect(),
-            remove_matching: (!patterns.is_empty())
-                .then(|| RegexSet::new(&patterns).ok())
-                .flatten(),
+            remove_matching: (!patterns.is_empty()).then(|| RegexSet::new(&patterns).ok()).flatten(),
             rename: ops
                 .rename
                 .iter()
@@ -329,7 +336,12 @@ impl QueryBlock {
         let decoded = |n: &str| -> Box<[u8]> { n.as_bytes().into() };
         let valued = |t: &cfg::TemplateText| Template::compile(&t.0, Target::Query, names);
         QueryBlock {
-            remove: ops.remove.iter().filter(|n| !n.is_empty()).map(|n| decoded(n)).collect(),
+            remove: ops
+                .remove
+                .iter()
+                .filter(|n| !n.is_empty())
+                .map(|n| decoded(n))
+                .collect(),
             rename: ops
                 .rename
                 .iter()
@@ -340,7 +352,11 @@ impl QueryBlock {
                 .set
                 .iter()
                 .filter(|(n, _)| !n.is_empty())
-                .map(|(n, t)| (decoded(n), encode(n.as_bytes()), valued(t)))
+                .map(|(n, t)| SetParam {
+                    decoded: decoded(n),
+                    encoded: encode(n.as_bytes()),
+                    value: valued(t),
+                })
                 .collect(),
             add: ops
                 .add
@@ -366,14 +382,19 @@ impl QueryBlock {
                 Some((n, v)) => (n, Some(v)),
                 None => (pair, None),
             };
-            if self.remove.iter().any(|n| decoded_eq(name, n)) || self.set.iter().any(|s| decoded_eq(name, &s.0)) {
+            if self.remove.iter().any(|n| decoded_eq(name, n)) || self.set.iter().any(|s| decoded_eq(name, &s.decoded))
+            {
                 continue;
             }
             let renamed = self.rename.iter().find(|(from, _)| decoded_eq(name, from));
             push_pair(&mut out, renamed.map_or(name, |(_, to)| to.as_str()), value);
         }
         let mut buf = Vec::new();
-        let pairs = self.set.iter().map(|(_, n, t)| (n, t)).chain(self.add.iter().map(|(n, t)| (n, t)));
+        let pairs = self
+            .set
+            .iter()
+            .map(|s| (&s.encoded, &s.value))
+            .chain(self.add.iter().map(|(n, t)| (n, t)));
         for (name, t) in pairs {
             if let Template::Fixed(encoded) = t {
                 push_pair(&mut out, name, encoded.to_str().ok());
@@ -736,7 +757,10 @@ mod tests {
         };
         let cases: &[(&str, Option<&str>)] = &[
             ("cratopus", Some("cratopus")),
-            ("{client_ip}|{request_id}|{consumer}", Some("203.0.113.7|rid-1|mobile-app")),
+            (
+                "{client_ip}|{request_id}|{consumer}",
+                Some("203.0.113.7|rid-1|mobile-app"),
+            ),
             ("{route}@{org} in {env.REGION}", Some("users@acme in eu-west")),
             ("Bearer {claim.sub}", Some("Bearer user-42")),
             ("{claim.https://acme.test/tenant}", Some("t1")),
@@ -759,7 +783,11 @@ mod tests {
         ];
         for (template, want) in cases {
             let got = render(template, Some(&id), &mut req());
-            assert_eq!(got, want.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{template}");
+            assert_eq!(
+                got,
+                want.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "{template}"
+            );
         }
         // No identity: no consumer, no claims.
         assert!(render("{consumer}", None, &mut req()).is_empty());
@@ -844,7 +872,9 @@ mod tests {
         assert_eq!(req.uri.authority().map(|a| a.as_str()), Some("a.test"));
         assert_eq!(
             req.uri.query(),
-            Some("search=caf%C3%A9&keep=%2B+x&bare&page=3&region=eu%2Fwest&tenant%20id=t%201&ids%5B%5D=caf%C3%A9%20%26%20co&source=gateway")
+            Some(
+                "search=caf%C3%A9&keep=%2B+x&bare&page=3&region=eu%2Fwest&tenant%20id=t%201&ids%5B%5D=caf%C3%A9%20%26%20co&source=gateway"
+            )
         );
 
         // Everything removed: no `?` at all. A `set` without a value removes the client's.

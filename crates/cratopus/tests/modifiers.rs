@@ -76,7 +76,10 @@ organizations:
     // The same config without them loads.
     let fixed = yaml
         .replace("        remove: [Connection]\n", "")
-        .replace("              X-User-Id: '{claim.sub}'\n", "              X-Subject: '{claim.sub}'\n")
+        .replace(
+            "              X-User-Id: '{claim.sub}'\n",
+            "              X-Subject: '{claim.sub}'\n",
+        )
         .replace("'{param.id}'", "'{route}'")
         .replace("Transfer-Encoding: chunked", "X-Gateway: cratopus");
     let (code, out) = run(&["check"], &write_config("fixed", &fixed));
