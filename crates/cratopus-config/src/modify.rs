@@ -286,7 +286,7 @@ fn parse_var(name: &str) -> Result<Var, String> {
 /// Headers no modifier may set, rename or remove, and why. The hop-by-hop ones are those
 /// `cratopus-core`'s `forward::HOP_BY_HOP` strips; the others the gateway itself sets or
 /// frames the message by.
-const PROTECTED: [(&str, &str); 15] = [
+const PROTECTED: [(&str, &str); 17] = [
     ("connection", "a hop-by-hop header"),
     ("keep-alive", "a hop-by-hop header"),
     ("proxy-connection", "a hop-by-hop header"),
@@ -308,6 +308,11 @@ const PROTECTED: [(&str, &str); 15] = [
         "x-consumer-id",
         "the gateway's identity header, set from the authenticated consumer",
     ),
+    (
+        "x-request-id",
+        "the gateway's request id, set on the request and the response",
+    ),
+    ("traceparent", "set by the gateway for its span of the trace"),
 ];
 
 /// Of [`PROTECTED`], those that still mean something on a response: the framing. The others

@@ -11,6 +11,7 @@ use cratopus_policies::chain::{Policy, Quotas, RateLimits};
 use cratopus_policies::cors::Cors;
 use cratopus_policies::forwarding::Forwarding;
 use cratopus_policies::ip_rules::IpRules;
+use cratopus_policies::modify::Modifiers;
 use cratopus_policies::validation::Validator;
 use cratopus_policies::{AuthFailureGuard, AuthFailureLimit, QuotaPolicy, RateLimitPolicy};
 use cratopus_state::SharedLimiter;
@@ -36,6 +37,8 @@ pub struct RouteParts {
     pub validator: Option<Arc<Validator>>,
     pub bulkhead: Option<Arc<Bulkhead>>,
     pub forwarding: Option<Arc<Forwarding>>,
+    /// The organization's and the route's modifiers, compiled together.
+    pub modifiers: Option<Arc<Modifiers>>,
 }
 
 /// The route's chain, in the order its policies run on the request (the response runs it
@@ -80,5 +83,8 @@ pub fn chain(p: RouteParts) -> Vec<Policy> {
     chain.extend(p.max_body.map(Policy::BodyLimit));
     chain.extend(p.bulkhead.map(Policy::Bulkhead));
     chain.extend(p.forwarding.map(Policy::Forward));
+    // Last: what a modifier sets is not filtered by `forward`'s lists, and its response side
+    // runs first on the way back, on the backend's headers before the gateway adds its own.
+    chain.extend(p.modifiers.map(Policy::Modify));
     chain
 }

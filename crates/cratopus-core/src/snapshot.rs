@@ -23,6 +23,7 @@ use cratopus_policies::chain::Policy;
 use cratopus_policies::cors::Cors;
 use cratopus_policies::forwarding::Forwarding;
 use cratopus_policies::ip_rules::{Cidr, IpRules};
+use cratopus_policies::modify::{self, Modifiers};
 use cratopus_policies::validation::Validator;
 use cratopus_policies::{AuthFailureLimit, QuotaPolicy, RateLimitPolicy};
 use cratopus_state::{LocalLimiter, RedisLimiter, SharedLimiter};
@@ -687,6 +688,16 @@ pub fn compile_only(
                 validator,
                 bulkhead: r.bulkhead.as_ref().map(resilience::bulkhead),
                 forwarding: r.forward.as_ref().map(|f| Arc::new(Forwarding::compile(f))),
+                modifiers: Modifiers::compile(
+                    o.modify.as_ref(),
+                    r.modify.as_ref(),
+                    &modify::Names {
+                        route: &route_name,
+                        org: &org_name,
+                        env: &|name| std::env::var(name).ok(),
+                    },
+                )
+                .map(Arc::new),
             });
             let backend = match route_backend(r, &org_name, &route_name, &upstreams, services, &mut split_states) {
                 Ok(Some(b)) => b,

@@ -21,6 +21,7 @@ use crate::authz::Authorizer;
 use crate::cors::Cors;
 use crate::forwarding::Forwarding;
 use crate::ip_rules::IpRules;
+use crate::modify::Modifiers;
 use crate::validation::{Validator, Violation};
 use crate::{QuotaPolicy, RateDecision, RateLimitPolicy};
 use bytes::Bytes;
@@ -158,6 +159,8 @@ pub enum Policy {
     Bulkhead(Arc<Bulkhead>),
     /// Zero-trust forwarding: only the listed headers and query parameters go on.
     Forward(Arc<Forwarding>),
+    /// Header and query modifiers: the organization's, then the route's.
+    Modify(Arc<Modifiers>),
 }
 
 impl Policy {
@@ -175,13 +178,17 @@ impl Policy {
             Policy::Validate(_) => "validate",
             Policy::Bulkhead(_) => "bulkhead",
             Policy::Forward(_) => "forward",
+            Policy::Modify(_) => "modify",
         }
     }
 
     /// Whether the policy reads the route's path parameters ([`RequestCx::params`]): the
     /// routing phase copies them only for routes whose chain does.
     pub fn reads_params(&self) -> bool {
-        false
+        match self {
+            Policy::Modify(m) => m.reads_params(),
+            _ => false,
+        }
     }
 
     /// Runs before the backend; may refuse the request.
@@ -250,6 +257,10 @@ impl Policy {
                 }
                 Ok(())
             }
+            Policy::Modify(m) => {
+                m.on_request(&*cx, req);
+                Ok(())
+            }
         }
     }
 
@@ -279,6 +290,7 @@ impl Policy {
                     rate.write_headers(&mut res.headers);
                 }
             }
+            Policy::Modify(m) => m.on_response(cx, res),
             _ => {}
         }
     }

@@ -24,13 +24,13 @@
 
 use cratopus_config::modify::{self as cfg, ModifyConfig, Piece, Var};
 use http::header::{Entry, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Uri};
 use regex::RegexSet;
 use serde_json::{Map, Value};
 use std::io::Write;
 use std::net::IpAddr;
 
 use crate::auth::Identity;
+use crate::chain::RequestCx;
 use crate::forwarding::decoded_eq;
 
 /// What a template may read about a request besides its head. The chain's request context
@@ -73,6 +73,24 @@ impl TemplateVars for Vars<'_> {
     }
     fn param(&self, name: &str) -> Option<&str> {
         self.params.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+    }
+}
+
+impl TemplateVars for RequestCx {
+    fn client_ip(&self) -> IpAddr {
+        self.client
+    }
+    fn request_id(&self) -> &HeaderValue {
+        &self.request_id
+    }
+    fn consumer(&self) -> Option<&str> {
+        self.consumer.as_deref()
+    }
+    fn claims(&self) -> Option<&Map<String, Value>> {
+        self.identity.as_ref()?.claims.as_deref()
+    }
+    fn param(&self, name: &str) -> Option<&str> {
+        self.params.iter().find(|(k, _)| &**k == name).map(|(_, v)| v.as_str())
     }
 }
 
@@ -201,6 +219,24 @@ impl Modifiers {
         })
     }
 
+    /// Whether a template reads the route's path parameters, which the routing phase then
+    /// keeps for the chain.
+    pub fn reads_params(&self) -> bool {
+        let blocks = self.request.iter().flat_map(|b| b.headers.iter());
+        let templates = blocks
+            .chain(self.response.iter())
+            .flat_map(|h| h.set.iter().chain(h.add.iter()).map(|(_, t)| t))
+            .chain(
+                self.request
+                    .iter()
+                    .flat_map(|b| b.query.iter())
+                    .flat_map(|q| q.set.iter().map(|s| &s.value).chain(q.add.iter().map(|(_, t)| t))),
+            );
+        templates
+            .into_iter()
+            .any(|t| matches!(t, Template::Parts(parts) if parts.iter().any(|p| matches!(p, Part::Param(_)))))
+    }
+
     /// Whether there is anything to do to requests.
     pub fn modifies_requests(&self) -> bool {
         !self.request.is_empty()
@@ -221,7 +257,7 @@ impl Modifiers {
                 h.edit(vars, early, &mut req.headers);
             }
             if let Some(q) = query {
-                set_query(&mut req.uri, q.as_deref());
+                crate::chain::set_query(&mut req.uri, q.as_deref());
             }
         }
     }
@@ -414,23 +450,6 @@ fn push_pair(out: &mut String, name: &str, value: Option<&str>) {
     if let Some(v) = value {
         out.push('=');
         out.push_str(v);
-    }
-}
-
-/// Replaces the query of `uri`, keeping its scheme, authority and path.
-fn set_query(uri: &mut Uri, query: Option<&str>) {
-    let path = uri.path();
-    let text = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    };
-    let Ok(pq) = PathAndQuery::try_from(text) else {
-        return;
-    };
-    let mut parts = uri.clone().into_parts();
-    parts.path_and_query = Some(pq);
-    if let Ok(u) = Uri::from_parts(parts) {
-        *uri = u;
     }
 }
 
