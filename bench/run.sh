@@ -112,10 +112,10 @@ variant_yaml() {
     # Spans of 1% of requests exported over OTLP/HTTP; the backend nginx is the sink
     # (it answers the POSTs with 200).
     otel) printf 'tracing:\n  sample_ratio: 0.01\n  otlp:\n    endpoint: http://127.0.0.1:%s/v1/traces\n' "$BACKEND_PORT" ;;
-    limit|apikey|jwt|split) ;;
+    limit|apikey|jwt|split|shaped) ;;
     # The same limit counted in a local redis-server (started here, pinned like the servers).
     redis|redis2) printf 'state:\n  redis:\n    urls: ["redis://127.0.0.1:%s"]\n' "$REDIS_PORT" ;;
-    *) die "unknown variant $1 (known: otel, limit, redis, redis2, apikey, jwt, split)" ;;
+    *) die "unknown variant $1 (known: otel, limit, redis, redis2, apikey, jwt, split, shaped)" ;;
   esac
 }
 # variant_org_yaml NAME — what a variant adds inside the organization.
@@ -132,6 +132,17 @@ variant_org_yaml() {
       "        split:" \
       "          backends: [{upstream: backend, weight: 99, name: stable}, {upstream: backend, weight: 1, name: canary, canary: true}]" \
       "          rollback: {max_error_rate: 0.05, max_p95_ratio: 2.0}" ;;
+    # The split above plus two modifiers (a fixed request header and the client's address in
+    # another), the shaped route issue 11 prices: every request pays the choice, the recording
+    # and two header sets.
+    shaped) printf '%s\n' \
+      "      - path: $BENCH_PATH" \
+      "        split:" \
+      "          backends: [{upstream: backend, weight: 99, name: stable}, {upstream: backend, weight: 1, name: canary, canary: true}]" \
+      "          rollback: {max_error_rate: 0.05, max_p95_ratio: 2.0}" \
+      "        modify:" \
+      "          request_headers:" \
+      "            set: {X-Gateway: cratopus, X-Client-Ip: \"{client_ip}\"}" ;;
     # Every request authenticated by an API key of a consumer.
     apikey) printf '    consumers:\n      - id: bench\n        keys: ["%s"]\n    auth:\n      api_key: {}\n' \
       "$("$CRATOPUS_BIN" hash-key "$BENCH_API_KEY")" ;;
