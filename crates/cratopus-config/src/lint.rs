@@ -121,8 +121,80 @@ pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
             }
         }
     }
+    for org in &cfg.orgs {
+        match_overlaps(org.file.as_path(), &org.config, &mut warnings);
+    }
     cfg.sources.place(&mut warnings);
     warnings
+}
+
+/// Routes of one path and method whose `match` blocks can both hold for one request while
+/// neither is more specific ([`crate::matching::Specificity`] and the method list tie): file
+/// order decides between them, which is rarely what the author thought about. (Identical
+/// blocks are a conflict, which compile reports.)
+fn match_overlaps(f: &std::path::Path, org: &crate::model::OrganizationConfig, warnings: &mut Vec<ConfigError>) {
+    let routes = &org.routes;
+    // A consumer list and a tier list exclude each other when no listed consumer has a listed
+    // tier.
+    let tier_of = |id: &str| {
+        org.consumers
+            .iter()
+            .find(|c| c.id == id)
+            .and_then(|c| c.tier.as_deref())
+    };
+    let consumer_meets_tier = |a: &crate::matching::MatchConfig, b: &crate::matching::MatchConfig| {
+        a.consumers.is_empty()
+            || b.tiers.is_empty()
+            || a.consumers
+                .iter()
+                .any(|c| tier_of(c).is_some_and(|t| b.tiers.iter().any(|x| x == t)))
+    };
+    let methods = |r: &crate::model::RouteConfig| -> Vec<String> {
+        r.methods.iter().map(|m| m.value.to_ascii_uppercase()).collect()
+    };
+    for (j, b) in routes.iter().enumerate() {
+        let Some(mb) = b.conditions.as_ref().filter(|m| !m.is_empty()) else {
+            continue;
+        };
+        for a in &routes[..j] {
+            let Some(ma) = a.conditions.as_ref().filter(|m| !m.is_empty()) else {
+                continue;
+            };
+            let (xa, xb) = (methods(a), methods(b));
+            let shared: Vec<&String> = xa.iter().filter(|m| xb.contains(m)).collect();
+            let tie = xa.is_empty() == xb.is_empty() && (xa.is_empty() || !shared.is_empty());
+            if a.path.value != b.path.value
+                || !tie
+                || ma.specificity() != mb.specificity()
+                || ma.same_as(mb)
+                || !ma.can_both_hold(mb)
+                || !consumer_meets_tier(ma, mb)
+                || !consumer_meets_tier(mb, ma)
+            {
+                continue;
+            }
+            let name = |r: &crate::model::RouteConfig| r.name.clone().unwrap_or_else(|| r.path.value.clone());
+            let method = if shared.is_empty() {
+                "every method".to_string()
+            } else {
+                shared.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+            };
+            warnings.push(ConfigError::at(
+                f,
+                &b.path.referenced,
+                format!(
+                    "routes `{}` ({}:{}) and `{}` ({}:{}) both answer path `{}` for {method}, a request can meet both `match` blocks, and neither is more specific: the first in the file takes it; add a condition to the one that should win, or make them exclusive",
+                    name(a),
+                    f.display(),
+                    a.path.referenced.line(),
+                    name(b),
+                    f.display(),
+                    b.path.referenced.line(),
+                    b.path.value,
+                ),
+            ));
+        }
+    }
 }
 
 /// Whether a bind host is this machine only: `localhost` or a loopback address. `0.0.0.0`,
@@ -182,6 +254,37 @@ organizations:
         assert!(
             w.iter()
                 .any(|m| m.starts_with("gw.yaml:11:") && m.contains("`b` has no domains")),
+            "{w:#?}"
+        );
+    }
+
+    #[test]
+    fn warns_about_match_blocks_it_cannot_order() {
+        let yaml = "\
+organizations:
+  - name: a
+    upstreams:
+      u: {targets: [\"mirror://\"]}
+    routes:
+      - {name: h, path: /x, upstream: u, match: {headers: {A: \"1\"}}}
+      - {name: q, path: /x, upstream: u, match: {query: {b: \"1\"}}}
+      - {name: hq, path: /x, upstream: u, match: {headers: {A: \"1\"}, query: {b: \"1\"}}}
+      - {name: h2, path: /x, upstream: u, match: {headers: {A: \"2\"}}}
+      - {name: get, path: /x, methods: [GET], upstream: u, match: {query: {c: \"1\"}}}
+      - {name: post, path: /x, methods: [POST], upstream: u, match: {query: {d: \"1\"}}}
+      - {name: y, path: /y, upstream: u, match: {query: {b: \"1\"}}}
+";
+        let cfg = load_str(Path::new("gw.yaml"), yaml).unwrap();
+        let w: Vec<String> = lint(&cfg).iter().map(ToString::to_string).collect();
+        // `h`/`q` tie and overlap; `h2` excludes `h` but ties with `q`; `hq` is more specific;
+        // `get` names a method; `get` and `post` share none; `/y` is another path.
+        assert_eq!(w.len(), 2, "{w:#?}");
+        assert!(
+            w[0].starts_with("gw.yaml:7:") && w[0].contains("`h` (gw.yaml:6) and `q` (gw.yaml:7)"),
+            "{w:#?}"
+        );
+        assert!(
+            w[1].starts_with("gw.yaml:9:") && w[1].contains("`q` (gw.yaml:7) and `h2` (gw.yaml:9)"),
             "{w:#?}"
         );
     }

@@ -821,4 +821,8 @@ pub struct RouteConfig {
     /// Header and query modifiers of this route, run after the organization's.
     #[serde(default)]
     pub modify: Option<crate::modify::ModifyConfig>,
+    /// Conditions beyond path and method (headers, query, cookies, consumers, tiers), so that
+    /// routes of one path and method can split its traffic.
+    #[serde(default, rename = "match")]
+    pub conditions: Option<crate::matching::MatchConfig>,
 }

@@ -538,6 +538,14 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
                 let auth = authenticates(r.auth.as_ref().or(o.auth.as_ref()));
                 check_auth_failures(f, &here, &what, a, auth, cluster, &mut errors);
             }
+            if let Some(m) = &r.conditions {
+                for (keys, p) in m.problems() {
+                    let mut at = vec!["match"];
+                    at.extend(keys.iter().map(String::as_str));
+                    errors.push(ConfigError::at_key(f, ptr(&here, &at), format!("{what}: match: {p}")));
+                }
+                check_match_consumers(f, &here, &what, o, m, &mut errors);
+            }
             for p in &r.policies {
                 if !o.policies.contains_key(&p.value) {
                     let known: Vec<&str> = o.policies.keys().map(String::as_str).collect();
@@ -654,6 +662,31 @@ fn check_route_target(f: &Path, here: &str, what: &str, r: &crate::model::RouteC
             format!("{}{key}", ptr(here, &["split"])),
             format!("{what}: {message}"),
         ));
+    }
+}
+
+/// A route's `match.consumers` must name consumers of its organization.
+fn check_match_consumers(
+    f: &Path,
+    here: &str,
+    what: &str,
+    o: &OrganizationConfig,
+    m: &crate::matching::MatchConfig,
+    errors: &mut Vec<ConfigError>,
+) {
+    for (i, id) in m.consumers.iter().enumerate() {
+        if !o.consumers.iter().any(|c| c.id == *id) {
+            let known: Vec<&str> = o.consumers.iter().map(|c| c.id.as_str()).collect();
+            errors.push(ConfigError::at_key(
+                f,
+                ptr(here, &["match", "consumers", &i.to_string()]),
+                format!(
+                    "{what}: match: consumers: `{id}` is not a consumer of organization `{}`{}",
+                    o.name.value,
+                    hint(id, &known)
+                ),
+            ));
+        }
     }
 }
 

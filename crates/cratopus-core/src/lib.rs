@@ -11,6 +11,7 @@ pub mod engine;
 pub mod error;
 pub mod forward;
 pub mod host;
+pub mod matching;
 pub mod normalize;
 pub mod overrides;
 pub mod phases;

@@ -32,7 +32,7 @@ use cratopus_upstream::backend::Shadow;
 use cratopus_upstream::conn_pool::{ConnPool, PoolSettings};
 use cratopus_upstream::resilience::{self, Retry};
 use cratopus_upstream::{Backend, Service, UpstreamCall, UpstreamPool, UpstreamTls};
-use http::{HeaderName, HeaderValue, Method};
+use http::{HeaderName, Method};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -69,6 +69,8 @@ pub struct Route {
     /// Routes of the organization with the same number have the same
     /// [`AccessRules`](crate::router::AccessRules): the router lets one answer for another.
     pub access: usize,
+    /// The route's `match:` conditions; `None` when it has none (most routes).
+    pub conditions: Option<Box<crate::matching::Conditions>>,
 }
 
 #[derive(Debug)]
@@ -657,6 +659,17 @@ pub fn compile_only(
                     Err(e) => auth_errors.push(format!("route `{pattern}`: ip: {e}")),
                 }
             }
+            let conditions = match crate::matching::for_route(r.conditions.as_ref(), auth.is_some()) {
+                Ok(c) => c,
+                Err(e) => {
+                    errors.push(ConfigError::at(
+                        f,
+                        &r.path.referenced,
+                        format!("route `{pattern}`: match: {e}"),
+                    ));
+                    None
+                }
+            };
             let rules = AccessRules::of(o, r);
             let access = match access_classes.iter().position(|c| *c == rules) {
                 Some(i) => i,
@@ -749,6 +762,7 @@ pub fn compile_only(
                 backend,
                 cors,
                 access,
+                conditions,
             });
             all_routes.push(route.clone());
             if let Err(e) = add_route(&mut router, &mut slots, &pattern, &route, &methods, true) {
@@ -772,15 +786,8 @@ pub fn compile_only(
             // Explicit routes win; an implicit one only fills methods nobody else answers.
             let _ = add_route(&mut router, &mut slots, &pattern, &route, &methods, false);
         }
-        router.finish(&slots);
-        for t in &mut router.tables {
-            if t.any.is_none() {
-                let mut names: Vec<&str> = t.by_method.iter().map(|(m, _)| m.as_str()).collect();
-                if names.contains(&"GET") && !names.contains(&"HEAD") {
-                    names.push("HEAD");
-                }
-                t.allow = HeaderValue::from_str(&names.join(", ")).ok();
-            }
+        for (line, e) in router.finish(&slots, &access_classes) {
+            errors.push(ConfigError::new(f, e).with_position(u32::try_from(line).unwrap_or(u32::MAX), 1));
         }
         errors.extend(auth_errors.into_iter().map(|e| ConfigError::new(f, e)));
         let tls = org_tls.get_mut(oi).map(std::mem::take).unwrap_or_default();
@@ -852,7 +859,8 @@ fn slot_for(router: &mut OrgRouter, slots: &mut HashMap<String, usize>, pattern:
 
 /// Adds `route` at `pattern` for `methods` (every method when empty). An `explicit` route that
 /// overlaps another is an error; an implicit one (`/api` for `/api/{*rest}`) only takes the
-/// methods nobody else answers there.
+/// methods nobody else answers there. A route with `match:` conditions overlaps only a route
+/// with the same conditions.
 fn add_route(
     router: &mut OrgRouter,
     slots: &mut HashMap<String, usize>,
@@ -865,11 +873,55 @@ fn add_route(
     let t = &mut router.tables[i];
     let clash = |other: &Route, method: Option<&Method>| {
         let method = method.map_or_else(|| "every method".to_string(), |m| format!("method {m}"));
+        let same = if route.conditions.is_some() {
+            " with the same `match` conditions"
+        } else {
+            ""
+        };
         Err(format!(
-            "route `{}` conflicts with route `{}` (line {}): both answer path `{pattern}` for {method}",
+            "route `{}` conflicts with route `{}` (line {}): both answer path `{pattern}` for {method}{same}",
             route.name, other.name, other.line
         ))
     };
+    if let Some(c) = &route.conditions {
+        let wanted: Vec<Option<Method>> = if methods.is_empty() {
+            vec![None]
+        } else {
+            methods.iter().cloned().map(Some).collect()
+        };
+        for m in wanted {
+            let overlaps = |other: &Option<Method>| other.is_none() || m.is_none() || *other == m;
+            let same = t
+                .conditional
+                .iter()
+                .find(|(om, r)| overlaps(om) && r.conditions.as_ref().is_some_and(|oc| oc.config.same_as(&c.config)));
+            if let Some((om, other)) = same {
+                if explicit {
+                    return clash(other, m.as_ref().or(om.as_ref()));
+                }
+                continue;
+            }
+            // An implicit route comes after every explicit route of the pattern for its methods.
+            let explicit_here = |r: &Arc<Route>| r.pattern == pattern;
+            if !explicit
+                && (t.conditional.iter().any(|(om, r)| overlaps(om) && explicit_here(r))
+                    || t.by_method
+                        .iter()
+                        .any(|(om, r)| overlaps(&Some(om.clone())) && explicit_here(r))
+                    || t.any.as_ref().is_some_and(explicit_here))
+            {
+                continue;
+            }
+            let key = crate::router::candidate_order(m.as_ref(), route);
+            let at = t
+                .conditional
+                .iter()
+                .position(|(om, r)| crate::router::candidate_order(om.as_ref(), r) > key)
+                .unwrap_or(t.conditional.len());
+            t.conditional.insert(at, (m, route.clone()));
+        }
+        return Ok(());
+    }
     if let Some(other) = &t.any {
         return if explicit {
             clash(other, methods.first())

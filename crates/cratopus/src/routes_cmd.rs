@@ -28,12 +28,15 @@
 //!                "upstream": string|null, "implicit": bool, "strip_prefix": string|null,
 //!                "rewrite": string|null, "timeout_ms": integer|null,
 //!                "split": [{"name": string, "upstream": string, "weight": integer,
-//!                           "canary": bool}]|null}],
+//!                           "canary": bool}]|null,
+//!                "match": null|{"headers": {name: test}, "query": {name: test},
+//!                               "cookies": {name: test}, "consumers": [string], "tiers": [string]}}],
 //!    "upstreams": [{"name": string, "balance": string, "targets": [{"url": string, "weight": integer}]}]
 //! }]}
 //! ```
 //!
-//! `routes` are in the order of the text tree; `upstreams` are sorted by name; `timeout_ms` is
+//! A `test` is `{"exact": string}`, `{"regex": string}` or `{"present": bool}`. `routes` are in
+//! the order of the text tree; `upstreams` are sorted by name; `timeout_ms` is
 //! the route's own `timeout` (null: the upstream's `timeouts.response` applies); `upstream` is
 //! null and `split` lists the arms (weights as configured) for a route with a `split`; `default` is
 //! true for the organization that answers hosts no organization claims.
@@ -47,7 +50,9 @@
 //! organization. They are found at a sample path of each pattern (`{x}` → `x1`, `{*x}` →
 //! `a/b`); `cratopus check` warns about each refused one ([`fallback_warnings`]).
 
-use cratopus_config::{Balance, ConfigError, HashOn, LoadedConfig, OrganizationConfig, RouteConfig, UpstreamConfig};
+use cratopus_config::{
+    Balance, ConfigError, HashOn, LoadedConfig, MatchConfig, OrganizationConfig, RouteConfig, UpstreamConfig,
+};
 use cratopus_core::router::AccessRules;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -106,6 +111,8 @@ struct RouteView<'a> {
     access: AccessRules<'a>,
     /// The route as written (an implicit route: the route it comes from).
     config: &'a RouteConfig,
+    /// Its `match:` conditions, when it has any.
+    conditions: Option<&'a MatchConfig>,
 }
 
 /// Where the router's method fallback applies at a path, or is refused: `methods` at `path`,
@@ -247,8 +254,11 @@ fn fallbacks(routes: &[RouteView<'_>]) -> Vec<Fallback> {
     let mut out: Vec<Fallback> = Vec::new();
     for m in methods {
         let mut tree = matchit::Router::new();
+        // As in the router: only a route without conditions makes its pattern a fallback (it
+        // always answers), and a path whose routes for `m` all have conditions falls back when
+        // none holds.
         for (i, r) in routes.iter().enumerate() {
-            if answers(r, m) {
+            if r.conditions.is_none() && answers(r, m) {
                 let _ = tree.insert(r.path.as_str(), i);
             }
         }
@@ -256,7 +266,9 @@ fn fallbacks(routes: &[RouteView<'_>]) -> Vec<Fallback> {
             let here: Vec<&RouteView<'_>> = routes.iter().filter(|r| r.path == *p).collect();
             let sample = sample_path(p);
             // The sample must be routed to `p` itself, or it says nothing about `p`.
-            if here.iter().any(|r| answers(r, m)) || all.at(&sample).map(|f| *f.value) != Ok(*p) {
+            if here.iter().any(|r| r.conditions.is_none() && answers(r, m))
+                || all.at(&sample).map(|f| *f.value) != Ok(*p)
+            {
                 continue;
             }
             let Ok(found) = tree.at(&sample) else {
@@ -299,11 +311,24 @@ pub fn fallback_warnings(cfg: &LoadedConfig) -> Vec<ConfigError> {
                 continue;
             }
             said.push(key);
+            // Routes with `match` there answer some of those requests; the rest get 404.
+            let conditional = view
+                .routes
+                .iter()
+                .any(|r| r.path == f.path && r.conditions.is_some() && f.methods.iter().any(|m| answers(r, m)));
+            let (status, answered) = if conditional {
+                (
+                    "404 when no route's `match` there holds",
+                    "no route without `match` there answers them",
+                )
+            } else {
+                ("405", "no route there answers them")
+            };
             warnings.push(ConfigError::at(
                 &loaded.file,
                 &at.config.path.referenced,
                 format!(
-                    "at `{}`, {} get 405: no route there answers them, and route `{}` (`{}`), which would, has other access rules (ip, auth or authorize)",
+                    "at `{}`, {} get {status}: {answered}, and route `{}` (`{}`), which would, has other access rules (ip, auth or authorize)",
                     f.path,
                     method_list(&f.methods),
                     to.name,
@@ -346,8 +371,14 @@ fn segment_key(seg: &str) -> (u8, String) {
 /// Methods at one path, to tell which methods an implicit route still gets.
 #[derive(Default)]
 struct Taken {
+    /// A route without conditions answers every method.
     any: bool,
+    /// Methods a route without conditions answers.
     methods: Vec<String>,
+    /// The same for explicit routes, with conditions or not: an implicit route with
+    /// conditions comes after them (one without is still the fallback of those with).
+    explicit_any: bool,
+    explicit_methods: Vec<String>,
 }
 
 /// The routes of `org`: the explicit ones in file order, then the implicit ones `compile` adds
@@ -366,10 +397,15 @@ fn route_views(org: &OrganizationConfig) -> Vec<RouteView<'_>> {
             }
         }
         let t = taken.entry(pattern.to_string()).or_default();
+        let conditions = r.conditions.as_ref().filter(|m| !m.is_empty());
         if methods.is_empty() {
-            t.any = true;
+            t.any |= conditions.is_none();
+            t.explicit_any = true;
         } else {
-            t.methods.extend(methods.iter().cloned());
+            if conditions.is_none() {
+                t.methods.extend(methods.iter().cloned());
+            }
+            t.explicit_methods.extend(methods.iter().cloned());
         }
         let view = RouteView {
             path: pattern.to_string(),
@@ -382,6 +418,7 @@ fn route_views(org: &OrganizationConfig) -> Vec<RouteView<'_>> {
             timeout: r.timeout.map(|d| d.0),
             access: AccessRules::of(org, r),
             config: r,
+            conditions,
         };
         // The same test as `compile`: a catch-all as the last segment.
         if let Some(i) = pattern.rfind("/{*")
@@ -398,10 +435,32 @@ fn route_views(org: &OrganizationConfig) -> Vec<RouteView<'_>> {
     }
     for (path, of) in implicit {
         let t = taken.entry(path.clone()).or_default();
+        let src = &out[of];
+        if src.conditions.is_some() {
+            // As `compile` adds it: for the methods no explicit route of the path answers.
+            if t.explicit_any || (src.methods.is_empty() && !t.explicit_methods.is_empty()) {
+                continue;
+            }
+            let methods: Vec<String> = src
+                .methods
+                .iter()
+                .filter(|m| !t.explicit_methods.contains(m))
+                .cloned()
+                .collect();
+            if !src.methods.is_empty() && methods.is_empty() {
+                continue;
+            }
+            out.push(RouteView {
+                path,
+                methods,
+                implicit: true,
+                ..*src
+            });
+            continue;
+        }
         if t.any {
             continue;
         }
-        let src = &out[of];
         let methods = if src.methods.is_empty() {
             t.any = true;
             Vec::new()
@@ -549,6 +608,9 @@ fn route_line(r: &RouteView<'_>, org: &OrganizationConfig) -> String {
     if !extras.is_empty() {
         let _ = write!(line, "  [{}]", extras.join(", "));
     }
+    if let Some(m) = r.conditions {
+        let _ = write!(line, "  [match {}]", m.describe());
+    }
     if r.implicit {
         line.push_str("  (implicit)");
     }
@@ -608,6 +670,7 @@ fn render_json(orgs: &[OrgView<'_>]) -> String {
                         "strip_prefix": r.strip_prefix,
                         "rewrite": r.rewrite,
                         "timeout_ms": r.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                        "match": r.conditions.map(MatchConfig::to_json),
                     })
                 })
                 .collect();
@@ -759,22 +822,22 @@ organization fallback  hosts: unknown hosts (default)
         assert_eq!(
             routes[2],
             json!({"path": "/api/users", "methods": ["POST"], "name": "create-user", "upstream": "users",
-                   "implicit": false, "strip_prefix": null, "rewrite": null, "timeout_ms": 1500, "split": null})
+                   "implicit": false, "strip_prefix": null, "rewrite": null, "timeout_ms": 1500, "split": null, "match": null})
         );
         assert_eq!(routes[3]["methods"], json!(["GET", "PUT", "DELETE"]));
         assert_eq!(routes[3]["rewrite"], "/v2/users/{id}");
         assert_eq!(
             routes[6],
             json!({"path": "/files", "methods": ["*"], "name": "files", "upstream": "files",
-                   "implicit": true, "strip_prefix": "/files", "rewrite": null, "timeout_ms": null, "split": null})
+                   "implicit": true, "strip_prefix": "/files", "rewrite": null, "timeout_ms": null, "split": null, "match": null})
         );
         assert_eq!(
             fallback["routes"],
             json!([
                 {"path": "/", "methods": ["*"], "name": "/{*rest}", "upstream": "mirror", "implicit": true,
-                 "strip_prefix": null, "rewrite": null, "timeout_ms": null, "split": null},
+                 "strip_prefix": null, "rewrite": null, "timeout_ms": null, "split": null, "match": null},
                 {"path": "/{*rest}", "methods": ["*"], "name": "/{*rest}", "upstream": "mirror", "implicit": false,
-                 "strip_prefix": null, "rewrite": null, "timeout_ms": null, "split": null},
+                 "strip_prefix": null, "rewrite": null, "timeout_ms": null, "split": null, "match": null},
             ])
         );
 
