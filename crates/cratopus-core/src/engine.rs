@@ -113,7 +113,7 @@ impl Engine {
             edge::Edge::Answered(res) => return Ok(res),
             edge::Edge::Pass(org, req) => (org, req),
         };
-        let (route, req) = match routing::phase(self, org, req, ex)? {
+        let (route, req) = match routing::phase(self, org, req, conn, ex).await? {
             routing::Routed::Answered(res) => return Ok(res),
             routing::Routed::Route(route, req) => (route, req),
         };

@@ -129,9 +129,11 @@ impl<'a> AccessRules<'a> {
         }
     }
 
-    /// Whether both authenticate requests the same way (or neither does).
-    pub fn same_authentication(&self, other: &AccessRules<'_>) -> bool {
-        self.auth == other.auth
+    /// Whether both admit the same requests as far as authentication: the same IP lists, the
+    /// same authentication (or none), and, where keys are scoped to routes, the same name. A
+    /// request authenticated for one may then be handed to the other.
+    pub fn same_until_authentication(&self, other: &AccessRules<'_>) -> bool {
+        self.ip == other.ip && self.auth == other.auth && self.name == other.name
     }
 }
 
@@ -411,9 +413,10 @@ impl OrgRouter {
     }
 }
 
-/// The routes a request may be given after authentication must authenticate as the first
-/// candidate with consumer or tier conditions does: from that candidate on, every candidate
-/// of its pattern and method shares its authentication config.
+/// The routes a request may be given after authentication must admit it as the first
+/// candidate with consumer or tier conditions did: from that candidate on, every candidate of
+/// its pattern and method shares its authentication config and IP lists (the routing phase
+/// ran those of the first; see [`AccessRules::same_until_authentication`]).
 fn identity_problems(
     t: &MethodTable,
     pattern: &str,
@@ -433,14 +436,14 @@ fn identity_problems(
                 continue;
             };
             let same = match (access.get(f.access), access.get(r.access)) {
-                (Some(a), Some(b)) => a.same_authentication(b),
+                (Some(a), Some(b)) => a.same_until_authentication(b),
                 _ => true,
             };
             if !same && !problems.iter().any(|(l, _)| *l == r.line) {
                 problems.push((
                     r.line,
                     format!(
-                        "route `{}` answers path `{pattern}` after route `{}` (line {}), which matches on consumers or tiers: routes chosen after authentication must share one authentication config (`auth`), and these differ",
+                        "route `{}` answers path `{pattern}` after route `{}` (line {}), which matches on consumers or tiers: routes chosen after authentication must share one authentication config (`auth`) and the same `ip` lists, and these differ",
                         r.name, f.name, f.line
                     ),
                 ));

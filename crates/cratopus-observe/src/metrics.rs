@@ -170,6 +170,13 @@ impl RouteMetrics {
         self.in_flight.fetch_add(1, Relaxed);
     }
 
+    /// A request routed here went on to route `to` before anything ran for it here (routes
+    /// matching on the consumer are decided after authentication): it is in flight there now.
+    pub fn request_moved_to(&self, to: &RouteMetrics) {
+        self.in_flight.fetch_sub(1, Relaxed);
+        to.in_flight.fetch_add(1, Relaxed);
+    }
+
     /// A request on this route ended (its response body finished or was dropped): in flight −1,
     /// and its method, status, timings and sizes recorded. `upstream` is `None` when no upstream
     /// was called (the gateway answered itself).

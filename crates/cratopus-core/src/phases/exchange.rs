@@ -62,6 +62,9 @@ pub struct Exchange<'a> {
     /// The request body's stats, once it streams.
     pub stats: Option<Arc<BodyStats>>,
     pub error: Option<&'static str>,
+    /// Where the request phase starts in the route's chain: past authentication when the
+    /// routing phase ran that part already (routes chosen by consumer, see `routing.rs`).
+    pub chain_from: usize,
     answered: bool,
 }
 
@@ -106,6 +109,7 @@ impl<'a> Exchange<'a> {
             call: None,
             stats: None,
             error: None,
+            chain_from: 0,
             answered: false,
         }
     }

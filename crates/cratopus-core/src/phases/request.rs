@@ -27,13 +27,14 @@ pub async fn phase(
     ex: &mut Exchange<'_>,
 ) -> Result<Request<RequestBody>, GatewayError> {
     let (mut parts, body) = req.into_parts();
+    let from = ex.chain_from;
     let cx = ex.cx.as_mut().ok_or(GatewayError::NoRoute)?;
     if let Some(t) = &conn.tls
         && t.org.as_deref() == Some(&*org.name)
     {
         cx.cert = t.client_cert.as_ref().map(|c| c.id.clone());
     }
-    for policy in route.chain.iter() {
+    for policy in route.chain.iter().skip(from) {
         policy.on_request(cx, &mut parts).await?;
     }
 
