@@ -173,6 +173,9 @@ fn the_example_runs_check_strictly() {
     assert_eq!(code, 0, "{out}{err}");
 }
 
+/// A request (path and query, headers) and the backend it must reach.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_path_split_by_header_query_cookie_regex_and_absent() {
     let stable = Backend::fixed("stable", "stable").await;
@@ -208,7 +211,7 @@ routes:
         canary.url()
     );
     let gw = gateway_one_org(&org);
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    let cases: &[Case] = &[
         ("/items/1", &[], "stable"),
         // Header: exact value, any case of the name; another value is not it.
         ("/items/1", &[("X-Api-Version", "2")], "v2"),
