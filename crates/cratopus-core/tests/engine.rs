@@ -287,3 +287,64 @@ async fn a_split_shares_requests_and_takes_a_failing_canary_out() {
     }
     assert_eq!(broken.0.load(Ordering::SeqCst), before);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_route_chosen_by_consumer_runs_its_own_chain_and_counts_its_own_requests() {
+    let general = Echo::new("general");
+    let gold = Echo::new("gold");
+    // Keys of examples/matching: demo-key-mobile-0123456789 (gold), demo-key-ops-0123456789abc.
+    let yaml = "
+organizations:
+  - name: acme
+    consumers:
+      - {id: mobile-app, tier: gold, keys: [\"sha256:562181684b6b80f564545492ac7d3c437b9ec0c740b7dcafd657c590b0084cc0\"]}
+      - {id: ops-team, keys: [\"sha256:5f1cedf2e2953ef893728e0e59a5e3c72f455e08d054220f89303c1c02030215\"]}
+    auth: {api_key: {}}
+    upstreams:
+      main: {targets: [\"http://127.0.0.1:9\"]}
+      copy: {targets: [\"http://127.0.0.1:9\"]}
+    routes:
+      - {name: general, path: /data, upstream: main}
+      - name: gold
+        path: /data
+        upstream: copy
+        match: {tiers: [gold]}
+        rate_limit: {limits: [{rate: 1, per: 1m}], key: consumer}
+";
+    let services = Services::default()
+        .with("acme", "main", general.clone())
+        .with("acme", "copy", gold.clone());
+    let engine = engine(yaml, services).await;
+    let with_key = |key: &str| {
+        let mut r = get("/data?x=1");
+        r.headers_mut().insert("x-api-key", key.parse().unwrap());
+        r
+    };
+
+    let res = engine.handle(with_key("demo-key-mobile-0123456789"), &conn()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let doc = json(res).await;
+    assert_eq!(doc["service"], "gold");
+    assert_eq!(doc["x_consumer_id"], "mobile-app");
+    assert_eq!(doc["uri"], "/data?x=1");
+    // The chosen route's own chain ran: its limit (1 a minute) refuses the second request.
+    let res = engine.handle(with_key("demo-key-mobile-0123456789"), &conn()).await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    drop(res); // its metrics are recorded when its body goes
+    let res = engine.handle(with_key("demo-key-ops-0123456789abc"), &conn()).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(json(res).await["x_consumer_id"], "ops-team");
+    let res = engine.handle(get("/data"), &conn()).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    drop(res);
+    assert_eq!(
+        (general.calls.load(Ordering::SeqCst), gold.calls.load(Ordering::SeqCst)),
+        (1, 1)
+    );
+
+    // Every request ended on the route it was counted on: nothing left in flight.
+    let snap = engine.snapshot();
+    for r in &snap.routes {
+        assert_eq!(r.metrics.in_flight(), 0, "route {}", r.name);
+    }
+}

@@ -109,7 +109,10 @@ async fn by_identity(
     }
     let path = parts.uri.path();
     let head = Head::new(&parts.headers, parts.uri.query());
-    let (route, upstream_path) = match org.router.find_admitted(&parts.method, path, &head, cx.identity.as_ref()) {
+    let (route, upstream_path) = match org
+        .router
+        .find_admitted(&parts.method, path, &head, cx.identity.as_ref())
+    {
         Match::Found(route, params) => {
             let p = forward::upstream_path(route, &params, path, parts.uri.query());
             cx.params.clear();
