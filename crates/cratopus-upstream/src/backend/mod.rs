@@ -144,8 +144,9 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    /// Calls the backend. The plain upstream, by far the most common, is called directly; the
-    /// kinds that hold other backends box their call (recursion needs it).
+    /// Calls the backend. An upstream is called directly, and so is a split's upstream arm (the
+    /// common canary): no future is boxed on their path. What holds arbitrary backends (a
+    /// shadow, a split's other arms) boxes that inner call, which recursion needs.
     pub async fn call(
         &self,
         call: &mut Call,
@@ -153,7 +154,7 @@ impl Backend {
     ) -> Result<Response<BackendBody>, BackendError> {
         match self {
             Backend::Upstream(u) => u.call(call, req).await,
-            Backend::Shadow(s) => Box::pin(s.call(call, req)).await,
+            Backend::Shadow(s) => s.call(call, req).await,
             Backend::Split(s) => s.call(call, req).await,
             Backend::Service(s) => s.call(call, req).await,
         }
