@@ -37,7 +37,7 @@
 use crate::balancer::hash_key;
 use crate::breaker::{RollingCounts, millis};
 use cratopus_config::{SplitConfig, StickyConfig};
-use http::{HeaderMap, HeaderName, header};
+use http::{HeaderMap, HeaderName};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -349,7 +349,7 @@ impl SplitState {
     fn sticky_point(&self, headers: &HeaderMap, client: IpAddr, consumer: Option<&str>) -> Option<u64> {
         let h = match self.settings.sticky.as_ref()? {
             Sticky::Header(name) => hash_key(headers.get(name)?.as_bytes()),
-            Sticky::Cookie(name) => hash_key(cookie(headers, name)?.as_bytes()),
+            Sticky::Cookie(name) => hash_key(crate::headers::cookie(headers, name)?.as_bytes()),
             Sticky::Consumer => hash_key(consumer?.as_bytes()),
             Sticky::ClientIp => match client {
                 IpAddr::V4(ip) => hash_key(&ip.octets()),
@@ -545,18 +545,6 @@ impl Monitor {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 /// splitmix64's finaliser.
 fn mix(mut h: u64) -> u64 {
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -743,7 +731,7 @@ mod tests {
     fn sticky_by_cookie_consumer_and_address() {
         let s = state("backends: [{upstream: a, weight: 1}, {upstream: b, weight: 1}]\nsticky: {cookie: uid}");
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, "x=1; uid=42".parse().unwrap());
+        h.insert(http::header::COOKIE, "x=1; uid=42".parse().unwrap());
         let (arm, how) = s.choose(&h, IP, None);
         assert_eq!(how, Placed::Sticky);
         assert!((0..100).all(|_| s.choose(&h, IP, None).0 == arm));

@@ -295,14 +295,7 @@ fn upstream_request(
 fn request_hash(on: &HashOn, headers: &http::HeaderMap, client: IpAddr) -> Option<u64> {
     match on {
         HashOn::Header(name) => headers.get(name.as_str()).map(|v| hash_key(v.as_bytes())),
-        HashOn::Cookie(name) => headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|kv| kv.trim().split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| hash_key(v.as_bytes())),
+        HashOn::Cookie(name) => crate::headers::cookie(headers, name).map(|v| hash_key(v.as_bytes())),
         HashOn::ClientIp => Some(match client {
             IpAddr::V4(ip) => hash_key(&ip.octets()),
             IpAddr::V6(ip) => hash_key(&ip.octets()),
