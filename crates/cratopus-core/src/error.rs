@@ -182,6 +182,18 @@ pub fn error_body(status: StatusCode, code: &str, message: &str, request_id: &He
     Bytes::from(v)
 }
 
+impl GatewayError {
+    /// The answer to a request whose body the client broke (`limit`: the route's body limit).
+    pub fn from_fault(f: cratopus_upstream::BodyFault, limit: u64) -> GatewayError {
+        use cratopus_upstream::BodyFault;
+        match f {
+            BodyFault::TooLarge => GatewayError::BodyTooLarge(limit),
+            BodyFault::Broken => GatewayError::BadRequestBody,
+            BodyFault::Stalled => GatewayError::ClientBodyTimeout,
+        }
+    }
+}
+
 /// A policy's refusal as the gateway answers it.
 impl From<cratopus_policies::chain::Refusal> for GatewayError {
     fn from(r: cratopus_policies::chain::Refusal) -> GatewayError {

@@ -78,9 +78,7 @@ fn bench(c: &mut Criterion) {
                     .body(())
                     .unwrap()
                     .into_parts();
-                let mut changed = false;
-                rt.block_on(a.authenticate("r", &mut parts, &mut changed, None))
-                    .unwrap()
+                rt.block_on(a.authenticate("r", &mut parts, None)).unwrap()
             })
         });
     }

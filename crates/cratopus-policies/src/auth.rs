@@ -325,18 +325,17 @@ impl Authenticator {
     }
 
     /// Authenticates a request and removes the API key from it (header or query parameter),
-    /// so that the secret never reaches the upstream. `query_changed` is set when the query
-    /// string was rewritten. `cert` is the connection's verified client certificate.
+    /// so that the secret never reaches the upstream. `cert` is the connection's verified
+    /// client certificate.
     pub async fn authenticate(
         &self,
         route: &str,
         parts: &mut Parts,
-        query_changed: &mut bool,
         cert: Option<&CertId>,
     ) -> Result<Identity, AuthError> {
         let mut failure = AuthError::Missing;
         if let Some(k) = &self.api_key
-            && let Some(key) = self.take_key(k, parts, query_changed)
+            && let Some(key) = self.take_key(k, parts)
         {
             match self.consumers.by_key(key.as_bytes()) {
                 Some((c, routes)) if routes.is_empty() || routes.iter().any(|r| r == route) => {
@@ -398,7 +397,7 @@ impl Authenticator {
         Err(failure)
     }
 
-    fn take_key(&self, k: &KeyIn, parts: &mut Parts, query_changed: &mut bool) -> Option<String> {
+    fn take_key(&self, k: &KeyIn, parts: &mut Parts) -> Option<String> {
         if let Some(h) = &k.header
             && let Some(v) = parts.headers.remove(h)
         {
@@ -420,16 +419,8 @@ impl Authenticator {
             })
             .collect();
         found.as_ref()?;
-        let path = parts.uri.path();
-        let pq = if kept.is_empty() {
-            path.to_string()
-        } else {
-            format!("{path}?{}", kept.join("&"))
-        };
-        let mut up = std::mem::take(&mut parts.uri).into_parts();
-        up.path_and_query = http::uri::PathAndQuery::from_str(&pq).ok();
-        parts.uri = http::Uri::from_parts(up).unwrap_or_default();
-        *query_changed = true;
+        let kept = (!kept.is_empty()).then(|| kept.join("&"));
+        crate::chain::set_query(&mut parts.uri, kept.as_deref());
         found
     }
 }

@@ -303,11 +303,7 @@ async fn authenticate(
     cx: &mut RequestCx,
     req: &mut http::request::Parts,
 ) -> Result<(), Refusal> {
-    let mut query_changed = false;
-    match auth
-        .authenticate(&cx.route, req, &mut query_changed, cx.cert.as_deref())
-        .await
-    {
+    match auth.authenticate(&cx.route, req, cx.cert.as_deref()).await {
         Ok(id) => {
             if let Some(c) = &id.consumer {
                 cx.consumer = Some(c.id.clone());

@@ -647,3 +647,30 @@ async fn localhost_target_is_resolved_to_every_address() {
         "requests did not spread over every address of localhost"
     );
 }
+
+#[tokio::test]
+async fn preserve_host_sends_the_clients_host_and_otherwise_the_targets() {
+    let backend = Backend::start(|req, _| async move {
+        let host = req
+            .headers()
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Response::new(Full::new(Bytes::from(host)))
+    })
+    .await;
+    let org = format!(
+        "name: t\nupstreams:\n  kept:\n    targets: [\"{url}\"]\n    preserve_host: true\n  own:\n    targets: [\"{url}\"]\nroutes:\n  - path: /kept\n    upstream: kept\n  - path: /own\n    upstream: own\n",
+        url = backend.url()
+    );
+    let gw = Gateway::start(
+        BIN,
+        &test_support::gateway_yaml("orgs/*.yaml", ""),
+        &[("orgs/t.yaml", &org)],
+    );
+    let kept = get(&gw.url("/kept"), Some("shop.example:8080")).await;
+    assert_eq!(kept.text(), "shop.example:8080");
+    let own = get(&gw.url("/own"), Some("shop.example:8080")).await;
+    assert_eq!(own.text(), backend.addr.to_string());
+}

@@ -3,7 +3,6 @@
 //! read of the request ([`Call`]) and keeps what the backend reports for the log.
 
 use super::exchange::Exchange;
-use super::request::ClientHost;
 use crate::body::{RequestBody, ResponseBody};
 use crate::engine::ConnInfo;
 use crate::error::GatewayError;
@@ -13,12 +12,12 @@ use http::{Request, Response};
 
 pub async fn phase(
     route: &Route,
-    mut req: Request<RequestBody>,
+    req: Request<RequestBody>,
     conn: &ConnInfo,
     ex: &mut Exchange<'_>,
 ) -> Result<Response<ResponseBody>, GatewayError> {
     let mut call = Call::new(ex.client, conn.peer);
-    call.client_host = req.extensions_mut().remove::<ClientHost>().and_then(|h| h.0);
+    call.client_host = ex.client_host.take();
     call.consumer = ex.cx.as_ref().and_then(|cx| cx.consumer.clone());
     call.body = ex.stats.clone();
     call.body_limit = route.max_body;

@@ -59,6 +59,9 @@ pub struct Exchange<'a> {
     pub cx: Option<RequestCx>,
     /// What the backend reported.
     pub call: Option<Call>,
+    /// The client's `Host` as it arrived, for backends that preserve it (set by the request
+    /// phase, taken by the backend phase).
+    pub client_host: Option<HeaderValue>,
     /// The request body's stats, once it streams.
     pub stats: Option<Arc<BodyStats>>,
     pub error: Option<&'static str>,
@@ -107,6 +110,7 @@ impl<'a> Exchange<'a> {
             route_name: None,
             cx: None,
             call: None,
+            client_host: None,
             stats: None,
             error: None,
             chain_from: 0,

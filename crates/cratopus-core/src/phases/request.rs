@@ -4,7 +4,7 @@
 //! the client certificate's header).
 
 use super::exchange::Exchange;
-use crate::body::{BodyFault, BodyStats, ClientBody, RequestBody, fault_of};
+use crate::body::{BodyStats, ClientBody, RequestBody, fault_of};
 use crate::engine::ConnInfo;
 use crate::error::GatewayError;
 use crate::forward;
@@ -81,14 +81,9 @@ pub async fn phase(
     {
         parts.headers.insert(auth.header.clone(), v);
     }
-    let mut req = Request::from_parts(parts, body);
-    req.extensions_mut().insert(ClientHost(client_host));
-    Ok(req)
+    ex.client_host = client_host;
+    Ok(Request::from_parts(parts, body))
 }
-
-/// The client's `Host`, as it arrived, for backends that preserve it.
-#[derive(Clone)]
-pub struct ClientHost(pub Option<http::HeaderValue>);
 
 /// Reads a request body whole, up to `limit` bytes (413 beyond), the client pausing no longer
 /// than `idle` between two pieces (408).
@@ -97,15 +92,4 @@ async fn read_whole(body: ClientBody, limit: u64, idle: Option<Duration>) -> Res
     body.collect().await.map(|b| b.to_bytes()).map_err(|_| {
         fault_of(stats.as_ref()).map_or(GatewayError::BadRequestBody, |f| GatewayError::from_fault(f, limit))
     })
-}
-
-/// The answer to a request whose body the client broke.
-impl GatewayError {
-    pub fn from_fault(f: BodyFault, limit: u64) -> GatewayError {
-        match f {
-            BodyFault::TooLarge => GatewayError::BodyTooLarge(limit),
-            BodyFault::Broken => GatewayError::BadRequestBody,
-            BodyFault::Stalled => GatewayError::ClientBodyTimeout,
-        }
-    }
 }

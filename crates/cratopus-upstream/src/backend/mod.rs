@@ -67,8 +67,6 @@ pub struct Call {
     pub body: Option<Arc<BodyStats>>,
     /// The route's body limit, for reading a body whole (retries, shadow copies).
     pub body_limit: Option<u64>,
-    /// The client body idle timeout.
-    pub body_idle: Option<Duration>,
     /// Reported: the label of the target that answered (or was tried last).
     pub target: Option<Arc<str>>,
     /// Reported: the name of the upstream that answered.
@@ -91,7 +89,6 @@ impl Call {
             consumer: None,
             body: None,
             body_limit: None,
-            body_idle: None,
             target: None,
             upstream: None,
             started: None,
