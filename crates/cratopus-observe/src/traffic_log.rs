@@ -46,6 +46,19 @@ pub struct LogLine {
     pub consumer: Option<Arc<str>>,
     /// Why a policy refused the request, beyond `error` (`expired`, `missing_scope`, …).
     pub reason: Option<&'static str>,
+    /// Fields a policy or a protocol adds (a GraphQL operation's name and cost, a WebSocket's
+    /// duration), written after the fixed ones in this order. Empty for most requests, and an
+    /// empty `Vec` allocates nothing.
+    pub fields: Vec<(&'static str, LogValue)>,
+}
+
+/// The value of an added log field.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogValue {
+    Str(Arc<str>),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
 }
 
 impl LogLine {
@@ -72,6 +85,7 @@ impl LogLine {
             trace_id: None,
             consumer: None,
             reason: None,
+            fields: Vec::new(),
         }
     }
 }
@@ -460,6 +474,20 @@ pub fn format_line(l: &LogLine, buf: &mut Vec<u8>) {
         }
         None => buf.extend_from_slice(b"null"),
     }
+    for (name, value) in &l.fields {
+        push_field(buf, name);
+        match value {
+            LogValue::Str(s) => push_str(buf, s),
+            LogValue::Int(n) => {
+                let _ = write!(buf, "{n}");
+            }
+            LogValue::Float(f) if f.is_finite() => {
+                let _ = write!(buf, "{f:.3}");
+            }
+            LogValue::Float(_) => buf.extend_from_slice(b"null"),
+            LogValue::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
+        }
+    }
     buf.extend_from_slice(b"}\n");
 }
 
@@ -516,7 +544,27 @@ mod tests {
             trace_id: Some([0xab; 16]),
             consumer: Some("c-1".into()),
             reason: None,
+            fields: Vec::new(),
         }
+    }
+
+    #[test]
+    fn added_fields_follow_the_fixed_ones() {
+        let mut l = line(200);
+        l.fields = vec![
+            ("graphql_operation", LogValue::Str("Get \"me\"".into())),
+            ("graphql_depth", LogValue::Int(3)),
+            ("ws_duration_ms", LogValue::Float(12.5)),
+            ("apq", LogValue::Bool(true)),
+        ];
+        let mut buf = Vec::new();
+        format_line(&l, &mut buf);
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(v["graphql_operation"], "Get \"me\"");
+        assert_eq!(v["graphql_depth"], 3);
+        assert_eq!(v["ws_duration_ms"], 12.5);
+        assert_eq!(v["apq"], true);
+        assert_eq!(v["status"], 200);
     }
 
     #[test]

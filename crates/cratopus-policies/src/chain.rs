@@ -25,6 +25,7 @@ use crate::modify::Modifiers;
 use crate::validation::{Validator, Violation};
 use crate::{QuotaPolicy, RateDecision, RateLimitPolicy};
 use bytes::Bytes;
+use cratopus_observe::traffic_log::LogValue;
 use cratopus_state::SharedLimiter;
 use cratopus_upstream::{Bulkhead, BulkheadPermit};
 use http::header::{self, HeaderName, HeaderValue};
@@ -61,6 +62,9 @@ pub struct RequestCx {
     pub permits: Vec<BulkheadPermit>,
     /// The route's name, for the policies that log it.
     pub route: Arc<str>,
+    /// Fields a policy adds to the request's traffic-log line (see
+    /// [`cratopus_observe::traffic_log::LogLine::fields`]).
+    pub log_fields: Vec<(&'static str, LogValue)>,
 }
 
 impl RequestCx {
@@ -79,6 +83,7 @@ impl RequestCx {
             refused_over: 0,
             permits: Vec::new(),
             route,
+            log_fields: Vec::new(),
         }
     }
 }

@@ -206,6 +206,7 @@ impl<'a> Exchange<'a> {
         if let Some(cx) = &mut self.cx {
             line.consumer = cx.consumer.clone();
             line.reason = cx.reason;
+            line.fields = std::mem::take(&mut cx.log_fields);
         }
     }
 
