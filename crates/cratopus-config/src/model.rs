@@ -666,6 +666,11 @@ pub struct UpstreamTimeouts {
     /// Idle pooled connections are closed after this long.
     #[serde(default = "default_idle")]
     pub idle: Dur,
+    /// The longest pause between two reads of a response body once its head has come: a
+    /// stream (Server-Sent Events, a long download) may last any time, but one that goes
+    /// silent for this long is cut. `0s` turns it off. A route's `read_timeout` overrides it.
+    #[serde(default = "default_read")]
+    pub read: Dur,
 }
 impl Default for UpstreamTimeouts {
     fn default() -> Self {
@@ -673,8 +678,12 @@ impl Default for UpstreamTimeouts {
             connect: default_connect(),
             response: default_response(),
             idle: default_idle(),
+            read: default_read(),
         }
     }
+}
+fn default_read() -> Dur {
+    Dur::secs(60)
 }
 fn default_connect() -> Dur {
     Dur::secs(5)
@@ -770,6 +779,10 @@ pub struct RouteConfig {
     /// Time to the upstream's response head on this route (overrides the upstream's).
     #[serde(default)]
     pub timeout: Option<Dur>,
+    /// The longest pause between two reads of the response body on this route (overrides the
+    /// upstream's `timeouts.read`); `0s` turns it off.
+    #[serde(default)]
+    pub read_timeout: Option<Dur>,
     /// Largest request body on this route; larger gets 413.
     #[serde(default)]
     pub max_body_bytes: Option<ByteSize>,

@@ -10,6 +10,7 @@ use cratopus_observe::metrics::RouteMetrics;
 use cratopus_observe::spans::{RequestSpan, SpanSink};
 use cratopus_observe::{LogLine, TrafficLog};
 use cratopus_upstream::BackendBody;
+use cratopus_upstream::body::UpstreamReadTimeout;
 pub use cratopus_upstream::body::{BodyFault, BodyStats, BoxError, ClientBody, RequestBody, fault_of};
 use cratopus_upstream::bulkhead::BulkheadPermit;
 use http_body::{Body, Frame, SizeHint};
@@ -22,6 +23,8 @@ use std::time::{Instant, SystemTime};
 /// The traffic log's `error` for a response whose body the target cut short (the head, and
 /// its status, had already gone to the client).
 pub const UPSTREAM_BODY_INCOMPLETE: &str = "upstream_body_incomplete";
+/// The upstream paused its body longer than the read timeout, and the gateway cut it.
+pub const UPSTREAM_READ_TIMEOUT: &str = "upstream_read_timeout";
 
 /// The traffic-log line waiting for the response to end.
 pub struct PendingLog {
@@ -86,8 +89,9 @@ pub struct ResponseBody {
     /// The body reached its end (hyper polled it to `None`).
     done: bool,
     pending: Option<Box<PendingLog>>,
-    /// The backend's body failed before its end (cut short, reset).
-    cut: bool,
+    /// The backend's body failed before its end (cut short, reset, or paused past the read
+    /// timeout): the error code for the log.
+    cut: Option<&'static str>,
 }
 
 impl ResponseBody {
@@ -105,7 +109,7 @@ impl ResponseBody {
             sent: 0,
             done: false,
             pending: None,
-            cut: false,
+            cut: None,
         }
     }
 
@@ -144,7 +148,8 @@ impl ResponseBody {
     fn finish(&mut self) {
         // A body cut while the client was breaking its own request (the upstream connection
         // closed because the request body failed) is the client's doing.
-        let target_cut = self.cut && fault_of(self.request_stats()).is_none();
+        let target_cut = self.cut.is_some() && fault_of(self.request_stats()).is_none();
+        let cut_code = self.cut.unwrap_or(UPSTREAM_BODY_INCOMPLETE);
         self.body.settle(target_cut);
         if let Some(m) = self.metrics.take() {
             let bytes_in = m.request.as_ref().map_or(0, |s| s.bytes.load(Ordering::Relaxed));
@@ -154,7 +159,7 @@ impl ResponseBody {
         self.permits.clear();
         if let Some(mut s) = self.span.take() {
             if target_cut {
-                s.span.error.get_or_insert(UPSTREAM_BODY_INCOMPLETE);
+                s.span.error.get_or_insert(cut_code);
             }
             s.finish();
         }
@@ -165,7 +170,7 @@ impl ResponseBody {
                 p.line.bytes_in = s.bytes.load(Ordering::Relaxed);
             }
             if target_cut && p.line.error.is_none() {
-                p.line.error = Some(UPSTREAM_BODY_INCOMPLETE);
+                p.line.error = Some(cut_code);
             }
             let PendingLog { line, log, .. } = *p;
             log.log(line);
@@ -196,7 +201,7 @@ impl ResponseBody {
 impl Drop for ResponseBody {
     fn drop(&mut self) {
         // A body the target cut was judged and logged when it failed (`finish`).
-        if !self.done && !self.cut && !self.is_end_stream() {
+        if !self.done && self.cut.is_none() && !self.is_end_stream() {
             self.cut_short();
         }
         self.finish();
@@ -223,7 +228,11 @@ impl Body for ResponseBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 tracing::debug!(error = %e, sent = this.sent, "backend response body failed before its end");
-                this.cut = true;
+                this.cut = Some(if e.is::<UpstreamReadTimeout>() {
+                    UPSTREAM_READ_TIMEOUT
+                } else {
+                    UPSTREAM_BODY_INCOMPLETE
+                });
                 this.finish();
             }
             Poll::Ready(None) => {

@@ -72,6 +72,7 @@ pub(crate) fn route_backend(
             None => Backend::Upstream(Arc::new(UpstreamCall {
                 upstream: upstream.clone(),
                 timeout: r.timeout.map_or(upstream.response_timeout, |d| d.0),
+                read_timeout: r.read_timeout.map_or(upstream.read_timeout, |d| d.0),
                 retry: route_retry.clone().or_else(|| upstream.retry.clone()),
             })),
         })

@@ -489,6 +489,7 @@ pub fn compile_only(
                             conns: ConnPool::new(pool_settings(ucfg, tls)),
                             pool,
                             response_timeout: ucfg.timeouts.response.0,
+                            read_timeout: ucfg.timeouts.read.0,
                             preserve_host: ucfg.preserve_host,
                             http2: matches!(ucfg.protocol, Protocol::H2c | Protocol::H2),
                             tls: https,
@@ -730,6 +731,7 @@ pub fn compile_only(
                             None => Backend::Upstream(Arc::new(UpstreamCall {
                                 upstream: copy.clone(),
                                 timeout: sh.timeout.0,
+                                read_timeout: sh.timeout.0,
                                 retry: None,
                             })),
                         },

@@ -305,9 +305,40 @@ impl Body for ClientBody {
     }
 }
 
+/// The upstream paused its response body longer than the read timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream sent nothing of its response body for {0:?}")]
+pub struct UpstreamReadTimeout(pub Duration);
+
+/// The read timeout of an upstream's body: armed when a read finds nothing yet, disarmed by the
+/// next frame, so that a stream may last any time but not go silent for longer than `limit`.
+/// The timer is allocated at the first wait and reset after that.
+struct ReadIdle {
+    limit: Duration,
+    armed: bool,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ReadIdle {
+    /// Polled when the upstream had nothing: true once the pause has lasted `limit`.
+    fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.armed {
+            self.armed = true;
+            let deadline = tokio::time::Instant::now() + self.limit;
+            match &mut self.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        self.sleep.as_mut().is_some_and(|s| s.as_mut().poll(cx).is_ready())
+    }
+}
+
 /// What a backend answers with.
 pub struct BackendBody {
     kind: Kind,
+    /// The read timeout, for an upstream's streamed body.
+    read_idle: Option<ReadIdle>,
     /// The upstream connection, handed back to its pool when the body has been read whole.
     conn: Option<PoolReturn>,
     /// The attempt, when the breaker or outlier detection waits for the body to judge it.
@@ -354,6 +385,7 @@ impl BackendBody {
     ) -> BackendBody {
         BackendBody {
             kind: Kind::Upstream(body),
+            read_idle: None,
             conn,
             attempt,
             inflight,
@@ -364,11 +396,23 @@ impl BackendBody {
     fn of(kind: Kind) -> BackendBody {
         BackendBody {
             kind,
+            read_idle: None,
             conn: None,
             attempt: None,
             inflight: None,
             permit: None,
         }
+    }
+
+    /// Cuts the body (with [`UpstreamReadTimeout`]) when it pauses longer than `limit` between
+    /// two frames; `None` or zero: never.
+    pub fn read_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.read_idle = limit.filter(|l| !l.is_zero()).map(|limit| ReadIdle {
+            limit,
+            armed: false,
+            sleep: None,
+        });
+        self
     }
 
     /// Holds the target's in-flight count until the body is done.
@@ -414,11 +458,22 @@ impl Body for BackendBody {
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match &mut self.get_mut().kind {
-            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Kind::Full(b) => return Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Kind::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
+        };
+        if let Some(idle) = &mut this.read_idle {
+            if polled.is_ready() {
+                idle.armed = false;
+            } else if idle.expired(cx) {
+                let limit = idle.limit;
+                this.read_idle = None;
+                return Poll::Ready(Some(Err(Box::new(UpstreamReadTimeout(limit)))));
+            }
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

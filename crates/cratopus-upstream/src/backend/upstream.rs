@@ -26,6 +26,8 @@ pub struct Upstream {
     pub pool: Arc<UpstreamPool>,
     pub conns: Arc<ConnPool>,
     pub response_timeout: Duration,
+    /// The longest pause in a response body (`timeouts.read`; zero: none).
+    pub read_timeout: Duration,
     pub preserve_host: bool,
     /// HTTP/2 to the targets: h2c, or h2 over TLS.
     pub http2: bool,
@@ -51,6 +53,8 @@ pub struct UpstreamCall {
     pub upstream: Arc<Upstream>,
     /// Time to the response head, per attempt.
     pub timeout: Duration,
+    /// The longest pause between two frames of the response body (zero: none).
+    pub read_timeout: Duration,
     /// The route's retry policy, or its upstream's.
     pub retry: Option<Arc<Retry>>,
 }
@@ -209,7 +213,8 @@ impl UpstreamCall {
             let (res, conn) = outcome?;
             let (mut parts, body) = res.into_parts();
             crate::headers::strip_hop_by_hop(&mut parts.headers);
-            let mut body = BackendBody::upstream(body, conn, attempt, Some(guard));
+            let mut body =
+                BackendBody::upstream(body, conn, attempt, Some(guard)).read_timeout(Some(self.read_timeout));
             body.hold_permit(permit);
             return Ok(Response::from_parts(parts, body));
         }
