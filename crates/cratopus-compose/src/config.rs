@@ -370,3 +370,95 @@ fn flatmap_problems(ops: &[FlatmapOpConfig], at: &[&str], out: &mut Vec<Problem>
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn problems(endpoint: serde_json::Value, params: &[&str]) -> Vec<String> {
+        let cfg: ComposeEndpointConfig = serde_json::from_value(endpoint).unwrap();
+        let params: Vec<String> = params.iter().map(|p| p.to_string()).collect();
+        cfg.problems(&params).iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_good_endpoint_has_no_problems() {
+        let p = problems(
+            json!({"sequential": true, "output_encoding": "negotiate", "backend": [
+                {"url_pattern": "/hotels/{id}.json", "target": "data", "allow": ["a.b"], "mapping": {"a": "b"}, "group": "g"},
+                {"url_pattern": "/calendar/{resp0_g.calendar_id}?x={id}", "encoding": "xml", "is_collection": true},
+                {"url_pattern": "/n", "encoding": "safejson", "flatmap_filter": [{"type": "del", "args": ["x.*.y"]}]}
+            ], "flatmap_filter": [{"type": "move", "args": ["a", "b"]}]}),
+            &["id"],
+        );
+        assert_eq!(p, Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_problem_at_its_key() {
+        for (endpoint, params, want) in [
+            (json!({"backend": []}), vec![], "backend: an endpoint needs at least one backend"),
+            (json!({"backend": [{"url_pattern": "/u/{id}"}]}), vec!["uid"], "backend.0.url_pattern: `{id}` is not a parameter of the endpoint's path (it has uid)"),
+            (json!({"backend": [{"url_pattern": "u"}]}), vec![], "backend.0.url_pattern: url_pattern must start with `/`"),
+            (json!({"backend": [{"url_pattern": "/a"}, {"url_pattern": "/c/{resp0_id}"}]}), vec![], "backend.1.url_pattern: `{resp0_id}` uses an earlier answer, which only a sequential endpoint has"),
+            (json!({"sequential": true, "backend": [{"url_pattern": "/c/{resp0_id}"}]}), vec![], "backend.0.url_pattern: `{resp0_id}` must name an earlier backend"),
+            (json!({"backend": [{"url_pattern": "/", "allow": ["a"], "deny": ["b"]}]}), vec![], "backend.0.deny: allow and deny cannot be used together"),
+            (json!({"backend": [{"url_pattern": "/", "allow": ["a..b"]}]}), vec![], "backend.0.allow.0: `a..b` has an empty field name"),
+            (json!({"backend": [{"url_pattern": "/", "deny": ["a.*"]}]}), vec![], "backend.0.deny.0: `a.*`: the wildcard `*` only works in flatmap_filter"),
+            (json!({"backend": [{"url_pattern": "/", "target": ""}]}), vec![], "backend.0.target: a field path cannot be empty"),
+            (json!({"backend": [{"url_pattern": "/", "group": ""}]}), vec![], "backend.0.group: a group name cannot be empty"),
+            (json!({"backend": [{"url_pattern": "/", "mapping": {"a": "b."}}]}), vec![], "backend.0.mapping.a: `b.` has an empty field name"),
+            (json!({"backend": [{"url_pattern": "/", "mapping": {"a": "b"}, "flatmap_filter": [{"type": "del", "args": ["x"]}]}]}), vec![], "backend.0.flatmap_filter: with flatmap_filter, allow, deny and mapping do nothing"),
+            (json!({"backend": [{"url_pattern": "/", "flatmap_filter": [{"type": "move", "args": ["x"]}]}]}), vec![], "backend.0.flatmap_filter.0: move needs two paths"),
+            (json!({"backend": [{"url_pattern": "/", "encoding": "safejson", "is_collection": true}]}), vec![], "backend.0.is_collection: safejson decides by itself"),
+            (json!({"output_encoding": "json", "backend": [{"url_pattern": "/", "encoding": "no-op"}]}), vec![], "backend.0.encoding: a no-op backend's answer is not read"),
+            (json!({"backend": [{"url_pattern": "/"}, {"url_pattern": "/", "encoding": "no-op"}]}), vec![], "backend.1.encoding: a no-op backend's answer is not read, so it cannot be merged"),
+            (json!({"output_encoding": "no-op", "backend": [{"url_pattern": "/"}]}), vec![], "output_encoding: no-op passes one backend's answer through"),
+            (json!({"output_encoding": "no-op", "backend": [{"url_pattern": "/", "encoding": "no-op", "group": "g"}]}), vec![], "backend.0.encoding: a no-op answer is not read, so it cannot be shaped"),
+            (json!({"backend": [{"url_pattern": "/"}], "flatmap_filter": [{"type": "del", "args": ["x"]}]}), vec![], "flatmap_filter: an endpoint's flatmap_filter works on the merge of several backends"),
+        ] {
+            let p = problems(endpoint.clone(), &params);
+            assert!(p.iter().any(|p| p.starts_with(want)), "{endpoint}: want `{want}`, got {p:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_names_are_refused() {
+        for bad in [
+            json!({"backend": [{"url_pattern": "/", "encoding": "yaml"}]}),
+            json!({"backend": [{"url_pattern": "/", "whitelist": ["a"]}]}),
+            json!({"backend": [], "output_encoding": "html"}),
+            json!({"backend": [{"url_pattern": "/", "flatmap_filter": [{"type": "move", "args": [], "x": 1}]}]}),
+            json!({"endpoint": "/x", "backend": []}),
+        ] {
+            assert!(serde_json::from_value::<ComposeEndpointConfig>(bad.clone()).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn effective_output_encoding() {
+        use BackendEncoding as B;
+        use OutputEncoding as O;
+        assert_eq!(O::effective(None, &[B::Json]), O::Json);
+        assert_eq!(O::effective(None, &[B::SafeJson]), O::Json);
+        assert_eq!(O::effective(None, &[B::Xml]), O::Xml);
+        assert_eq!(O::effective(None, &[B::String]), O::String);
+        assert_eq!(O::effective(None, &[B::NoOp]), O::NoOp);
+        assert_eq!(O::effective(None, &[B::Xml, B::Xml]), O::Json);
+        assert_eq!(O::effective(Some(O::Negotiate), &[B::Xml]), O::Negotiate);
+    }
+
+    #[test]
+    fn schema_names_krakend_fields() {
+        let schema = serde_json::to_value(schemars::schema_for!(ComposeEndpointConfig)).unwrap();
+        let text = schema.to_string();
+        for name in [
+            "url_pattern", "is_collection", "flatmap_filter", "output_encoding", "json-collection", "safejson", "no-op",
+            "negotiate", "append",
+        ] {
+            assert!(text.contains(&format!("\"{name}\"")), "{name} missing from the schema");
+        }
+        assert_eq!(schema["additionalProperties"], json!(false));
+    }
+}
