@@ -462,6 +462,66 @@ mod tests {
         assert_eq!(out, json!({"g": [{"items": [1, 2, 3]}, {"items": [9]}]}));
     }
 
+    /// Any JSON value, a few levels deep.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            "[a-z]{0,6}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-e]{1,2}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The labelled tree gives back the JSON it was made of.
+        #[test]
+        fn tree_round_trip(v in any_json()) {
+            proptest::prop_assert_eq!(Node::from(v.clone()).into_value(), v);
+        }
+
+        /// Renaming a key in every member and back is the identity (when the new name is free).
+        #[test]
+        fn rename_and_back(items in proptest::collection::vec(proptest::collection::btree_map("[a-c]", any_json(), 0..4), 0..6)) {
+            let doc = json!({"items": items.into_iter().map(|m| Value::Object(m.into_iter().collect())).collect::<Vec<_>>()});
+            let out = run(json!([
+                {"type": "move", "args": ["items.*.a", "items.*.zz"]},
+                {"type": "move", "args": ["items.*.zz", "items.*.a"]}
+            ]), doc.clone());
+            proptest::prop_assert_eq!(out, doc);
+        }
+
+        /// After `del p`, nothing matches `p`; a `del` of `x.*` leaves `x` an empty container.
+        #[test]
+        fn deleted_paths_match_nothing(v in any_json(), path in "(x|[a-e]{1,2}|\\*|[0-3])(\\.([a-e]{1,2}|\\*|[0-3])){0,3}") {
+            let doc = json!({"x": v});
+            let p = FieldPath::parse(&path, true).unwrap();
+            let mut root = Node::from(doc);
+            root.del(p.segments());
+            let mut found = Vec::new();
+            root.matches(p.segments(), &mut Vec::new(), &mut found);
+            proptest::prop_assert!(found.is_empty(), "{path} still matches {found:?}");
+        }
+
+        /// A move to a fresh top-level key then back is the identity.
+        #[test]
+        fn move_out_and_back(v in any_json()) {
+            let doc = json!({"a": {"b": v}, "c": 1});
+            let out = run(json!([
+                {"type": "move", "args": ["a.b", "fresh"]},
+                {"type": "move", "args": ["fresh", "a.b"]}
+            ]), doc.clone());
+            proptest::prop_assert_eq!(out, doc);
+        }
+    }
+
     #[test]
     fn refusals() {
         for (op, why) in [

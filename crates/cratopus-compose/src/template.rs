@@ -397,4 +397,24 @@ mod tests {
         assert!(matches!(r("/{resp0_o}"), Err(RenderError::ObjectField { .. })));
         assert!(matches!(r("/{resp0_s.x}"), Err(RenderError::MissingField { .. })));
     }
+
+    proptest::proptest! {
+        /// A field's value never adds a path segment, a query or a fragment, and decodes back
+        /// to itself.
+        #[test]
+        fn answer_values_stay_in_their_segment(value in "\\PC{0,20}") {
+            let a = map(json!({"v": value.clone()}));
+            let none: &[(&str, &str)] = &[];
+            let out = UrlTemplate::parse("/x/{resp0_v}/y").unwrap().render(none, &[Some(&a)]).unwrap();
+            let inner = out.strip_prefix("/x/").and_then(|r| r.strip_suffix("/y")).unwrap();
+            proptest::prop_assert!(!inner.contains(['/', '?', '#', ' ']), "{out}");
+            let back = percent_encoding::percent_decode_str(inner).decode_utf8().unwrap();
+            proptest::prop_assert_eq!(back, value.as_str());
+            let out = UrlTemplate::parse("/x?a={resp0_v}&b=1").unwrap().render(none, &[Some(&a)]).unwrap();
+            let inner = out.strip_prefix("/x?a=").and_then(|r| r.strip_suffix("&b=1")).unwrap();
+            proptest::prop_assert!(!inner.contains(['&', '#', '=', '+', ' ']), "{out}");
+            let back = percent_encoding::percent_decode_str(inner).decode_utf8().unwrap();
+            proptest::prop_assert_eq!(back, value.as_str());
+        }
+    }
 }
