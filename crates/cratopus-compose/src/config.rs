@@ -219,7 +219,11 @@ impl ComposeEndpointConfig {
             self.output_encoding,
             &self.backend.iter().map(|b| b.encoding).collect::<Vec<_>>(),
         );
-        let no_op_backends = self.backend.iter().filter(|b| b.encoding == BackendEncoding::NoOp).count();
+        let no_op_backends = self
+            .backend
+            .iter()
+            .filter(|b| b.encoding == BackendEncoding::NoOp)
+            .count();
         if output == OutputEncoding::NoOp && (self.backend.len() != 1 || no_op_backends != 1) {
             push(
                 &mut out,
@@ -227,7 +231,11 @@ impl ComposeEndpointConfig {
                 "no-op passes one backend's answer through as it is: it needs exactly one backend, with encoding no-op",
             );
         } else if no_op_backends > 0 && output != OutputEncoding::NoOp {
-            let i = self.backend.iter().position(|b| b.encoding == BackendEncoding::NoOp).unwrap_or(0);
+            let i = self
+                .backend
+                .iter()
+                .position(|b| b.encoding == BackendEncoding::NoOp)
+                .unwrap_or(0);
             push(
                 &mut out,
                 &["backend", &i.to_string(), "encoding"],
@@ -306,11 +314,13 @@ impl ComposeBackendConfig {
                 || self.is_collection
                 || !self.flatmap_filter.is_empty())
         {
-            push(out, &keys("encoding"), "a no-op answer is not read, so it cannot be shaped");
+            push(
+                out,
+                &keys("encoding"),
+                "a no-op answer is not read, so it cannot be shaped",
+            );
         }
-        if self.is_collection
-            && matches!(self.encoding, BackendEncoding::SafeJson | BackendEncoding::String)
-        {
+        if self.is_collection && matches!(self.encoding, BackendEncoding::SafeJson | BackendEncoding::String) {
             push(
                 out,
                 &keys("is_collection"),
@@ -398,28 +408,107 @@ mod tests {
     #[test]
     fn each_problem_at_its_key() {
         for (endpoint, params, want) in [
-            (json!({"backend": []}), vec![], "backend: an endpoint needs at least one backend"),
-            (json!({"backend": [{"url_pattern": "/u/{id}"}]}), vec!["uid"], "backend.0.url_pattern: `{id}` is not a parameter of the endpoint's path (it has uid)"),
-            (json!({"backend": [{"url_pattern": "u"}]}), vec![], "backend.0.url_pattern: url_pattern must start with `/`"),
-            (json!({"backend": [{"url_pattern": "/a"}, {"url_pattern": "/c/{resp0_id}"}]}), vec![], "backend.1.url_pattern: `{resp0_id}` uses an earlier answer, which only a sequential endpoint has"),
-            (json!({"sequential": true, "backend": [{"url_pattern": "/c/{resp0_id}"}]}), vec![], "backend.0.url_pattern: `{resp0_id}` must name an earlier backend"),
-            (json!({"backend": [{"url_pattern": "/", "allow": ["a"], "deny": ["b"]}]}), vec![], "backend.0.deny: allow and deny cannot be used together"),
-            (json!({"backend": [{"url_pattern": "/", "allow": ["a..b"]}]}), vec![], "backend.0.allow.0: `a..b` has an empty field name"),
-            (json!({"backend": [{"url_pattern": "/", "deny": ["a.*"]}]}), vec![], "backend.0.deny.0: `a.*`: the wildcard `*` only works in flatmap_filter"),
-            (json!({"backend": [{"url_pattern": "/", "target": ""}]}), vec![], "backend.0.target: a field path cannot be empty"),
-            (json!({"backend": [{"url_pattern": "/", "group": ""}]}), vec![], "backend.0.group: a group name cannot be empty"),
-            (json!({"backend": [{"url_pattern": "/", "mapping": {"a": "b."}}]}), vec![], "backend.0.mapping.a: `b.` has an empty field name"),
-            (json!({"backend": [{"url_pattern": "/", "mapping": {"a": "b"}, "flatmap_filter": [{"type": "del", "args": ["x"]}]}]}), vec![], "backend.0.flatmap_filter: with flatmap_filter, allow, deny and mapping do nothing"),
-            (json!({"backend": [{"url_pattern": "/", "flatmap_filter": [{"type": "move", "args": ["x"]}]}]}), vec![], "backend.0.flatmap_filter.0: move needs two paths"),
-            (json!({"backend": [{"url_pattern": "/", "encoding": "safejson", "is_collection": true}]}), vec![], "backend.0.is_collection: safejson decides by itself"),
-            (json!({"output_encoding": "json", "backend": [{"url_pattern": "/", "encoding": "no-op"}]}), vec![], "backend.0.encoding: a no-op backend's answer is not read"),
-            (json!({"backend": [{"url_pattern": "/"}, {"url_pattern": "/", "encoding": "no-op"}]}), vec![], "backend.1.encoding: a no-op backend's answer is not read, so it cannot be merged"),
-            (json!({"output_encoding": "no-op", "backend": [{"url_pattern": "/"}]}), vec![], "output_encoding: no-op passes one backend's answer through"),
-            (json!({"output_encoding": "no-op", "backend": [{"url_pattern": "/", "encoding": "no-op", "group": "g"}]}), vec![], "backend.0.encoding: a no-op answer is not read, so it cannot be shaped"),
-            (json!({"backend": [{"url_pattern": "/"}], "flatmap_filter": [{"type": "del", "args": ["x"]}]}), vec![], "flatmap_filter: an endpoint's flatmap_filter works on the merge of several backends"),
+            (
+                json!({"backend": []}),
+                vec![],
+                "backend: an endpoint needs at least one backend",
+            ),
+            (
+                json!({"backend": [{"url_pattern": "/u/{id}"}]}),
+                vec!["uid"],
+                "backend.0.url_pattern: `{id}` is not a parameter of the endpoint's path (it has uid)",
+            ),
+            (
+                json!({"backend": [{"url_pattern": "u"}]}),
+                vec![],
+                "backend.0.url_pattern: url_pattern must start with `/`",
+            ),
+            (
+                json!({"backend": [{"url_pattern": "/a"}, {"url_pattern": "/c/{resp0_id}"}]}),
+                vec![],
+                "backend.1.url_pattern: `{resp0_id}` uses an earlier answer, which only a sequential endpoint has",
+            ),
+            (
+                json!({"sequential": true, "backend": [{"url_pattern": "/c/{resp0_id}"}]}),
+                vec![],
+                "backend.0.url_pattern: `{resp0_id}` must name an earlier backend",
+            ),
+            (
+                json!({"backend": [{"url_pattern": "/", "allow": ["a"], "deny": ["b"]}]}),
+                vec![],
+                "backend.0.deny: allow and deny cannot be used together",
+            ),
+            (
+                json!({"backend": [{"url_pattern": "/", "allow": ["a..b"]}]}),
+                vec![],
+                "backend.0.allow.0: `a..b` has an empty field name",
+            ),
+            (
+                json!({"backend": [{"url_pattern": "/", "deny": ["a.*"]}]}),
+                vec![],
+                "backend.0.deny.0: `a.*`: the wildcard `*` only works in flatmap_filter",
+            ),
+            (
+                json!({"backend": [{"url_pattern": "/", "target": ""}]}),
+                vec![],
+                "backend.0.target: a field path cannot be empty",
+            ),
+            (
+                json!({"backend": [{"url_pattern": "/", "group": ""}]}),
+                vec![],
+                "backend.0.group: a group name cannot be empty",
+            ),
+            (
+                json!({"backend": [{"url_pattern": "/", "mapping": {"a": "b."}}]}),
+                vec![],
+                "backend.0.mapping.a: `b.` has an empty field name",
+            ),
+            (
+                json!({"backend": [{"url_pattern": "/", "mapping": {"a": "b"}, "flatmap_filter": [{"type": "del", "args": ["x"]}]}]}),
+                vec![],
+                "backend.0.flatmap_filter: with flatmap_filter, allow, deny and mapping do nothing",
+            ),
+            (
+                json!({"backend": [{"url_pattern": "/", "flatmap_filter": [{"type": "move", "args": ["x"]}]}]}),
+                vec![],
+                "backend.0.flatmap_filter.0: move needs two paths",
+            ),
+            (
+                json!({"backend": [{"url_pattern": "/", "encoding": "safejson", "is_collection": true}]}),
+                vec![],
+                "backend.0.is_collection: safejson decides by itself",
+            ),
+            (
+                json!({"output_encoding": "json", "backend": [{"url_pattern": "/", "encoding": "no-op"}]}),
+                vec![],
+                "backend.0.encoding: a no-op backend's answer is not read",
+            ),
+            (
+                json!({"backend": [{"url_pattern": "/"}, {"url_pattern": "/", "encoding": "no-op"}]}),
+                vec![],
+                "backend.1.encoding: a no-op backend's answer is not read, so it cannot be merged",
+            ),
+            (
+                json!({"output_encoding": "no-op", "backend": [{"url_pattern": "/"}]}),
+                vec![],
+                "output_encoding: no-op passes one backend's answer through",
+            ),
+            (
+                json!({"output_encoding": "no-op", "backend": [{"url_pattern": "/", "encoding": "no-op", "group": "g"}]}),
+                vec![],
+                "backend.0.encoding: a no-op answer is not read, so it cannot be shaped",
+            ),
+            (
+                json!({"backend": [{"url_pattern": "/"}], "flatmap_filter": [{"type": "del", "args": ["x"]}]}),
+                vec![],
+                "flatmap_filter: an endpoint's flatmap_filter works on the merge of several backends",
+            ),
         ] {
             let p = problems(endpoint.clone(), &params);
-            assert!(p.iter().any(|p| p.starts_with(want)), "{endpoint}: want `{want}`, got {p:?}");
+            assert!(
+                p.iter().any(|p| p.starts_with(want)),
+                "{endpoint}: want `{want}`, got {p:?}"
+            );
         }
     }
 
@@ -432,7 +521,10 @@ mod tests {
             json!({"backend": [{"url_pattern": "/", "flatmap_filter": [{"type": "move", "args": [], "x": 1}]}]}),
             json!({"endpoint": "/x", "backend": []}),
         ] {
-            assert!(serde_json::from_value::<ComposeEndpointConfig>(bad.clone()).is_err(), "{bad}");
+            assert!(
+                serde_json::from_value::<ComposeEndpointConfig>(bad.clone()).is_err(),
+                "{bad}"
+            );
         }
     }
 
@@ -454,8 +546,15 @@ mod tests {
         let schema = serde_json::to_value(schemars::schema_for!(ComposeEndpointConfig)).unwrap();
         let text = schema.to_string();
         for name in [
-            "url_pattern", "is_collection", "flatmap_filter", "output_encoding", "json-collection", "safejson", "no-op",
-            "negotiate", "append",
+            "url_pattern",
+            "is_collection",
+            "flatmap_filter",
+            "output_encoding",
+            "json-collection",
+            "safejson",
+            "no-op",
+            "negotiate",
+            "append",
         ] {
             assert!(text.contains(&format!("\"{name}\"")), "{name} missing from the schema");
         }

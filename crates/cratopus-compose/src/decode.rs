@@ -49,7 +49,10 @@ pub(crate) fn kind(v: &Value) -> &'static str {
 pub fn decode(encoding: BackendEncoding, is_collection: bool, body: &[u8]) -> Result<Map<String, Value>, DecodeError> {
     match encoding {
         BackendEncoding::NoOp => Ok(Map::new()),
-        BackendEncoding::String => Ok(single("content", Value::String(String::from_utf8_lossy(body).into_owned()))),
+        BackendEncoding::String => Ok(single(
+            "content",
+            Value::String(String::from_utf8_lossy(body).into_owned()),
+        )),
         BackendEncoding::Xml => {
             let doc = xml::decode(body)?;
             Ok(if is_collection {
@@ -90,9 +93,9 @@ fn single(key: &str, v: Value) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-    use BackendEncoding::{Json, NoOp, SafeJson, Xml};
     use BackendEncoding::String as Text;
+    use BackendEncoding::{Json, NoOp, SafeJson, Xml};
+    use serde_json::json;
 
     fn ok(enc: BackendEncoding, coll: bool, body: &str) -> Value {
         Value::Object(decode(enc, coll, body.as_bytes()).unwrap())
@@ -132,7 +135,10 @@ mod tests {
 
     #[test]
     fn string_and_no_op() {
-        assert_eq!(ok(Text, false, "<html>hi</html>"), json!({"content": "<html>hi</html>"}));
+        assert_eq!(
+            ok(Text, false, "<html>hi</html>"),
+            json!({"content": "<html>hi</html>"})
+        );
         assert_eq!(ok(Text, false, ""), json!({"content": ""}));
         assert_eq!(
             Value::Object(decode(Text, false, b"a\xffb").unwrap()),

@@ -66,7 +66,9 @@ pub fn negotiate(accept: Option<&str>) -> Negotiated {
         for range in accept.split(',') {
             let mut parts = range.split(';');
             let media = parts.next().unwrap_or_default().trim();
-            let Some((rt, rs)) = media.split_once('/') else { continue };
+            let Some((rt, rs)) = media.split_once('/') else {
+                continue;
+            };
             let (rt, rs) = (rt.trim(), rs.trim());
             let specificity = match (rt, rs) {
                 ("*", "*") => 0,
@@ -83,10 +85,9 @@ pub fn negotiate(accept: Option<&str>) -> Negotiated {
                 matched = Some((specificity, q));
             }
         }
-        if let Some((_, q)) = matched.filter(|&(_, q)| q > 0.0) {
-            if best.is_none_or(|(b, _)| q > b) {
-                best = Some((q, choice));
-            }
+        let q = matched.map_or(0.0, |(_, q)| q);
+        if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+            best = Some((q, choice));
         }
     }
     best.map_or(Negotiated::Json, |(_, c)| c)
@@ -94,7 +95,11 @@ pub fn negotiate(accept: Option<&str>) -> Negotiated {
 
 /// Encodes the merged answer `data` as `encoding` says; `accept` is the client's `Accept`
 /// header, read by `negotiate` only.
-pub fn encode(encoding: OutputEncoding, data: &Map<String, Value>, accept: Option<&str>) -> Result<Encoded, EncodeError> {
+pub fn encode(
+    encoding: OutputEncoding,
+    data: &Map<String, Value>,
+    accept: Option<&str>,
+) -> Result<Encoded, EncodeError> {
     // serde_json cannot fail on a `Value` (string keys, no custom serializers).
     let json = |v: &dyn ErasedJson| Encoded {
         content_type: JSON,
@@ -178,7 +183,10 @@ mod tests {
             (Some("text/*"), Xml),
             (Some("text/plain"), Yaml),
             (Some("application/x-yaml"), Yaml),
-            (Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"), Xml),
+            (
+                Some("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+                Xml,
+            ),
             (Some("application/json;q=0.5, application/xml"), Xml),
             (Some("application/xml;q=0, */*"), Json),
             (Some("image/png"), Json),
@@ -193,7 +201,10 @@ mod tests {
     fn encodings() {
         let d = data(json!({"a": 1, "collection": [1, 2], "content": "hi"}));
         let e = encode(OutputEncoding::Json, &d, None).unwrap();
-        assert_eq!((e.content_type, body(&e)), (JSON, r#"{"a":1,"collection":[1,2],"content":"hi"}"#));
+        assert_eq!(
+            (e.content_type, body(&e)),
+            (JSON, r#"{"a":1,"collection":[1,2],"content":"hi"}"#)
+        );
         let e = encode(OutputEncoding::JsonCollection, &d, None).unwrap();
         assert_eq!((e.content_type, body(&e)), (JSON, "[1,2]"));
         let e = encode(OutputEncoding::JsonCollection, &data(json!({"a": 1})), None).unwrap();
@@ -208,7 +219,12 @@ mod tests {
         let e = encode(OutputEncoding::Negotiate, &data(json!({"a": 1})), Some("text/yaml")).unwrap();
         assert_eq!(e.content_type, YAML);
         assert_eq!(serde_saphyr::from_str::<Value>(body(&e)).unwrap(), json!({"a": 1}));
-        let e = encode(OutputEncoding::Negotiate, &data(json!({"a": 1})), Some("application/xml")).unwrap();
+        let e = encode(
+            OutputEncoding::Negotiate,
+            &data(json!({"a": 1})),
+            Some("application/xml"),
+        )
+        .unwrap();
         assert_eq!((e.content_type, body(&e)), (XML, "<a>1</a>"));
     }
 }

@@ -82,17 +82,24 @@ fn compile(op: &FlatmapOpConfig) -> Result<Op, String> {
             if op.args.is_empty() {
                 return Err("del needs at least one path in args".into());
             }
-            Ok(Op::Del(op.args.iter().map(parse).collect::<Result<Vec<_>, _>>()?.into()))
+            Ok(Op::Del(
+                op.args.iter().map(parse).collect::<Result<Vec<_>, _>>()?.into(),
+            ))
         }
         FlatmapKind::Move | FlatmapKind::Append => {
             let name = if op.kind == FlatmapKind::Move { "move" } else { "append" };
             let [from, to] = op.args.as_slice() else {
-                return Err(format!("{name} needs two paths in args, from and to, not {}", op.args.len()));
+                return Err(format!(
+                    "{name} needs two paths in args, from and to, not {}",
+                    op.args.len()
+                ));
             };
             let (from, to) = (parse(from)?, parse(to)?);
             for (p, what) in [(&from, "from"), (&to, "to")] {
                 if p.segments().last() == Some(&Segment::Any) {
-                    return Err(format!("{name}: the {what} path `{p}` cannot end with `*`; name the field"));
+                    return Err(format!(
+                        "{name}: the {what} path `{p}` cannot end with `*`; name the field"
+                    ));
                 }
             }
             // A `*` of the destination takes the label the source's `*` at the same depth
@@ -173,7 +180,9 @@ impl Node {
 
     /// Deletes what `segs` matches; a path through a leaf matches nothing.
     fn del(&mut self, segs: &[Segment]) {
-        let Some((first, rest)) = segs.split_first() else { return };
+        let Some((first, rest)) = segs.split_first() else {
+            return;
+        };
         let Some(edges) = self.edges_mut() else { return };
         match (first, rest.is_empty()) {
             (Segment::Any, true) => edges.clear(),
@@ -230,7 +239,9 @@ impl Node {
     /// Puts `node` at `labels`, creating objects on the way; a leaf on the way becomes an
     /// object (its value is lost, as in KrakenD, where the new members hide it).
     fn put(&mut self, labels: &[String], node: Node) {
-        let Some((last, parents)) = labels.split_last() else { return };
+        let Some((last, parents)) = labels.split_last() else {
+            return;
+        };
         let mut at = self;
         for l in parents {
             if let Node::Leaf(_) = at {
@@ -281,7 +292,9 @@ fn move_op(root: &mut Node, from: &[Segment], to: &[Segment]) {
         let new = to[to.len() - 1].label();
         for labels in found {
             let (old, parent) = labels.split_last().expect("a match has a label per segment");
-            let Some(edges) = root.get_mut(parent).and_then(Node::edges_mut) else { continue };
+            let Some(edges) = root.get_mut(parent).and_then(Node::edges_mut) else {
+                continue;
+            };
             if old == new {
                 continue;
             }
@@ -313,11 +326,14 @@ fn append_op(root: &mut Node, from: &[Segment], to: &[Segment]) {
         if dst == labels {
             continue;
         }
-        let both_arrays = matches!(root.get(&labels), Some(Node::Arr(_))) && matches!(root.get(&dst), Some(Node::Arr(_)));
+        let both_arrays =
+            matches!(root.get(&labels), Some(Node::Arr(_))) && matches!(root.get(&dst), Some(Node::Arr(_)));
         if !both_arrays {
             continue;
         }
-        let Some(Node::Arr(extra)) = root.take(&labels) else { continue };
+        let Some(Node::Arr(extra)) = root.take(&labels) else {
+            continue;
+        };
         if let Some(Node::Arr(edges)) = root.get_mut(&dst) {
             edges.extend(extra);
             for (i, (l, _)) in edges.iter_mut().enumerate() {
@@ -386,7 +402,10 @@ mod tests {
     /// KrakenD's flatmap test "append plain".
     #[test]
     fn append_plain() {
-        let out = run(json!([{"type": "append", "args": ["a", "b"]}]), json!({"a": [42], "b": [1]}));
+        let out = run(
+            json!([{"type": "append", "args": ["a", "b"]}]),
+            json!({"a": [42], "b": [1]}),
+        );
         assert_eq!(out, json!({"b": [1, 42]}));
     }
 
@@ -402,7 +421,10 @@ mod tests {
             let p = FieldPath::parse(pattern, true).unwrap();
             let mut found = Vec::new();
             root.matches(p.segments(), &mut Vec::new(), &mut found);
-            let values: Vec<Value> = found.iter().map(|l| root.get(l).unwrap().clone().into_value()).collect();
+            let values: Vec<Value> = found
+                .iter()
+                .map(|l| root.get(l).unwrap().clone().into_value())
+                .collect();
             assert_eq!(values, [json!("foo"), json!("bar"), json!("vaz")], "{pattern}");
         }
         // Rename c to d everywhere, and extract the first c to the root.
@@ -416,7 +438,10 @@ mod tests {
     /// Deleting one member does not renumber the others within the run.
     #[test]
     fn indexes_keep_their_original_position_within_a_run() {
-        let out = run(json!([{"type": "del", "args": ["x.0", "x.1"]}]), json!({"x": [0, 1, 2]}));
+        let out = run(
+            json!([{"type": "del", "args": ["x.0", "x.1"]}]),
+            json!({"x": [0, 1, 2]}),
+        );
         assert_eq!(out, json!({"x": [2]}));
         let out = run(
             json!([{"type": "del", "args": ["x.0"]}, {"type": "del", "args": ["x.2"]}]),
@@ -429,11 +454,20 @@ mod tests {
     fn edges() {
         // Paths through scalars, missing keys and wrong indexes change nothing.
         let doc = json!({"a": 1, "b": {"c": [1, 2]}, "s": "text"});
-        for args in [json!(["a.b"]), json!(["zz"]), json!(["b.c.7"]), json!(["s.*"]), json!(["b.c.x"])] {
+        for args in [
+            json!(["a.b"]),
+            json!(["zz"]),
+            json!(["b.c.7"]),
+            json!(["s.*"]),
+            json!(["b.c.x"]),
+        ] {
             assert_eq!(run(json!([{"type": "del", "args": args}]), doc.clone()), doc, "{args}");
         }
         // `*` on an object matches its keys; emptied containers keep their type.
-        let out = run(json!([{"type": "del", "args": ["b.*", "a"]}]), json!({"a": [1], "b": {"x": 1, "y": 2}}));
+        let out = run(
+            json!([{"type": "del", "args": ["b.*", "a"]}]),
+            json!({"a": [1], "b": {"x": 1, "y": 2}}),
+        );
         assert_eq!(out, json!({"b": {}}));
         let out = run(json!([{"type": "del", "args": ["a.*"]}]), json!({"a": [1, 2]}));
         assert_eq!(out, json!({"a": []}));
@@ -443,12 +477,18 @@ mod tests {
         let out = run(json!([{"type": "move", "args": ["nope", "b"]}]), json!({"b": 2}));
         assert_eq!(out, json!({"b": 2}));
         // Embedding and promotion across different parents.
-        let out = run(json!([{"type": "move", "args": ["a.x", "b.y"]}]), json!({"a": {"x": 1}}));
+        let out = run(
+            json!([{"type": "move", "args": ["a.x", "b.y"]}]),
+            json!({"a": {"x": 1}}),
+        );
         assert_eq!(out, json!({"a": {}, "b": {"y": 1}}));
         let out = run(json!([{"type": "move", "args": ["a", "a.inner"]}]), json!({"a": 5}));
         assert_eq!(out, json!({"a": {"inner": 5}}));
         // Moving into a scalar replaces it with an object.
-        let out = run(json!([{"type": "move", "args": ["a", "s.t"]}]), json!({"a": 1, "s": "x"}));
+        let out = run(
+            json!([{"type": "move", "args": ["a", "s.t"]}]),
+            json!({"a": 1, "s": "x"}),
+        );
         assert_eq!(out, json!({"s": {"t": 1}}));
         // Append of non-arrays does nothing.
         let doc = json!({"a": {"k": 1}, "b": [1]});
@@ -529,7 +569,10 @@ mod tests {
             (json!({"type": "del", "args": []}), "at least one"),
             (json!({"type": "move", "args": ["a.*", "b"]}), "cannot end with `*`"),
             (json!({"type": "move", "args": ["a.b", "a.*"]}), "cannot end with `*`"),
-            (json!({"type": "move", "args": ["a.x", "*.y"]}), "no `*` at the same place"),
+            (
+                json!({"type": "move", "args": ["a.x", "*.y"]}),
+                "no `*` at the same place",
+            ),
             (json!({"type": "append", "args": ["a..b", "c"]}), "empty field name"),
         ] {
             let cfg: FlatmapOpConfig = serde_json::from_value(op.clone()).unwrap();

@@ -151,10 +151,9 @@ impl Endpoint {
     /// Merges the answers and runs the endpoint's own flatmap on the result.
     pub fn finish<E>(&self, answers: Aggregate<E>) -> Merged<E> {
         let mut merged = answers.finish();
-        if let Some(f) = &self.flatmap {
-            if !merged.is_failure() {
-                merged.data = f.apply(std::mem::take(&mut merged.data));
-            }
+        match &self.flatmap {
+            Some(f) if !merged.is_failure() => merged.data = f.apply(std::mem::take(&mut merged.data)),
+            _ => {}
         }
         merged
     }

@@ -127,7 +127,11 @@ mod tests {
     fn later_backend_wins_whatever_the_arrival_order() {
         for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
             let mut agg: Aggregate<&str> = Aggregate::new(3);
-            let parts = [json!({"a": 0, "x": 0}), json!({"b": 1, "x": 1}), json!({"c": 2, "x": {"deep": 2}})];
+            let parts = [
+                json!({"a": 0, "x": 0}),
+                json!({"b": 1, "x": 1}),
+                json!({"c": 2, "x": {"deep": 2}}),
+            ];
             for i in order {
                 agg.answered(i, map(parts[i].clone()));
             }

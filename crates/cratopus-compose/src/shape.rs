@@ -61,7 +61,9 @@ impl FieldTree {
     }
 
     fn insert(&mut self, segs: &[Segment]) {
-        let Some((first, rest)) = segs.split_first() else { return };
+        let Some((first, rest)) = segs.split_first() else {
+            return;
+        };
         let key = first.label();
         let i = match self.0.iter().position(|(k, _)| &**k == key) {
             Some(i) => i,
@@ -259,7 +261,10 @@ mod tests {
         assert_eq!(shape(json!({"target": "data.items"}), doc.clone()), json!({}));
         assert_eq!(shape(json!({"target": "apiVersion.x"}), doc.clone()), json!({}));
         // Beyond KrakenD: an index steps into an array.
-        assert_eq!(shape(json!({"target": "l.1"}), json!({"l": [{"a": 1}, {"b": 2}]})), json!({"b": 2}));
+        assert_eq!(
+            shape(json!({"target": "l.1"}), json!({"l": [{"a": 1}, {"b": 2}]})),
+            json!({"b": 2})
+        );
         assert_eq!(shape(json!({"target": "l.5"}), json!({"l": [{"a": 1}]})), json!({}));
         // Then the other steps on the target, then the group.
         assert_eq!(
@@ -272,13 +277,25 @@ mod tests {
     fn allow() {
         let doc = json!({"a": {"b": {"c": 1, "d": 2}, "e": []}, "f": 3, "l": [{"x": 1}], "s": "t"});
         // A missing field is no error; what is left empty goes.
-        assert_eq!(shape(json!({"allow": ["a.b.c", "nope", "a.zz.y"]}), doc.clone()), json!({"a": {"b": {"c": 1}}}));
+        assert_eq!(
+            shape(json!({"allow": ["a.b.c", "nope", "a.zz.y"]}), doc.clone()),
+            json!({"a": {"b": {"c": 1}}})
+        );
         assert_eq!(shape(json!({"allow": ["nope"]}), doc.clone()), json!({}));
         // Arrays and scalars are not entered.
-        assert_eq!(shape(json!({"allow": ["l.x", "s.t", "f"]}), doc.clone()), json!({"f": 3}));
+        assert_eq!(
+            shape(json!({"allow": ["l.x", "s.t", "f"]}), doc.clone()),
+            json!({"f": 3})
+        );
         // A whole object, and a shorter path wins over a longer one through it.
-        assert_eq!(shape(json!({"allow": ["a.b.c", "a.b"]}), doc.clone()), json!({"a": {"b": {"c": 1, "d": 2}}}));
-        assert_eq!(shape(json!({"allow": ["a.b", "a.b.c"]}), doc.clone()), json!({"a": {"b": {"c": 1, "d": 2}}}));
+        assert_eq!(
+            shape(json!({"allow": ["a.b.c", "a.b"]}), doc.clone()),
+            json!({"a": {"b": {"c": 1, "d": 2}}})
+        );
+        assert_eq!(
+            shape(json!({"allow": ["a.b", "a.b.c"]}), doc.clone()),
+            json!({"a": {"b": {"c": 1, "d": 2}}})
+        );
         // An empty object allowed as a leaf stays; through a branch it goes.
         assert_eq!(shape(json!({"allow": ["x"]}), json!({"x": {}})), json!({"x": {}}));
         assert_eq!(shape(json!({"allow": ["x.y"]}), json!({"x": {}})), json!({}));
@@ -289,31 +306,52 @@ mod tests {
     #[test]
     fn deny() {
         let doc = json!({"a": {"b": {"c": 1, "d": 2}}, "f": 3, "l": [{"x": 1}]});
-        assert_eq!(shape(json!({"deny": ["a.b.c", "nope", "f.g"]}), doc.clone()), json!({"a": {"b": {"d": 2}}, "f": 3, "l": [{"x": 1}]}));
+        assert_eq!(
+            shape(json!({"deny": ["a.b.c", "nope", "f.g"]}), doc.clone()),
+            json!({"a": {"b": {"d": 2}}, "f": 3, "l": [{"x": 1}]})
+        );
         assert_eq!(shape(json!({"deny": ["l.x", "l.0"]}), doc.clone()), doc);
-        assert_eq!(shape(json!({"deny": ["a.b.c", "a"]}), doc.clone()), json!({"f": 3, "l": [{"x": 1}]}));
-        assert_eq!(shape(json!({"deny": ["a", "a.b.c"]}), doc), json!({"f": 3, "l": [{"x": 1}]}));
+        assert_eq!(
+            shape(json!({"deny": ["a.b.c", "a"]}), doc.clone()),
+            json!({"f": 3, "l": [{"x": 1}]})
+        );
+        assert_eq!(
+            shape(json!({"deny": ["a", "a.b.c"]}), doc),
+            json!({"f": 3, "l": [{"x": 1}]})
+        );
     }
 
     #[test]
     fn mapping() {
         let doc = json!({"email": "e", "a": {"b": 1}, "x.y": 2, "n": 0});
         assert_eq!(
-            shape(json!({"mapping": {"email": "personal_email", "missing": "z", "n": "n"}}), doc.clone()),
+            shape(
+                json!({"mapping": {"email": "personal_email", "missing": "z", "n": "n"}}),
+                doc.clone()
+            ),
             json!({"personal_email": "e", "a": {"b": 1}, "x.y": 2, "n": 0})
         );
         // Nested both ways, a literal dotted key, and a swap.
         assert_eq!(
-            shape(json!({"mapping": {"a.b": "top", "x.y": "xy", "email": "contact.email"}}), doc.clone()),
+            shape(
+                json!({"mapping": {"a.b": "top", "x.y": "xy", "email": "contact.email"}}),
+                doc.clone()
+            ),
             json!({"top": 1, "a": {}, "xy": 2, "contact": {"email": "e"}, "n": 0})
         );
-        assert_eq!(shape(json!({"mapping": {"a": "n", "n": "a"}}), doc), json!({"n": {"b": 1}, "a": 0, "email": "e", "x.y": 2}));
+        assert_eq!(
+            shape(json!({"mapping": {"a": "n", "n": "a"}}), doc),
+            json!({"n": {"b": 1}, "a": 0, "email": "e", "x.y": 2})
+        );
     }
 
     #[test]
     fn group_wraps_even_an_empty_answer() {
         assert_eq!(shape(json!({"group": "g"}), json!({})), json!({"g": {}}));
-        assert_eq!(shape(json!({"group": "g", "target": "nope"}), json!({"a": 1})), json!({"g": {}}));
+        assert_eq!(
+            shape(json!({"group": "g", "target": "nope"}), json!({"a": 1})),
+            json!({"g": {}})
+        );
     }
 
     #[test]

@@ -70,8 +70,15 @@ pub struct UrlTemplate {
 #[derive(Debug, Clone)]
 enum Piece {
     Text(Box<str>),
-    Param { name: Box<str>, in_query: bool },
-    Answer { index: usize, path: FieldPath, in_query: bool },
+    Param {
+        name: Box<str>,
+        in_query: bool,
+    },
+    Answer {
+        index: usize,
+        path: FieldPath,
+        in_query: bool,
+    },
 }
 
 /// A placeholder of a template, for config checks.
@@ -96,7 +103,9 @@ pub enum TemplateError {
     Empty,
     #[error("`{{{0}}}`: a placeholder name cannot contain `{{`, `/`, `?`, `&`, `=` or spaces")]
     BadName(String),
-    #[error("`{{{0}}}`: name the field of the answer, as in `{{{0}_id}}` (the whole answer of a no-op backend is not available)")]
+    #[error(
+        "`{{{0}}}`: name the field of the answer, as in `{{{0}_id}}` (the whole answer of a no-op backend is not available)"
+    )]
     WholeAnswer(String),
     #[error("`{{{text}}}`: {why}")]
     BadField { text: String, why: String },
@@ -209,13 +218,19 @@ impl UrlTemplate {
 
     /// The path and query for one request: `params` are the endpoint's path parameters,
     /// `answers[n]` backend n's shaped answer (`None` when it has none).
-    pub fn render<P: Params + ?Sized>(&self, params: &P, answers: &[Option<&Map<String, Value>>]) -> Result<String, RenderError> {
+    pub fn render<P: Params + ?Sized>(
+        &self,
+        params: &P,
+        answers: &[Option<&Map<String, Value>>],
+    ) -> Result<String, RenderError> {
         let mut out = String::with_capacity(self.literal_len + 16 * self.pieces.len());
         for piece in self.pieces.iter() {
             match piece {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Param { name, in_query } => {
-                    let v = params.param(name).ok_or_else(|| RenderError::MissingParam(name.to_string()))?;
+                    let v = params
+                        .param(name)
+                        .ok_or_else(|| RenderError::MissingParam(name.to_string()))?;
                     if *in_query {
                         out.extend(utf8_percent_encode(v, PARAM_IN_QUERY));
                     } else {
@@ -223,7 +238,11 @@ impl UrlTemplate {
                     }
                 }
                 Piece::Answer { index, path, in_query } => {
-                    let answer = answers.get(*index).copied().flatten().ok_or(RenderError::NoAnswer(*index))?;
+                    let answer = answers
+                        .get(*index)
+                        .copied()
+                        .flatten()
+                        .ok_or(RenderError::NoAnswer(*index))?;
                     let field = || (*index, path.as_str().to_string());
                     let v = path.get_in(answer).ok_or_else(|| {
                         let (index, path) = field();
@@ -360,7 +379,8 @@ mod tests {
     /// The seed's sequential example: `/hotels/{id}.json`, then `/calendar/{resp0_calendar_id}.json`.
     #[test]
     fn sequential_hotel_and_its_failing_variant() {
-        let hotel = map(json!({"hotel_id": 1, "name": "Hotel Kraken", "calendar_id": 7, "destination": {"id": "ES-BCN"}}));
+        let hotel =
+            map(json!({"hotel_id": 1, "name": "Hotel Kraken", "calendar_id": 7, "destination": {"id": "ES-BCN"}}));
         let params: &[(&str, &str)] = &[("id", "1")];
         let first = UrlTemplate::parse("/hotels/{id}.json").unwrap();
         assert_eq!(first.render(params, &[]).unwrap(), "/hotels/1.json");
@@ -386,7 +406,11 @@ mod tests {
             "s": "a b/c?d&e", "n": 1.5, "i": -3, "b": true, "l": ["x", 2, false], "e": [],
             "z": null, "o": {"k": 1}, "items": [{"id": 9}]
         }));
-        let r = |p: &str| UrlTemplate::parse(p).unwrap().render(&[] as &[(&str, &str)], &[Some(&a)]);
+        let r = |p: &str| {
+            UrlTemplate::parse(p)
+                .unwrap()
+                .render(&[] as &[(&str, &str)], &[Some(&a)])
+        };
         assert_eq!(r("/{resp0_s}").unwrap(), "/a%20b%2Fc%3Fd&e");
         assert_eq!(r("/x?v={resp0_s}").unwrap(), "/x?v=a%20b/c?d%26e");
         assert_eq!(r("/{resp0_n}/{resp0_i}/{resp0_b}").unwrap(), "/1.5/-3/true");

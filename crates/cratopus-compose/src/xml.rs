@@ -49,7 +49,9 @@ pub fn decode(body: &[u8]) -> Result<Map<String, Value>, DecodeError> {
 
 fn element(node: roxmltree::Node<'_, '_>, depth: usize) -> Result<Value, DecodeError> {
     if depth > MAX_DEPTH {
-        return Err(DecodeError::Xml(format!("elements nested deeper than {MAX_DEPTH} levels")));
+        return Err(DecodeError::Xml(format!(
+            "elements nested deeper than {MAX_DEPTH} levels"
+        )));
     }
     let mut map = Map::new();
     for a in node.attributes() {
@@ -175,7 +177,11 @@ fn name(out: &mut String, key: &str) {
         out.push('_');
     }
     for c in key.chars() {
-        out.push(if c.is_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' });
+        out.push(if c.is_alphanumeric() || matches!(c, '_' | '-' | '.') {
+            c
+        } else {
+            '_'
+        });
     }
 }
 
@@ -188,7 +194,9 @@ fn escape(out: &mut String, s: &str) {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
             // Characters XML 1.0 does not allow at all.
-            '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => out.push('\u{fffd}'),
+            '\u{0}'..='\u{8}' | '\u{b}' | '\u{c}' | '\u{e}'..='\u{1f}' | '\u{fffe}' | '\u{ffff}' => {
+                out.push('\u{fffd}')
+            }
             c => out.push(c),
         }
     }
@@ -255,14 +263,25 @@ mod tests {
 
     #[test]
     fn writes_as_mxj_does() {
-        assert_eq!(write_json(json!({"user": {"name": "Alice", "age": 30}})), "<user><age>30</age><name>Alice</name></user>");
         assert_eq!(
-            write_json(json!({"a": 1, "b": [true, null, ""], "c": {"-id": 5, "#text": "t<"}, "d": {"-x": "y"}, "e": []})),
+            write_json(json!({"user": {"name": "Alice", "age": 30}})),
+            "<user><age>30</age><name>Alice</name></user>"
+        );
+        assert_eq!(
+            write_json(
+                json!({"a": 1, "b": [true, null, ""], "c": {"-id": 5, "#text": "t<"}, "d": {"-x": "y"}, "e": []})
+            ),
             r#"<doc><a>1</a><b>true</b><b/><b/><c id="5">t&lt;</c><d x="y"/><e/></doc>"#
         );
         assert_eq!(write_json(json!({})), "<doc/>");
-        assert_eq!(write_json(json!({"collection": [{"a": 1}, {"a": 2}]})), "<doc><collection><a>1</a></collection><collection><a>2</a></collection></doc>");
-        assert_eq!(write_json(json!({"1st key": "a'b\"c&\u{1}"})), "<_1st_key>a&apos;b&quot;c&amp;\u{fffd}</_1st_key>");
+        assert_eq!(
+            write_json(json!({"collection": [{"a": 1}, {"a": 2}]})),
+            "<doc><collection><a>1</a></collection><collection><a>2</a></collection></doc>"
+        );
+        assert_eq!(
+            write_json(json!({"1st key": "a'b\"c&\u{1}"})),
+            "<_1st_key>a&apos;b&quot;c&amp;\u{fffd}</_1st_key>"
+        );
     }
 
     #[test]

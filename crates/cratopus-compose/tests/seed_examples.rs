@@ -116,7 +116,10 @@ fn target() {
         &[Ok(ALICE)],
         None,
     );
-    assert_eq!(out.json(), json!({"name": "Alice", "city": "Barcelona", "age": 31, "role": "admin"}));
+    assert_eq!(
+        out.json(),
+        json!({"name": "Alice", "city": "Barcelona", "age": 31, "role": "admin"})
+    );
 }
 
 #[test]
@@ -222,7 +225,10 @@ fn users_id_declare_endpoints_and_backends() {
             {"url_pattern": "/users/hafizan", "group": "hafizan"}
         ]}),
         &[("id", "abdullahfathi")],
-        &[Ok(r#"{"login": "abdullahfathi", "id": 1}"#), Ok(r#"{"login": "hafizan", "id": 2}"#)],
+        &[
+            Ok(r#"{"login": "abdullahfathi", "id": 1}"#),
+            Ok(r#"{"login": "hafizan", "id": 2}"#),
+        ],
         None,
     );
     assert_eq!(out.urls, ["/users/abdullahfathi", "/users/hafizan"]);
@@ -265,12 +271,18 @@ fn hotel_failing_id_sequential() {
             {"url_pattern": "/calendar/{resp0_unexisting_field}.json"}
         ]}),
         &[("id", "1")],
-        &[Ok(r#"{"hotel_id": 1, "name": "Hotel Kraken", "calendar_id": 12}"#), Ok("{}")],
+        &[
+            Ok(r#"{"hotel_id": 1, "name": "Hotel Kraken", "calendar_id": 12}"#),
+            Ok("{}"),
+        ],
         None,
     );
     assert_eq!(out.urls, ["/hotels/1.json"]);
     assert!(!out.complete);
-    assert_eq!(out.json(), json!({"hotel_id": 1, "name": "Hotel Kraken", "calendar_id": 12}));
+    assert_eq!(
+        out.json(),
+        json!({"hotel_id": 1, "name": "Hotel Kraken", "calendar_id": 12})
+    );
 }
 
 /// "Parameter forwarding", `/mandatory/{id}`: a parameter in the backend's query.
@@ -295,7 +307,8 @@ fn no_op() {
     .unwrap();
     assert_eq!(cfg.problems(&[]), []);
     assert!(Endpoint::compile(&cfg).unwrap().is_pass_through());
-    let default: ComposeEndpointConfig = serde_json::from_value(json!({"backend": [{"url_pattern": "/status"}]})).unwrap();
+    let default: ComposeEndpointConfig =
+        serde_json::from_value(json!({"backend": [{"url_pattern": "/status"}]})).unwrap();
     assert!(!Endpoint::compile(&default).unwrap().is_pass_through());
 }
 
@@ -310,7 +323,10 @@ fn xml() {
         None,
     );
     assert_eq!(out.content_type, XML);
-    assert_eq!(out.body, "<doc><id>1</id><name>kraken</name><tags>api</tags><tags>gateway</tags></doc>");
+    assert_eq!(
+        out.body,
+        "<doc><id>1</id><name>kraken</name><tags>api</tags><tags>gateway</tags></doc>"
+    );
 }
 
 #[test]
@@ -324,7 +340,10 @@ fn collection() {
         None,
     );
     assert_eq!(out.urls, ["/index.php?collection=true"]);
-    assert_eq!(out.json(), json!({"collection": [{"id": 1, "name": "kraken"}, {"id": 2, "name": "octopus"}]}));
+    assert_eq!(
+        out.json(),
+        json!({"collection": [{"id": 1, "name": "kraken"}, {"id": 2, "name": "octopus"}]})
+    );
 }
 
 #[test]
@@ -339,7 +358,10 @@ fn safe_collection() {
         &[Ok(INDEX_COLLECTION)],
         None,
     );
-    assert_eq!(out.json(), json!({"SOMETHING_ELSE": [{"id": 1, "name": "kraken"}, {"id": 2, "name": "octopus"}]}));
+    assert_eq!(
+        out.json(),
+        json!({"SOMETHING_ELSE": [{"id": 1, "name": "kraken"}, {"id": 2, "name": "octopus"}]})
+    );
     // The same endpoint on an object answer: safejson takes it as it is.
     let out = run(
         json!({"backend": [{"url_pattern": "/index.php", "encoding": "safejson", "mapping": {"collection": "SOMETHING_ELSE"}}]}),
@@ -370,7 +392,10 @@ fn negotiate() {
     assert_eq!(out.json(), serde_json::from_str::<Value>(INDEX).unwrap());
     let out = run(ep.clone(), &[], &[Ok(INDEX)], Some("application/xml"));
     assert_eq!(out.content_type, XML);
-    assert_eq!(out.body, "<doc><id>1</id><name>kraken</name><tags>api</tags><tags>gateway</tags></doc>");
+    assert_eq!(
+        out.body,
+        "<doc><id>1</id><name>kraken</name><tags>api</tags><tags>gateway</tags></doc>"
+    );
     let out = run(ep, &[], &[Ok(INDEX)], Some("application/yaml"));
     assert_eq!(
         serde_saphyr::from_str::<Value>(&out.body).unwrap(),
