@@ -154,4 +154,23 @@ mod tests {
             json!({"collection": {"list": {"i": ["1", "2"]}}})
         );
     }
+
+    proptest::proptest! {
+        /// Whatever a backend sends, every decoder answers with a value or an error.
+        #[test]
+        fn any_bytes_decode_or_fail(body in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256), coll in proptest::prelude::any::<bool>()) {
+            for enc in [Json, SafeJson, Xml, Text, NoOp] {
+                let _ = decode(enc, coll, &body);
+            }
+        }
+
+        /// Almost-JSON and almost-XML (text made of their punctuation) never panics either.
+        #[test]
+        fn punctuation_soup(body in "[\\[\\]{}<>/\"':,a=!?-]{0,64}") {
+            for enc in [Json, SafeJson, Xml] {
+                let _ = decode(enc, false, body.as_bytes());
+                let _ = decode(enc, true, body.as_bytes());
+            }
+        }
+    }
 }

@@ -372,6 +372,22 @@ fn safe_collection() {
     assert_eq!(out.json(), serde_json::from_str::<Value>(INDEX).unwrap());
 }
 
+/// Not in the seed: `is_collection` with a `mapping` of `collection`, the other way the brief
+/// names the wrapping key.
+#[test]
+fn collection_renamed_by_mapping() {
+    let out = run(
+        json!({"backend": [{"is_collection": true, "url_pattern": "/index.php?collection=true", "mapping": {"collection": "items"}}]}),
+        &[],
+        &[Ok(INDEX_COLLECTION)],
+        None,
+    );
+    assert_eq!(
+        out.json(),
+        json!({"items": [{"id": 1, "name": "kraken"}, {"id": 2, "name": "octopus"}]})
+    );
+}
+
 #[test]
 fn collection_as_it_was() {
     let out = run(
