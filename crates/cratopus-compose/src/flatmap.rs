@@ -291,7 +291,9 @@ fn move_op(root: &mut Node, from: &[Segment], to: &[Segment]) {
         // A rename: relabel in place, so an array member keeps its position.
         let new = to[to.len() - 1].label();
         for labels in found {
-            let (old, parent) = labels.split_last().expect("a match has a label per segment");
+            let Some((old, parent)) = labels.split_last() else {
+                continue;
+            };
             let Some(edges) = root.get_mut(parent).and_then(Node::edges_mut) else {
                 continue;
             };
