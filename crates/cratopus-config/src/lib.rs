@@ -27,6 +27,7 @@ pub mod report;
 pub mod resilience;
 pub mod schema;
 pub mod shadow;
+pub mod websocket;
 mod shape;
 pub mod split;
 pub mod tls;
