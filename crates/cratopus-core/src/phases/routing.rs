@@ -71,6 +71,12 @@ pub async fn phase(
         if !route.websocket.enabled {
             return Err(GatewayError::Forbidden("WebSocket is switched off on this route"));
         }
+        if let Some(Err(d)) = route.cors.as_ref().map(|c| c.check_websocket_origin(req.headers())) {
+            return Err(GatewayError::Cors {
+                code: d.code(),
+                message: d.to_string(),
+            });
+        }
         ex.websocket = Some(crate::websocket::Upgrade::new(intent, &mut req));
     }
 
