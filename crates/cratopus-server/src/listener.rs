@@ -244,6 +244,7 @@ fn service(
         // An HTTP/2 CONNECT may become a WebSocket that outlives its (empty) response body: the
         // stream stays counted as open for as long as the socket does.
         if req.method() == http::Method::CONNECT
+            && req.extensions().get::<hyper::ext::Protocol>().is_some()
             && let Some(s) = stream.take()
         {
             req.extensions_mut()

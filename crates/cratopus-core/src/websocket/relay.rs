@@ -204,9 +204,12 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let config = WebSocketConfig::default()
-        .max_message_size(limits.max_message)
-        .max_frame_size(limits.max_message);
+    // Without a size of the route's, tungstenite's defaults (64 MiB a message, 16 MiB a frame)
+    // still bound what the gateway buffers.
+    let mut config = WebSocketConfig::default();
+    if let Some(max) = limits.max_message {
+        config = config.max_message_size(Some(max)).max_frame_size(Some(max));
+    }
     let mut client = WebSocketStream::from_raw_socket(client, Role::Server, Some(config)).await;
     let mut upstream = WebSocketStream::from_raw_socket(upstream, Role::Client, None).await;
     let mut bucket = limits.rate.map(|(rate, burst)| Bucket::new(rate, burst));
