@@ -27,12 +27,12 @@ pub mod report;
 pub mod resilience;
 pub mod schema;
 pub mod shadow;
-pub mod websocket;
 mod shape;
 pub mod split;
 pub mod tls;
 pub mod units;
 pub mod validate;
+pub mod websocket;
 
 pub use access::*;
 pub use auth_limits::*;

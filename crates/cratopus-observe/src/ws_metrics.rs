@@ -45,6 +45,9 @@ pub struct WsSample<'a> {
     pub metrics: &'a WsMetrics,
 }
 
+/// A family: its name, type, help and value.
+type Family = (&'static str, &'static str, &'static str, fn(&WsMetrics) -> u64);
+
 /// Appends the WebSocket families; nothing when no route has upgraded a socket.
 pub fn render_websockets(out: &mut String, routes: &[WsSample<'_>]) {
     if routes.is_empty() {
@@ -54,7 +57,7 @@ pub fn render_websockets(out: &mut String, routes: &[WsSample<'_>]) {
         .iter()
         .map(|s| label_list(&[("org", s.org), ("route", s.route)]))
         .collect();
-    let families: [(&str, &str, &str, fn(&WsMetrics) -> u64); 4] = [
+    let families: [Family; 4] = [
         ("cratopus_websocket_open", "gauge", "WebSockets open now.", |m| m.open()),
         (
             "cratopus_websocket_opened_total",

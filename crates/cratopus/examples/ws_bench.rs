@@ -34,11 +34,15 @@ async fn main() -> Result<(), BoxError> {
             Ok(())
         }
         Some("run") => {
-            let bin = args.get(1).ok_or("usage: ws_bench run <cratopus binary> [conns] [trips] [rounds] [bytes]")?;
+            let bin = args
+                .get(1)
+                .ok_or("usage: ws_bench run <cratopus binary> [conns] [trips] [rounds] [bytes]")?;
             let num = |i: usize, d: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
             run(bin, num(2, 32), num(3, 2000), num(4, 3), num(5, 64)).await
         }
-        _ => Err("usage: ws_bench echo [addr] | ws_bench run <cratopus binary> [conns] [trips] [rounds] [bytes]".into()),
+        _ => {
+            Err("usage: ws_bench echo [addr] | ws_bench run <cratopus binary> [conns] [trips] [rounds] [bytes]".into())
+        }
     }
 }
 
@@ -107,9 +111,7 @@ async fn run(bin: &str, conns: usize, trips: usize, rounds: usize, bytes: usize)
         ("gateway (copy)", format!("ws://{gw}/copy")),
         ("gateway (frames)", format!("ws://{gw}/frames")),
     ];
-    println!(
-        "{conns} sockets x {trips} round trips of {bytes} B, {rounds} interleaved rounds; gateway {bin}"
-    );
+    println!("{conns} sockets x {trips} round trips of {bytes} B, {rounds} interleaved rounds; gateway {bin}");
     let mut all: Vec<(Vec<Duration>, Duration)> = vec![(Vec::new(), Duration::ZERO); targets.len()];
     for round in 0..rounds {
         for (i, (name, url)) in targets.iter().enumerate() {
@@ -123,7 +125,10 @@ async fn run(bin: &str, conns: usize, trips: usize, rounds: usize, bytes: usize)
             all[i].1 += took;
         }
     }
-    println!("\n{:<17} {:>14} {:>10} {:>10}", "target", "round trips/s", "p50 µs", "p99 µs");
+    println!(
+        "\n{:<17} {:>14} {:>10} {:>10}",
+        "target", "round trips/s", "p50 µs", "p99 µs"
+    );
     let mut rates = Vec::new();
     for ((name, _), (lat, took)) in targets.iter().zip(&mut all) {
         lat.sort_unstable();

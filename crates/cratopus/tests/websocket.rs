@@ -199,7 +199,9 @@ where
         }
         None
     };
-    tokio::time::timeout(WAIT, read).await.expect("the socket closed in time")
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("the socket closed in time")
 }
 
 /// The traffic-log line of route `route` with status `status`, once written.
@@ -251,6 +253,8 @@ async fn a_thousand_messages_echo_both_ways_over_http1_then_one_log_line_at_clos
         assert_eq!(close_code(&mut ws).await, Some(1000), "{route}");
 
         let line = log_line(&gw, route, 101).await;
+        let lines = read_lines(&gw.path("traffic.log"));
+        assert_eq!(lines.iter().filter(|l| l["route"] == route).count(), 1, "{lines:?}");
         // Copying bytes, the relay knows only which side ended its stream first (in a clean
         // close, the server); reading frames, it saw the client's close.
         let closer = if route == "framed" { "client" } else { "upstream" };
@@ -263,21 +267,32 @@ async fn a_thousand_messages_echo_both_ways_over_http1_then_one_log_line_at_clos
             assert_eq!(line["ws_close_code"], 1000, "{line}");
         }
         assert!(
-            eventually(WAIT, || async { gauge(&gw, "cratopus_websocket_open", route).await == Some(0) }).await,
+            eventually(WAIT, || async {
+                gauge(&gw, "cratopus_websocket_open", route).await == Some(0)
+            })
+            .await,
             "{route}: the gauge should go down{}",
             metrics(&gw, TOKEN).await
         );
         assert_eq!(gauge(&gw, "cratopus_websocket_opened_total", route).await, Some(1));
-        assert!(gauge(&gw, "cratopus_websocket_received_bytes_total", route).await.unwrap() > 10_000);
+        assert!(
+            gauge(&gw, "cratopus_websocket_received_bytes_total", route)
+                .await
+                .unwrap()
+                > 10_000
+        );
         assert!(gauge(&gw, "cratopus_websocket_sent_bytes_total", route).await.unwrap() > 10_000);
     }
 }
 
 /// An HTTP/2 connection to the gateway (h2c) with a WebSocket opened by extended CONNECT.
-async fn h2_socket(gw: &Gateway, path: &str) -> Result<WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>, u16> {
-    use test_support::http_body_util::Empty;
+async fn h2_socket(
+    gw: &Gateway,
+    path: &str,
+) -> Result<WebSocketStream<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>, u16> {
     use hyper::body::Bytes;
     use hyper_util::rt::{TokioExecutor, TokioIo};
+    use test_support::http_body_util::Empty;
     let tcp = TcpStream::connect(gw.addr()).await.unwrap();
     let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
         .handshake::<_, Empty<Bytes>>(TokioIo::new(tcp))
@@ -335,7 +350,9 @@ async fn the_routes_policies_apply_to_the_handshake() {
         .await
         .expect("an allowed origin opens");
     assert_eq!(refused(&gw, "/off", &[]).await, 403);
-    connect(&gw, "/once", &[]).await.expect("the first socket is within the limit");
+    connect(&gw, "/once", &[])
+        .await
+        .expect("the first socket is within the limit");
     assert_eq!(refused(&gw, "/once", &[]).await, 429);
     // A backend that does not switch protocols: its answer as it is; a dead one: 502.
     assert_eq!(refused(&gw, "/plain", &[]).await, 200);
@@ -413,9 +430,15 @@ async fn sigterm_closes_open_sockets_with_1001_after_the_drain_deadline() {
     assert_eq!(close_code(&mut copy).await, Some(1001), "{}", dump(&gw));
     assert_eq!(close_code(&mut framed).await, Some(1001));
     assert_eq!(close_code(&mut h2).await, Some(1001));
-    assert!(tokio::task::block_in_place(|| gw.wait_exit(WAIT)).is_some(), "the gateway should exit");
+    assert!(
+        tokio::task::block_in_place(|| gw.wait_exit(WAIT)).is_some(),
+        "the gateway should exit"
+    );
     let lines = read_lines(&gw.path("traffic.log"));
     let shut: Vec<_> = lines.iter().filter(|l| l["ws_close_reason"] == "shutdown").collect();
     assert_eq!(shut.len(), 3, "{lines:?}");
-    assert!(shut.iter().all(|l| l["ws_close_code"] == 1001 && l["ws_closed_by"] == "gateway"));
+    assert!(
+        shut.iter()
+            .all(|l| l["ws_close_code"] == 1001 && l["ws_closed_by"] == "gateway")
+    );
 }

@@ -96,7 +96,10 @@ pub enum Intent {
 pub fn intent<B>(req: &Request<B>) -> Option<Intent> {
     if req.method() == Method::CONNECT {
         let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
-        return protocol.as_str().eq_ignore_ascii_case("websocket").then_some(Intent::Http2);
+        return protocol
+            .as_str()
+            .eq_ignore_ascii_case("websocket")
+            .then_some(Intent::Http2);
     }
     let upgrade = req.headers().get(header::UPGRADE)?;
     let websocket = upgrade

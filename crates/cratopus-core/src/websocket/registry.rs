@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
 
+/// (organization, route).
+type RouteKey = (Arc<str>, Arc<str>);
+
 /// The engine's register of open sockets; cheap to clone.
 #[derive(Clone)]
 pub struct Sockets(Arc<Inner>);
@@ -17,7 +20,7 @@ struct Inner {
     idle: Notify,
     closing: watch::Sender<bool>,
     /// Per (organization, route). Looked up once per upgrade, never per message.
-    routes: Mutex<HashMap<(Arc<str>, Arc<str>), Arc<WsMetrics>>>,
+    routes: Mutex<HashMap<RouteKey, Arc<WsMetrics>>>,
 }
 
 impl Default for Sockets {

@@ -97,7 +97,9 @@ async fn run(s: Sides) {
         Err(e) => {
             tracing::debug!(error = %e, "WebSocket upgrade failed after the handshake");
             if let Some(p) = log {
-                let PendingLog { mut line, log, start, .. } = *p;
+                let PendingLog {
+                    mut line, log, start, ..
+                } = *p;
                 line.error = Some("upgrade_failed");
                 line.total_ms = start.elapsed().as_secs_f64() * 1000.0;
                 log.log(line);
@@ -122,7 +124,9 @@ async fn run(s: Sides) {
     drop(ticket);
     drop(held);
     if let Some(p) = log {
-        let PendingLog { mut line, log, start, .. } = *p;
+        let PendingLog {
+            mut line, log, start, ..
+        } = *p;
         line.bytes_in = counts.received.load(Ordering::Relaxed);
         line.bytes_out = counts.sent.load(Ordering::Relaxed);
         line.total_ms = start.elapsed().as_secs_f64() * 1000.0;

@@ -23,7 +23,11 @@ impl Backend {
     /// shadow upgrades its primary only (a second socket to the shadow would see the client's
     /// messages but answer nobody); a service answers it itself (a `101` with an `OnUpgrade` in
     /// its extensions upgrades).
-    pub async fn upgrade(&self, call: &mut Call, req: Request<RequestBody>) -> Result<Response<BackendBody>, BackendError> {
+    pub async fn upgrade(
+        &self,
+        call: &mut Call,
+        req: Request<RequestBody>,
+    ) -> Result<Response<BackendBody>, BackendError> {
         match self {
             Backend::Upstream(u) => u.upgrade(call, req).await,
             Backend::Shadow(s) => Box::pin(s.primary.upgrade(call, req)).await,
@@ -42,7 +46,11 @@ impl Backend {
 impl UpstreamCall {
     /// The upgrade to one upstream: a target from the balancer, its breaker, a fresh connection,
     /// the handshake within the route's timeout.
-    pub async fn upgrade(&self, call: &mut Call, req: Request<RequestBody>) -> Result<Response<BackendBody>, BackendError> {
+    pub async fn upgrade(
+        &self,
+        call: &mut Call,
+        req: Request<RequestBody>,
+    ) -> Result<Response<BackendBody>, BackendError> {
         let upstream = &self.upstream;
         call.upstream = Some(upstream.name.clone());
         let hash = upstream
@@ -80,8 +88,12 @@ impl UpstreamCall {
         if let Some(h) = host {
             parts.headers.insert(header::HOST, h);
         }
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        parts.headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        parts
+            .headers
+            .insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         // A handshake has no body (an HTTP/2 CONNECT's stream is the socket itself).
         let req = Request::from_parts(parts, RequestBody::empty());
 
