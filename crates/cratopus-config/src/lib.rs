@@ -32,6 +32,7 @@ pub mod split;
 pub mod tls;
 pub mod units;
 pub mod validate;
+pub mod websocket;
 
 pub use access::*;
 pub use auth_limits::*;

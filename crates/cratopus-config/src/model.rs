@@ -838,4 +838,8 @@ pub struct RouteConfig {
     /// routes of one path and method can split its traffic.
     #[serde(default, rename = "match")]
     pub conditions: Option<crate::matching::MatchConfig>,
+    /// WebSocket on this route: switched off, or an idle timeout, a message size and a message
+    /// rate per socket.
+    #[serde(default)]
+    pub websocket: Option<crate::websocket::WebSocketConfig>,
 }

@@ -70,6 +70,8 @@ pub struct Engine {
     pub metrics: GatewayMetrics,
     /// Blocked addresses and switched-off routes, set through the admin API.
     pub overrides: Overrides,
+    /// Open WebSockets (outlive the snapshot they started on): metrics and shutdown.
+    pub sockets: crate::websocket::Sockets,
 }
 
 impl Engine {
@@ -78,6 +80,7 @@ impl Engine {
             current: ArcSwap::from_pointee(snapshot),
             metrics: GatewayMetrics::new(),
             overrides: Overrides::default(),
+            sockets: crate::websocket::Sockets::default(),
         }
     }
 

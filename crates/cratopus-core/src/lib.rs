@@ -19,6 +19,7 @@ mod route_backend;
 pub mod router;
 pub mod snapshot;
 pub mod tls;
+pub mod websocket;
 
 pub use engine::{ConnInfo, Engine};
 pub use error::GatewayError;

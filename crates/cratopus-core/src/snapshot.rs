@@ -71,6 +71,8 @@ pub struct Route {
     pub access: usize,
     /// The route's `match:` conditions; `None` when it has none (most routes).
     pub conditions: Option<Box<crate::matching::Conditions>>,
+    /// WebSocket upgrades: allowed or not, and the limits that make the relay read frames.
+    pub websocket: crate::websocket::WsRoute,
 }
 
 #[derive(Debug)]
@@ -765,6 +767,7 @@ pub fn compile_only(
                 cors,
                 access,
                 conditions,
+                websocket: crate::websocket::WsRoute::compile(r.websocket.as_ref()),
             });
             all_routes.push(route.clone());
             if let Err(e) = add_route(&mut router, &mut slots, &pattern, &route, &methods, true) {

@@ -5,6 +5,7 @@ pub mod metrics;
 pub mod spans;
 pub mod split_metrics;
 pub mod traffic_log;
+pub mod ws_metrics;
 
 pub use metrics::{GatewayMetrics, RouteLabels, RouteMetrics, TargetHealth};
 pub use traffic_log::{LogLine, TrafficLog};

@@ -272,6 +272,17 @@ impl Cors {
         }
     }
 
+    /// The `Origin` of a WebSocket handshake, checked by the gateway: browsers apply no CORS to
+    /// WebSockets (they only send `Origin`), so a page of any site could open a socket with
+    /// the user's cookies unless the server refuses it (cross-site WebSocket hijacking). A
+    /// handshake without `Origin` (not from a browser) passes.
+    pub fn check_websocket_origin(&self, req_headers: &HeaderMap) -> Result<(), CorsDenial> {
+        match req_headers.get(ORIGIN) {
+            Some(o) if self.allowed_origin(o).is_none() => Err(CorsDenial::Origin(quote(o.as_bytes()))),
+            _ => Ok(()),
+        }
+    }
+
     /// The `Access-Control-Allow-Origin` for this `Origin`, or `None` when it is not allowed.
     fn allowed_origin(&self, origin: &HeaderValue) -> Option<HeaderValue> {
         if self.any_origin {

@@ -304,12 +304,24 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     render_tls(&mut out, &snap);
     render_shadows(&mut out, &snap);
     render_splits(&mut out, &snap);
+    render_websockets(&mut out, &s.engine.sockets);
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     res
+}
+
+/// Open WebSockets and their bytes, per route, for `/metrics`.
+fn render_websockets(out: &mut String, sockets: &cratopus_core::websocket::Sockets) {
+    use cratopus_observe::ws_metrics::{WsSample, render_websockets};
+    let routes = sockets.routes();
+    let samples: Vec<WsSample<'_>> = routes
+        .iter()
+        .map(|(org, route, metrics)| WsSample { org, route, metrics })
+        .collect();
+    render_websockets(out, &samples);
 }
 
 /// Requests, weights and rollbacks of the weighted splits for `/metrics`.

@@ -115,14 +115,20 @@ pub async fn run(cfg: LoadedConfig, path: Option<PathBuf>) -> Result<(), String>
     for b in bound {
         let _ = b.await;
     }
-    if tokio::time::timeout(shutdown_timeout, tracker.wait_idle())
-        .await
-        .is_err()
-    {
+    let deadline = tokio::time::Instant::now() + shutdown_timeout;
+    if tokio::time::timeout_at(deadline, tracker.wait_idle()).await.is_err() {
         tracing::warn!(
             open = tracker.open(),
             "shutdown deadline passed; closing the remaining connections"
         );
+    }
+    // WebSockets (off the connection count once upgraded) have the same deadline to close on
+    // their own; then each relay closes its socket with 1001 (going away) and logs it.
+    let sockets = engine.sockets.clone();
+    if tokio::time::timeout_at(deadline, sockets.wait_idle()).await.is_err() {
+        tracing::info!(open = sockets.open(), "closing the open WebSockets (1001)");
+        sockets.close_all();
+        let _ = tokio::time::timeout(Duration::from_secs(10), sockets.wait_idle()).await;
     }
     // Every finished request has queued its traffic-log line by now: write them out.
     let log = engine.snapshot().traffic_log.clone();

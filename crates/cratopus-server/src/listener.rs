@@ -142,7 +142,9 @@ pub async fn serve(
         // timeout (20 s at most) closes the connection: a peer gone without a word does not hold
         // its streams open. (hyper's server pings while idle too.)
         .keep_alive_interval(Some(opts.idle_timeout))
-        .keep_alive_timeout(opts.idle_timeout.min(Duration::from_secs(20)));
+        .keep_alive_timeout(opts.idle_timeout.min(Duration::from_secs(20)))
+        // WebSocket over HTTP/2 (RFC 8441): the client may CONNECT with `:protocol`.
+        .enable_connect_protocol();
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -235,10 +237,19 @@ fn service(
     let mut info = info;
     info.redirect_https = redirect;
     let info = Arc::new(info);
-    service_fn(move |req| {
+    service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
         let engine = engine.clone();
         let info = info.clone();
-        let stream = state.stream_opened();
+        let mut stream = state.stream_opened();
+        // An HTTP/2 CONNECT may become a WebSocket that outlives its (empty) response body: the
+        // stream stays counted as open for as long as the socket does.
+        if req.method() == http::Method::CONNECT
+            && req.extensions().get::<hyper::ext::Protocol>().is_some()
+            && let Some(s) = stream.take()
+        {
+            req.extensions_mut()
+                .insert(cratopus_core::websocket::ConnHold(Arc::new(s)));
+        }
         async move {
             let res = engine.handle(req, &info).await;
             Ok::<_, Infallible>(res.map(|body| ServedBody { body, _stream: stream }))
@@ -307,7 +318,8 @@ async fn drive<I, Svc>(
         + 'static,
     Svc::Future: Send + 'static,
 {
-    let conn = builder.serve_connection(io, svc);
+    // With upgrades: a WebSocket's `101` hands the connection to its relay.
+    let conn = builder.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let result = tokio::select! {
         // The connection first: its first read tells the protocol, which the watchdog needs.

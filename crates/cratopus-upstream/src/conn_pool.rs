@@ -194,6 +194,21 @@ impl ConnPool {
         }
     }
 
+    /// A fresh HTTP/1.1 connection to `addr` that may switch protocols (a WebSocket upgrade):
+    /// never taken from nor given back to the idle list, whatever the upstream's protocol.
+    pub async fn connect_upgradable(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+    ) -> Result<http1::SendRequest<RequestBody>, SendError> {
+        let stream = self.connect_tcp(addr).await?;
+        let builder = http1::Builder::new();
+        match &self.settings.tls {
+            None => handshake_upgradable(&builder, addr, stream).await,
+            Some(tls) => handshake_upgradable(&builder, addr, self.connect_tls(tls, stream, addr, host).await?).await,
+        }
+    }
+
     async fn send_h2(
         &self,
         addr: SocketAddr,
@@ -237,6 +252,21 @@ where
 {
     let (sender, conn) = builder.handshake(TokioIo::new(io)).await.map_err(SendError::Request)?;
     spawn_conn(addr, conn);
+    Ok(sender)
+}
+
+/// HTTP/1.1 with upgrades over a connected stream: on a `101` the connection's task hands the
+/// stream to the response's `OnUpgrade`.
+async fn handshake_upgradable<S>(
+    builder: &http1::Builder,
+    addr: SocketAddr,
+    io: S,
+) -> Result<http1::SendRequest<RequestBody>, SendError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    let (sender, conn) = builder.handshake(TokioIo::new(io)).await.map_err(SendError::Request)?;
+    spawn_conn(addr, conn.with_upgrades());
     Ok(sender)
 }
 

@@ -22,7 +22,25 @@ pub async fn phase(
     call.body = ex.stats.clone();
     call.body_limit = route.max_body;
     let call = ex.call.insert(call);
-    match route.backend.call(call, req).await {
+    let answer = match &mut ex.websocket {
+        None => route.backend.call(call, req).await,
+        Some(ws) => {
+            let mut req = req;
+            crate::websocket::prepare(ws, &route.websocket, req.headers_mut());
+            match route.backend.upgrade(call, req).await {
+                Ok(mut res) => {
+                    if ws.accept(&mut res) {
+                        Ok(res)
+                    } else {
+                        tracing::debug!(status = %res.status(), "the backend did not switch to WebSocket");
+                        Err(BackendError::Failed)
+                    }
+                }
+                Err(e) => Err(e),
+            }
+        }
+    };
+    match answer {
         Ok(res) => Ok(res.map(ResponseBody::backend)),
         Err(e) => {
             call.end_if_unset();

@@ -68,6 +68,9 @@ pub struct Exchange<'a> {
     /// Where the request phase starts in the route's chain: past authentication when the
     /// routing phase ran that part already (routes chosen by consumer, see `routing.rs`).
     pub chain_from: usize,
+    /// A WebSocket being set up (noted by the routing phase); once the backend switched
+    /// protocols, the log phase hands the sockets and the log line to its relay.
+    pub websocket: Option<crate::websocket::Upgrade>,
     answered: bool,
 }
 
@@ -114,6 +117,7 @@ impl<'a> Exchange<'a> {
             stats: None,
             error: None,
             chain_from: 0,
+            websocket: None,
             answered: false,
         }
     }
@@ -147,7 +151,7 @@ impl<'a> Exchange<'a> {
         let code = status.as_u16();
         let upstream_time = self.call.as_ref().and_then(|c| c.elapsed);
         let client_fault = self.call.as_ref().is_some_and(|c| c.client_fault);
-        let pending = self.log.take().map(|mut line| {
+        let mut pending = self.log.take().map(|mut line| {
             self.fill(&mut line, code);
             Box::new(PendingLog {
                 line,
@@ -156,6 +160,11 @@ impl<'a> Exchange<'a> {
                 request: self.stats.clone(),
             })
         });
+        // A switched socket: its relay writes the log line when it closes. (The request itself
+        // is counted in the route's metrics now, with the handshake's time.)
+        if let (Some(ws), Some(route)) = (self.websocket.take().filter(|w| w.upgraded()), &self.route) {
+            ws.hand_over(&self.engine.sockets, &route.org, &route.name, pending.take());
+        }
         let metrics = match &self.route {
             Some(route) => {
                 if let Some(cx) = &self.cx {

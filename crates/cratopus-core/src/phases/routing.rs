@@ -39,6 +39,12 @@ pub async fn phase(
     if let Some(answer) = preflight(org, &req, ex) {
         return answer.map(Routed::Answered);
     }
+    // A WebSocket ask, noted before its hop-by-hop headers go; an HTTP/2 CONNECT is routed as
+    // the `GET` it stands for (as Envoy does).
+    let websocket = crate::websocket::intent(&req);
+    if websocket == Some(crate::websocket::Intent::Http2) {
+        *req.method_mut() = http::Method::GET;
+    }
     let path = req.uri().path();
     let head = Head::new(req.headers(), req.uri().query());
     let (route, upstream_path) = match org.router.find_for(req.method(), path, &head) {
@@ -60,6 +66,18 @@ pub async fn phase(
     ex.route = Some(route.clone());
     if engine.overrides.is_disabled(&route.org, &route.name) {
         return Err(GatewayError::RouteDisabled);
+    }
+    if let Some(intent) = websocket {
+        if !route.websocket.enabled {
+            return Err(GatewayError::Forbidden("WebSocket is switched off on this route"));
+        }
+        if let Some(Err(d)) = route.cors.as_ref().map(|c| c.check_websocket_origin(req.headers())) {
+            return Err(GatewayError::Cors {
+                code: d.code(),
+                message: d.to_string(),
+            });
+        }
+        ex.websocket = Some(crate::websocket::Upgrade::new(intent, &mut req));
     }
 
     // Headers meant for this hop alone go before any policy reads or adds headers, and so do a

@@ -11,15 +11,20 @@
 //!   aggregate of several backends). A new kind of backend is a new implementation here, never a
 //!   special case in the engine.
 //!
+//! A WebSocket handshake goes through [`Backend::upgrade`] (`upgrade.rs`): the same kinds,
+//! each answering an upgrade its own way.
+//!
 //! Errors are the backend's own small enum ([`BackendError`]); the core turns them into the
 //! gateway's JSON answers in one place.
 
 mod shadow;
 mod split;
+mod upgrade;
 mod upstream;
 
 pub use shadow::{Shadow, ShadowStats};
 pub use split::Split;
+pub use upgrade::SocketGuard;
 pub use upstream::{Upstream, UpstreamCall};
 
 use crate::body::{BackendBody, BodyFault, BodyStats, RequestBody};

@@ -297,7 +297,7 @@ fn upstream_request(
 }
 
 /// The consistent-hash key of a request.
-fn request_hash(on: &HashOn, headers: &http::HeaderMap, client: IpAddr) -> Option<u64> {
+pub(super) fn request_hash(on: &HashOn, headers: &http::HeaderMap, client: IpAddr) -> Option<u64> {
     match on {
         HashOn::Header(name) => headers.get(name.as_str()).map(|v| hash_key(v.as_bytes())),
         HashOn::Cookie(name) => crate::headers::cookie(headers, name).map(|v| hash_key(v.as_bytes())),
