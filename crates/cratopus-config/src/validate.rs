@@ -490,6 +490,7 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
                 ("cors", r.cors.as_ref().map(|c| c.problems())),
                 ("validate", r.validate.as_ref().map(|c| c.problems())),
                 ("forward", r.forward.as_ref().map(|c| c.problems())),
+                ("graphql", r.graphql.as_ref().map(|c| c.problems())),
             ];
             for (kind, list) in problems {
                 section_problems(
