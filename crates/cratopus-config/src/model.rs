@@ -824,7 +824,8 @@ pub struct RouteConfig {
     /// Conditions beyond path and method (headers, query, cookies, consumers, tiers), so that
     /// routes of one path and method can split its traffic.
     #[serde(default, rename = "match")]
-    pub conditions: Option<crate::matching::MatchConfig>,    /// GraphQL guards: limits on the operations clients send, persisted queries.
+    pub conditions: Option<crate::matching::MatchConfig>,
+    /// GraphQL guards: limits on the operations clients send, persisted queries.
     #[serde(default)]
     pub graphql: Option<crate::graphql::GraphqlConfig>,
 }

@@ -173,7 +173,8 @@ impl GatewayError {
             }
             GatewayError::Graphql(g) => match g.kind {
                 GraphqlKind::Method => {
-                    res.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+                    res.headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
                 }
                 // The client sends the query next; no cache may keep this answer (as Apollo
                 // Router answers it).

@@ -53,7 +53,10 @@ fn guard(yaml: &str) -> GraphqlGuard {
 const LIMITS: &str = "max_depth: 8\nmax_cost: 5000\nmax_aliases: 10\nmax_root_fields: 5\nintrospection: false\ncost:\n  fields:\n    Query.product: {type: Product}\n    Product.reviews: {type: Review, list: true}\n    Product.related: {type: Product, list: true}\n  types: {Product: 3}\n";
 
 fn bench(c: &mut Criterion) {
-    let hex: String = Sha256::digest(QUERY.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = Sha256::digest(QUERY.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let plain = Policy::Graphql(Arc::new(guard(LIMITS)));
     let listed = Policy::Graphql(Arc::new(guard(&format!(
         "{LIMITS}persisted_queries: {{allow: [\"{hex}\"]}}\n"
@@ -70,7 +73,8 @@ fn bench(c: &mut Criterion) {
     );
     let ext = serde_json::json!({"persistedQuery": {"version": 1, "sha256Hash": hex}});
     let with_hash = Bytes::from(
-        serde_json::to_vec(&serde_json::json!({"query": QUERY, "variables": {"id": "p-42"}, "extensions": ext})).unwrap(),
+        serde_json::to_vec(&serde_json::json!({"query": QUERY, "variables": {"id": "p-42"}, "extensions": ext}))
+            .unwrap(),
     );
     let hash_only =
         Bytes::from(serde_json::to_vec(&serde_json::json!({"variables": {"id": "p-42"}, "extensions": ext})).unwrap());

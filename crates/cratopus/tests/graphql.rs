@@ -77,7 +77,10 @@ async fn graphql_backend() -> (Backend, Arc<Mutex<Vec<Value>>>) {
         async move {
             let (parts, body) = req.into_parts();
             let bytes = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-            let graphql_body = parts.headers.get("content-type").is_some_and(|v| v == "application/graphql");
+            let graphql_body = parts
+                .headers
+                .get("content-type")
+                .is_some_and(|v| v == "application/graphql");
             let batch: async_graphql::BatchRequest = if parts.method == "GET" {
                 let q = parts.uri.query().unwrap_or("");
                 log.lock().unwrap().push(json!({"get": q}));
@@ -103,7 +106,10 @@ async fn graphql_backend() -> (Backend, Arc<Mutex<Vec<Value>>>) {
 }
 
 fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn org(backend: &Backend, extra_routes: &str) -> String {
@@ -168,10 +174,15 @@ async fn get(gw: &Gateway, path_and_query: &str) -> Reply {
 fn refusal(r: &Reply) -> (u16, String) {
     assert_eq!(r.header("content-type"), Some("application/json"), "{}", r.text());
     let doc = r.json();
-    let errors = doc["errors"].as_array().unwrap_or_else(|| panic!("no errors list: {doc}"));
+    let errors = doc["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no errors list: {doc}"));
     assert_eq!(errors.len(), 1, "{doc}");
     assert!(errors[0]["message"].as_str().is_some_and(|m| !m.is_empty()), "{doc}");
-    (r.status, errors[0]["extensions"]["code"].as_str().unwrap_or("").to_string())
+    (
+        r.status,
+        errors[0]["extensions"]["code"].as_str().unwrap_or("").to_string(),
+    )
 }
 
 fn url_encode(s: &str) -> String {
@@ -225,7 +236,11 @@ async fn an_allowed_operation_is_answered_by_the_server_and_logged() {
     assert_eq!(line["graphql_cost"], 5 * (2 + 1 + 2 * (2 + 1)) + 1, "{line}");
 
     // GET, and POST application/graphql.
-    let r = get(&gw, &format!("/graphql?query={}", url_encode("{ user(id: 7) { name } }"))).await;
+    let r = get(
+        &gw,
+        &format!("/graphql?query={}", url_encode("{ user(id: 7) { name } }")),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["data"]["user"]["name"], "user-7");
     let r = post(&gw, "/graphql", "application/graphql", b"{ version }".to_vec()).await;
@@ -254,14 +269,20 @@ async fn operations_over_the_limits_are_refused_as_graphql_errors() {
             "COST_ESTIMATED_TOO_EXPENSIVE",
         ),
         // Three aliases over 2.
-        (json!({"query": "{ a: version b: version c: version }"}), "MAX_ALIASES_LIMIT"),
+        (
+            json!({"query": "{ a: version b: version c: version }"}),
+            "MAX_ALIASES_LIMIT",
+        ),
         // Four root fields over 3.
         (
             json!({"query": "{ version user(id: 1) { id } users(first: 1) { id } __typename }"}),
             "MAX_ROOT_FIELDS_LIMIT",
         ),
         // Introspection is off on this route.
-        (json!({"query": "{ __schema { types { name } } }"}), "INTROSPECTION_DISABLED"),
+        (
+            json!({"query": "{ __schema { types { name } } }"}),
+            "INTROSPECTION_DISABLED",
+        ),
         (
             json!({"query": "{ user(id: 1) { ... on User { __type(name: \"User\") { name } } } }"}),
             "INTROSPECTION_DISABLED",
@@ -273,7 +294,10 @@ async fn operations_over_the_limits_are_refused_as_graphql_errors() {
             "GRAPHQL_VALIDATION_FAILED",
         ),
         (json!({"operationName": "X"}), "INVALID_GRAPHQL_REQUEST"),
-        (json!({"query": "query A { version }", "operationName": "B"}), "GRAPHQL_UNKNOWN_OPERATION_NAME"),
+        (
+            json!({"query": "query A { version }", "operationName": "B"}),
+            "GRAPHQL_UNKNOWN_OPERATION_NAME",
+        ),
         // A batch of 3 over 2.
         (
             json!([{"query": "{ version }"}, {"query": "{ version }"}, {"query": "{ version }"}]),
@@ -282,7 +306,13 @@ async fn operations_over_the_limits_are_refused_as_graphql_errors() {
     ];
     for (body, code) in cases {
         let r = post_json(&gw, "/graphql", &body).await;
-        assert_eq!(refusal(&r), (400, code.to_string()), "{body}: {}{}", r.text(), dump(&gw));
+        assert_eq!(
+            refusal(&r),
+            (400, code.to_string()),
+            "{body}: {}{}",
+            r.text(),
+            dump(&gw)
+        );
     }
     // Not JSON at all.
     let r = post(&gw, "/graphql", "application/json", b"{\"query\": ".to_vec()).await;
@@ -294,9 +324,16 @@ async fn operations_over_the_limits_are_refused_as_graphql_errors() {
     assert_eq!(refusal(&r).0, 405);
     assert_eq!(r.header("allow"), Some("GET, POST"));
     // Over GET the limits are the same.
-    let r = get(&gw, &format!("/graphql?query={}", url_encode("{ a: version b: version c: version }"))).await;
+    let r = get(
+        &gw,
+        &format!("/graphql?query={}", url_encode("{ a: version b: version c: version }")),
+    )
+    .await;
     assert_eq!(refusal(&r), (400, "MAX_ALIASES_LIMIT".into()));
-    assert!(seen.lock().unwrap().is_empty(), "a refused operation reached the server");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a refused operation reached the server"
+    );
 
     // The refusal is logged with its reason and the operation's numbers.
     let r = post_json(&gw, "/graphql", &json!({"query": "query Deep { users(first: 1) { friends(first: 1) { friends(first: 1) { friends(first: 1) { friends(first: 1) { id } } } } } }"})).await;
@@ -307,7 +344,12 @@ async fn operations_over_the_limits_are_refused_as_graphql_errors() {
     assert_eq!(line["graphql_depth"], 6, "{line}");
 
     // A batch within the limit is answered whole by the server.
-    let r = post_json(&gw, "/graphql", &json!([{"query": "{ version }"}, {"query": "{ user(id: 2) { name } }"}])).await;
+    let r = post_json(
+        &gw,
+        "/graphql",
+        &json!([{"query": "{ version }"}, {"query": "{ user(id: 2) { name } }"}]),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let doc = r.json();
     assert_eq!(doc[1]["data"]["user"]["name"], "user-2", "{doc}");
@@ -333,7 +375,10 @@ async fn an_allow_list_lets_only_its_operations_through() {
         &gateway_with_org_files("traffic_log:\n  path: traffic.log\n"),
         &[
             ("orgs/acme.yaml", &org(&backend, &extra)),
-            ("orgs/allowed.txt", &format!("# the profile page\n{}\n", sha256_hex(from_file))),
+            (
+                "orgs/allowed.txt",
+                &format!("# the profile page\n{}\n", sha256_hex(from_file)),
+            ),
         ],
     );
     let r = post_json(&gw, "/safe", &json!({"query": allowed})).await;
@@ -361,7 +406,13 @@ async fn automatic_persisted_queries_follow_the_apollo_protocol() {
     // 1. The hash alone, unknown: PERSISTED_QUERY_NOT_FOUND as Apollo clients expect it (200,
     //    not cached), and the server is not asked.
     let r = post_json(&gw, "/graphql", &json!({"extensions": ext, "operationName": "Names"})).await;
-    assert_eq!(refusal(&r), (200, "PERSISTED_QUERY_NOT_FOUND".into()), "{}{}", r.text(), dump(&gw));
+    assert_eq!(
+        refusal(&r),
+        (200, "PERSISTED_QUERY_NOT_FOUND".into()),
+        "{}{}",
+        r.text(),
+        dump(&gw)
+    );
     assert_eq!(r.json()["errors"][0]["message"], "PersistedQueryNotFound");
     assert_eq!(r.header("cache-control"), Some("private, no-cache, must-revalidate"));
     assert!(seen.lock().unwrap().is_empty());

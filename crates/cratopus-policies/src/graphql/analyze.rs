@@ -172,7 +172,7 @@ pub fn measure(
         _ => OpKind::Query,
     };
     let name = op.name().map(|n| n.text().to_string());
-    let defaults = variable_defaults(&op);
+    let defaults = variable_defaults(op);
     let mut walk = Walk {
         model,
         variables,
@@ -197,7 +197,10 @@ pub fn measure(
 }
 
 /// The operation to run: the one named, or the only one.
-fn select<'a>(ops: &'a [cst::OperationDefinition], name: Option<&str>) -> Result<&'a cst::OperationDefinition, GraphqlRefusal> {
+fn select<'a>(
+    ops: &'a [cst::OperationDefinition],
+    name: Option<&str>,
+) -> Result<&'a cst::OperationDefinition, GraphqlRefusal> {
     match name {
         Some(want) => ops
             .iter()
@@ -460,7 +463,10 @@ mod tests {
             cost: Some(3),
             ..Default::default()
         };
-        model.fields.insert("Query".into(), [("users".into(), users), ("search".into(), search)].into());
+        model.fields.insert(
+            "Query".into(),
+            [("users".into(), users), ("search".into(), search)].into(),
+        );
         model.fields.insert("".into(), [("avatar".into(), any_avatar)].into());
         model.fields.insert(
             "User".into(),
@@ -476,7 +482,10 @@ mod tests {
         model.types.insert("User".into(), 5);
         // users: a list without a size → 10 × (5 (type User) + posts 2 + avatar 3 + name 1).
         let q = "{ users { posts name avatar } search }";
-        assert_eq!(measure(q, None, None, &model, 1000).unwrap().cost, 10 * (5 + 2 + 3 + 1) + 10);
+        assert_eq!(
+            measure(q, None, None, &model, 1000).unwrap().cost,
+            10 * (5 + 2 + 3 + 1) + 10
+        );
         // Under a fragment on User the parent is known too.
         let q = "{ node { ... on User { posts } } }";
         assert_eq!(measure(q, None, None, &model, 1000).unwrap().cost, 1 + 2);
@@ -511,7 +520,10 @@ mod tests {
         // Each level spreads the next twice: 2^40 fields asked for, measured once each.
         let mut q = String::from("{ ...F0 }");
         for i in 0..40 {
-            q.push_str(&format!(" fragment F{i} on Q {{ a: x {{ ...F{n} }} b: x {{ ...F{n} }} }}", n = i + 1));
+            q.push_str(&format!(
+                " fragment F{i} on Q {{ a: x {{ ...F{n} }} b: x {{ ...F{n} }} }}",
+                n = i + 1
+            ));
         }
         q.push_str(" fragment F40 on Q { leaf }");
         let r = m(&q);
@@ -546,7 +558,10 @@ mod tests {
         let e = measure("{ a b c d e f }", None, None, &CostModel::default(), 4).unwrap_err();
         assert_eq!(e.kind, Kind::TooLarge);
         let deep = format!("{}{}", "{ a ".repeat(200), "}".repeat(200));
-        assert!(matches!(refused(&deep).kind, Kind::TooLarge | Kind::Depth | Kind::Parse));
+        assert!(matches!(
+            refused(&deep).kind,
+            Kind::TooLarge | Kind::Depth | Kind::Parse
+        ));
         assert!(refused("type T { a: Int }").message.contains("cannot carry"));
     }
 }

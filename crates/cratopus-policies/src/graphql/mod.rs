@@ -90,9 +90,12 @@ impl Summary {
             cx.log_fields.push(("graphql_type", LogValue::Str(k.as_str().into())));
         }
         if self.count > 0 {
-            cx.log_fields.push(("graphql_depth", LogValue::Int(i64::from(self.depth))));
             cx.log_fields
-                .push(("graphql_cost", LogValue::Int(i64::try_from(self.cost).unwrap_or(i64::MAX))));
+                .push(("graphql_depth", LogValue::Int(i64::from(self.depth))));
+            cx.log_fields.push((
+                "graphql_cost",
+                LogValue::Int(i64::try_from(self.cost).unwrap_or(i64::MAX)),
+            ));
         }
         if self.count > 1 {
             cx.log_fields.push(("graphql_batch", LogValue::Int(self.count as i64)));
@@ -143,7 +146,12 @@ impl GraphqlGuard {
                 default_list_size: cfg.cost.default_list_size,
                 list_arguments: cfg.cost.list_arguments.iter().map(|a| Box::from(a.as_str())).collect(),
                 fields,
-                types: cfg.cost.types.iter().map(|(k, v)| (Box::from(k.as_str()), *v)).collect(),
+                types: cfg
+                    .cost
+                    .types
+                    .iter()
+                    .map(|(k, v)| (Box::from(k.as_str()), *v))
+                    .collect(),
             },
             allow,
             apq: cfg.apq.as_ref().map(|a| ApqStore::new(a.max_bytes.0)),
@@ -181,11 +189,18 @@ impl GraphqlGuard {
     }
 
     /// Judges a POST's body; fills in APQ queries, rewriting the body.
-    pub fn on_body(&self, cx: &mut RequestCx, headers: &http::HeaderMap, body: &mut Bytes) -> Result<(), GraphqlRefusal> {
+    pub fn on_body(
+        &self,
+        cx: &mut RequestCx,
+        headers: &http::HeaderMap,
+        body: &mut Bytes,
+    ) -> Result<(), GraphqlRefusal> {
         let mut summary = Summary::default();
         let r = match body_type(headers) {
             Some(BodyType::Graphql) => match std::str::from_utf8(body) {
-                Ok(q) => self.check_one(&mut summary, Some(q), None, None, None, false).map(|_| ()),
+                Ok(q) => self
+                    .check_one(&mut summary, Some(q), None, None, None, false)
+                    .map(|_| ()),
                 Err(_) => Err(invalid("the body is not UTF-8 text")),
             },
             _ => self.check_json(&mut summary, body),
@@ -400,7 +415,10 @@ impl GraphqlGuard {
         {
             return Err(GraphqlRefusal::new(
                 Kind::Depth,
-                format!("Maximum depth limit exceeded in this operation: depth {} over {max}", m.depth),
+                format!(
+                    "Maximum depth limit exceeded in this operation: depth {} over {max}",
+                    m.depth
+                ),
             ));
         }
         if let Some(max) = self.max_root_fields
@@ -419,7 +437,10 @@ impl GraphqlGuard {
         {
             return Err(GraphqlRefusal::new(
                 Kind::Aliases,
-                format!("Maximum aliases limit exceeded in this operation: {} aliases over {max}", m.aliases),
+                format!(
+                    "Maximum aliases limit exceeded in this operation: {} aliases over {max}",
+                    m.aliases
+                ),
             ));
         }
         if let Some(max) = self.max_cost
