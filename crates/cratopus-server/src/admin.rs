@@ -304,6 +304,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     render_tls(&mut out, &snap);
     render_shadows(&mut out, &snap);
     render_splits(&mut out, &snap);
+    crate::admin_graphql::render(&mut out, &snap);
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -9,7 +9,7 @@
 mod common_ops;
 
 use async_graphql::{EmptyMutation, EmptySubscription, Object, Schema, SimpleObject};
-use common_ops::{dump, gateway_with_org_files, read_lines, start_gateway};
+use common_ops::{BIN, dump, gateway_with_org_files, metrics, read_lines, start_gateway};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, Mutex};
@@ -142,11 +142,16 @@ routes:
     )
 }
 
+const TOKEN: &str = "graphql-test-token-0123456789";
+
+/// A gateway with a traffic log and an admin listener (its second address).
 fn start(org: &str) -> Gateway {
-    start_gateway(
-        &gateway_with_org_files("traffic_log:\n  path: traffic.log\n"),
-        &[("orgs/acme.yaml", org)],
-    )
+    let yaml = gateway_with_org_files(
+        "traffic_log:\n  path: traffic.log\nadmin:\n  bind: 127.0.0.1:0\n  token: ${ADMIN_TOKEN}\n",
+    );
+    tokio::task::block_in_place(|| {
+        Gateway::start_with_env(BIN, &yaml, &[("orgs/acme.yaml", org)], &[("ADMIN_TOKEN", TOKEN)])
+    })
 }
 
 async fn post_json(gw: &Gateway, path: &str, body: &Value) -> Reply {
@@ -342,6 +347,19 @@ async fn operations_over_the_limits_are_refused_as_graphql_errors() {
     assert_eq!(line["error"], "graphql_depth", "{line}");
     assert_eq!(line["graphql_operation"], "Deep", "{line}");
     assert_eq!(line["graphql_depth"], 6, "{line}");
+
+    // Refusals are counted by reason in the metrics.
+    let text = metrics(&gw, TOKEN).await;
+    for (reason, n) in [
+        ("graphql_depth", 2),
+        ("graphql_aliases", 2),
+        ("graphql_introspection", 2),
+        ("graphql_batch", 1),
+    ] {
+        let sample =
+            format!("cratopus_graphql_refusals_total{{org=\"acme\",route=\"graphql\",reason=\"{reason}\"}} {n}\n");
+        assert!(text.contains(&sample), "no `{sample}` in\n{text}");
+    }
 
     // A batch within the limit is answered whole by the server.
     let r = post_json(

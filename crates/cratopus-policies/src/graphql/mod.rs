@@ -28,6 +28,7 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The body read when the config does not say: 1 MiB.
 pub const DEFAULT_BODY_LIMIT: u64 = 1 << 20;
@@ -46,6 +47,8 @@ pub struct GraphqlGuard {
     model: CostModel,
     allow: Option<AllowList>,
     apq: Option<ApqStore>,
+    /// Refusals by kind, for `/metrics` (reset by a reload, as a counter may be).
+    refused: [AtomicU64; Kind::ALL.len()],
 }
 
 /// Where one operation's text came from.
@@ -155,7 +158,29 @@ impl GraphqlGuard {
             },
             allow,
             apq: cfg.apq.as_ref().map(|a| ApqStore::new(a.max_bytes.0)),
+            refused: Default::default(),
         })
+    }
+
+    /// Refusals so far by the gateway's name of their kind (`graphql_depth`, …), each name
+    /// once.
+    pub fn refusals(&self) -> Vec<(&'static str, u64)> {
+        let mut out: Vec<(&'static str, u64)> = Vec::new();
+        for k in Kind::ALL {
+            let n = self.refused[k.index()].load(Ordering::Relaxed);
+            match out.iter_mut().find(|(name, _)| *name == k.name()) {
+                Some((_, total)) => *total += n,
+                None => out.push((k.name(), n)),
+            }
+        }
+        out
+    }
+
+    fn count(&self, r: Result<(), GraphqlRefusal>) -> Result<(), GraphqlRefusal> {
+        if let Err(e) = &r {
+            self.refused[e.kind.index()].fetch_add(1, Ordering::Relaxed);
+        }
+        r
     }
 
     /// The body to read whole: a POST's.
@@ -166,7 +191,7 @@ impl GraphqlGuard {
     /// Judges a GET from its query string (filling in an APQ query there), and checks that a
     /// POST has a body the guard can read before it is read.
     pub fn on_request(&self, cx: &mut RequestCx, req: &mut http::request::Parts) -> Result<(), GraphqlRefusal> {
-        match req.method {
+        let r = match req.method {
             Method::POST => match body_type(&req.headers) {
                 Some(_) => Ok(()),
                 None => Err(GraphqlRefusal::new(
@@ -185,7 +210,8 @@ impl GraphqlGuard {
                 Kind::Method,
                 "GraphQL requests are sent with GET or POST".into(),
             )),
-        }
+        };
+        self.count(r)
     }
 
     /// Judges a POST's body; fills in APQ queries, rewriting the body.
@@ -206,7 +232,7 @@ impl GraphqlGuard {
             _ => self.check_json(&mut summary, body),
         };
         summary.log(cx);
-        r
+        self.count(r)
     }
 
     fn check_json(&self, summary: &mut Summary, body: &mut Bytes) -> Result<(), GraphqlRefusal> {

@@ -7,6 +7,7 @@
 
 /// The kinds of refusal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Kind {
     /// Not a GraphQL request: bad JSON, no query, `variables` not a map.
     InvalidRequest,
@@ -36,6 +37,33 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in the order of [`Kind::index`].
+    pub const ALL: [Kind; 18] = [
+        Kind::InvalidRequest,
+        Kind::ContentType,
+        Kind::Method,
+        Kind::Parse,
+        Kind::TooLarge,
+        Kind::Validation,
+        Kind::UnknownOperation,
+        Kind::Depth,
+        Kind::Cost,
+        Kind::Aliases,
+        Kind::RootFields,
+        Kind::Introspection,
+        Kind::Batch,
+        Kind::BatchingOff,
+        Kind::NotInList,
+        Kind::PersistedNotFound,
+        Kind::HashMismatch,
+        Kind::PersistedNotSupported,
+    ];
+
+    /// The kind's place in [`Kind::ALL`], for a counter per kind.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The GraphQL error's `extensions.code`.
     pub fn code(self) -> &'static str {
         match self {
@@ -118,6 +146,18 @@ impl GraphqlRefusal {
         let mut b = serde_json::to_vec(&doc).unwrap_or_default();
         b.push(b'\n');
         b
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed_at_its_index() {
+        for (i, k) in Kind::ALL.iter().enumerate() {
+            assert_eq!(k.index(), i, "{k:?}");
+        }
     }
 }
 
