@@ -149,6 +149,12 @@ impl GraphqlRefusal {
     }
 }
 
+impl std::fmt::Display for GraphqlRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,11 +164,5 @@ mod tests {
         for (i, k) in Kind::ALL.iter().enumerate() {
             assert_eq!(k.index(), i, "{k:?}");
         }
-    }
-}
-
-impl std::fmt::Display for GraphqlRefusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.message)
     }
 }
