@@ -531,3 +531,104 @@ fn body_type(headers: &http::HeaderMap) -> Option<BodyType> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn guard(yaml: &str) -> GraphqlGuard {
+        let cfg: GraphqlConfig = serde_saphyr::from_str(yaml).unwrap();
+        assert!(cfg.problems().is_empty(), "{:?}", cfg.problems());
+        GraphqlGuard::compile(&cfg, Path::new(".")).unwrap()
+    }
+
+    fn cx() -> RequestCx {
+        RequestCx::new(
+            "127.0.0.1".parse().unwrap(),
+            HeaderValue::from_static("r"),
+            Arc::from("g"),
+        )
+    }
+
+    fn post_head() -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        h
+    }
+
+    fn hex(text: &str) -> String {
+        persisted::sha256(text).iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    #[test]
+    fn a_hash_without_a_query_is_refused_without_apq() {
+        let g = guard("max_depth: 3");
+        let body = serde_json::json!({"extensions": {"persistedQuery": {"version": 1, "sha256Hash": hex("{ a }")}}});
+        let mut body = Bytes::from(body.to_string());
+        let e = g.on_body(&mut cx(), &post_head(), &mut body).unwrap_err();
+        assert_eq!(e.kind, Kind::PersistedNotSupported);
+        // Version 2 of the protocol is not spoken.
+        let body = serde_json::json!({"query": "{ a }", "extensions": {"persistedQuery": {"version": 2, "sha256Hash": hex("{ a }")}}});
+        let e = g
+            .on_body(&mut cx(), &post_head(), &mut Bytes::from(body.to_string()))
+            .unwrap_err();
+        assert_eq!(e.kind, Kind::PersistedNotSupported);
+        assert!(g.refusals().contains(&("graphql_persisted_query_not_supported", 2)));
+    }
+
+    #[test]
+    fn a_get_hit_gets_its_query_parameter_filled_in() {
+        let g = guard("apq: {}");
+        let q = "query Q { a }";
+        let ext = format!(r#"{{"persistedQuery":{{"version":1,"sha256Hash":"{}"}}}}"#, hex(q));
+        let stored = serde_json::json!({"query": q, "extensions": serde_json::from_str::<Value>(&ext).unwrap()});
+        g.on_body(&mut cx(), &post_head(), &mut Bytes::from(stored.to_string()))
+            .unwrap();
+        let uri = format!(
+            "/graphql?operationName=Q&extensions={}",
+            form_urlencoded::byte_serialize(ext.as_bytes()).collect::<String>()
+        );
+        let mut req = http::Request::get(uri).body(()).unwrap().into_parts().0;
+        let mut c = cx();
+        g.on_request(&mut c, &mut req).unwrap();
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(req.uri.query().unwrap().as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        assert!(pairs.contains(&("query".into(), q.into())), "{pairs:?}");
+        assert!(pairs.contains(&("operationName".into(), "Q".into())), "{pairs:?}");
+        assert!(
+            c.log_fields
+                .iter()
+                .any(|(k, v)| *k == "graphql_apq" && matches!(v, LogValue::Str(s) if &**s == "hit"))
+        );
+    }
+
+    #[test]
+    fn methods_and_content_types_outside_graphql_over_http_are_refused() {
+        let g = guard("max_depth: 3");
+        let mut req = http::Request::get("/g?query=mutation%20%7B%20a%20%7D")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert_eq!(g.on_request(&mut cx(), &mut req).unwrap_err().kind, Kind::Method);
+        let mut req = http::Request::put("/g").body(()).unwrap().into_parts().0;
+        assert_eq!(g.on_request(&mut cx(), &mut req).unwrap_err().kind, Kind::Method);
+        let mut req = http::Request::post("/g")
+            .header("content-type", "text/plain")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        assert_eq!(g.on_request(&mut cx(), &mut req).unwrap_err().kind, Kind::ContentType);
+        // A body that is not a request object, and one whose variables are not a map.
+        for body in [r#""{ a }""#, r#"{"query": "{ a }", "variables": [1]}"#, "[]"] {
+            let e = g.on_body(&mut cx(), &post_head(), &mut Bytes::from(body)).unwrap_err();
+            assert_eq!(e.kind, Kind::InvalidRequest, "{body}");
+        }
+    }
+}
