@@ -564,4 +564,52 @@ mod tests {
         ));
         assert!(refused("type T { a: Int }").message.contains("cannot carry"));
     }
+
+    proptest::proptest! {
+        /// Any text made of GraphQL's tokens is measured or refused, never a panic, and the
+        /// walk ends (fragment cycles included).
+        #[test]
+        fn arbitrary_documents_never_panic(tokens in proptest::collection::vec(0usize..TOKENS.len(), 0..80)) {
+            let q: Vec<&str> = tokens.iter().map(|i| TOKENS[*i]).collect();
+            let _ = measure(&q.join(" "), None, None, &CostModel::default(), 1000);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(q in "\\PC{0,200}") {
+            let _ = measure(&q, Some("A"), None, &CostModel::default(), 1000);
+        }
+    }
+
+    const TOKENS: &[&str] = &[
+        "{",
+        "}",
+        "(",
+        ")",
+        "...",
+        "on",
+        "fragment",
+        "F",
+        "G",
+        "query",
+        "mutation",
+        "A",
+        "a",
+        "b:",
+        "first:",
+        "$n",
+        "10",
+        "-1",
+        "99999999999999999999",
+        "__schema",
+        "__typename",
+        "...F",
+        "...G",
+        "T",
+        "@skip(if: true)",
+        "\"s\"",
+        "[",
+        "]",
+        ",",
+        "=",
+    ];
 }
