@@ -14,6 +14,7 @@ pub mod access;
 pub mod auth_limits;
 pub mod error;
 pub mod files;
+pub mod graphql;
 pub mod http_policies;
 pub mod interpolate;
 pub mod lint;

@@ -842,4 +842,7 @@ pub struct RouteConfig {
     /// rate per socket.
     #[serde(default)]
     pub websocket: Option<crate::websocket::WebSocketConfig>,
+    /// GraphQL guards: limits on the operations clients send, persisted queries.
+    #[serde(default)]
+    pub graphql: Option<crate::graphql::GraphqlConfig>,
 }

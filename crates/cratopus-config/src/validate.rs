@@ -491,6 +491,7 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
                 ("validate", r.validate.as_ref().map(|c| c.problems())),
                 ("forward", r.forward.as_ref().map(|c| c.problems())),
                 ("websocket", r.websocket.as_ref().map(|c| c.problems())),
+                ("graphql", r.graphql.as_ref().map(|c| c.problems())),
             ];
             for (kind, list) in problems {
                 section_problems(

@@ -10,6 +10,7 @@ use cratopus_policies::authz::Authorizer;
 use cratopus_policies::chain::{Policy, Quotas, RateLimits};
 use cratopus_policies::cors::Cors;
 use cratopus_policies::forwarding::Forwarding;
+use cratopus_policies::graphql::GraphqlGuard;
 use cratopus_policies::ip_rules::IpRules;
 use cratopus_policies::modify::Modifiers;
 use cratopus_policies::validation::Validator;
@@ -39,6 +40,7 @@ pub struct RouteParts {
     pub forwarding: Option<Arc<Forwarding>>,
     /// The organization's and the route's modifiers, compiled together.
     pub modifiers: Option<Arc<Modifiers>>,
+    pub graphql: Option<Arc<GraphqlGuard>>,
 }
 
 /// The route's chain, in the order its policies run on the request (the response runs it
@@ -81,6 +83,9 @@ pub fn chain(p: RouteParts) -> Vec<Policy> {
     }
     chain.extend(p.validator.map(Policy::Validate));
     chain.extend(p.max_body.map(Policy::BodyLimit));
+    // After the body limit, so that an oversized body is refused by its declared length before
+    // the guard asks for it whole; before the bulkhead, so a refused operation holds no place.
+    chain.extend(p.graphql.map(Policy::Graphql));
     chain.extend(p.bulkhead.map(Policy::Bulkhead));
     chain.extend(p.forwarding.map(Policy::Forward));
     // Last: what a modifier sets is not filtered by `forward`'s lists, and its response side

@@ -1,6 +1,7 @@
 //! The errors the gateway answers itself, each with its status and a stable `code`.
 
 use bytes::Bytes;
+use cratopus_policies::graphql::{GraphqlRefusal, Kind as GraphqlKind};
 use cratopus_policies::validation::Violation;
 use http::{HeaderValue, Response, StatusCode, header};
 use std::sync::Arc;
@@ -69,6 +70,9 @@ pub enum GatewayError {
     Cors { code: &'static str, message: String },
     #[error("{}", .0.message)]
     Invalid(Arc<Violation>),
+    /// A GraphQL guard's refusal: answered as GraphQL errors, not the gateway's JSON error.
+    #[error("{0}")]
+    Graphql(Arc<GraphqlRefusal>),
 }
 
 impl GatewayError {
@@ -95,6 +99,7 @@ impl GatewayError {
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden(_) | GatewayError::IpDenied | GatewayError::Cors { .. } => StatusCode::FORBIDDEN,
             GatewayError::Invalid(v) => v.kind.status(),
+            GatewayError::Graphql(g) => StatusCode::from_u16(g.kind.status()).unwrap_or(StatusCode::BAD_REQUEST),
         }
     }
 
@@ -127,6 +132,7 @@ impl GatewayError {
             GatewayError::IpDenied => "ip_denied",
             GatewayError::Cors { code, .. } => code,
             GatewayError::Invalid(v) => v.kind.code(),
+            GatewayError::Graphql(g) => g.kind.name(),
         }
     }
 
@@ -147,6 +153,8 @@ impl GatewayError {
                 b.push(b'\n');
                 Bytes::from(b)
             }
+            // GraphQL clients read `{"errors": [{"message", "extensions": {"code"}}]}`.
+            GatewayError::Graphql(g) => Bytes::from(g.body()),
             _ => error_body(self.status(), self.code(), &self.to_string(), request_id),
         };
         let mut res = Response::new(body);
@@ -163,6 +171,21 @@ impl GatewayError {
             GatewayError::RateLimited(secs) | GatewayError::QuotaExceeded(secs) => {
                 res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*secs));
             }
+            GatewayError::Graphql(g) => match g.kind {
+                GraphqlKind::Method => {
+                    res.headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static("GET, POST"));
+                }
+                // The client sends the query next; no cache may keep this answer (as Apollo
+                // Router answers it).
+                GraphqlKind::PersistedNotFound => {
+                    res.headers_mut().insert(
+                        header::CACHE_CONTROL,
+                        HeaderValue::from_static("private, no-cache, must-revalidate"),
+                    );
+                }
+                _ => {}
+            },
             _ => {}
         }
         res
@@ -217,6 +240,7 @@ impl From<cratopus_policies::chain::Refusal> for GatewayError {
             Refusal::Overloaded => GatewayError::Overloaded,
             Refusal::BodyTooLarge(n) => GatewayError::BodyTooLarge(n),
             Refusal::Invalid(v) => GatewayError::Invalid(v),
+            Refusal::Graphql(g) => GatewayError::Graphql(g),
         }
     }
 }

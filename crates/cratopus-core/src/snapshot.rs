@@ -22,6 +22,7 @@ use cratopus_policies::authz::Authorizer;
 use cratopus_policies::chain::Policy;
 use cratopus_policies::cors::Cors;
 use cratopus_policies::forwarding::Forwarding;
+use cratopus_policies::graphql::GraphqlGuard;
 use cratopus_policies::ip_rules::{Cidr, IpRules};
 use cratopus_policies::modify::{self, Modifiers};
 use cratopus_policies::validation::Validator;
@@ -655,6 +656,13 @@ pub fn compile_only(
                     None
                 }
             });
+            let graphql = r.graphql.as_ref().and_then(|g| match GraphqlGuard::compile(g, base) {
+                Ok(g) => Some(Arc::new(g)),
+                Err(e) => {
+                    auth_errors.push(format!("route `{pattern}`: graphql: {e}"));
+                    None
+                }
+            });
             let mut ip_rules: Vec<Arc<IpRules>> = org_ip.iter().cloned().collect();
             if let Some(rules) = &r.ip {
                 match IpRules::compile(rules) {
@@ -714,6 +722,7 @@ pub fn compile_only(
                     },
                 )
                 .map(Arc::new),
+                graphql,
             });
             let backend = match route_backend(r, &org_name, &route_name, &upstreams, services, &mut split_states) {
                 Ok(Some(b)) => b,

@@ -4,7 +4,8 @@
 //! (`cratopus-core` builds the list in `chain_builder.rs`, the one place that order is written).
 //! The engine runs [`Policy::on_request`] of each in order before the backend — any may refuse
 //! the request, with a [`Refusal`] — then, if one wants it, reads the body whole once for
-//! [`Policy::on_body`]; on the way back it runs [`Policy::on_response`] of every policy in
+//! [`Policy::on_body`] (which may judge the body and may also replace it: the engine then
+//! sends the new one, with its own `Content-Length`); on the way back it runs [`Policy::on_response`] of every policy in
 //! reverse order, on every answer of the route (the backend's and the gateway's own refusals).
 //!
 //! Dispatch is a `match` over an enum rather than a trait object: the chain is a flat array of
@@ -20,6 +21,7 @@ use crate::auth_failures::{self, AuthFailureGuard};
 use crate::authz::Authorizer;
 use crate::cors::Cors;
 use crate::forwarding::Forwarding;
+use crate::graphql::{GraphqlGuard, GraphqlRefusal};
 use crate::ip_rules::IpRules;
 use crate::modify::Modifiers;
 use crate::validation::{Validator, Violation};
@@ -107,6 +109,8 @@ pub enum Refusal {
     Overloaded,
     BodyTooLarge(u64),
     Invalid(Arc<Violation>),
+    /// A GraphQL guard's refusal, answered as GraphQL errors.
+    Graphql(Arc<GraphqlRefusal>),
 }
 
 /// The rate limits of a route, asked together (see [`Policy::on_request`]).
@@ -166,6 +170,8 @@ pub enum Policy {
     Forward(Arc<Forwarding>),
     /// Header and query modifiers: the organization's, then the route's.
     Modify(Arc<Modifiers>),
+    /// GraphQL guards: operation limits, persisted queries, APQ.
+    Graphql(Arc<GraphqlGuard>),
 }
 
 impl Policy {
@@ -184,6 +190,7 @@ impl Policy {
             Policy::Bulkhead(_) => "bulkhead",
             Policy::Forward(_) => "forward",
             Policy::Modify(_) => "modify",
+            Policy::Graphql(_) => "graphql",
         }
     }
 
@@ -266,6 +273,7 @@ impl Policy {
                 m.on_request(&*cx, req);
                 Ok(())
             }
+            Policy::Graphql(g) => g.on_request(cx, req).map_err(|e| graphql_refusal(cx, e)),
         }
     }
 
@@ -274,14 +282,20 @@ impl Policy {
     pub fn body_limit(&self, req: &http::request::Parts) -> Option<u64> {
         match self {
             Policy::Validate(v) if v.needs_body(&req.method, &req.headers) => Some(v.body_limit().unwrap_or(u64::MAX)),
+            Policy::Graphql(g) => g.body_limit(req),
             _ => None,
         }
     }
 
-    /// Judges the body, read whole once for every policy that asked.
-    pub fn on_body(&self, _cx: &mut RequestCx, body: &Bytes) -> Result<(), Refusal> {
+    /// Judges the body, read whole once for every policy that asked, in chain order; a policy
+    /// may replace it (the GraphQL guard fills in a persisted query), and the later ones and the
+    /// backend see the new one.
+    pub fn on_body(&self, cx: &mut RequestCx, req: &http::request::Parts, body: &mut Bytes) -> Result<(), Refusal> {
         match self {
             Policy::Validate(v) => v.check_body(body).map_err(|e| Refusal::Invalid(Arc::new(e))),
+            Policy::Graphql(g) if req.method == http::Method::POST => {
+                g.on_body(cx, &req.headers, body).map_err(|e| graphql_refusal(cx, e))
+            }
             _ => Ok(()),
         }
     }
@@ -299,6 +313,12 @@ impl Policy {
             _ => {}
         }
     }
+}
+
+/// A GraphQL refusal, its name noted for the log.
+fn graphql_refusal(cx: &mut RequestCx, e: GraphqlRefusal) -> Refusal {
+    cx.reason = Some(e.kind.name());
+    Refusal::Graphql(Arc::new(e))
 }
 
 async fn authenticate(

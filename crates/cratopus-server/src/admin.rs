@@ -305,6 +305,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     render_shadows(&mut out, &snap);
     render_splits(&mut out, &snap);
     render_websockets(&mut out, &s.engine.sockets);
+    crate::admin_graphql::render(&mut out, &snap);
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -1,5 +1,6 @@
 //! The request phase: the route's policy chain in order, each of which may refuse the
-//! request; the body read whole once when a policy must see it (validation), any other body
+//! request; the body read whole once when a policy must see it (validation, GraphQL guards;
+//! a policy may replace it), any other body
 //! streaming through; then the headers every backend gets (`X-Forwarded-*`, `traceparent`,
 //! the client certificate's header).
 
@@ -48,9 +49,15 @@ pub async fn phase(
         }
         Some(limit) => {
             let limit = route.max_body.map_or(limit, |m| m.min(limit));
-            let bytes = read_whole(body, limit, snap.client_body_timeout).await?;
+            let mut bytes = read_whole(body, limit, snap.client_body_timeout).await?;
+            let read = (bytes.as_ptr(), bytes.len());
             for policy in route.chain.iter() {
-                policy.on_body(cx, &bytes)?;
+                policy.on_body(cx, &parts, &mut bytes)?;
+            }
+            // A policy replaced the body (a persisted query filled in): its own length goes on.
+            // (A replaced body is a new buffer, so comparing where it is costs no byte read.)
+            if (bytes.as_ptr(), bytes.len()) != read {
+                parts.headers.insert(header::CONTENT_LENGTH, bytes.len().into());
             }
             let stats = Arc::new(BodyStats::default());
             stats.bytes.store(bytes.len() as u64, Ordering::Relaxed);
