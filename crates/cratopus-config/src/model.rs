@@ -695,6 +695,9 @@ pub enum HealthCheckKind {
     Http,
     /// A TCP connect.
     Tcp,
+    /// The gRPC health-checking protocol (`grpc.health.v1.Health/Check`) over HTTP/2 (h2c,
+    /// or h2 to `https://` targets); `SERVING` is healthy.
+    Grpc,
 }
 
 /// Active health checking of every target of an upstream.
@@ -726,6 +729,10 @@ pub struct HealthCheckConfig {
     /// (shorter than its `Content-Length`, or a connection closed mid-body) fails the check.
     #[serde(default)]
     pub read_body: bool,
+    /// The service a `grpc` check asks about; empty (the default) asks about the server as a
+    /// whole.
+    #[serde(default)]
+    pub grpc_service: String,
 }
 fn default_hc_path() -> String {
     "/".into()
@@ -825,4 +832,8 @@ pub struct RouteConfig {
     /// routes of one path and method can split its traffic.
     #[serde(default, rename = "match")]
     pub conditions: Option<crate::matching::MatchConfig>,
+    /// Translate gRPC-Web (`application/grpc-web`, `application/grpc-web-text`) from browsers
+    /// into gRPC to the upstream, and its answers back.
+    #[serde(default)]
+    pub grpc_web: bool,
 }

@@ -9,6 +9,7 @@
 pub mod balancer;
 pub mod breaker;
 pub mod bulkhead;
+pub mod grpc;
 pub mod health;
 pub mod outlier;
 pub mod pool;
