@@ -109,6 +109,13 @@ impl ResponseBody {
         }
     }
 
+    /// Replaces the backend's body with a wrapper of it (a route's protocol translation).
+    pub fn map_backend(mut self, f: impl FnOnce(BackendBody) -> BackendBody) -> Self {
+        let body = std::mem::replace(&mut self.body, BackendBody::empty());
+        self.body = f(body);
+        self
+    }
+
     /// Writes `pending` to the traffic log when this body is done.
     pub fn with_log(mut self, pending: Option<Box<PendingLog>>) -> Self {
         self.pending = pending;

@@ -27,7 +27,7 @@ use crate::{QuotaPolicy, RateDecision, RateLimitPolicy};
 use bytes::Bytes;
 use cratopus_observe::traffic_log::LogValue;
 use cratopus_state::SharedLimiter;
-use cratopus_upstream::{Bulkhead, BulkheadPermit};
+use cratopus_upstream::{BackendBody, Bulkhead, BulkheadPermit, RequestBody};
 use http::header::{self, HeaderName, HeaderValue};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -65,6 +65,8 @@ pub struct RequestCx {
     /// Fields a policy adds to the request's traffic-log line (see
     /// [`cratopus_observe::traffic_log::LogLine::fields`]).
     pub log_fields: Vec<(&'static str, LogValue)>,
+    /// A gRPC-Web request being translated (see [`crate::grpc_web`]).
+    pub grpc_web: Option<crate::grpc_web::Mode>,
 }
 
 impl RequestCx {
@@ -84,6 +86,7 @@ impl RequestCx {
             permits: Vec::new(),
             route,
             log_fields: Vec::new(),
+            grpc_web: None,
         }
     }
 }
@@ -166,6 +169,8 @@ pub enum Policy {
     Forward(Arc<Forwarding>),
     /// Header and query modifiers: the organization's, then the route's.
     Modify(Arc<Modifiers>),
+    /// gRPC-Web to gRPC and back: heads, and both bodies.
+    GrpcWeb,
 }
 
 impl Policy {
@@ -184,6 +189,7 @@ impl Policy {
             Policy::Bulkhead(_) => "bulkhead",
             Policy::Forward(_) => "forward",
             Policy::Modify(_) => "modify",
+            Policy::GrpcWeb => "grpc_web",
         }
     }
 
@@ -266,6 +272,43 @@ impl Policy {
                 m.on_request(&*cx, req);
                 Ok(())
             }
+            Policy::GrpcWeb => {
+                cx.grpc_web = crate::grpc_web::on_request(&mut req.headers);
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the policy may wrap the request or the response body
+    /// ([`Policy::wrap_request_body`], [`Policy::wrap_response_body`]): the engine asks only
+    /// the chains that have such a policy (a flag of the route, set at compile), so that other
+    /// routes pay nothing for the hooks.
+    pub fn wraps_bodies(&self) -> bool {
+        matches!(self, Policy::GrpcWeb)
+    }
+
+    /// The request body as the backend gets it: a policy that translates a protocol (or,
+    /// later, decompresses) wraps it here, after every `on_request` and `on_body`. The body
+    /// keeps the route's limit and idle timeout inside the wrapper.
+    pub fn wrap_request_body(&self, cx: &RequestCx, body: RequestBody) -> RequestBody {
+        match (self, cx.grpc_web) {
+            (Policy::GrpcWeb, Some(mode)) => crate::grpc_web::request_body(mode, body),
+            _ => body,
+        }
+    }
+
+    /// The response body as the client gets it, wrapped after every `on_response` (so a
+    /// wrapper sees the final head, `res`). Runs on the gateway's own answers too.
+    pub fn wrap_response_body(
+        &self,
+        cx: &RequestCx,
+        res: &http::response::Parts,
+        body: BackendBody,
+    ) -> BackendBody {
+        match (self, cx.grpc_web) {
+            // Only an answer that is gRPC has gRPC's framing and trailers to translate.
+            (Policy::GrpcWeb, Some(mode)) if is_grpc_web(&res.headers) => crate::grpc_web::response_body(mode, body),
+            _ => body,
         }
     }
 
@@ -296,9 +339,21 @@ impl Policy {
                 }
             }
             Policy::Modify(m) => m.on_response(cx, res),
+            Policy::GrpcWeb => {
+                if let Some(mode) = cx.grpc_web {
+                    crate::grpc_web::on_response(mode, &mut res.headers);
+                }
+            }
             _ => {}
         }
     }
+}
+
+/// An answer `on_response` turned into gRPC-Web.
+fn is_grpc_web(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc-web"))
 }
 
 async fn authenticate(

@@ -11,6 +11,7 @@ pub mod authz;
 pub mod chain;
 pub mod cors;
 pub mod forwarding;
+pub mod grpc_web;
 pub mod ip_rules;
 pub mod jwks;
 pub mod key;

@@ -68,6 +68,9 @@ pub struct Exchange<'a> {
     /// Where the request phase starts in the route's chain: past authentication when the
     /// routing phase ran that part already (routes chosen by consumer, see `routing.rs`).
     pub chain_from: usize,
+    /// The request is gRPC (`content-type: application/grpc…`): the gateway's own errors are
+    /// answered as gRPC statuses.
+    pub grpc: bool,
     answered: bool,
 }
 
@@ -114,6 +117,7 @@ impl<'a> Exchange<'a> {
             stats: None,
             error: None,
             chain_from: 0,
+            grpc: cratopus_upstream::grpc::is_grpc(req.headers()),
             answered: false,
         }
     }
@@ -125,14 +129,28 @@ impl<'a> Exchange<'a> {
             Ok(res) => res,
             Err(e) => {
                 self.error = Some(e.code());
-                e.to_response(&self.request_id).map(ResponseBody::full)
+                if self.grpc {
+                    e.to_grpc_response().map(ResponseBody::full)
+                } else {
+                    e.to_response(&self.request_id).map(ResponseBody::full)
+                }
             }
         };
-        let (mut parts, body) = res.into_parts();
-        // Response policies, in reverse order of the chain.
+        let (mut parts, mut body) = res.into_parts();
+        // Response policies, in reverse order of the chain; then the body wrappers (gRPC-Web)
+        // of the routes that have one, which see the final head.
         if let (Some(route), Some(cx)) = (&self.route, &self.cx) {
             for p in route.chain.iter().rev() {
                 p.on_response(cx, &mut parts);
+            }
+            if route.wraps_bodies {
+                body = body.map_backend(|b| {
+                    route
+                        .chain
+                        .iter()
+                        .rev()
+                        .fold(b, |b, p| p.wrap_response_body(cx, &parts, b))
+                });
             }
         }
         parts.headers.insert(X_REQUEST_ID.clone(), self.request_id.clone());
