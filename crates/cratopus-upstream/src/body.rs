@@ -298,6 +298,10 @@ impl Body for RequestBody {
                     if let Some(d) = f.data_ref() {
                         rec.push(d);
                     }
+                    // hyper stops polling a body that says it has ended.
+                    if self.is_end_stream() {
+                        rec.end();
+                    }
                 }
                 Poll::Ready(None) => rec.end(),
                 _ => {}
