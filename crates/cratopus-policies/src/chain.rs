@@ -273,7 +273,10 @@ impl Policy {
                 Ok(())
             }
             Policy::GrpcWeb => {
-                cx.grpc_web = crate::grpc_web::on_request(&mut req.headers);
+                // Once: a route chosen by consumer may run it after its first candidate did.
+                if cx.grpc_web.is_none() {
+                    cx.grpc_web = crate::grpc_web::on_request(&mut req.headers);
+                }
                 Ok(())
             }
         }
@@ -299,12 +302,7 @@ impl Policy {
 
     /// The response body as the client gets it, wrapped after every `on_response` (so a
     /// wrapper sees the final head, `res`). Runs on the gateway's own answers too.
-    pub fn wrap_response_body(
-        &self,
-        cx: &RequestCx,
-        res: &http::response::Parts,
-        body: BackendBody,
-    ) -> BackendBody {
+    pub fn wrap_response_body(&self, cx: &RequestCx, res: &http::response::Parts, body: BackendBody) -> BackendBody {
         match (self, cx.grpc_web) {
             // Only an answer that is gRPC has gRPC's framing and trailers to translate.
             (Policy::GrpcWeb, Some(mode)) if is_grpc_web(&res.headers) => crate::grpc_web::response_body(mode, body),

@@ -68,15 +68,21 @@ pub fn on_response(mode: Mode, headers: &mut HeaderMap) {
         Mode::Text => "application/grpc-web-text",
     };
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    if let Some(rest) = ct.and_then(|c| c.to_ascii_lowercase().strip_prefix("application/grpc").map(str::to_string))
-        && let Ok(v) = HeaderValue::from_str(&format!("{web}{rest}"))
+    if let Some(rest) = ct.and_then(|c| {
+        c.to_ascii_lowercase()
+            .strip_prefix("application/grpc")
+            .map(str::to_string)
+    }) && let Ok(v) = HeaderValue::from_str(&format!("{web}{rest}"))
     {
         headers.insert(header::CONTENT_TYPE, v);
     }
     // The body's length changes (a trailer frame, base64).
     headers.remove(header::CONTENT_LENGTH);
     if headers.contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN) {
-        let exposed = match headers.get(header::ACCESS_CONTROL_EXPOSE_HEADERS).and_then(|v| v.to_str().ok()) {
+        let exposed = match headers
+            .get(header::ACCESS_CONTROL_EXPOSE_HEADERS)
+            .and_then(|v| v.to_str().ok())
+        {
             Some(e) if !e.trim().is_empty() => format!("{e}, {EXPOSED}"),
             _ => EXPOSED.to_string(),
         };
@@ -138,8 +144,7 @@ where
             match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
-                        this.pending
-                            .extend(data.iter().filter(|b| !b.is_ascii_whitespace()));
+                        this.pending.extend(data.iter().filter(|b| !b.is_ascii_whitespace()));
                         let whole = this.pending.len() / 4 * 4;
                         if whole == 0 {
                             continue;
@@ -206,7 +211,11 @@ impl<B> EncodeWeb<B> {
             Mode::Binary => (!data.is_empty()).then_some(data),
             Mode::Text => {
                 self.pending.extend_from_slice(&data);
-                let n = if last { self.pending.len() } else { self.pending.len() / 3 * 3 };
+                let n = if last {
+                    self.pending.len()
+                } else {
+                    self.pending.len() / 3 * 3
+                };
                 if n == 0 {
                     return None;
                 }
@@ -287,14 +296,21 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
 
-    fn stream(pieces: Vec<Frame<Bytes>>) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>> {
-        StreamBody::new(futures_util::stream::iter(pieces.into_iter().map(Ok).collect::<Vec<_>>()))
+    fn stream(
+        pieces: Vec<Frame<Bytes>>,
+    ) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>> {
+        StreamBody::new(futures_util::stream::iter(
+            pieces.into_iter().map(Ok).collect::<Vec<_>>(),
+        ))
     }
 
     #[test]
     fn heads_are_translated_both_ways() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc-web-text+proto"));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc-web-text+proto"),
+        );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("12"));
         assert_eq!(on_request(&mut h), Some(Mode::Text));
         assert_eq!(h[header::CONTENT_TYPE], "application/grpc+proto");
@@ -316,10 +332,16 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc+proto"));
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-        h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static("x-request-id"));
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-request-id"),
+        );
         on_response(Mode::Text, &mut h);
         assert_eq!(h[header::CONTENT_TYPE], "application/grpc-web-text+proto");
-        assert_eq!(h[header::ACCESS_CONTROL_EXPOSE_HEADERS], format!("x-request-id, {EXPOSED}"));
+        assert_eq!(
+            h[header::ACCESS_CONTROL_EXPOSE_HEADERS],
+            format!("x-request-id, {EXPOSED}")
+        );
     }
 
     #[tokio::test]

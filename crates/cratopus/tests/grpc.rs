@@ -102,10 +102,7 @@ where
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let st = self.0.clone();
         Box::pin(async move {
-            *st.te.lock().unwrap() = req
-                .headers()
-                .get("te")
-                .map(|v| v.to_str().unwrap_or("").to_string());
+            *st.te.lock().unwrap() = req.headers().get("te").map(|v| v.to_str().unwrap_or("").to_string());
             let mut grpc = tonic::server::Grpc::new(ProstCodec::<Msg, Msg>::default());
             Ok(match req.uri().path() {
                 "/test.Echo/Unary" => grpc.unary(FnSvc(move |r| unary(st.clone(), r)), req).await,
@@ -140,7 +137,8 @@ async fn unary(st: Arc<State>, req: tonic::Request<Msg>) -> Result<tonic::Respon
         "hang" => std::future::pending().await,
         _ => {
             let mut res = tonic::Response::new(msg(&format!("echo:{text}")));
-            res.metadata_mut().insert("x-served-by", MetadataValue::from_static("tonic"));
+            res.metadata_mut()
+                .insert("x-served-by", MetadataValue::from_static("tonic"));
             Ok(res)
         }
     }
@@ -160,7 +158,9 @@ async fn server_stream(req: tonic::Request<Msg>) -> Result<tonic::Response<MsgSt
             md,
         ))))
         .collect();
-    Ok(tonic::Response::new(Box::pin(futures_util::stream::iter(items)) as MsgStream))
+    Ok(tonic::Response::new(
+        Box::pin(futures_util::stream::iter(items)) as MsgStream
+    ))
 }
 
 /// Joins every message of the call.
@@ -175,9 +175,7 @@ async fn client_stream(req: tonic::Request<tonic::Streaming<Msg>>) -> Result<ton
 
 /// Answers each message as it comes.
 async fn bidi(req: tonic::Request<tonic::Streaming<Msg>>) -> Result<tonic::Response<MsgStream>, Status> {
-    let out = req
-        .into_inner()
-        .map(|m| m.map(|m| msg(&format!("bidi:{}", m.text))));
+    let out = req.into_inner().map(|m| m.map(|m| msg(&format!("bidi:{}", m.text))));
     Ok(tonic::Response::new(Box::pin(out) as MsgStream))
 }
 
@@ -322,8 +320,12 @@ async fn call_unary_with(
 ) -> Result<tonic::Response<Msg>, Status> {
     let mut g = tonic::client::Grpc::new(ch.clone());
     g.ready().await.unwrap();
-    g.unary(req, http::uri::PathAndQuery::from_static(path), ProstCodec::<Msg, Msg>::default())
-        .await
+    g.unary(
+        req,
+        http::uri::PathAndQuery::from_static(path),
+        ProstCodec::<Msg, Msg>::default(),
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -428,7 +430,11 @@ async fn the_gateways_own_errors_are_grpc_statuses() {
     req.metadata_mut()
         .insert("x-api-key", MetadataValue::from_static("secret-key"));
     assert_eq!(
-        call_unary_with(&ch, "/auth/test.Echo/Unary", req).await.unwrap().get_ref().text,
+        call_unary_with(&ch, "/auth/test.Echo/Unary", req)
+            .await
+            .unwrap()
+            .get_ref()
+            .text,
         "echo:k"
     );
 
@@ -459,7 +465,14 @@ async fn the_gateways_own_errors_are_grpc_statuses() {
     assert_eq!(res.header("grpc-message"), Some("the upstream did not answer in time"));
 
     // The traffic log names the errors.
-    for code in ["rate_limited", "missing_credentials", "ip_denied", "upstream_unreachable", "no_route", "upstream_timeout"] {
+    for code in [
+        "rate_limited",
+        "missing_credentials",
+        "ip_denied",
+        "upstream_unreachable",
+        "no_route",
+        "upstream_timeout",
+    ] {
         assert!(
             gw.wait_for_log(&format!("\"error\":\"{code}\""), Duration::from_secs(10)),
             "{code}: {}",
@@ -488,7 +501,9 @@ async fn an_error_is_a_trailers_only_answer() {
     // A plain HTTP request of the same route still gets the JSON error.
     let res = send(
         &test_support::client(),
-        http::Request::get(gw.url("/down/x")).body(Full::new(Bytes::new())).unwrap(),
+        http::Request::get(gw.url("/down/x"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
     )
     .await;
     assert_eq!(res.status, 502);
@@ -501,7 +516,9 @@ async fn unavailable_is_retried_with_the_request_sent_again() {
     let gw = gateway(&srv);
     let ch = channel(&gw).await;
     srv.state.unavailable_left.store(2, Ordering::SeqCst);
-    let res = call_unary(&ch, "/retry/test.Echo/Unary", "flaky").await.expect(&dump(&gw));
+    let res = call_unary(&ch, "/retry/test.Echo/Unary", "flaky")
+        .await
+        .expect(&dump(&gw));
     assert_eq!(res.get_ref().text, "flaky:ok");
     assert_eq!(srv.state.calls.load(Ordering::SeqCst), 3, "two retries");
 
@@ -517,7 +534,14 @@ async fn a_grpc_health_check_takes_a_target_out_and_puts_it_back() {
     let srv = server().await;
     let gw = gateway(&srv);
     let ch = channel(&gw).await;
-    assert_eq!(call_unary(&ch, "/checked/test.Echo/Unary", "x").await.unwrap().get_ref().text, "echo:x");
+    assert_eq!(
+        call_unary(&ch, "/checked/test.Echo/Unary", "x")
+            .await
+            .unwrap()
+            .get_ref()
+            .text,
+        "echo:x"
+    );
 
     srv.health
         .set_service_status("test.Echo", tonic_health::ServingStatus::NotServing)
@@ -530,7 +554,11 @@ async fn a_grpc_health_check_takes_a_target_out_and_puts_it_back() {
     let err = call_unary(&ch, "/checked/test.Echo/Unary", "x").await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert_eq!(err.message(), "no healthy target in upstream `checked`");
-    assert!(gw.logs().iter().any(|l| l.contains("serving status 2")), "{}", dump(&gw));
+    assert!(
+        gw.logs().iter().any(|l| l.contains("serving status 2")),
+        "{}",
+        dump(&gw)
+    );
 
     srv.health
         .set_service_status("test.Echo", tonic_health::ServingStatus::Serving)
@@ -591,13 +619,22 @@ async fn grpc_web_binary_and_text_reach_the_grpc_server() {
     let gw = gateway(&srv);
 
     // Binary, unary: the message and a trailer frame with grpc-status 0.
-    let res = web_call(&gw, "/web/test.Echo/Unary", "application/grpc-web+proto", frame(&msg("web"))).await;
+    let res = web_call(
+        &gw,
+        "/web/test.Echo/Unary",
+        "application/grpc-web+proto",
+        frame(&msg("web")),
+    )
+    .await;
     assert_eq!(res.status, 200, "{}", dump(&gw));
     // tonic answers `application/grpc`, which goes back as gRPC-Web's own.
     assert_eq!(res.header("content-type"), Some("application/grpc-web"));
     assert_eq!(res.header("x-served-by"), Some("tonic"));
     let expose = res.header("access-control-expose-headers").unwrap_or("");
-    assert!(expose.contains("grpc-status") && expose.contains("grpc-message"), "{expose}");
+    assert!(
+        expose.contains("grpc-status") && expose.contains("grpc-message"),
+        "{expose}"
+    );
     let (msgs, trailers) = web_frames(&res.body);
     assert_eq!(msgs, [msg("echo:web")]);
     assert!(trailers.contains("grpc-status:0\r\n"), "{trailers:?}");
@@ -630,15 +667,38 @@ async fn grpc_web_binary_and_text_reach_the_grpc_server() {
     let res = web_call(&gw, "/web/test.Echo/Unary", "application/grpc-web", frame(&msg("fail"))).await;
     assert_eq!(res.status, 200);
     assert_eq!(res.header("grpc-status"), Some("5"));
-    assert_eq!(res.header("grpc-message"), Some("nothing%20here:%20100%25%20gone"), "as tonic encoded it");
+    assert_eq!(
+        res.header("grpc-message"),
+        Some("nothing%20here:%20100%25%20gone"),
+        "as tonic encoded it"
+    );
 
     // A body that is not base64: the call fails, the gateway stays up.
-    let res = web_call(&gw, "/web/test.Echo/Unary", "application/grpc-web-text", b"!!!!".to_vec()).await;
+    let res = web_call(
+        &gw,
+        "/web/test.Echo/Unary",
+        "application/grpc-web-text",
+        b"!!!!".to_vec(),
+    )
+    .await;
     assert_ne!(res.header("grpc-status"), Some("0"), "{res:?}", res = res.headers);
-    let res = web_call(&gw, "/web/test.Echo/Unary", "application/grpc-web", frame(&msg("again"))).await;
+    let res = web_call(
+        &gw,
+        "/web/test.Echo/Unary",
+        "application/grpc-web",
+        frame(&msg("again")),
+    )
+    .await;
     assert_eq!(web_frames(&res.body).0, [msg("echo:again")]);
 
     // The same route still serves plain gRPC untouched.
     let ch = channel(&gw).await;
-    assert_eq!(call_unary(&ch, "/web/test.Echo/Unary", "plain").await.unwrap().get_ref().text, "echo:plain");
+    assert_eq!(
+        call_unary(&ch, "/web/test.Echo/Unary", "plain")
+            .await
+            .unwrap()
+            .get_ref()
+            .text,
+        "echo:plain"
+    );
 }

@@ -91,7 +91,8 @@ impl UpstreamCall {
         // stream (it has no length to read it whole by, and a bidirectional call cannot wait).
         let record = retry.is_some_and(|r| r.policy.on_grpc != 0 && call.grpc) && !keep_for_retry;
         let (parts, mut body) = req.into_parts();
-        let recording = (record && !body.is_end_stream()).then(|| body.record(retry.map_or(0, |r| r.policy.buffer_body)));
+        let recording =
+            (record && !body.is_end_stream()).then(|| body.record(retry.map_or(0, |r| r.policy.buffer_body)));
         let mut kept = None;
         let body = if keep_for_retry {
             let bytes = body
@@ -204,9 +205,9 @@ impl UpstreamCall {
             // A gRPC failure is an answer of status 200 whose head carries `grpc-status`
             // (Trailers-Only); it is retried only when the request's bytes were all kept.
             let failure = end.failure().or_else(|| match (&outcome, retry) {
-                (Ok((r, _)), Some(rt)) if rt.policy.on_grpc != 0 && call.grpc => {
-                    crate::grpc::head_status(r.headers()).filter(|s| *s != 0).map(Failure::Grpc)
-                }
+                (Ok((r, _)), Some(rt)) if rt.policy.on_grpc != 0 && call.grpc => crate::grpc::head_status(r.headers())
+                    .filter(|s| *s != 0)
+                    .map(Failure::Grpc),
                 _ => None,
             });
             let replayable = recording.as_ref().is_none_or(|r| r.complete());
