@@ -702,3 +702,54 @@ async fn grpc_web_binary_and_text_reach_the_grpc_server() {
         "echo:plain"
     );
 }
+
+/// Request trailers pass too (gRPC clients seldom send them; HTTP/2 clients may), over h2c to
+/// an h2c target.
+#[tokio::test(flavor = "multi_thread")]
+async fn request_trailers_reach_the_target() {
+    use test_support::http_body_util::{BodyExt, StreamBody};
+    use test_support::hyper::body::{Frame, Incoming};
+    let target = test_support::Backend::start(|req: http::Request<Incoming>, _| async move {
+        let got = req.into_body().collect().await.expect("the request body");
+        let trailer = got
+            .trailers()
+            .and_then(|t| t.get("x-checksum"))
+            .map(|v| v.to_str().unwrap_or("").to_string())
+            .unwrap_or_default();
+        http::Response::builder()
+            .header("x-seen-trailer", trailer)
+            .header("x-seen-len", got.to_bytes().len())
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    })
+    .await;
+    let gw = start_gateway(
+        &format!(
+            "listeners:\n  - name: http\n    bind: 127.0.0.1:0\norganizations:\n  - name: t\n    upstreams:\n      \
+             api: {{targets: [\"http://{}\"], protocol: h2c}}\n    routes:\n      - {{path: \"/{{*p}}\", upstream: api}}\n",
+            target.addr
+        ),
+        &[],
+    );
+    let stream = tokio::net::TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut sender, conn) = test_support::hyper::client::conn::http2::handshake(
+        test_support::hyper_util::rt::TokioExecutor::new(),
+        test_support::hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", http::HeaderValue::from_static("abc123"));
+    let frames = vec![
+        Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"payload"))),
+        Ok(Frame::trailers(trailers)),
+    ];
+    let req = http::Request::post(gw.url("/upload"))
+        .body(StreamBody::new(futures_util::stream::iter(frames)))
+        .unwrap();
+    let res = sender.send_request(req).await.expect(&dump(&gw));
+    assert_eq!(res.status(), 200, "{}", dump(&gw));
+    assert_eq!(res.headers()["x-seen-len"], "7");
+    assert_eq!(res.headers()["x-seen-trailer"], "abc123");
+}
