@@ -753,3 +753,107 @@ async fn request_trailers_reach_the_target() {
     assert_eq!(res.headers()["x-seen-len"], "7");
     assert_eq!(res.headers()["x-seen-trailer"], "abc123");
 }
+
+/// The same tonic service over TLS with ALPN `h2`, for `protocol: h2` upstreams.
+async fn tls_server(pem: &test_support::tls::Pem) -> Server {
+    use test_support::rustls;
+    use test_support::rustls::pki_types::pem::PemObject;
+    use test_support::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.cert.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(pem.key.as_bytes()).unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = Arc::new(State::default());
+    let (health, health_svc) = tonic_health::server::health_reporter();
+    health
+        .set_service_status("test.Echo", tonic_health::ServingStatus::Serving)
+        .await;
+    let routes = tonic::service::Routes::new(Echo(state.clone())).add_service(health_svc);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let (acceptor, routes) = (acceptor.clone(), routes.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let _ = test_support::hyper::server::conn::http2::Builder::new(
+                    test_support::hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(
+                    test_support::hyper_util::rt::TokioIo::new(tls),
+                    test_support::hyper_util::service::TowerToHyperService::new(routes),
+                )
+                .await;
+            });
+        }
+    });
+    let hang = test_support::Backend::start(|_, _| std::future::pending::<http::Response<Full<Bytes>>>()).await;
+    Server {
+        addr,
+        state,
+        health,
+        task,
+        hang,
+    }
+}
+
+/// gRPC to an `https://` target over h2 (ALPN), and the gRPC health check over the same TLS.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_reaches_an_h2_target_over_tls_and_is_health_checked_there() {
+    let ca = test_support::tls::TestCa::new("grpc CA");
+    let pem = ca.server(&["grpc.test", "127.0.0.1"], test_support::tls::KeyKind::EcdsaP256);
+    let srv = tls_server(&pem).await;
+    let org = format!(
+        "name: tls
+    upstreams:
+      api:
+        targets: [\"https://127.0.0.1:{port}\"]
+        protocol: h2
+        tls: {{ca: ca.pem, server_name: grpc.test}}
+        health_check: {{type: grpc, grpc_service: test.Echo, interval: 100ms, unhealthy_threshold: 1, healthy_threshold: 1}}
+    routes:
+      - {{path: \"/test.Echo/{{*m}}\", upstream: api}}
+",
+        port = srv.addr.port()
+    );
+    let gw = start_gateway(
+        &format!("listeners:\n  - name: http\n    bind: 127.0.0.1:0\norganizations:\n  - {org}\n"),
+        &[("ca.pem", &ca.cert_pem)],
+    );
+    let ch = channel(&gw).await;
+    let res = call_unary(&ch, "/test.Echo/Unary", "tls").await.expect(&dump(&gw));
+    assert_eq!(res.get_ref().text, "echo:tls");
+    assert_eq!(srv.state.te.lock().unwrap().as_deref(), Some("trailers"));
+    let err = call_unary(&ch, "/test.Echo/Unary", "fail").await.unwrap_err();
+    assert_eq!(err.metadata().get("x-why").unwrap(), "custom");
+
+    srv.health
+        .set_service_status("test.Echo", tonic_health::ServingStatus::NotServing)
+        .await;
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            call_unary(&ch, "/test.Echo/Unary", "x")
+                .await
+                .is_err_and(|e| e.code() == Code::Unavailable)
+        })
+        .await,
+        "{}",
+        dump(&gw)
+    );
+    assert!(
+        gw.logs().iter().any(|l| l.contains("serving status 2")),
+        "{}",
+        dump(&gw)
+    );
+}
