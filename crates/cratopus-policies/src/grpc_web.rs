@@ -296,9 +296,9 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
 
-    fn stream(
-        pieces: Vec<Frame<Bytes>>,
-    ) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>> {
+    type Frames = futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>;
+
+    fn stream(pieces: Vec<Frame<Bytes>>) -> StreamBody<Frames> {
         StreamBody::new(futures_util::stream::iter(
             pieces.into_iter().map(Ok).collect::<Vec<_>>(),
         ))

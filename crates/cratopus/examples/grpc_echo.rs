@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tonic::codegen::{Service, StdError};
+use tonic::codegen::{Service, StdError, http};
 use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tonic_prost::ProstCodec;

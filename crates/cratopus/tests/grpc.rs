@@ -335,7 +335,9 @@ async fn the_four_kinds_of_call_pass_with_their_trailers() {
     let ch = channel(&gw).await;
 
     // Unary: the answer, a header of the server's, and `te: trailers` kept on the way.
-    let res = call_unary(&ch, "/test.Echo/Unary", "hi").await.expect(&dump(&gw));
+    let res = call_unary(&ch, "/test.Echo/Unary", "hi")
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}{}", dump(&gw)));
     assert_eq!(res.get_ref().text, "echo:hi");
     assert_eq!(res.metadata().get("x-served-by").unwrap(), "tonic");
     assert_eq!(srv.state.te.lock().unwrap().as_deref(), Some("trailers"));
@@ -418,7 +420,9 @@ async fn the_gateways_own_errors_are_grpc_statuses() {
     let ch = channel(&gw).await;
 
     // A rate limit of one a minute: the second call is RESOURCE_EXHAUSTED.
-    call_unary(&ch, "/rl/test.Echo/Unary", "x").await.expect(&dump(&gw));
+    call_unary(&ch, "/rl/test.Echo/Unary", "x")
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}{}", dump(&gw)));
     let err = call_unary(&ch, "/rl/test.Echo/Unary", "x").await.unwrap_err();
     assert_eq!(err.code(), Code::ResourceExhausted, "{err:?}");
     assert!(err.message().starts_with("too many requests"), "{err:?}");
@@ -518,7 +522,7 @@ async fn unavailable_is_retried_with_the_request_sent_again() {
     srv.state.unavailable_left.store(2, Ordering::SeqCst);
     let res = call_unary(&ch, "/retry/test.Echo/Unary", "flaky")
         .await
-        .expect(&dump(&gw));
+        .unwrap_or_else(|e| panic!("{e:?}{}", dump(&gw)));
     assert_eq!(res.get_ref().text, "flaky:ok");
     assert_eq!(srv.state.calls.load(Ordering::SeqCst), 3, "two retries");
 
@@ -748,7 +752,10 @@ async fn request_trailers_reach_the_target() {
     let req = http::Request::post(gw.url("/upload"))
         .body(StreamBody::new(futures_util::stream::iter(frames)))
         .unwrap();
-    let res = sender.send_request(req).await.expect(&dump(&gw));
+    let res = sender
+        .send_request(req)
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}{}", dump(&gw)));
     assert_eq!(res.status(), 200, "{}", dump(&gw));
     assert_eq!(res.headers()["x-seen-len"], "7");
     assert_eq!(res.headers()["x-seen-trailer"], "abc123");
@@ -832,7 +839,9 @@ async fn grpc_reaches_an_h2_target_over_tls_and_is_health_checked_there() {
         &[("ca.pem", &ca.cert_pem)],
     );
     let ch = channel(&gw).await;
-    let res = call_unary(&ch, "/test.Echo/Unary", "tls").await.expect(&dump(&gw));
+    let res = call_unary(&ch, "/test.Echo/Unary", "tls")
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}{}", dump(&gw)));
     assert_eq!(res.get_ref().text, "echo:tls");
     assert_eq!(srv.state.te.lock().unwrap().as_deref(), Some("trailers"));
     let err = call_unary(&ch, "/test.Echo/Unary", "fail").await.unwrap_err();
