@@ -861,7 +861,7 @@ async fn grpc_reaches_an_h2_target_over_tls_and_is_health_checked_there() {
         dump(&gw)
     );
     assert!(
-        gw.logs().iter().any(|l| l.contains("serving status 2")),
+        gw.wait_for_log("serving status 2", Duration::from_secs(5)),
         "{}",
         dump(&gw)
     );
