@@ -23,6 +23,9 @@ use std::time::{Instant, SystemTime};
 /// its status, had already gone to the client).
 pub const UPSTREAM_BODY_INCOMPLETE: &str = "upstream_body_incomplete";
 
+/// The traffic log's field with a gRPC call's `grpc-status`.
+pub const GRPC_STATUS_FIELD: &str = "grpc_status";
+
 /// The traffic-log line waiting for the response to end.
 pub struct PendingLog {
     pub line: LogLine,
@@ -226,6 +229,14 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.sent += d.len() as u64;
+                } else if let (Some(t), Some(p)) = (frame.trailers_ref(), &mut this.pending)
+                    && let Some(s) = cratopus_upstream::grpc::head_status(t)
+                {
+                    // A gRPC call's status, in its trailers.
+                    p.line.fields.push((
+                        GRPC_STATUS_FIELD,
+                        cratopus_observe::traffic_log::LogValue::Int(s.into()),
+                    ));
                 }
             }
             Poll::Ready(Some(Err(e))) => {

@@ -368,6 +368,24 @@ async fn the_four_kinds_of_call_pass_with_their_trailers() {
     assert_eq!(end.message(), "stream over");
     assert_eq!(end.metadata().get("x-trailer").unwrap(), "after-messages");
 
+    // The traffic log has each call's gRPC status: from the trailers, or from the head of a
+    // Trailers-Only answer.
+    for (path, status) in [
+        ("/test.Echo/ServerStream", 10),
+        ("/test.Echo/Unary", 5),
+        ("/test.Echo/Unary", 0),
+    ] {
+        assert!(
+            gw.wait_for_log_count(&format!("\"grpc_status\":{status}"), 1, Duration::from_secs(10))
+                && gw
+                    .logs()
+                    .iter()
+                    .any(|l| l.contains(path) && l.contains(&format!("\"grpc_status\":{status}"))),
+            "{path} {status}: {}",
+            dump(&gw)
+        );
+    }
+
     // Client streaming: every message reaches the server.
     let mut g = tonic::client::Grpc::new(ch.clone());
     g.ready().await.unwrap();

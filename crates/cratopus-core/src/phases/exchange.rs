@@ -10,7 +10,7 @@
 //! (a timeout over HTTP/1.1, a stream reset over HTTP/2); dropping the exchange unfinished then
 //! logs the request with status 499 and error `client_closed` from what was learned so far.
 
-use crate::body::{BodyStats, PendingLog, PendingMetrics, PendingSpan, ResponseBody};
+use crate::body::{BodyStats, GRPC_STATUS_FIELD, PendingLog, PendingMetrics, PendingSpan, ResponseBody};
 use crate::engine::{ConnInfo, Engine};
 use crate::error::GatewayError;
 use crate::forward::{self, X_REQUEST_ID};
@@ -18,6 +18,7 @@ use crate::host::{host_value, request_host};
 use crate::snapshot::{Route, Snapshot};
 use cratopus_observe::LogLine;
 use cratopus_observe::spans::{RequestSpan, SpanSink, UpstreamSpan};
+use cratopus_observe::traffic_log::LogValue;
 use cratopus_policies::chain::RequestCx;
 use cratopus_policies::ip_rules::client_ip;
 use cratopus_upstream::Call;
@@ -167,6 +168,13 @@ impl<'a> Exchange<'a> {
         let client_fault = self.call.as_ref().is_some_and(|c| c.client_fault);
         let pending = self.log.take().map(|mut line| {
             self.fill(&mut line, code);
+            // A gRPC call's status: here when it is in the head (the gateway's errors, a
+            // Trailers-Only answer); else the response body adds it from the trailers.
+            if self.grpc
+                && let Some(s) = cratopus_upstream::grpc::head_status(&parts.headers)
+            {
+                line.fields.push((GRPC_STATUS_FIELD, LogValue::Int(s.into())));
+            }
             Box::new(PendingLog {
                 line,
                 log: self.snap.traffic_log.clone(),
