@@ -213,6 +213,24 @@ mod tests {
     }
 
     #[test]
+    fn named_grpc_codes_are_retried_whatever_the_method() {
+        let p = RetryPolicy {
+            attempts: 3,
+            on_status: Vec::new(),
+            on_connect_error: false,
+            on_grpc: 1 << 14, // UNAVAILABLE
+            ..RetryPolicy::default()
+        };
+        assert!(p.may_retry(&Method::POST));
+        assert!(p.should_retry(&Method::POST, Failure::Grpc(14), 1));
+        assert!(p.should_retry(&Method::POST, Failure::Grpc(14), 2));
+        assert!(!p.should_retry(&Method::POST, Failure::Grpc(14), 3), "attempts spent");
+        assert!(!p.should_retry(&Method::POST, Failure::Grpc(8), 1), "not named");
+        assert!(!p.should_retry(&Method::POST, Failure::Grpc(200), 1), "no such code");
+        assert!(!RetryPolicy::default().should_retry(&Method::POST, Failure::Grpc(14), 1));
+    }
+
+    #[test]
     fn a_body_is_worth_keeping_only_when_its_request_may_be_retried() {
         let p = RetryPolicy::default();
         assert!(p.may_retry(&Method::PUT));
