@@ -72,6 +72,20 @@ pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
                     .chain(r.shadow.as_ref().map(|s| s.upstream.value.as_str()))
             })
             .collect();
+        for (i, r) in o.routes.iter().enumerate() {
+            let http1 = |u: &crate::Spanned<String>| {
+                o.upstreams
+                    .get(&u.value)
+                    .is_some_and(|up| up.protocol == crate::Protocol::Http1)
+            };
+            if r.grpc_web && r.upstream_names().any(http1) {
+                warnings.push(ConfigError::at_key(
+                    f,
+                    format!("{base}/routes/{i}/grpc_web"),
+                    "grpc_web: the route's upstream speaks HTTP/1.1, and gRPC servers need HTTP/2: set its `protocol: h2c` (or `h2`)".to_string(),
+                ));
+            }
+        }
         for (uname, u) in &o.upstreams {
             if !used.contains(uname.as_str()) {
                 warnings.push(ConfigError::at_key(

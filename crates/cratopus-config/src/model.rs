@@ -704,6 +704,9 @@ pub enum HealthCheckKind {
     Http,
     /// A TCP connect.
     Tcp,
+    /// The gRPC health-checking protocol (`grpc.health.v1.Health/Check`) over HTTP/2 (h2c,
+    /// or h2 to `https://` targets); `SERVING` is healthy.
+    Grpc,
 }
 
 /// Active health checking of every target of an upstream.
@@ -735,6 +738,10 @@ pub struct HealthCheckConfig {
     /// (shorter than its `Content-Length`, or a connection closed mid-body) fails the check.
     #[serde(default)]
     pub read_body: bool,
+    /// The service a `grpc` check asks about; empty (the default) asks about the server as a
+    /// whole.
+    #[serde(default)]
+    pub grpc_service: String,
 }
 fn default_hc_path() -> String {
     "/".into()
@@ -845,4 +852,8 @@ pub struct RouteConfig {
     /// GraphQL guards: limits on the operations clients send, persisted queries.
     #[serde(default)]
     pub graphql: Option<crate::graphql::GraphqlConfig>,
+    /// Translate gRPC-Web (`application/grpc-web`, `application/grpc-web-text`) from browsers
+    /// into gRPC to the upstream, and its answers back.
+    #[serde(default)]
+    pub grpc_web: bool,
 }

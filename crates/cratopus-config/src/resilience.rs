@@ -241,6 +241,13 @@ pub struct RetryConfig {
     /// body are retried.
     #[serde(default = "default_buffer_body")]
     pub buffer_body: ByteSize,
+    /// gRPC status codes that are retried (`unavailable`, `resource_exhausted`, …) when the
+    /// target answers a gRPC request with the status in its response headers (a
+    /// Trailers-Only answer: the call failed before any message). Retried whatever the method
+    /// (gRPC calls are POSTs), like Envoy's `retry-on: unavailable`. The request's messages
+    /// are kept for a retry up to `buffer_body` bytes as they stream.
+    #[serde(default)]
+    pub on_grpc: Vec<crate::grpc::GrpcCode>,
 }
 
 impl Default for RetryConfig {
@@ -256,6 +263,7 @@ impl Default for RetryConfig {
             budget_window: default_budget_window(),
             allow_non_idempotent: false,
             buffer_body: default_buffer_body(),
+            on_grpc: Vec::new(),
         }
     }
 }
@@ -529,6 +537,7 @@ mod tests {
                 budget_window: Dur::secs(60),
                 allow_non_idempotent: true,
                 buffer_body: ByteSize(1024 * 1024),
+                on_grpc: Vec::new(),
             }
         );
         assert!(c.problems().is_empty());

@@ -13,7 +13,7 @@ use crate::access::AuthConfig;
 use crate::auth_limits::AuthFailuresConfig;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::load::LoadedConfig;
-use crate::model::{Balance, HealthCheckConfig, OrganizationConfig, Protocol, UpstreamConfig};
+use crate::model::{Balance, HealthCheckConfig, HealthCheckKind, OrganizationConfig, Protocol, UpstreamConfig};
 use crate::policies::{QuotaConfig, RateKey, RateLimitConfig, StateScope};
 use crate::tls::{OrgTlsConfig, UnknownSni, acme_directory_url};
 use std::collections::HashMap;
@@ -385,6 +385,12 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
             }
             if let Some(hc) = &u.health_check {
                 check_health(f, &ptr(&here, &["health_check"]), uname, hc, &mut errors);
+                if hc.kind == HealthCheckKind::Grpc && u.protocol == Protocol::Http1 {
+                    errors.push(at(
+                        &["upstreams", uname, "health_check", "type"],
+                        format!("upstream `{uname}`: a grpc health check needs HTTP/2 to the targets; set `protocol: h2c` (or `h2` for https:// targets)"),
+                    ));
+                }
             }
             check_upstream_tls(f, &here, uname, u, &mut errors);
             let problems = [

@@ -26,6 +26,9 @@ pub const UPSTREAM_BODY_INCOMPLETE: &str = "upstream_body_incomplete";
 /// The upstream paused its body longer than the read timeout, and the gateway cut it.
 pub const UPSTREAM_READ_TIMEOUT: &str = "upstream_read_timeout";
 
+/// The traffic log's field with a gRPC call's `grpc-status`.
+pub const GRPC_STATUS_FIELD: &str = "grpc_status";
+
 /// The traffic-log line waiting for the response to end.
 pub struct PendingLog {
     pub line: LogLine,
@@ -111,6 +114,13 @@ impl ResponseBody {
             pending: None,
             cut: None,
         }
+    }
+
+    /// Replaces the backend's body with a wrapper of it (a route's protocol translation).
+    pub fn map_backend(mut self, f: impl FnOnce(BackendBody) -> BackendBody) -> Self {
+        let body = std::mem::replace(&mut self.body, BackendBody::empty());
+        self.body = f(body);
+        self
     }
 
     /// Writes `pending` to the traffic log when this body is done.
@@ -224,6 +234,14 @@ impl Body for ResponseBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     this.sent += d.len() as u64;
+                } else if let (Some(t), Some(p)) = (frame.trailers_ref(), &mut this.pending)
+                    && let Some(s) = cratopus_upstream::grpc::head_status(t)
+                {
+                    // A gRPC call's status, in its trailers.
+                    p.line.fields.push((
+                        GRPC_STATUS_FIELD,
+                        cratopus_observe::traffic_log::LogValue::Int(s.into()),
+                    ));
                 }
             }
             Poll::Ready(Some(Err(e))) => {

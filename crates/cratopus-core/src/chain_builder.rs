@@ -41,12 +41,19 @@ pub struct RouteParts {
     /// The organization's and the route's modifiers, compiled together.
     pub modifiers: Option<Arc<Modifiers>>,
     pub graphql: Option<Arc<GraphqlGuard>>,
+    /// The route translates gRPC-Web.
+    pub grpc_web: bool,
 }
 
 /// The route's chain, in the order its policies run on the request (the response runs it
 /// backwards).
 pub fn chain(p: RouteParts) -> Vec<Policy> {
     let mut chain = Vec::new();
+    // gRPC-Web ahead of CORS: its request side only reads the head (it refuses nothing), and
+    // its response side runs last, adding the gRPC headers to what CORS exposes.
+    if p.grpc_web {
+        chain.push(Policy::GrpcWeb);
+    }
     // CORS first: it only notes the `Origin`, so that every refusal below carries its headers.
     chain.extend(p.cors.map(Policy::Cors));
     chain.extend(p.ip_rules.into_iter().map(Policy::IpRules));

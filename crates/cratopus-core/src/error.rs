@@ -192,6 +192,70 @@ impl GatewayError {
     }
 }
 
+impl GatewayError {
+    /// The gRPC status of this error (grpc/doc/statuscodes.md), for a gRPC request: what a
+    /// gRPC client can act on (UNAVAILABLE is retried by gRPC clients, RESOURCE_EXHAUSTED
+    /// backs off). Errors the spec's HTTP-to-gRPC table covers map as it says (400 → INTERNAL,
+    /// 404 → UNIMPLEMENTED, 502/503/504 → UNAVAILABLE), refined where the gateway knows more.
+    pub fn grpc_status(&self) -> u8 {
+        const INVALID_ARGUMENT: u8 = 3;
+        const DEADLINE_EXCEEDED: u8 = 4;
+        const PERMISSION_DENIED: u8 = 7;
+        const RESOURCE_EXHAUSTED: u8 = 8;
+        const UNIMPLEMENTED: u8 = 12;
+        const INTERNAL: u8 = 13;
+        const UNAVAILABLE: u8 = 14;
+        const UNAUTHENTICATED: u8 = 16;
+        match self {
+            GatewayError::UnknownHost(_) | GatewayError::NoRoute | GatewayError::MethodNotAllowed(..) => UNIMPLEMENTED,
+            GatewayError::BodyTooLarge(_) | GatewayError::HeadersTooLarge(_) => RESOURCE_EXHAUSTED,
+            GatewayError::BadRequestBody | GatewayError::BadRequest(_) => INTERNAL,
+            GatewayError::ClientBodyTimeout | GatewayError::UpstreamTimeout => DEADLINE_EXCEEDED,
+            GatewayError::NoHealthyTarget(_)
+            | GatewayError::UpstreamUnreachable
+            | GatewayError::UpstreamFailed
+            | GatewayError::UpstreamTls
+            | GatewayError::RouteDisabled
+            | GatewayError::LimitsUnavailable
+            | GatewayError::Overloaded
+            | GatewayError::MisdirectedRequest => UNAVAILABLE,
+            GatewayError::RateLimited(_) | GatewayError::QuotaExceeded(_) => RESOURCE_EXHAUSTED,
+            GatewayError::Unauthenticated { .. } | GatewayError::ClientCertRequired => UNAUTHENTICATED,
+            GatewayError::Forbidden(_) | GatewayError::IpDenied | GatewayError::Blocked | GatewayError::Cors { .. } => {
+                PERMISSION_DENIED
+            }
+            // A GraphQL refusal on a gRPC request is unlikely but possible (one route, both
+            // kinds of client): the operation was refused as invalid.
+            GatewayError::Invalid(_) | GatewayError::Graphql(_) => INVALID_ARGUMENT,
+        }
+    }
+
+    /// The error as a gRPC answer: a Trailers-Only response (HTTP 200, `content-type:
+    /// application/grpc`, `grpc-status` and `grpc-message` in the one header block, which ends
+    /// the stream), the form the gRPC spec gives a call that fails before any message and the
+    /// one Envoy and linkerd answer with. Its status is in the head, so a retry policy or a
+    /// gRPC-Web client over HTTP/1.1 (which cannot read trailers) sees it too. `Retry-After`
+    /// and `WWW-Authenticate` stay as HTTP headers, for the callers that read them.
+    pub fn to_grpc_response(&self) -> Response<Bytes> {
+        use cratopus_upstream::grpc::{GRPC_MESSAGE, GRPC_STATUS, message_value};
+        let mut res = Response::new(Bytes::new());
+        let h = res.headers_mut();
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        h.insert(GRPC_STATUS.clone(), HeaderValue::from(u16::from(self.grpc_status())));
+        h.insert(GRPC_MESSAGE.clone(), message_value(&self.to_string()));
+        match self {
+            GatewayError::Unauthenticated { challenge, .. } => {
+                h.insert(header::WWW_AUTHENTICATE, challenge.clone());
+            }
+            GatewayError::RateLimited(secs) | GatewayError::QuotaExceeded(secs) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            }
+            _ => {}
+        }
+        res
+    }
+}
+
 /// The JSON error body every gateway error uses.
 pub fn error_body(status: StatusCode, code: &str, message: &str, request_id: &HeaderValue) -> Bytes {
     let doc = serde_json::json!({"error": {

@@ -67,6 +67,9 @@ pub struct Route {
     pub cors: Option<Arc<Cors>>,
     /// The chain reads the path parameters: the routing phase hands them on.
     pub keeps_params: bool,
+    /// A policy of the chain may wrap the request or response body (gRPC-Web): only then do
+    /// the request phase and the response phase ask the chain.
+    pub wraps_bodies: bool,
     /// Routes of the organization with the same number have the same
     /// [`AccessRules`](crate::router::AccessRules): the router lets one answer for another.
     pub access: usize,
@@ -723,6 +726,7 @@ pub fn compile_only(
                 )
                 .map(Arc::new),
                 graphql,
+                grpc_web: r.grpc_web,
             });
             let backend = match route_backend(r, &org_name, &route_name, &upstreams, services, &mut split_states) {
                 Ok(Some(b)) => b,
@@ -771,6 +775,7 @@ pub fn compile_only(
                     .or_insert_with_key(|k| prev_metrics.get(k).cloned().unwrap_or_default())
                     .clone(),
                 keeps_params: chain.iter().any(Policy::reads_params),
+                wraps_bodies: chain.iter().any(Policy::wraps_bodies),
                 chain: chain.into(),
                 backend,
                 cors,

@@ -29,7 +29,7 @@ use crate::{QuotaPolicy, RateDecision, RateLimitPolicy};
 use bytes::Bytes;
 use cratopus_observe::traffic_log::LogValue;
 use cratopus_state::SharedLimiter;
-use cratopus_upstream::{Bulkhead, BulkheadPermit};
+use cratopus_upstream::{BackendBody, Bulkhead, BulkheadPermit, RequestBody};
 use http::header::{self, HeaderName, HeaderValue};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -67,6 +67,8 @@ pub struct RequestCx {
     /// Fields a policy adds to the request's traffic-log line (see
     /// [`cratopus_observe::traffic_log::LogLine::fields`]).
     pub log_fields: Vec<(&'static str, LogValue)>,
+    /// A gRPC-Web request being translated (see [`crate::grpc_web`]).
+    pub grpc_web: Option<crate::grpc_web::Mode>,
 }
 
 impl RequestCx {
@@ -86,6 +88,7 @@ impl RequestCx {
             permits: Vec::new(),
             route,
             log_fields: Vec::new(),
+            grpc_web: None,
         }
     }
 }
@@ -172,6 +175,8 @@ pub enum Policy {
     Modify(Arc<Modifiers>),
     /// GraphQL guards: operation limits, persisted queries, APQ.
     Graphql(Arc<GraphqlGuard>),
+    /// gRPC-Web to gRPC and back: heads, and both bodies.
+    GrpcWeb,
 }
 
 impl Policy {
@@ -191,6 +196,7 @@ impl Policy {
             Policy::Forward(_) => "forward",
             Policy::Modify(_) => "modify",
             Policy::Graphql(_) => "graphql",
+            Policy::GrpcWeb => "grpc_web",
         }
     }
 
@@ -274,6 +280,41 @@ impl Policy {
                 Ok(())
             }
             Policy::Graphql(g) => g.on_request(cx, req).map_err(|e| graphql_refusal(cx, e)),
+            Policy::GrpcWeb => {
+                // Once: a route chosen by consumer may run it after its first candidate did.
+                if cx.grpc_web.is_none() {
+                    cx.grpc_web = crate::grpc_web::on_request(&mut req.headers);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the policy may wrap the request or the response body
+    /// ([`Policy::wrap_request_body`], [`Policy::wrap_response_body`]): the engine asks only
+    /// the chains that have such a policy (a flag of the route, set at compile), so that other
+    /// routes pay nothing for the hooks.
+    pub fn wraps_bodies(&self) -> bool {
+        matches!(self, Policy::GrpcWeb)
+    }
+
+    /// The request body as the backend gets it: a policy that translates a protocol (or,
+    /// later, decompresses) wraps it here, after every `on_request` and `on_body`. The body
+    /// keeps the route's limit and idle timeout inside the wrapper.
+    pub fn wrap_request_body(&self, cx: &RequestCx, body: RequestBody) -> RequestBody {
+        match (self, cx.grpc_web) {
+            (Policy::GrpcWeb, Some(mode)) => crate::grpc_web::request_body(mode, body),
+            _ => body,
+        }
+    }
+
+    /// The response body as the client gets it, wrapped after every `on_response` (so a
+    /// wrapper sees the final head, `res`). Runs on the gateway's own answers too.
+    pub fn wrap_response_body(&self, cx: &RequestCx, res: &http::response::Parts, body: BackendBody) -> BackendBody {
+        match (self, cx.grpc_web) {
+            // Only an answer that is gRPC has gRPC's framing and trailers to translate.
+            (Policy::GrpcWeb, Some(mode)) if is_grpc_web(&res.headers) => crate::grpc_web::response_body(mode, body),
+            _ => body,
         }
     }
 
@@ -310,6 +351,11 @@ impl Policy {
                 }
             }
             Policy::Modify(m) => m.on_response(cx, res),
+            Policy::GrpcWeb => {
+                if let Some(mode) = cx.grpc_web {
+                    crate::grpc_web::on_response(mode, &mut res.headers);
+                }
+            }
             _ => {}
         }
     }
@@ -319,6 +365,13 @@ impl Policy {
 fn graphql_refusal(cx: &mut RequestCx, e: GraphqlRefusal) -> Refusal {
     cx.reason = Some(e.kind.name());
     Refusal::Graphql(Arc::new(e))
+}
+
+/// An answer `on_response` turned into gRPC-Web.
+fn is_grpc_web(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc-web"))
 }
 
 async fn authenticate(

@@ -12,6 +12,7 @@ pub mod chain;
 pub mod cors;
 pub mod forwarding;
 pub mod graphql;
+pub mod grpc_web;
 pub mod ip_rules;
 pub mod jwks;
 pub mod key;

@@ -100,6 +100,68 @@ pub struct RequestBody {
     stall: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Whether `stall` is armed for the current wait.
     waiting: bool,
+    /// A copy of the bytes as they pass, for a retry (gRPC calls, whose bodies stream).
+    record: Option<Arc<Recording>>,
+}
+
+/// The bytes of a request body kept as they stream to the target, up to a limit, so that a
+/// retry can send them again once the body has ended: a gRPC call streams its messages (it has
+/// no `Content-Length` to read it whole by, and a bidirectional call would wait forever for a
+/// body read whole first), and is retried after a Trailers-Only answer only when all its bytes
+/// were kept (Envoy's retry buffer does the same).
+#[derive(Debug)]
+pub struct Recording {
+    limit: u64,
+    kept: std::sync::Mutex<Kept>,
+}
+
+#[derive(Debug, Default)]
+struct Kept {
+    chunks: Vec<Bytes>,
+    len: u64,
+    ended: bool,
+    overflowed: bool,
+}
+
+impl Recording {
+    fn push(&self, data: &Bytes) {
+        let Ok(mut k) = self.kept.lock() else { return };
+        if k.overflowed {
+            return;
+        }
+        k.len += data.len() as u64;
+        if k.len > self.limit {
+            k.overflowed = true;
+            k.chunks = Vec::new();
+        } else {
+            k.chunks.push(data.clone()); // a reference count, not a copy
+        }
+    }
+
+    fn end(&self) {
+        if let Ok(mut k) = self.kept.lock() {
+            k.ended = true;
+        }
+    }
+
+    /// Whether the whole body was kept: it has ended within the limit.
+    pub fn complete(&self) -> bool {
+        self.kept.lock().is_ok_and(|k| k.ended && !k.overflowed)
+    }
+
+    /// The whole body, once it has ended within the limit; `None` before its end or past the
+    /// limit (the request cannot be sent again).
+    pub fn replay(&self) -> Option<Bytes> {
+        let k = self.kept.lock().ok()?;
+        if !k.ended || k.overflowed {
+            return None;
+        }
+        Some(match k.chunks.as_slice() {
+            [] => Bytes::new(),
+            [one] => one.clone(),
+            many => Bytes::from(many.concat()),
+        })
+    }
 }
 
 impl RequestBody {
@@ -122,6 +184,7 @@ impl RequestBody {
                 stats: stats.clone(),
                 stall: None,
                 waiting: false,
+                record: None,
             },
             stats,
         )
@@ -183,6 +246,34 @@ impl RequestBody {
             idle: None,
             stall: None,
             waiting: false,
+            record: None,
+        }
+    }
+
+    /// Keeps a copy of the bytes as they pass, up to `limit`, for a retry ([`Recording`]).
+    pub fn record(&mut self, limit: u64) -> Arc<Recording> {
+        let rec = Arc::new(Recording {
+            limit,
+            kept: Default::default(),
+        });
+        if self.is_end_stream() {
+            rec.end();
+        }
+        self.record = Some(rec.clone());
+        rec
+    }
+
+    /// Wraps a body made of this one (a protocol translation on a route: gRPC-Web's), so that
+    /// the result is still the body every backend takes. The limit, the idle timeout and the
+    /// stats stay with `self`, inside.
+    pub fn wrap<B>(self, wrap: impl FnOnce(RequestBody) -> B) -> RequestBody
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        RequestBody {
+            inner: Some(ClientBody::boxed(wrap(self))),
+            ..RequestBody::empty()
         }
     }
 
@@ -200,6 +291,40 @@ impl Body for RequestBody {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = self.as_mut().poll_body(cx);
+        if let Some(rec) = &self.record {
+            match &polled {
+                Poll::Ready(Some(Ok(f))) => {
+                    if let Some(d) = f.data_ref() {
+                        rec.push(d);
+                    }
+                    // hyper stops polling a body that says it has ended.
+                    if self.is_end_stream() {
+                        rec.end();
+                    }
+                }
+                Poll::Ready(None) => rec.end(),
+                _ => {}
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.buffered.is_none() && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match (&self.buffered, &self.inner) {
+            (Some(b), _) => SizeHint::with_exact(b.len() as u64),
+            (None, Some(b)) => b.size_hint(),
+            (None, None) => SizeHint::with_exact(0),
+        }
+    }
+}
+
+impl RequestBody {
+    fn poll_body(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if let Some(b) = this.buffered.take() {
             return Poll::Ready(Some(Ok(Frame::data(b))));
@@ -231,18 +356,6 @@ impl Body for RequestBody {
                 Poll::Ready(None)
             }
             Poll::Pending => this.poll_stall(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.buffered.is_none() && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match (&self.buffered, &self.inner) {
-            (Some(b), _) => SizeHint::with_exact(b.len() as u64),
-            (None, Some(b)) => b.size_hint(),
-            (None, None) => SizeHint::with_exact(0),
         }
     }
 }
@@ -425,6 +538,20 @@ impl BackendBody {
         self.permit = permit;
     }
 
+    /// Wraps the body's frames in a translation (a route's protocol: gRPC-Web's), keeping
+    /// what the body holds (the pooled connection, the pending attempt, the in-flight count),
+    /// which is settled when the wrapped body ends as it would have been.
+    pub fn wrap<B>(mut self, wrap: impl FnOnce(Frames) -> B) -> BackendBody
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        use http_body_util::BodyExt;
+        let kind = std::mem::replace(&mut self.kind, Kind::Full(None));
+        self.kind = Kind::Boxed(UnsyncBoxBody::new(wrap(Frames(kind)).map_err(Into::into)));
+        self
+    }
+
     /// Whether this is an upstream's streamed body (rather than one made in process).
     pub fn is_streamed(&self) -> bool {
         !matches!(self.kind, Kind::Full(_))
@@ -435,7 +562,13 @@ impl BackendBody {
     /// the pending attempt, hands the connection back when it can be reused, and releases the
     /// target's in-flight count.
     pub fn settle(&mut self, target_cut: bool) {
-        let whole = !target_cut && matches!(&self.kind, Kind::Upstream(b) if b.is_end_stream());
+        // A wrapped body (`wrap`) is whole when its wrapper has ended.
+        let whole = !target_cut
+            && match &self.kind {
+                Kind::Upstream(b) => b.is_end_stream(),
+                Kind::Boxed(b) => b.is_end_stream(),
+                Kind::Full(_) => false,
+            };
         if let Some(a) = self.attempt.take() {
             match (target_cut, whole) {
                 (true, _) => a.finish(false),
@@ -453,17 +586,34 @@ impl BackendBody {
     }
 }
 
+/// A backend body's frames, without what the body holds: what [`BackendBody::wrap`] hands to
+/// a wrapper.
+pub struct Frames(Kind);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().0).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.0.size_hint()
+    }
+}
+
 impl Body for BackendBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let polled = match &mut this.kind {
-            Kind::Full(b) => return Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
-            Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
-        };
+        let polled = Pin::new(&mut this.kind).poll_frame(cx);
         if let Some(idle) = &mut this.read_idle {
             if polled.is_ready() {
                 idle.armed = false;
@@ -477,7 +627,28 @@ impl Body for BackendBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
+        self.kind.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.kind.size_hint()
+    }
+}
+
+impl Body for Kind {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
             Kind::Full(b) => b.is_none(),
             Kind::Upstream(b) => b.is_end_stream(),
             Kind::Boxed(b) => b.is_end_stream(),
@@ -485,7 +656,7 @@ impl Body for BackendBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.kind {
+        match self {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Upstream(b) => b.size_hint(),
             Kind::Boxed(b) => b.size_hint(),

@@ -1,6 +1,6 @@
 //! Headers that never cross a hop.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
@@ -23,8 +23,14 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
 
 /// `Transfer-Encoding`'s place in [`HOP_BY_HOP`].
 const TRANSFER_ENCODING_BIT: u16 = 1 << 5;
+/// `TE`'s place in [`HOP_BY_HOP`].
+const TE_BIT: u16 = 1 << 3;
 
-/// Removes hop-by-hop headers, including the ones the `Connection` header names. A message
+/// Removes hop-by-hop headers, including the ones the `Connection` header names, except
+/// `TE: trailers`: gRPC needs it end to end (servers refuse a call without it, to detect a
+/// proxy that would drop trailers), and the gateway does pass trailers on (RFC 9110 §10.1.4
+/// lets a proxy that forwards trailers send `trailers`; Envoy keeps exactly that value too). A
+/// message
 /// that came with `Transfer-Encoding` also loses its `Content-Length`: the transfer coding
 /// framed it and overrides the length (RFC 9112 §6.3), which is therefore wrong for the body
 /// as the next hop gets it (whose framing hyper chooses anew).
@@ -56,14 +62,34 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
             }
         }
     }
+    let trailers = present & TE_BIT != 0 && asks_trailers(headers);
     for (i, h) in HOP_BY_HOP.iter().enumerate().skip(1) {
         if present & (1 << i) != 0 {
             headers.remove(*h);
         }
     }
+    if trailers {
+        headers.insert(header::TE, TRAILERS.clone());
+    }
     if present & TRANSFER_ENCODING_BIT != 0 {
         headers.remove(header::CONTENT_LENGTH);
     }
+}
+
+static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
+
+/// Whether the `TE` headers name `trailers` (among other codings, which are dropped).
+fn asks_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            t.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        })
 }
 
 /// The value of cookie `name` in a request's `Cookie` headers (for hashing and stickiness).
@@ -81,7 +107,6 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     #[test]
     fn hop_by_hop_is_stripped() {
@@ -119,5 +144,20 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::CONTENT_LENGTH));
+    }
+
+    #[test]
+    fn te_trailers_is_kept_and_nothing_else_of_te() {
+        assert_eq!(1 << HOP_BY_HOP.iter().position(|n| **n == header::TE).unwrap(), TE_BIT);
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip, Trailers;q=1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert_eq!(h.len(), 1);
+
+        let mut h = HeaderMap::new();
+        h.insert(header::TE, HeaderValue::from_static("gzip"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.is_empty(), "{h:?}");
     }
 }

@@ -1,6 +1,6 @@
 //! Active health checks: an HTTP request (expected status, and with `read_body` a complete
-//! body) or a TCP connect per target, every interval, on a fresh connection so that a check
-//! sees what a new request would see.
+//! body), a gRPC health check (`grpc_health.rs`) or a TCP connect per target, every interval,
+//! on a fresh connection so that a check sees what a new request would see.
 
 use crate::pool::UpstreamPool;
 use crate::target::{Target, TargetKind};
@@ -49,8 +49,10 @@ async fn check(t: &Target, hc: &HealthCheckConfig, tls: Option<&UpstreamTls>) ->
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    if hc.kind == HealthCheckKind::Tcp {
-        return Ok(());
+    match hc.kind {
+        HealthCheckKind::Tcp => return Ok(()),
+        HealthCheckKind::Grpc => return crate::grpc_health::check(stream, tls, authority, &hc.grpc_service).await,
+        HealthCheckKind::Http => {}
     }
     let conn = match tls {
         None => {

@@ -9,6 +9,8 @@
 pub mod balancer;
 pub mod breaker;
 pub mod bulkhead;
+pub mod grpc;
+pub mod grpc_health;
 pub mod health;
 pub mod outlier;
 pub mod pool;

@@ -29,6 +29,7 @@ impl Retry {
                 backoff_max: c.backoff_max.0,
                 allow_non_idempotent: c.allow_non_idempotent,
                 buffer_body: c.buffer_body.0,
+                on_grpc: c.on_grpc.iter().fold(0, |m, c| m | 1 << c.number()),
             },
             budget: RetryBudget::new(c.budget_ratio, c.min_retries_per_sec, c.budget_window.0, Instant::now()),
         })

@@ -42,6 +42,9 @@ pub struct RetryPolicy {
     pub allow_non_idempotent: bool,
     /// Request bodies up to this many bytes are kept for a retry; larger ones are not retried.
     pub buffer_body: u64,
+    /// gRPC status codes retried from a Trailers-Only answer, one bit per code (bit 14:
+    /// UNAVAILABLE); retried whatever the method.
+    pub on_grpc: u32,
 }
 
 impl Default for RetryPolicy {
@@ -54,6 +57,7 @@ impl Default for RetryPolicy {
             backoff_max: Duration::from_millis(250),
             allow_non_idempotent: false,
             buffer_body: 64 * 1024,
+            on_grpc: 0,
         }
     }
 }
@@ -71,6 +75,8 @@ pub enum Failure {
     /// The connection broke after the request was (maybe) sent, before a response head
     /// (treated as a 502).
     Reset,
+    /// A gRPC call failed with this status before any message (a Trailers-Only answer).
+    Grpc(u8),
 }
 
 impl RetryPolicy {
@@ -86,6 +92,9 @@ impl RetryPolicy {
             Failure::Status(s) => s,
             Failure::Timeout => 504,
             Failure::Reset => 502,
+            // The route named the code: a gRPC call is a POST, and naming a code says it is
+            // safe to repeat (UNAVAILABLE is, by the gRPC spec, always safe to retry).
+            Failure::Grpc(code) => return self.on_grpc & (1 << code.min(31)) != 0,
         };
         self.on_status.contains(&status) && (self.allow_non_idempotent || is_idempotent(method))
     }
@@ -95,6 +104,7 @@ impl RetryPolicy {
     pub fn may_retry(&self, method: &Method) -> bool {
         self.attempts > 1
             && (self.on_connect_error
+                || self.on_grpc != 0
                 || (!self.on_status.is_empty() && (self.allow_non_idempotent || is_idempotent(method))))
     }
 
@@ -200,6 +210,24 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn named_grpc_codes_are_retried_whatever_the_method() {
+        let p = RetryPolicy {
+            attempts: 3,
+            on_status: Vec::new(),
+            on_connect_error: false,
+            on_grpc: 1 << 14, // UNAVAILABLE
+            ..RetryPolicy::default()
+        };
+        assert!(p.may_retry(&Method::POST));
+        assert!(p.should_retry(&Method::POST, Failure::Grpc(14), 1));
+        assert!(p.should_retry(&Method::POST, Failure::Grpc(14), 2));
+        assert!(!p.should_retry(&Method::POST, Failure::Grpc(14), 3), "attempts spent");
+        assert!(!p.should_retry(&Method::POST, Failure::Grpc(8), 1), "not named");
+        assert!(!p.should_retry(&Method::POST, Failure::Grpc(200), 1), "no such code");
+        assert!(!RetryPolicy::default().should_retry(&Method::POST, Failure::Grpc(14), 1));
     }
 
     #[test]

@@ -21,6 +21,10 @@ pub async fn phase(
     call.consumer = ex.cx.as_ref().and_then(|cx| cx.consumer.clone());
     call.body = ex.stats.clone();
     call.body_limit = route.max_body;
+    if ex.grpc {
+        call.grpc = true;
+        call.deadline = cratopus_upstream::grpc::timeout(req.headers()).map(|t| ex.start + t);
+    }
     let call = ex.call.insert(call);
     let answer = match &mut ex.websocket {
         None => route.backend.call(call, req).await,

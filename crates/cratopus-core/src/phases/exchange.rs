@@ -10,7 +10,7 @@
 //! (a timeout over HTTP/1.1, a stream reset over HTTP/2); dropping the exchange unfinished then
 //! logs the request with status 499 and error `client_closed` from what was learned so far.
 
-use crate::body::{BodyStats, PendingLog, PendingMetrics, PendingSpan, ResponseBody};
+use crate::body::{BodyStats, GRPC_STATUS_FIELD, PendingLog, PendingMetrics, PendingSpan, ResponseBody};
 use crate::engine::{ConnInfo, Engine};
 use crate::error::GatewayError;
 use crate::forward::{self, X_REQUEST_ID};
@@ -18,6 +18,7 @@ use crate::host::{host_value, request_host};
 use crate::snapshot::{Route, Snapshot};
 use cratopus_observe::LogLine;
 use cratopus_observe::spans::{RequestSpan, SpanSink, UpstreamSpan};
+use cratopus_observe::traffic_log::LogValue;
 use cratopus_policies::chain::RequestCx;
 use cratopus_policies::ip_rules::client_ip;
 use cratopus_upstream::Call;
@@ -71,6 +72,9 @@ pub struct Exchange<'a> {
     /// A WebSocket being set up (noted by the routing phase); once the backend switched
     /// protocols, the log phase hands the sockets and the log line to its relay.
     pub websocket: Option<crate::websocket::Upgrade>,
+    /// The request is gRPC (`content-type: application/grpc…`): the gateway's own errors are
+    /// answered as gRPC statuses.
+    pub grpc: bool,
     answered: bool,
 }
 
@@ -118,6 +122,7 @@ impl<'a> Exchange<'a> {
             error: None,
             chain_from: 0,
             websocket: None,
+            grpc: cratopus_upstream::grpc::is_grpc(req.headers()),
             answered: false,
         }
     }
@@ -129,14 +134,28 @@ impl<'a> Exchange<'a> {
             Ok(res) => res,
             Err(e) => {
                 self.error = Some(e.code());
-                e.to_response(&self.request_id).map(ResponseBody::full)
+                if self.grpc {
+                    e.to_grpc_response().map(ResponseBody::full)
+                } else {
+                    e.to_response(&self.request_id).map(ResponseBody::full)
+                }
             }
         };
-        let (mut parts, body) = res.into_parts();
-        // Response policies, in reverse order of the chain.
+        let (mut parts, mut body) = res.into_parts();
+        // Response policies, in reverse order of the chain; then the body wrappers (gRPC-Web)
+        // of the routes that have one, which see the final head.
         if let (Some(route), Some(cx)) = (&self.route, &self.cx) {
             for p in route.chain.iter().rev() {
                 p.on_response(cx, &mut parts);
+            }
+            if route.wraps_bodies {
+                body = body.map_backend(|b| {
+                    route
+                        .chain
+                        .iter()
+                        .rev()
+                        .fold(b, |b, p| p.wrap_response_body(cx, &parts, b))
+                });
             }
         }
         parts.headers.insert(X_REQUEST_ID.clone(), self.request_id.clone());
@@ -153,6 +172,13 @@ impl<'a> Exchange<'a> {
         let client_fault = self.call.as_ref().is_some_and(|c| c.client_fault);
         let mut pending = self.log.take().map(|mut line| {
             self.fill(&mut line, code);
+            // A gRPC call's status: here when it is in the head (the gateway's errors, a
+            // Trailers-Only answer); else the response body adds it from the trailers.
+            if self.grpc
+                && let Some(s) = cratopus_upstream::grpc::head_status(&parts.headers)
+            {
+                line.fields.push((GRPC_STATUS_FIELD, LogValue::Int(s.into())));
+            }
             Box::new(PendingLog {
                 line,
                 log: self.snap.traffic_log.clone(),

@@ -66,6 +66,13 @@ pub async fn phase(
         }
     };
 
+    // A policy that translates a protocol wraps the body the backend reads.
+    let body = if route.wraps_bodies {
+        route.chain.iter().fold(body, |b, p| p.wrap_request_body(cx, b))
+    } else {
+        body
+    };
+
     // Headers as every backend sees them, the mirror included.
     let client_host = host_value(&parts.headers, &parts.uri);
     parts.headers.remove(header::EXPECT); // hyper answered it when the body was first read

@@ -149,8 +149,12 @@ async fn by_identity(
         if engine.overrides.is_disabled(&route.org, &route.name) {
             return Err(GatewayError::RouteDisabled);
         }
-        // Its own CORS policy notes the `Origin` for the response, as `first`'s did.
-        for policy in route.chain[..skip].iter().filter(|p| matches!(p, Policy::Cors(_))) {
+        // Its own CORS policy notes the `Origin` for the response, as `first`'s did; its
+        // gRPC-Web step reads the head (unless `first`'s translated it already).
+        for policy in route.chain[..skip]
+            .iter()
+            .filter(|p| matches!(p, Policy::Cors(_) | Policy::GrpcWeb))
+        {
             policy.on_request(cx, &mut parts).await?;
         }
     }

@@ -72,6 +72,11 @@ pub struct Call {
     pub body: Option<Arc<BodyStats>>,
     /// The route's body limit, for reading a body whole (retries, shadow copies).
     pub body_limit: Option<u64>,
+    /// The request is gRPC (read once by the engine from its `content-type`).
+    pub grpc: bool,
+    /// A gRPC caller's deadline (`grpc-timeout`): no attempt waits longer than what is left
+    /// of it, whatever the route's timeout.
+    pub deadline: Option<Instant>,
     /// Reported: the label of the target that answered (or was tried last).
     pub target: Option<Arc<str>>,
     /// Reported: the name of the upstream that answered.
@@ -94,6 +99,8 @@ impl Call {
             consumer: None,
             body: None,
             body_limit: None,
+            grpc: false,
+            deadline: None,
             target: None,
             upstream: None,
             started: None,

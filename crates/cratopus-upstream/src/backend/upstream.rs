@@ -7,6 +7,7 @@ use crate::body::{BackendBody, BodyFault, RequestBody, fault_of};
 use crate::bulkhead::Bulkhead;
 use crate::conn_pool::{ConnPool, SendError};
 use crate::resilience::{self, AttemptEnd, PendingAttempt, Retry};
+use crate::retry::Failure;
 use crate::{Target, TargetKind, UpstreamPool, balancer::hash_key};
 use bytes::Bytes;
 use cratopus_config::HashOn;
@@ -90,7 +91,12 @@ impl UpstreamCall {
                 && r.policy.may_retry(req.method())
                 && content_length(req.headers()).is_some_and(|n| n <= r.policy.buffer_body)
         });
-        let (parts, body) = req.into_parts();
+        // A gRPC call that a named gRPC status may retry keeps a copy of its messages as they
+        // stream (it has no length to read it whole by, and a bidirectional call cannot wait).
+        let record = retry.is_some_and(|r| r.policy.on_grpc != 0 && call.grpc) && !keep_for_retry;
+        let (parts, mut body) = req.into_parts();
+        let recording =
+            (record && !body.is_end_stream()).then(|| body.record(retry.map_or(0, |r| r.policy.buffer_body)));
         let mut kept = None;
         let body = if keep_for_retry {
             let bytes = body
@@ -106,7 +112,7 @@ impl UpstreamCall {
         if let Some(r) = retry {
             r.budget.on_request(Instant::now());
         }
-        let replay = (retry.is_some() && (body.is_end_stream() || kept.is_some()))
+        let replay = (retry.is_some() && (body.is_end_stream() || kept.is_some() || recording.is_some()))
             .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
         let method = parts.method.clone();
         let mut first = Some((parts, body));
@@ -119,7 +125,12 @@ impl UpstreamCall {
                 (None, Some((m, u, h))) => {
                     let mut p = Request::new(()).into_parts().0;
                     (p.method, p.uri, p.headers) = (m.clone(), u.clone(), h.clone());
-                    (p, kept.clone().map_or_else(RequestBody::empty, RequestBody::full))
+                    let body = match (&kept, &recording) {
+                        (Some(k), _) => RequestBody::full(k.clone()),
+                        (None, Some(r)) => r.replay().map_or_else(RequestBody::empty, RequestBody::full),
+                        (None, None) => RequestBody::empty(),
+                    };
+                    (p, body)
                 }
                 (None, None) => return Err(BackendError::Failed),
             };
@@ -145,7 +156,11 @@ impl UpstreamCall {
                 Some(Err(_)) => return Err(BackendError::NoHealthyTarget(upstream.name.clone())),
             };
             let req = upstream_request(upstream, &target, parts, body, call.client_host.clone())?;
-            let result = tokio::time::timeout(self.timeout, upstream.conns.send(addr, target.host(), req)).await;
+            let timeout = match call.deadline {
+                Some(d) => self.timeout.min(d.saturating_duration_since(Instant::now())),
+                None => self.timeout,
+            };
+            let result = tokio::time::timeout(timeout, upstream.conns.send(addr, target.host(), req)).await;
             call.elapsed = Some(started.elapsed());
             if !matches!(result, Ok(Ok(_)))
                 && let Some(f) = client_fault(call, result.is_err())
@@ -191,8 +206,17 @@ impl UpstreamCall {
             // Retry: a failure the policy retries, within the budget, before anything of the
             // response has been sent to the client (a 5xx head is dropped unread), to another
             // target when there is one.
-            let again = match (retry, end.failure(), &replay) {
-                (Some(r), Some(f), Some(_)) => {
+            // A gRPC failure is an answer of status 200 whose head carries `grpc-status`
+            // (Trailers-Only); it is retried only when the request's bytes were all kept.
+            let failure = end.failure().or_else(|| match (&outcome, retry) {
+                (Ok((r, _)), Some(rt)) if rt.policy.on_grpc != 0 && call.grpc => crate::grpc::head_status(r.headers())
+                    .filter(|s| *s != 0)
+                    .map(Failure::Grpc),
+                _ => None,
+            });
+            let replayable = recording.as_ref().is_none_or(|r| r.complete());
+            let again = match (retry, failure, &replay) {
+                (Some(r), Some(f), Some(_)) if replayable => {
                     r.policy.should_retry(&method, f, tries) && r.budget.try_retry(Instant::now())
                 }
                 _ => false,
