@@ -135,6 +135,17 @@ pub struct ComposeBackendConfig {
     /// The backend path, with the endpoint's `{params}` and, in a sequential endpoint, fields of
     /// earlier answers (`{resp0_calendar_id}`, `{resp1_user.id}`), in the path or the query.
     pub url_pattern: String,
+    /// The upstream of the organization this backend is called on (KrakenD's `host`); by
+    /// default the route's `upstream`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The method of the call (KrakenD's `method`); by default `GET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// How long this backend may take to its answer's head and whole body (`500ms`, `2s`); by
+    /// default its upstream's response timeout. The route's `timeout` bounds every backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
     /// How the answer body is read.
     #[serde(default)]
     pub encoding: BackendEncoding,
