@@ -21,6 +21,11 @@ pub async fn phase(
     call.consumer = ex.cx.as_ref().and_then(|cx| cx.consumer.clone());
     call.body = ex.stats.clone();
     call.body_limit = route.max_body;
+    if route.backend.wants_params()
+        && let Some(cx) = &ex.cx
+    {
+        call.params = cx.params.clone();
+    }
     let call = ex.call.insert(call);
     match route.backend.call(call, req).await {
         Ok(res) => Ok(res.map(ResponseBody::backend)),

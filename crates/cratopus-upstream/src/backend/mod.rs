@@ -7,17 +7,20 @@
 //!   answers are only measured.
 //! - [`Split`]: a weighted split (canary, blue/green, A/B): one backend per arm, the arm chosen
 //!   per request, a failing canary rolled back.
-//! - [`Service`]: anything else that answers a request in process (the engine's tests; later an
-//!   aggregate of several backends). A new kind of backend is a new implementation here, never a
+//! - [`Compose`]: several backends per request, their answers shaped and merged into one
+//!   (KrakenD's composition); it needs the route's path parameters ([`Call::params`]).
+//! - [`Service`]: anything else that answers a request in process (the engine's tests). A new kind of backend is a new implementation here, never a
 //!   special case in the engine.
 //!
 //! Errors are the backend's own small enum ([`BackendError`]); the core turns them into the
 //! gateway's JSON answers in one place.
 
+mod compose;
 mod shadow;
 mod split;
 mod upstream;
 
+pub use compose::{COMPLETED, Compose, ComposeBackend, MAX_ANSWER_BYTES};
 pub use shadow::{Shadow, ShadowStats};
 pub use split::Split;
 pub use upstream::{Upstream, UpstreamCall};
@@ -67,6 +70,9 @@ pub struct Call {
     pub body: Option<Arc<BodyStats>>,
     /// The route's body limit, for reading a body whole (retries, shadow copies).
     pub body_limit: Option<u64>,
+    /// The route's path parameters, filled only for a backend that asks for them
+    /// ([`Backend::wants_params`]), so that other routes pay nothing for them.
+    pub params: Vec<(Arc<str>, String)>,
     /// Reported: the label of the target that answered (or was tried last).
     pub target: Option<Arc<str>>,
     /// Reported: the name of the upstream that answered.
@@ -89,6 +95,7 @@ impl Call {
             consumer: None,
             body: None,
             body_limit: None,
+            params: Vec::new(),
             target: None,
             upstream: None,
             started: None,
@@ -132,6 +139,7 @@ pub enum Backend {
     Shadow(Arc<Shadow>),
     Split(Arc<Split>),
     Service(Arc<dyn Service>),
+    Compose(Arc<Compose>),
 }
 
 impl std::fmt::Debug for Backend {
@@ -154,6 +162,7 @@ impl Backend {
             Backend::Shadow(s) => s.call(call, req).await,
             Backend::Split(s) => s.call(call, req).await,
             Backend::Service(s) => s.call(call, req).await,
+            Backend::Compose(c) => Box::pin(c.call(call, req)).await,
         }
     }
 
@@ -164,6 +173,16 @@ impl Backend {
             Backend::Shadow(s) => s.primary.name(),
             Backend::Split(_) => "split",
             Backend::Service(s) => s.name(),
+            Backend::Compose(c) => &c.name,
+        }
+    }
+
+    /// Whether the engine must fill [`Call::params`] with the route's path parameters.
+    pub fn wants_params(&self) -> bool {
+        match self {
+            Backend::Compose(_) => true,
+            Backend::Shadow(s) => s.primary.wants_params(),
+            _ => false,
         }
     }
 
