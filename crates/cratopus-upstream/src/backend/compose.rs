@@ -120,7 +120,7 @@ impl Compose {
         call.elapsed = Some(started.elapsed());
         call.whole = true;
         for (i, e) in &merged.failures {
-            tracing::debug!(backend = i, error = %e, "composition: backend failed");
+            tracing::warn!(backend = i, error = %e, "composition: backend failed");
         }
         let completed = HeaderValue::from_static(if merged.complete { "true" } else { "false" });
         if merged.is_failure() {

@@ -1,0 +1,227 @@
+//! API composition end to end (issue 14): composed routes call real JSON, XML and broken
+//! backends over real sockets, and the client gets the merged, shaped document KrakenD's
+//! documentation describes, with `X-Cratopus-Completed` saying whether every backend answered.
+
+mod common_ops;
+
+use common_ops::{gateway_with_org_files, start_gateway};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use test_support::http::Response;
+use test_support::http_body_util::Full;
+use test_support::hyper::body::Bytes;
+use test_support::{Backend, Gateway, Reply, get};
+
+/// One backend answering every service of the tests by path; it counts the calendar calls.
+async fn services(calendar_hits: Arc<AtomicUsize>) -> Backend {
+    Backend::start(move |req, _| {
+        let hits = calendar_hits.clone();
+        async move {
+            let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+            let (status, ctype, body): (u16, &str, String) = match pq.as_str() {
+                "/users/7" => (200, "application/json", json!({"id": 7, "name": "Ann", "email": "ann@example.com"}).to_string()),
+                "/posts?author=7" => (200, "application/json", json!({"data": {"posts": [1, 2]}}).to_string()),
+                "/wrapped/7" => (
+                    200,
+                    "application/json",
+                    json!({"data": {"user": {"id": 7, "name": "Ann", "email": "ann@example.com", "address": {"city": "Oslo", "zip": "0150"}}}})
+                        .to_string(),
+                ),
+                "/hotels/7" => (200, "application/json", json!({"hotel_id": 7, "calendar_id": "cal-9", "name": "Grand"}).to_string()),
+                "/hotels-nocal/7" => (200, "application/json", json!({"hotel_id": 7, "name": "Grand"}).to_string()),
+                "/calendars/cal-9" => {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    (200, "application/json", json!({"days": ["mon", "tue"]}).to_string())
+                }
+                "/slow" => {
+                    // Longer than any timeout of the config: only the gateway's timeout ends it.
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    (200, "application/json", "{}".to_string())
+                }
+                "/html" => (200, "text/html", "<html><body>Maintenance</body></html>".to_string()),
+                "/bad" => (200, "application/json", "{\"truncated\": ".to_string()),
+                "/down" => (503, "application/json", json!({"error": "down"}).to_string()),
+                "/xml/7" => (200, "application/xml", "<user id=\"7\"><name>Ann</name><age>3</age></user>".to_string()),
+                "/teapot" => (418, "text/plain", "short and stout".to_string()),
+                _ => (404, "text/plain", format!("no {pq}")),
+            };
+            Response::builder()
+                .status(status)
+                .header("content-type", ctype)
+                .header("x-service", "services")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap()
+        }
+    })
+    .await
+}
+
+const ROUTES: &str = r#"
+  - path: /aggregate/{id}
+    compose:
+      backend:
+        - {url_pattern: "/users/{id}", group: user}
+        - {url_pattern: "/posts?author={id}", group: posts}
+  - path: /shaped/{id}
+    compose:
+      backend:
+        - url_pattern: /wrapped/{id}
+          target: data.user
+          allow: [name, address.city]
+          mapping: {name: full_name}
+  - path: /hotel/{id}
+    compose:
+      sequential: true
+      backend:
+        - {url_pattern: "/hotels/{id}"}
+        - {url_pattern: "/calendars/{resp0_calendar_id}", group: calendar}
+  - path: /hotel/failing/{id}
+    compose:
+      sequential: true
+      backend:
+        - {url_pattern: "/hotels-nocal/{id}"}
+        - {url_pattern: "/calendars/{resp0_calendar_id}", group: calendar}
+  - path: /partial/{id}
+    timeout: 10s
+    compose:
+      backend:
+        - {url_pattern: "/users/{id}", group: user}
+        - {url_pattern: /slow, group: slow, timeout: 300ms}
+  - path: /broken/{id}
+    compose:
+      backend:
+        - {url_pattern: "/users/{id}", group: user}
+        - {url_pattern: /html, group: html}
+        - {url_pattern: /bad, group: bad}
+        - {url_pattern: /down, group: down}
+  - path: /nothing
+    compose:
+      backend:
+        - {url_pattern: /html}
+        - {url_pattern: /down}
+  - path: /xml/{id}
+    compose:
+      backend:
+        - {url_pattern: "/xml/{id}", encoding: xml, group: profile}
+        - {url_pattern: "/users/{id}", allow: [email]}
+  - path: /teapot
+    compose:
+      backend:
+        - {url_pattern: /teapot, encoding: no-op}
+"#;
+
+fn gateway(services: &Backend) -> Gateway {
+    let org = format!(
+        "name: shop\nupstreams:\n  services:\n    targets: [\"{}\"]\nroutes:\n{}",
+        services.url(),
+        ROUTES.replace("    compose:", "    upstream: services\n    compose:")
+    );
+    start_gateway(&gateway_with_org_files(""), &[("orgs/shop.yaml", &org)])
+}
+
+async fn setup() -> (Backend, Gateway, Arc<AtomicUsize>) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let backend = services(hits.clone()).await;
+    let gw = gateway(&backend);
+    (backend, gw, hits)
+}
+
+fn completed(r: &Reply) -> Option<&str> {
+    r.header("x-cratopus-completed")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_backends_are_merged_each_under_its_group() {
+    let (_b, gw, _) = setup().await;
+    let r = get(&gw.url("/aggregate/7"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"user": {"id": 7, "name": "Ann", "email": "ann@example.com"}, "posts": {"data": {"posts": [1, 2]}}})
+    );
+    assert_eq!(completed(&r), Some("true"));
+    assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn target_allow_and_mapping_shape_an_answer_in_krakends_order() {
+    let (_b, gw, _) = setup().await;
+    let r = get(&gw.url("/shaped/7"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), r#"{"address":{"city":"Oslo"},"full_name":"Ann"}"#);
+    assert_eq!(completed(&r), Some("true"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sequential_call_uses_a_field_of_the_earlier_answer() {
+    let (_b, gw, hits) = setup().await;
+    let r = get(&gw.url("/hotel/7"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"hotel_id": 7, "calendar_id": "cal-9", "name": "Grand", "calendar": {"days": ["mon", "tue"]}})
+    );
+    assert_eq!(completed(&r), Some("true"));
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_missing_field_stops_the_sequential_chain_with_a_partial_answer() {
+    let (_b, gw, hits) = setup().await;
+    let r = get(&gw.url("/hotel/failing/7"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"hotel_id": 7, "name": "Grand"}));
+    assert_eq!(completed(&r), Some("false"));
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "the chain must stop before the calendar");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backend_past_its_timeout_leaves_a_partial_answer() {
+    let (_b, gw, _) = setup().await;
+    let r = get(&gw.url("/partial/7"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"user": {"id": 7, "name": "Ann", "email": "ann@example.com"}}));
+    assert_eq!(completed(&r), Some("false"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn html_bad_json_and_a_5xx_add_nothing_to_the_merge() {
+    let (_b, gw, _) = setup().await;
+    let r = get(&gw.url("/broken/7"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"user": {"id": 7, "name": "Ann", "email": "ann@example.com"}}));
+    assert_eq!(completed(&r), Some("false"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_backend_answering_is_krakends_500_with_no_body() {
+    let (_b, gw, _) = setup().await;
+    let r = get(&gw.url("/nothing"), None).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.body.is_empty(), "{}", r.text());
+    assert_eq!(completed(&r), Some("false"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_xml_backend_is_read_as_krakend_reads_it_and_merged() {
+    let (_b, gw, _) = setup().await;
+    let r = get(&gw.url("/xml/7"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"profile": {"user": {"-id": "7", "name": "Ann", "age": "3"}}, "email": "ann@example.com"})
+    );
+    assert_eq!(completed(&r), Some("true"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_no_op_endpoint_passes_status_headers_and_body_through() {
+    let (_b, gw, _) = setup().await;
+    let r = get(&gw.url("/teapot"), None).await;
+    assert_eq!(r.status, 418);
+    assert_eq!(r.text(), "short and stout");
+    assert_eq!(r.header("x-service"), Some("services"));
+    assert_eq!(completed(&r), None);
+}
