@@ -12,7 +12,7 @@ use std::time::Duration;
 use test_support::http::Response;
 use test_support::http_body_util::Full;
 use test_support::hyper::body::Bytes;
-use test_support::{Backend, Gateway, Reply, get};
+use test_support::{Backend, Gateway, Reply, eventually, get};
 
 /// One backend answering every service of the tests by path; it counts the calendar calls.
 async fn services(calendar_hits: Arc<AtomicUsize>) -> Backend {
@@ -118,7 +118,10 @@ fn gateway(services: &Backend) -> Gateway {
         services.url(),
         ROUTES.replace("    compose:", "    upstream: services\n    compose:")
     );
-    start_gateway(&gateway_with_org_files(""), &[("orgs/shop.yaml", &org)])
+    start_gateway(
+        &gateway_with_org_files("traffic_log:\n  path: traffic.log\n"),
+        &[("orgs/shop.yaml", &org)],
+    )
 }
 
 async fn setup() -> (Backend, Gateway, Arc<AtomicUsize>) {
@@ -193,6 +196,20 @@ async fn html_bad_json_and_a_5xx_add_nothing_to_the_merge() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({"user": {"id": 7, "name": "Ann", "email": "ann@example.com"}}));
     assert_eq!(completed(&r), Some("false"));
+    // The traffic log says which backend failed and why.
+    let log = gw.path("traffic.log");
+    let mut line = None;
+    let found = eventually(Duration::from_secs(10), || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        line = text.lines().find(|l| l.contains("/broken/7")).map(str::to_owned);
+        let done = line.is_some();
+        async move { done }
+    })
+    .await;
+    assert!(found, "no traffic-log line");
+    let line: serde_json::Value = serde_json::from_str(&line.unwrap_or_default()).expect("a JSON log line");
+    let failed = line["compose_failed"].as_str().unwrap_or_default().to_string();
+    assert!(failed.starts_with("1: ") && failed.contains("3: status 503"), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

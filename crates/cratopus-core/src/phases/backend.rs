@@ -27,7 +27,17 @@ pub async fn phase(
         call.params = cx.params.clone();
     }
     let call = ex.call.insert(call);
-    match route.backend.call(call, req).await {
+    let res = route.backend.call(call, req).await;
+    if !call.log_fields.is_empty()
+        && let Some(cx) = ex.cx.as_mut()
+    {
+        cx.log_fields.extend(
+            call.log_fields
+                .drain(..)
+                .map(|(k, v)| (k, cratopus_observe::traffic_log::LogValue::Str(v))),
+        );
+    }
+    match res {
         Ok(res) => Ok(res.map(ResponseBody::backend)),
         Err(e) => {
             call.end_if_unset();

@@ -119,8 +119,10 @@ impl Compose {
         let merged = self.endpoint.finish(answers);
         call.elapsed = Some(started.elapsed());
         call.whole = true;
-        for (i, e) in &merged.failures {
-            tracing::warn!(backend = i, error = %e, "composition: backend failed");
+        if !merged.failures.is_empty() {
+            // For the traffic log: `0: timed out; 2: status 503`.
+            let text: Vec<String> = merged.failures.iter().map(|(i, e)| format!("{i}: {e}")).collect();
+            call.log_fields.push(("compose_failed", text.join("; ").into()));
         }
         let completed = HeaderValue::from_static(if merged.complete { "true" } else { "false" });
         if merged.is_failure() {

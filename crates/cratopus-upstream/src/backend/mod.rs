@@ -73,6 +73,9 @@ pub struct Call {
     /// The route's path parameters, filled only for a backend that asks for them
     /// ([`Backend::wants_params`]), so that other routes pay nothing for them.
     pub params: Vec<(Arc<str>, String)>,
+    /// Reported: fields for the traffic-log line (a composition's failed backends), written
+    /// after the fixed fields.
+    pub log_fields: Vec<(&'static str, Arc<str>)>,
     /// Reported: the label of the target that answered (or was tried last).
     pub target: Option<Arc<str>>,
     /// Reported: the name of the upstream that answered.
@@ -96,6 +99,7 @@ impl Call {
             body: None,
             body_limit: None,
             params: Vec::new(),
+            log_fields: Vec::new(),
             target: None,
             upstream: None,
             started: None,
