@@ -66,7 +66,11 @@ pub(crate) fn check_route(
             )),
             Some(u) if !o.upstreams.contains_key(u) => {
                 let known: Vec<&str> = o.upstreams.keys().map(String::as_str).collect();
-                let key = if b.upstream.is_some() { "upstream" } else { "url_pattern" };
+                let key = if b.upstream.is_some() {
+                    "upstream"
+                } else {
+                    "url_pattern"
+                };
                 errors.push(ConfigError::at_key(
                     f,
                     at(&["backend", &i_s, key]),

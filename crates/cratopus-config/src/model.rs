@@ -837,7 +837,8 @@ pub struct RouteConfig {
     /// Conditions beyond path and method (headers, query, cookies, consumers, tiers), so that
     /// routes of one path and method can split its traffic.
     #[serde(default, rename = "match")]
-    pub conditions: Option<crate::matching::MatchConfig>,    /// Several backends called for each request, their answers shaped and merged into one
+    pub conditions: Option<crate::matching::MatchConfig>,
+    /// Several backends called for each request, their answers shaped and merged into one
     /// (KrakenD's endpoint; see docs/composition.md). Replaces the streaming pass-through.
     #[serde(default)]
     pub compose: Option<crate::compose::ComposeEndpointConfig>,

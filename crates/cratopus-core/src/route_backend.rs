@@ -146,5 +146,7 @@ fn compose_backend(
     }
     let longest = backends.iter().map(|b| b.timeout).max().unwrap_or_default();
     let timeout = r.timeout.map_or(longest, |d| d.0);
-    Ok(Some(Backend::Compose(Arc::new(Compose::new(endpoint, backends, timeout)))))
+    Ok(Some(Backend::Compose(Arc::new(Compose::new(
+        endpoint, backends, timeout,
+    )))))
 }

@@ -31,5 +31,8 @@ pub mod conn_pool;
 pub mod headers;
 pub mod resilience;
 
-pub use backend::{Backend, BackendError, COMPLETED, Call, Compose, ComposeBackend, MAX_ANSWER_BYTES, Service, Split, Upstream, UpstreamCall};
+pub use backend::{
+    Backend, BackendError, COMPLETED, Call, Compose, ComposeBackend, MAX_ANSWER_BYTES, Service, Split, Upstream,
+    UpstreamCall,
+};
 pub use body::{BackendBody, BodyFault, BodyStats, ClientBody, RequestBody};

@@ -177,7 +177,11 @@ async fn a_missing_field_stops_the_sequential_chain_with_a_partial_answer() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({"hotel_id": 7, "name": "Grand"}));
     assert_eq!(completed(&r), Some("false"));
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "the chain must stop before the calendar");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "the chain must stop before the calendar"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -185,7 +189,10 @@ async fn a_backend_past_its_timeout_leaves_a_partial_answer() {
     let (_b, gw, _) = setup().await;
     let r = get(&gw.url("/partial/7"), None).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json(), json!({"user": {"id": 7, "name": "Ann", "email": "ann@example.com"}}));
+    assert_eq!(
+        r.json(),
+        json!({"user": {"id": 7, "name": "Ann", "email": "ann@example.com"}})
+    );
     assert_eq!(completed(&r), Some("false"));
 }
 
@@ -194,7 +201,10 @@ async fn html_bad_json_and_a_5xx_add_nothing_to_the_merge() {
     let (_b, gw, _) = setup().await;
     let r = get(&gw.url("/broken/7"), None).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json(), json!({"user": {"id": 7, "name": "Ann", "email": "ann@example.com"}}));
+    assert_eq!(
+        r.json(),
+        json!({"user": {"id": 7, "name": "Ann", "email": "ann@example.com"}})
+    );
     assert_eq!(completed(&r), Some("false"));
     // The traffic log says which backend failed and why.
     let log = gw.path("traffic.log");

@@ -56,7 +56,11 @@ pub struct Compose {
 type Failure = String;
 
 impl Compose {
-    pub async fn call(&self, call: &mut Call, req: Request<RequestBody>) -> Result<Response<BackendBody>, BackendError> {
+    pub async fn call(
+        &self,
+        call: &mut Call,
+        req: Request<RequestBody>,
+    ) -> Result<Response<BackendBody>, BackendError> {
         if self.endpoint.is_pass_through() {
             return self.pass_through(call, req).await;
         }
@@ -75,7 +79,11 @@ impl Compose {
                     .map_err(|_| BackendError::Client(fault_of(call.body.as_ref()).unwrap_or(BodyFault::Broken)))?,
             )
         };
-        let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let accept = parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut answers = self.endpoint.aggregate::<Failure>();
         let params = std::mem::take(&mut call.params);
         if self.endpoint.is_sequential() {
@@ -206,7 +214,10 @@ impl Compose {
         let (Some(b), Some(cb)) = (self.endpoint.backends().first(), self.backends.first()) else {
             return Err(BackendError::Failed);
         };
-        let url = b.url().render(call.params.as_slice(), &[]).map_err(|_| BackendError::Failed)?;
+        let url = b
+            .url()
+            .render(call.params.as_slice(), &[])
+            .map_err(|_| BackendError::Failed)?;
         *req.uri_mut() = url.parse::<Uri>().map_err(|_| BackendError::Failed)?;
         if let Some(m) = &cb.method {
             *req.method_mut() = m.clone();
