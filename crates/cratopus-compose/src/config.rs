@@ -149,6 +149,15 @@ pub struct ComposeBackendConfig {
     /// How the answer body is read.
     #[serde(default)]
     pub encoding: BackendEncoding,
+    /// When this backend fails with an HTTP status, add its status and body to the answer under
+    /// `error_<this name>` (KrakenD's `backend/http.return_error_details`); the client still
+    /// gets a 200. By default a failure's details are hidden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_error_details: Option<String>,
+    /// When this, the endpoint's only backend, fails with an HTTP status, answer with that
+    /// status and body (KrakenD's `backend/http.return_error_code`) instead of a 500.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub return_error_code: bool,
     /// The answer is an array (or, with `xml`, any document) to keep under `collection`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub is_collection: bool,
@@ -265,6 +274,20 @@ impl ComposeEndpointConfig {
         }
         for (i, b) in self.backend.iter().enumerate() {
             b.problems(i, self.sequential, params, &mut out);
+            if b.return_error_code && self.backend.len() != 1 {
+                push(
+                    &mut out,
+                    &["backend", &i.to_string(), "return_error_code"],
+                    "return_error_code answers with the backend's own status, which only an endpoint with one backend has; use return_error_details to show several backends' errors",
+                );
+            }
+            if b.return_error_details.as_deref().is_some_and(str::is_empty) {
+                push(
+                    &mut out,
+                    &["backend", &i.to_string(), "return_error_details"],
+                    "return_error_details needs a name: the error goes under `error_<name>`",
+                );
+            }
         }
         out
     }

@@ -138,14 +138,16 @@ organizations:
               url_pattern: /x
               timeout: soon
               method: \"GE T\"
+              return_error_code: true
 ";
         let errs = load_str(Path::new("gw.yaml"), yaml).unwrap_err().0;
         let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        assert_eq!(errs.len(), 4, "{text:#?}");
+        assert_eq!(errs.len(), 5, "{text:#?}");
         let has = |line: &str, what: &str| text.iter().any(|t| t.starts_with(line) && t.contains(what));
         assert!(has("gw.yaml:14:", "did you mean `users`"), "{text:#?}");
         assert!(has("gw.yaml:15:", "`{uid}` is not a parameter"), "{text:#?}");
         assert!(has("gw.yaml:18:", "invalid duration"), "{text:#?}");
         assert!(has("gw.yaml:19:", "not an HTTP method"), "{text:#?}");
+        assert!(has("gw.yaml:20:", "only an endpoint with one backend"), "{text:#?}");
     }
 }

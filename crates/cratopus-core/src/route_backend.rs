@@ -12,7 +12,7 @@ use crate::snapshot::{Services, Snapshot};
 use cratopus_config::RouteConfig;
 use cratopus_upstream::resilience::Retry;
 use cratopus_upstream::split::{SplitSettings, SplitState};
-use cratopus_upstream::{Backend, Compose, ComposeBackend, Split, Upstream, UpstreamCall};
+use cratopus_upstream::{Backend, Compose, ComposeBackend, ErrorPolicy, Split, Upstream, UpstreamCall};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -138,10 +138,16 @@ fn compose_backend(
                 retry: route_retry.clone().or_else(|| upstream.retry.clone()),
             })),
         };
+        let errors = match (&b.return_error_details, b.return_error_code) {
+            (_, true) => ErrorPolicy::Code,
+            (Some(alias), false) => ErrorPolicy::Details(format!("error_{alias}").into()),
+            (None, false) => ErrorPolicy::Hide,
+        };
         backends.push(ComposeBackend {
             backend,
             method,
             timeout,
+            errors,
         });
     }
     let longest = backends.iter().map(|b| b.timeout).max().unwrap_or_default();

@@ -32,7 +32,7 @@ pub mod headers;
 pub mod resilience;
 
 pub use backend::{
-    Backend, BackendError, COMPLETED, Call, Compose, ComposeBackend, MAX_ANSWER_BYTES, Service, Split, Upstream,
-    UpstreamCall,
+    Backend, BackendError, COMPLETED, Call, Compose, ComposeBackend, ErrorPolicy, MAX_ANSWER_BYTES, Service, Split,
+    Upstream, UpstreamCall,
 };
 pub use body::{BackendBody, BodyFault, BodyStats, ClientBody, RequestBody};

@@ -106,6 +106,15 @@ const ROUTES: &str = r#"
       backend:
         - {url_pattern: "/xml/{id}", encoding: xml, group: profile}
         - {url_pattern: "/users/{id}", allow: [email]}
+  - path: /details/{id}
+    compose:
+      backend:
+        - {url_pattern: "/users/{id}", group: user}
+        - {url_pattern: /down, return_error_details: down}
+  - path: /preserve
+    compose:
+      backend:
+        - {url_pattern: /down, return_error_code: true}
   - path: /teapot
     compose:
       backend:
@@ -251,4 +260,29 @@ async fn a_no_op_endpoint_passes_status_headers_and_body_through() {
     assert_eq!(r.text(), "short and stout");
     assert_eq!(r.header("x-service"), Some("services"));
     assert_eq!(completed(&r), None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn return_error_details_puts_a_failing_backends_status_and_body_under_its_key() {
+    let (_b, gw, _) = setup().await;
+    let r = get(&gw.url("/details/7"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({
+            "user": {"id": 7, "name": "Ann", "email": "ann@example.com"},
+            "error_down": {"http_status_code": 503, "http_body": "{\"error\":\"down\"}"}
+        })
+    );
+    assert_eq!(completed(&r), Some("false"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn return_error_code_answers_with_the_single_backends_status_and_body() {
+    let (_b, gw, _) = setup().await;
+    let r = get(&gw.url("/preserve"), None).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.text(), r#"{"error":"down"}"#);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(completed(&r), Some("false"));
 }

@@ -38,6 +38,21 @@ pub struct ComposeBackend {
     pub method: Option<Method>,
     /// The longest this backend may take, head and body.
     pub timeout: Duration,
+    /// The error policy: where a failing answer's status and body go, if anywhere.
+    pub errors: ErrorPolicy,
+}
+
+/// What the client learns of a backend that answered with a failing status (KrakenD's
+/// `backend/http` options). By default nothing: KrakenD hides backend details.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ErrorPolicy {
+    #[default]
+    Hide,
+    /// `return_error_details`: under this key (`error_<name>`), as
+    /// `{"http_status_code": 404, "http_body": "..."}`.
+    Details(Arc<str>),
+    /// `return_error_code`: the endpoint answers with the backend's status and body.
+    Code,
 }
 
 /// A composed endpoint: its compiled shaping and its backends, index for index.
@@ -52,8 +67,26 @@ pub struct Compose {
     pub name: Arc<str>,
 }
 
-/// Why one backend added nothing to the merge (logged; the client sees only the header).
-type Failure = String;
+/// Why one backend added nothing to the merge (logged), with its failing answer when its error
+/// policy shows it to the client.
+#[derive(Debug)]
+struct Failure {
+    reason: String,
+    answer: Option<FailedAnswer>,
+}
+
+#[derive(Debug)]
+struct FailedAnswer {
+    status: StatusCode,
+    content_type: Option<HeaderValue>,
+    body: Bytes,
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Failure {
+        Failure { reason, answer: None }
+    }
+}
 
 impl Compose {
     pub async fn call(
@@ -93,7 +126,7 @@ impl Compose {
                     Err(e) => {
                         // KrakenD stops the chain at a missing field: nothing further is called.
                         tracing::debug!(backend = i, error = %e, "composition: sequential chain stopped");
-                        answers.failed(i, e.to_string());
+                        answers.failed(i, e.to_string().into());
                         break;
                     }
                 };
@@ -112,7 +145,7 @@ impl Compose {
                 let parts = &parts;
                 let call = &*call;
                 async move {
-                    let url = url.map_err(|e| e.to_string())?;
+                    let url = url.map_err(|e| Failure::from(e.to_string()))?;
                     self.call_one(i, call, parts, body, url, deadline).await
                 }
             });
@@ -129,11 +162,43 @@ impl Compose {
         call.whole = true;
         if !merged.failures.is_empty() {
             // For the traffic log: `0: timed out; 2: status 503`.
-            let text: Vec<String> = merged.failures.iter().map(|(i, e)| format!("{i}: {e}")).collect();
+            let text: Vec<String> = merged
+                .failures
+                .iter()
+                .map(|(i, e)| format!("{i}: {}", e.reason))
+                .collect();
             call.log_fields.push(("compose_failed", text.join("; ").into()));
         }
         let completed = HeaderValue::from_static(if merged.complete { "true" } else { "false" });
-        if merged.is_failure() {
+        let mut merged = merged;
+        let mut details = false;
+        for (i, f) in &mut merged.failures {
+            let Some(a) = f.answer.take() else { continue };
+            match &self.backends[*i].errors {
+                ErrorPolicy::Hide => {}
+                ErrorPolicy::Code => {
+                    // The endpoint's only backend: its failing answer is the endpoint's.
+                    let mut res = Response::new(BackendBody::full(a.body));
+                    *res.status_mut() = a.status;
+                    if let Some(t) = a.content_type {
+                        res.headers_mut().insert(header::CONTENT_TYPE, t);
+                    }
+                    res.headers_mut().insert(COMPLETED, completed);
+                    return Ok(res);
+                }
+                ErrorPolicy::Details(key) => {
+                    details = true;
+                    merged.data.insert(
+                        key.to_string(),
+                        serde_json::json!({
+                            "http_status_code": a.status.as_u16(),
+                            "http_body": String::from_utf8_lossy(&a.body),
+                        }),
+                    );
+                }
+            }
+        }
+        if merged.is_failure() && !details {
             // KrakenD: nothing to return is a 500 with no body.
             let mut res = Response::new(BackendBody::empty());
             *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
@@ -162,6 +227,7 @@ impl Compose {
         deadline: Instant,
     ) -> Result<Map<String, Value>, Failure> {
         let b = &self.backends[i];
+        let keep_error = b.errors != ErrorPolicy::Hide;
         let mut req = Request::new(body.map_or_else(RequestBody::empty, RequestBody::full));
         *req.method_mut() = b.method.clone().unwrap_or(Method::GET);
         *req.uri_mut() = url.parse::<Uri>().map_err(|e| format!("url `{url}`: {e}"))?;
@@ -184,25 +250,44 @@ impl Compose {
             let res = b.backend.call(&mut call, req).await.map_err(|e| e.to_string())?;
             let status = res.status();
             if !status.is_success() {
-                return Err(format!("status {}", status.as_u16()));
+                let reason = format!("status {}", status.as_u16());
+                if !keep_error {
+                    return Err(Failure::from(reason));
+                }
+                let content_type = res.headers().get(header::CONTENT_TYPE).cloned();
+                let body = Limited::new(res.into_body(), MAX_ANSWER_BYTES)
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                return Err(Failure {
+                    reason,
+                    answer: Some(FailedAnswer {
+                        status,
+                        content_type,
+                        body,
+                    }),
+                });
             }
             if res
                 .headers()
                 .get(header::CONTENT_ENCODING)
                 .is_some_and(|v| v.as_bytes() != b"identity")
             {
-                return Err("the answer has a content encoding".to_string());
+                return Err(Failure::from("the answer has a content encoding".to_string()));
             }
             Limited::new(res.into_body(), MAX_ANSWER_BYTES)
                 .collect()
                 .await
                 .map(|b| b.to_bytes())
-                .map_err(|e| format!("reading the answer: {e}"))
+                .map_err(|e| Failure::from(format!("reading the answer: {e}")))
         };
         let bytes = tokio::time::timeout_at(until, read)
             .await
-            .map_err(|_| "timed out".to_string())??;
-        self.endpoint.backends()[i].read(&bytes).map_err(|e| e.to_string())
+            .map_err(|_| Failure::from("timed out".to_string()))??;
+        self.endpoint.backends()[i]
+            .read(&bytes)
+            .map_err(|e| Failure::from(e.to_string()))
     }
 
     /// `no-op`: the single backend's answer streams through as it is, only its URL rendered.

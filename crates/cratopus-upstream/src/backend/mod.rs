@@ -20,7 +20,7 @@ mod shadow;
 mod split;
 mod upstream;
 
-pub use compose::{COMPLETED, Compose, ComposeBackend, MAX_ANSWER_BYTES};
+pub use compose::{COMPLETED, Compose, ComposeBackend, ErrorPolicy, MAX_ANSWER_BYTES};
 pub use shadow::{Shadow, ShadowStats};
 pub use split::Split;
 pub use upstream::{Upstream, UpstreamCall};
