@@ -21,6 +21,8 @@ async fn services(calendar_hits: Arc<AtomicUsize>) -> Backend {
         async move {
             let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
             let (status, ctype, body): (u16, &str, String) = match pq.as_str() {
+                "/users/alice.json" => (200, "application/json", json!({"name": "Alice", "role": "admin", "data": {"user": {"id": 1}}}).to_string()),
+                "/users/bob.json" => (200, "application/json", json!({"name": "Bob", "team": "ops"}).to_string()),
                 "/users/7" => (200, "application/json", json!({"id": 7, "name": "Ann", "email": "ann@example.com"}).to_string()),
                 "/posts?author=7" => (200, "application/json", json!({"data": {"posts": [1, 2]}}).to_string()),
                 "/wrapped/7" => (
@@ -59,6 +61,16 @@ async fn services(calendar_hits: Arc<AtomicUsize>) -> Backend {
 }
 
 const ROUTES: &str = r#"
+  - path: /aggregation
+    compose:
+      backend:
+        - {url_pattern: /users/alice.json}
+        - {url_pattern: /users/bob.json}
+  - path: /group
+    compose:
+      backend:
+        - {url_pattern: /users/alice.json, group: alice}
+        - {url_pattern: /users/bob.json, group: bob}
   - path: /aggregate/{id}
     compose:
       backend:
@@ -115,6 +127,11 @@ const ROUTES: &str = r#"
     compose:
       backend:
         - {url_pattern: /down, return_error_code: true}
+  - path: /negotiated/{id}
+    compose:
+      output_encoding: negotiate
+      backend:
+        - {url_pattern: "/users/{id}", allow: [name], group: user}
   - path: /teapot
     compose:
       backend:
@@ -142,6 +159,30 @@ async fn setup() -> (Backend, Gateway, Arc<AtomicUsize>) {
 
 fn completed(r: &Reply) -> Option<&str> {
     r.header("x-cratopus-completed")
+}
+
+/// The seed's `/aggregation` and `/group` endpoints: merged by top-level keys (on a collision
+/// the later backend in the config wins), or each answer kept under its group.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_seeds_aggregation_and_group_endpoints() {
+    let (_b, gw, _) = setup().await;
+    let r = get(&gw.url("/aggregation"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.text(),
+        r#"{"data":{"user":{"id":1}},"name":"Bob","role":"admin","team":"ops"}"#
+    );
+    assert_eq!(completed(&r), Some("true"));
+    let r = get(&gw.url("/group"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({
+            "alice": {"name": "Alice", "role": "admin", "data": {"user": {"id": 1}}},
+            "bob": {"name": "Bob", "team": "ops"}
+        })
+    );
+    assert_eq!(completed(&r), Some("true"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -285,4 +326,22 @@ async fn return_error_code_answers_with_the_single_backends_status_and_body() {
     assert_eq!(r.text(), r#"{"error":"down"}"#);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(completed(&r), Some("false"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn negotiate_answers_xml_or_json_by_accept() {
+    let (_b, gw, _) = setup().await;
+    let client = test_support::client();
+    let req = |accept: &str| {
+        test_support::http::Request::get(gw.url("/negotiated/7"))
+            .header("accept", accept)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let r = test_support::send(&client, req("application/xml")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.text(), "<user><name>Ann</name></user>");
+    assert_eq!(r.header("content-type"), Some("application/xml; charset=utf-8"));
+    let r = test_support::send(&client, req("application/json;q=0.9, application/xml;q=0.1")).await;
+    assert_eq!(r.text(), r#"{"user":{"name":"Ann"}}"#);
 }
