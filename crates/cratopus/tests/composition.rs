@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use test_support::http::Response;
-use test_support::http_body_util::Full;
+use test_support::http_body_util::{BodyExt, Full};
 use test_support::hyper::body::Bytes;
 use test_support::{Backend, Gateway, Reply, eventually, get};
 
@@ -20,6 +20,8 @@ async fn services(calendar_hits: Arc<AtomicUsize>) -> Backend {
         let hits = calendar_hits.clone();
         async move {
             let pq = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
+            let method = req.method().to_string();
+            let sent = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             let (status, ctype, body): (u16, &str, String) = match pq.as_str() {
                 "/users/alice.json" => (200, "application/json", json!({"name": "Alice", "role": "admin", "data": {"user": {"id": 1}}}).to_string()),
                 "/users/bob.json" => (200, "application/json", json!({"name": "Bob", "team": "ops"}).to_string()),
@@ -46,6 +48,11 @@ async fn services(calendar_hits: Arc<AtomicUsize>) -> Backend {
                 "/bad" => (200, "application/json", "{\"truncated\": ".to_string()),
                 "/down" => (503, "application/json", json!({"error": "down"}).to_string()),
                 "/xml/7" => (200, "application/xml", "<user id=\"7\"><name>Ann</name><age>3</age></user>".to_string()),
+                "/echo" => (
+                    200,
+                    "application/json",
+                    json!({"method": method, "body": String::from_utf8_lossy(&sent)}).to_string(),
+                ),
                 "/teapot" => (418, "text/plain", "short and stout".to_string()),
                 _ => (404, "text/plain", format!("no {pq}")),
             };
@@ -132,6 +139,12 @@ const ROUTES: &str = r#"
       output_encoding: negotiate
       backend:
         - {url_pattern: "/users/{id}", allow: [name], group: user}
+  - path: /orders
+    max_body_bytes: 64
+    compose:
+      backend:
+        - {url_pattern: /echo, method: POST, group: first}
+        - {url_pattern: /echo, method: PUT, group: second}
   - path: /teapot
     compose:
       backend:
@@ -344,4 +357,21 @@ async fn negotiate_answers_xml_or_json_by_accept() {
     assert_eq!(r.header("content-type"), Some("application/xml; charset=utf-8"));
     let r = test_support::send(&client, req("application/json;q=0.9, application/xml;q=0.1")).await;
     assert_eq!(r.text(), r#"{"user":{"name":"Ann"}}"#);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_clients_body_goes_to_every_backend_with_its_method_within_the_routes_limit() {
+    let (_b, gw, _) = setup().await;
+    let r = test_support::request("POST", &gw.url("/orders"), None, b"{\"sku\": 42}").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({
+            "first": {"method": "POST", "body": "{\"sku\": 42}"},
+            "second": {"method": "PUT", "body": "{\"sku\": 42}"}
+        })
+    );
+    let big: &'static [u8] = &[b'x'; 100];
+    let r = test_support::request("POST", &gw.url("/orders"), None, big).await;
+    assert_eq!(r.status, 413, "{}", r.text());
 }

@@ -17,7 +17,7 @@ use cratopus_compose::Endpoint;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::{Map, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,16 +101,22 @@ impl Compose {
         let deadline = Instant::now() + self.timeout;
         let (parts, body) = req.into_parts();
         // The client's body, if any, goes to every backend: read it once, bounded by the
-        // route's limit (the body stats enforce it), and share it by reference count.
+        // route's limit or else [`MAX_ANSWER_BYTES`], and share it by reference count.
         let body = if body.is_end_stream() {
             None
         } else {
-            Some(
-                body.collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .map_err(|_| BackendError::Client(fault_of(call.body.as_ref()).unwrap_or(BodyFault::Broken)))?,
-            )
+            let limit = call
+                .body_limit
+                .map_or(MAX_ANSWER_BYTES, |l| usize::try_from(l).unwrap_or(usize::MAX));
+            match Limited::new(body, limit).collect().await {
+                Ok(b) => Some(b.to_bytes()),
+                Err(e) if e.is::<LengthLimitError>() => return Err(BackendError::Client(BodyFault::TooLarge)),
+                Err(_) => {
+                    return Err(BackendError::Client(
+                        fault_of(call.body.as_ref()).unwrap_or(BodyFault::Broken),
+                    ));
+                }
+            }
         };
         let accept = parts
             .headers
@@ -235,7 +241,11 @@ impl Compose {
         for (name, value) in &parts.headers {
             if !matches!(
                 *name,
-                header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::HOST | header::ACCEPT_ENCODING
+                header::CONTENT_LENGTH
+                    | header::TRANSFER_ENCODING
+                    | header::HOST
+                    | header::ACCEPT_ENCODING
+                    | header::EXPECT
             ) {
                 headers.append(name.clone(), value.clone());
             }
