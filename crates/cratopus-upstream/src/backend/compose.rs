@@ -98,6 +98,7 @@ impl Compose {
             return self.pass_through(call, req).await;
         }
         let started = call.begin();
+        call.upstream = Some(self.name.clone());
         let deadline = Instant::now() + self.timeout;
         let (parts, body) = req.into_parts();
         // The client's body, if any, goes to every backend: read it once, bounded by the
