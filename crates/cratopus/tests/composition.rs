@@ -102,6 +102,12 @@ const ROUTES: &str = r#"
       backend:
         - {url_pattern: "/hotels-nocal/{id}"}
         - {url_pattern: "/calendars/{resp0_calendar_id}", group: calendar}
+  - path: /chain-down
+    compose:
+      sequential: true
+      backend:
+        - {url_pattern: /down}
+        - {url_pattern: /calendars/cal-9, group: calendar}
   - path: /partial/{id}
     timeout: 10s
     compose:
@@ -245,6 +251,16 @@ async fn a_missing_field_stops_the_sequential_chain_with_a_partial_answer() {
         0,
         "the chain must stop before the calendar"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_backend_stops_the_sequential_chain() {
+    let (_b, gw, hits) = setup().await;
+    let r = get(&gw.url("/chain-down"), None).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.body.is_empty(), "{}", r.text());
+    assert_eq!(completed(&r), Some("false"));
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing is called after a failure");
 }
 
 #[tokio::test(flavor = "multi_thread")]
