@@ -391,3 +391,37 @@ async fn the_clients_body_goes_to_every_backend_with_its_method_within_the_route
     let r = test_support::request("POST", &gw.url("/orders"), None, big).await;
     assert_eq!(r.status, 413, "{}", r.text());
 }
+
+/// Each answer is read whole and its connection goes back to the upstream's pool: three
+/// composed requests, one after the other, reach the backend over the two connections the
+/// first one opened.
+#[tokio::test(flavor = "multi_thread")]
+async fn backend_connections_are_reused_across_composed_requests() {
+    let peers = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let seen = peers.clone();
+    let backend = Backend::start(move |_req, peer| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().insert(peer);
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(b"{\"ok\": true}")))
+                .unwrap()
+        }
+    })
+    .await;
+    let org = format!(
+        "name: pool\nupstreams:\n  b:\n    targets: [\"{}\"]\nroutes:\n  - path: /two\n    upstream: b\n    compose:\n      backend:\n        - {{url_pattern: /x, group: x}}\n        - {{url_pattern: /y, group: y}}\n",
+        backend.url()
+    );
+    let gw = start_gateway(&gateway_with_org_files(""), &[("orgs/pool.yaml", &org)]);
+    for _ in 0..3 {
+        let r = get(&gw.url("/two"), None).await;
+        assert_eq!(r.text(), r#"{"x":{"ok":true},"y":{"ok":true}}"#);
+    }
+    let n = peers.lock().unwrap().len();
+    assert!(
+        n <= 2,
+        "{n} connections for 6 calls: answers are not handed back to the pool"
+    );
+}

@@ -266,11 +266,7 @@ impl Compose {
                     return Err(Failure::from(reason));
                 }
                 let content_type = res.headers().get(header::CONTENT_TYPE).cloned();
-                let body = Limited::new(res.into_body(), MAX_ANSWER_BYTES)
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
+                let body = read_whole(res.into_body()).await.unwrap_or_default();
                 return Err(Failure {
                     reason,
                     answer: Some(FailedAnswer {
@@ -287,11 +283,7 @@ impl Compose {
             {
                 return Err(Failure::from("the answer has a content encoding".to_string()));
             }
-            Limited::new(res.into_body(), MAX_ANSWER_BYTES)
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .map_err(|e| Failure::from(format!("reading the answer: {e}")))
+            read_whole(res.into_body()).await.map_err(Failure::from)
         };
         let bytes = tokio::time::timeout_at(until, read)
             .await
@@ -320,6 +312,38 @@ impl Compose {
         }
         cb.backend.call(call, req).await
     }
+}
+
+/// An answer's body read whole, up to [`MAX_ANSWER_BYTES`], then settled as the engine's
+/// response body settles a streamed one: read whole, its connection goes back to the pool and
+/// the breaker and outlier detection judge the attempt; cut by the target, it counts against it.
+async fn read_whole(mut body: BackendBody) -> Result<Bytes, String> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else { continue };
+                len += data.len();
+                if len > MAX_ANSWER_BYTES {
+                    body.settle(false);
+                    return Err(format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"));
+                }
+                chunks.push(data);
+            }
+            Some(Err(e)) => {
+                body.settle(true);
+                return Err(format!("reading the answer: {e}"));
+            }
+        }
+    }
+    body.settle(false);
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
+    })
 }
 
 impl Compose {
