@@ -135,9 +135,29 @@ pub struct ComposeBackendConfig {
     /// The backend path, with the endpoint's `{params}` and, in a sequential endpoint, fields of
     /// earlier answers (`{resp0_calendar_id}`, `{resp1_user.id}`), in the path or the query.
     pub url_pattern: String,
+    /// The upstream of the organization this backend is called on (KrakenD's `host`); by
+    /// default the route's `upstream`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// The method of the call (KrakenD's `method`); by default `GET`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// How long this backend may take to its answer's head and whole body (`500ms`, `2s`); by
+    /// default its upstream's response timeout. The route's `timeout` bounds every backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
     /// How the answer body is read.
     #[serde(default)]
     pub encoding: BackendEncoding,
+    /// When this backend fails with an HTTP status, add its status and body to the answer under
+    /// `error_<this name>` (KrakenD's `backend/http.return_error_details`); the client still
+    /// gets a 200. By default a failure's details are hidden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_error_details: Option<String>,
+    /// When this, the endpoint's only backend, fails with an HTTP status, answer with that
+    /// status and body (KrakenD's `backend/http.return_error_code`) instead of a 500.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub return_error_code: bool,
     /// The answer is an array (or, with `xml`, any document) to keep under `collection`.
     #[serde(default, skip_serializing_if = "is_false")]
     pub is_collection: bool,
@@ -254,6 +274,20 @@ impl ComposeEndpointConfig {
         }
         for (i, b) in self.backend.iter().enumerate() {
             b.problems(i, self.sequential, params, &mut out);
+            if b.return_error_code && self.backend.len() != 1 {
+                push(
+                    &mut out,
+                    &["backend", &i.to_string(), "return_error_code"],
+                    "return_error_code answers with the backend's own status, which only an endpoint with one backend has; use return_error_details to show several backends' errors",
+                );
+            }
+            if b.return_error_details.as_deref().is_some_and(str::is_empty) {
+                push(
+                    &mut out,
+                    &["backend", &i.to_string(), "return_error_details"],
+                    "return_error_details needs a name: the error goes under `error_<name>`",
+                );
+            }
         }
         out
     }

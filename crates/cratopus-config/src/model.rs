@@ -856,4 +856,8 @@ pub struct RouteConfig {
     /// into gRPC to the upstream, and its answers back.
     #[serde(default)]
     pub grpc_web: bool,
+    /// Several backends called for each request, their answers shaped and merged into one
+    /// (KrakenD's endpoint; see docs/composition.md). Replaces the streaming pass-through.
+    #[serde(default)]
+    pub compose: Option<crate::compose::ComposeEndpointConfig>,
 }

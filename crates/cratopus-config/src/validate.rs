@@ -569,6 +569,9 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
                 }
             }
             check_route_target(f, &here, &what, r, &mut errors);
+            if let Some(c) = &r.compose {
+                crate::compose::check_route(f, &here, &what, o, r, c, &mut errors);
+            }
             for u in r.upstream_names() {
                 if !o.upstreams.contains_key(&u.value) {
                     let known: Vec<&str> = o.upstreams.keys().map(String::as_str).collect();
@@ -649,6 +652,8 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
 /// neither; a split's own problems are placed at their keys.
 fn check_route_target(f: &Path, here: &str, what: &str, r: &crate::model::RouteConfig, errors: &mut Vec<ConfigError>) {
     match (&r.upstream, &r.split) {
+        // A composition names its upstreams per backend.
+        (None, None) if r.compose.is_some() => {}
         (None, None) => errors.push(ConfigError::at(
             f,
             &r.path.referenced,

@@ -12,7 +12,7 @@ use crate::snapshot::{Services, Snapshot};
 use cratopus_config::RouteConfig;
 use cratopus_upstream::resilience::Retry;
 use cratopus_upstream::split::{SplitSettings, SplitState};
-use cratopus_upstream::{Backend, Split, Upstream, UpstreamCall};
+use cratopus_upstream::{Backend, Compose, ComposeBackend, ErrorPolicy, Split, Upstream, UpstreamCall};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -77,6 +77,9 @@ pub(crate) fn route_backend(
             })),
         })
     };
+    if let Some(c) = &r.compose {
+        return compose_backend(r, c, org, upstreams, services, route_retry.clone());
+    }
     match (&r.upstream, &r.split) {
         (Some(u), _) => Ok(one(&u.value)),
         (None, Some(split)) => {
@@ -94,4 +97,62 @@ pub(crate) fn route_backend(
         }
         (None, None) => Ok(None),
     }
+}
+
+/// A composed route's backend: one upstream call per composition backend, each with its own
+/// timeout (by default its upstream's response timeout) and the route's retries, all bounded
+/// by the route's `timeout` (KrakenD's endpoint timeout; by default the longest backend's).
+fn compose_backend(
+    r: &RouteConfig,
+    c: &cratopus_config::compose::ComposeEndpointConfig,
+    org: &Arc<str>,
+    upstreams: &HashMap<(Arc<str>, String), Arc<Upstream>>,
+    services: &Services,
+    route_retry: Option<Arc<Retry>>,
+) -> Result<Option<Backend>, String> {
+    let endpoint = cratopus_compose::Endpoint::compile(c)?;
+    let mut backends = Vec::with_capacity(c.backend.len());
+    for (i, b) in c.backend.iter().enumerate() {
+        let Some(name) = cratopus_config::compose::backend_upstream(r, c, i) else {
+            return Ok(None);
+        };
+        let Some(upstream) = upstreams.get(&(org.clone(), name.to_string())) else {
+            return Ok(None);
+        };
+        let timeout = match &b.timeout {
+            Some(t) => cratopus_config::units::parse_duration(t).map_err(|e| format!("compose backend {i}: {e}"))?,
+            None => upstream.response_timeout,
+        };
+        let method = b
+            .method
+            .as_deref()
+            .map(|m| http::Method::from_bytes(m.as_bytes()))
+            .transpose()
+            .map_err(|e| format!("compose backend {i}: {e}"))?;
+        let backend = match services.get(org, name) {
+            Some(s) => Backend::Service(s.clone()),
+            None => Backend::Upstream(Arc::new(UpstreamCall {
+                upstream: upstream.clone(),
+                timeout,
+                read_timeout: r.read_timeout.map_or(upstream.read_timeout, |d| d.0),
+                retry: route_retry.clone().or_else(|| upstream.retry.clone()),
+            })),
+        };
+        let errors = match (&b.return_error_details, b.return_error_code) {
+            (_, true) => ErrorPolicy::Code,
+            (Some(alias), false) => ErrorPolicy::Details(format!("error_{alias}").into()),
+            (None, false) => ErrorPolicy::Hide,
+        };
+        backends.push(ComposeBackend {
+            backend,
+            method,
+            timeout,
+            errors,
+        });
+    }
+    let longest = backends.iter().map(|b| b.timeout).max().unwrap_or_default();
+    let timeout = r.timeout.map_or(longest, |d| d.0);
+    Ok(Some(Backend::Compose(Arc::new(Compose::new(
+        endpoint, backends, timeout,
+    )))))
 }

@@ -65,7 +65,8 @@ pub struct Route {
     pub backend: Backend,
     /// CORS (the route's, or its organization's), for the preflights the routing phase answers.
     pub cors: Option<Arc<Cors>>,
-    /// The chain reads the path parameters: the routing phase hands them on.
+    /// The chain or the backend (a composition) reads the path parameters: the routing phase
+    /// hands them on.
     pub keeps_params: bool,
     /// A policy of the chain may wrap the request or response body (gRPC-Web): only then do
     /// the request phase and the response phase ask the chain.
@@ -774,7 +775,7 @@ pub fn compile_only(
                     .entry((org_name.clone(), route_name.clone()))
                     .or_insert_with_key(|k| prev_metrics.get(k).cloned().unwrap_or_default())
                     .clone(),
-                keeps_params: chain.iter().any(Policy::reads_params),
+                keeps_params: chain.iter().any(Policy::reads_params) || backend.wants_params(),
                 wraps_bodies: chain.iter().any(Policy::wraps_bodies),
                 chain: chain.into(),
                 backend,

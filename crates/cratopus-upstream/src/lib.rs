@@ -33,5 +33,8 @@ pub mod conn_pool;
 pub mod headers;
 pub mod resilience;
 
-pub use backend::{Backend, BackendError, Call, Service, Split, Upstream, UpstreamCall};
+pub use backend::{
+    Backend, BackendError, COMPLETED, Call, Compose, ComposeBackend, ErrorPolicy, MAX_ANSWER_BYTES, Service, Split,
+    Upstream, UpstreamCall,
+};
 pub use body::{BackendBody, BodyFault, BodyStats, ClientBody, RequestBody};

@@ -576,12 +576,25 @@ fn route_line(r: &RouteView<'_>, org: &OrganizationConfig) -> String {
             .collect();
         let _ = write!(line, " → split: {}", arms.join(", "));
     }
+    if let Some(c) = &r.config.compose {
+        // A composition calls its backends, not the route's upstream (only their default).
+        let calls: Vec<String> = (0..c.backend.len())
+            .map(|i| {
+                let b = &c.backend[i];
+                let upstream = cratopus_config::compose::backend_upstream(r.config, c, i).unwrap_or("?");
+                format!("{} {upstream} {}", b.method.as_deref().unwrap_or("GET"), b.url_pattern)
+            })
+            .collect();
+        let how = if c.sequential { "in sequence" } else { "concurrently" };
+        let _ = write!(line, " → compose {how}: {}", calls.join(", "));
+    }
     let upstream = r.upstream.unwrap_or_default();
-    if r.upstream.is_some() {
+    let composed = r.config.compose.is_some();
+    if r.upstream.is_some() && !composed {
         let _ = write!(line, " → upstream {upstream}");
     }
     match org.upstreams.get(upstream) {
-        _ if r.upstream.is_none() => {}
+        _ if r.upstream.is_none() || composed => {}
         Some(u) => {
             let targets: Vec<String> = u
                 .targets
@@ -1074,6 +1087,29 @@ organizations:
         assert_eq!(
             route["split"][1],
             json!({"name": "next", "upstream": "v2", "weight": 1, "canary": true})
+        );
+    }
+
+    #[test]
+    fn a_composed_route_shows_its_backend_calls() {
+        let yaml = "\
+organizations:
+  - name: s
+    upstreams: {users: {targets: [\"mirror://\"]}, orders: {targets: [\"mirror://\"]}}
+    routes:
+      - path: /profile/{id}
+        upstream: users
+        compose:
+          backend:
+            - {url_pattern: \"/users/{id}\"}
+            - {upstream: orders, url_pattern: \"/orders?customer={id}\", method: POST}
+";
+        let got = render(&load(yaml), false);
+        assert!(
+            got.contains(
+                "* → route /profile/{id} → compose concurrently: GET users /users/{id}, POST orders /orders?customer={id}\n"
+            ),
+            "{got}"
         );
     }
 

@@ -25,6 +25,11 @@ pub async fn phase(
         call.grpc = true;
         call.deadline = cratopus_upstream::grpc::timeout(req.headers()).map(|t| ex.start + t);
     }
+    if route.backend.wants_params()
+        && let Some(cx) = &ex.cx
+    {
+        call.params = cx.params.clone();
+    }
     let call = ex.call.insert(call);
     let answer = match &mut ex.websocket {
         None => route.backend.call(call, req).await,
@@ -44,6 +49,15 @@ pub async fn phase(
             }
         }
     };
+    if !call.log_fields.is_empty()
+        && let Some(cx) = ex.cx.as_mut()
+    {
+        cx.log_fields.extend(
+            call.log_fields
+                .drain(..)
+                .map(|(k, v)| (k, cratopus_observe::traffic_log::LogValue::Str(v))),
+        );
+    }
     match answer {
         Ok(res) => Ok(res.map(ResponseBody::backend)),
         Err(e) => {

@@ -7,8 +7,9 @@
 //!   answers are only measured.
 //! - [`Split`]: a weighted split (canary, blue/green, A/B): one backend per arm, the arm chosen
 //!   per request, a failing canary rolled back.
-//! - [`Service`]: anything else that answers a request in process (the engine's tests; later an
-//!   aggregate of several backends). A new kind of backend is a new implementation here, never a
+//! - [`Compose`]: several backends per request, their answers shaped and merged into one
+//!   (KrakenD's composition); it needs the route's path parameters ([`Call::params`]).
+//! - [`Service`]: anything else that answers a request in process (the engine's tests). A new kind of backend is a new implementation here, never a
 //!   special case in the engine.
 //!
 //! A WebSocket handshake goes through [`Backend::upgrade`] (`upgrade.rs`): the same kinds,
@@ -17,11 +18,13 @@
 //! Errors are the backend's own small enum ([`BackendError`]); the core turns them into the
 //! gateway's JSON answers in one place.
 
+mod compose;
 mod shadow;
 mod split;
 mod upgrade;
 mod upstream;
 
+pub use compose::{COMPLETED, Compose, ComposeBackend, ErrorPolicy, MAX_ANSWER_BYTES};
 pub use shadow::{Shadow, ShadowStats};
 pub use split::Split;
 pub use upgrade::SocketGuard;
@@ -77,6 +80,12 @@ pub struct Call {
     /// A gRPC caller's deadline (`grpc-timeout`): no attempt waits longer than what is left
     /// of it, whatever the route's timeout.
     pub deadline: Option<Instant>,
+    /// The route's path parameters, filled only for a backend that asks for them
+    /// ([`Backend::wants_params`]), so that other routes pay nothing for them.
+    pub params: Vec<(Arc<str>, String)>,
+    /// Reported: fields for the traffic-log line (a composition's failed backends), written
+    /// after the fixed fields.
+    pub log_fields: Vec<(&'static str, Arc<str>)>,
     /// Reported: the label of the target that answered (or was tried last).
     pub target: Option<Arc<str>>,
     /// Reported: the name of the upstream that answered.
@@ -101,6 +110,8 @@ impl Call {
             body_limit: None,
             grpc: false,
             deadline: None,
+            params: Vec::new(),
+            log_fields: Vec::new(),
             target: None,
             upstream: None,
             started: None,
@@ -144,6 +155,7 @@ pub enum Backend {
     Shadow(Arc<Shadow>),
     Split(Arc<Split>),
     Service(Arc<dyn Service>),
+    Compose(Arc<Compose>),
 }
 
 impl std::fmt::Debug for Backend {
@@ -166,6 +178,7 @@ impl Backend {
             Backend::Shadow(s) => s.call(call, req).await,
             Backend::Split(s) => s.call(call, req).await,
             Backend::Service(s) => s.call(call, req).await,
+            Backend::Compose(c) => Box::pin(c.call(call, req)).await,
         }
     }
 
@@ -176,6 +189,16 @@ impl Backend {
             Backend::Shadow(s) => s.primary.name(),
             Backend::Split(_) => "split",
             Backend::Service(s) => s.name(),
+            Backend::Compose(c) => &c.name,
+        }
+    }
+
+    /// Whether the engine must fill [`Call::params`] with the route's path parameters.
+    pub fn wants_params(&self) -> bool {
+        match self {
+            Backend::Compose(_) => true,
+            Backend::Shadow(s) => s.primary.wants_params(),
+            _ => false,
         }
     }
 

@@ -1,0 +1,359 @@
+//! A composed endpoint as a backend (KrakenD's endpoint with several backends): each request
+//! calls every backend — concurrently, or one after the other when the endpoint is sequential
+//! and later URLs take fields of earlier answers — each through its own [`Backend`] (an
+//! [`super::UpstreamCall`]: balancing, breakers, retries, pooled connections, all reused),
+//! reads each answer whole, and hands the bodies to `cratopus-compose`, which decodes, shapes,
+//! merges and encodes them.
+//!
+//! Status behaviour is KrakenD's: any backend answered → 200 with what answered, and
+//! `X-Cratopus-Completed: false` when not every one did (KrakenD's `X-KrakenD-Completed`); none
+//! answered → 500 with no body. A `no-op` endpoint streams its single backend's answer through
+//! untouched, as a plain route does.
+
+use super::{Backend, BackendError, Call};
+use crate::body::{BackendBody, BodyFault, RequestBody, fault_of};
+use bytes::Bytes;
+use cratopus_compose::Endpoint;
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::Body;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::{Map, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The completion header: `true` when every backend answered, else `false`.
+pub const COMPLETED: HeaderName = HeaderName::from_static("x-cratopus-completed");
+
+/// The largest backend answer read into memory; a larger one counts as that backend's failure.
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
+
+/// One backend of a composed endpoint: where its calls go, with what method and time.
+#[derive(Debug)]
+pub struct ComposeBackend {
+    /// The upstream call (or in-process service) this backend is answered by.
+    pub backend: Backend,
+    /// The method of the call; `None`: the client's (a `no-op` endpoint) or `GET`.
+    pub method: Option<Method>,
+    /// The longest this backend may take, head and body.
+    pub timeout: Duration,
+    /// The error policy: where a failing answer's status and body go, if anywhere.
+    pub errors: ErrorPolicy,
+}
+
+/// What the client learns of a backend that answered with a failing status (KrakenD's
+/// `backend/http` options). By default nothing: KrakenD hides backend details.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ErrorPolicy {
+    #[default]
+    Hide,
+    /// `return_error_details`: under this key (`error_<name>`), as
+    /// `{"http_status_code": 404, "http_body": "..."}`.
+    Details(Arc<str>),
+    /// `return_error_code`: the endpoint answers with the backend's status and body.
+    Code,
+}
+
+/// A composed endpoint: its compiled shaping and its backends, index for index.
+#[derive(Debug)]
+pub struct Compose {
+    pub endpoint: Endpoint,
+    pub backends: Box<[ComposeBackend]>,
+    /// The endpoint's timeout: no backend is waited for longer than this from the request's
+    /// start (KrakenD's endpoint `timeout`).
+    pub timeout: Duration,
+    /// The backends' upstreams joined by `+`, for logs and `cratopus routes`.
+    pub name: Arc<str>,
+}
+
+/// Why one backend added nothing to the merge (logged), with its failing answer when its error
+/// policy shows it to the client.
+#[derive(Debug)]
+struct Failure {
+    reason: String,
+    answer: Option<FailedAnswer>,
+}
+
+#[derive(Debug)]
+struct FailedAnswer {
+    status: StatusCode,
+    content_type: Option<HeaderValue>,
+    body: Bytes,
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Failure {
+        Failure { reason, answer: None }
+    }
+}
+
+impl Compose {
+    pub async fn call(
+        &self,
+        call: &mut Call,
+        req: Request<RequestBody>,
+    ) -> Result<Response<BackendBody>, BackendError> {
+        if self.endpoint.is_pass_through() {
+            return self.pass_through(call, req).await;
+        }
+        let started = call.begin();
+        call.upstream = Some(self.name.clone());
+        let deadline = Instant::now() + self.timeout;
+        let (parts, body) = req.into_parts();
+        // The client's body, if any, goes to every backend: read it once, bounded by the
+        // route's limit or else [`MAX_ANSWER_BYTES`], and share it by reference count.
+        let body = if body.is_end_stream() {
+            None
+        } else {
+            let limit = call
+                .body_limit
+                .map_or(MAX_ANSWER_BYTES, |l| usize::try_from(l).unwrap_or(usize::MAX));
+            match Limited::new(body, limit).collect().await {
+                Ok(b) => Some(b.to_bytes()),
+                Err(e) if e.is::<LengthLimitError>() => return Err(BackendError::Client(BodyFault::TooLarge)),
+                Err(_) => {
+                    return Err(BackendError::Client(
+                        fault_of(call.body.as_ref()).unwrap_or(BodyFault::Broken),
+                    ));
+                }
+            }
+        };
+        let accept = parts
+            .headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut answers = self.endpoint.aggregate::<Failure>();
+        let params = std::mem::take(&mut call.params);
+        if self.endpoint.is_sequential() {
+            for (i, b) in self.endpoint.backends().iter().enumerate() {
+                let url = match b.url().render(params.as_slice(), &answers.answers()) {
+                    Ok(u) => u,
+                    Err(e) => {
+                        // KrakenD stops the chain at a missing field: nothing further is called.
+                        tracing::debug!(backend = i, error = %e, "composition: sequential chain stopped");
+                        answers.failed(i, e.to_string().into());
+                        break;
+                    }
+                };
+                match self.call_one(i, call, &parts, body.clone(), url, deadline).await {
+                    Ok(data) => answers.answered(i, data),
+                    Err(e) => {
+                        answers.failed(i, e);
+                        break;
+                    }
+                }
+            }
+        } else {
+            let calls = self.endpoint.backends().iter().enumerate().map(|(i, b)| {
+                let url = b.url().render(params.as_slice(), &[]);
+                let body = body.clone();
+                let parts = &parts;
+                let call = &*call;
+                async move {
+                    let url = url.map_err(|e| Failure::from(e.to_string()))?;
+                    self.call_one(i, call, parts, body, url, deadline).await
+                }
+            });
+            for (i, r) in futures_util::future::join_all(calls).await.into_iter().enumerate() {
+                match r {
+                    Ok(data) => answers.answered(i, data),
+                    Err(e) => answers.failed(i, e),
+                }
+            }
+        }
+        call.params = params;
+        let merged = self.endpoint.finish(answers);
+        call.elapsed = Some(started.elapsed());
+        call.whole = true;
+        if !merged.failures.is_empty() {
+            // For the traffic log: `0: timed out; 2: status 503`.
+            let text: Vec<String> = merged
+                .failures
+                .iter()
+                .map(|(i, e)| format!("{i}: {}", e.reason))
+                .collect();
+            call.log_fields.push(("compose_failed", text.join("; ").into()));
+        }
+        let completed = HeaderValue::from_static(if merged.complete { "true" } else { "false" });
+        let mut merged = merged;
+        let mut details = false;
+        for (i, f) in &mut merged.failures {
+            let Some(a) = f.answer.take() else { continue };
+            match &self.backends[*i].errors {
+                ErrorPolicy::Hide => {}
+                ErrorPolicy::Code => {
+                    // The endpoint's only backend: its failing answer is the endpoint's.
+                    let mut res = Response::new(BackendBody::full(a.body));
+                    *res.status_mut() = a.status;
+                    if let Some(t) = a.content_type {
+                        res.headers_mut().insert(header::CONTENT_TYPE, t);
+                    }
+                    res.headers_mut().insert(COMPLETED, completed);
+                    return Ok(res);
+                }
+                ErrorPolicy::Details(key) => {
+                    details = true;
+                    merged.data.insert(
+                        key.to_string(),
+                        serde_json::json!({
+                            "http_status_code": a.status.as_u16(),
+                            "http_body": String::from_utf8_lossy(&a.body),
+                        }),
+                    );
+                }
+            }
+        }
+        if merged.is_failure() && !details {
+            // KrakenD: nothing to return is a 500 with no body.
+            let mut res = Response::new(BackendBody::empty());
+            *res.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            res.headers_mut().insert(COMPLETED, completed);
+            return Ok(res);
+        }
+        let out = self
+            .endpoint
+            .encode(&merged.data, accept.as_deref())
+            .map_err(|_| BackendError::Failed)?;
+        let mut res = Response::new(BackendBody::full(out.body));
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(out.content_type));
+        res.headers_mut().insert(COMPLETED, completed);
+        Ok(res)
+    }
+
+    /// Backend `i`'s answer, read whole and shaped; any failure as a sentence.
+    async fn call_one(
+        &self,
+        i: usize,
+        parent: &Call,
+        parts: &http::request::Parts,
+        body: Option<Bytes>,
+        url: String,
+        deadline: Instant,
+    ) -> Result<Map<String, Value>, Failure> {
+        let b = &self.backends[i];
+        let keep_error = b.errors != ErrorPolicy::Hide;
+        let mut req = Request::new(body.map_or_else(RequestBody::empty, RequestBody::full));
+        *req.method_mut() = b.method.clone().unwrap_or(Method::GET);
+        *req.uri_mut() = url.parse::<Uri>().map_err(|e| format!("url `{url}`: {e}"))?;
+        let headers = req.headers_mut();
+        for (name, value) in &parts.headers {
+            if !matches!(
+                *name,
+                header::CONTENT_LENGTH
+                    | header::TRANSFER_ENCODING
+                    | header::HOST
+                    | header::ACCEPT_ENCODING
+                    | header::EXPECT
+            ) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        // Answers are read by the gateway: ask for them unencoded.
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        let mut call = Call::new(parent.client, parent.peer);
+        call.client_host = parent.client_host.clone();
+        call.consumer = parent.consumer.clone();
+        let until = deadline.min(Instant::now() + b.timeout);
+        let read = async {
+            let res = b.backend.call(&mut call, req).await.map_err(|e| e.to_string())?;
+            let status = res.status();
+            if !status.is_success() {
+                let reason = format!("status {}", status.as_u16());
+                if !keep_error {
+                    return Err(Failure::from(reason));
+                }
+                let content_type = res.headers().get(header::CONTENT_TYPE).cloned();
+                let body = read_whole(res.into_body()).await.unwrap_or_default();
+                return Err(Failure {
+                    reason,
+                    answer: Some(FailedAnswer {
+                        status,
+                        content_type,
+                        body,
+                    }),
+                });
+            }
+            if res
+                .headers()
+                .get(header::CONTENT_ENCODING)
+                .is_some_and(|v| v.as_bytes() != b"identity")
+            {
+                return Err(Failure::from("the answer has a content encoding".to_string()));
+            }
+            read_whole(res.into_body()).await.map_err(Failure::from)
+        };
+        let bytes = tokio::time::timeout_at(until, read)
+            .await
+            .map_err(|_| Failure::from("timed out".to_string()))??;
+        self.endpoint.backends()[i]
+            .read(&bytes)
+            .map_err(|e| Failure::from(e.to_string()))
+    }
+
+    /// `no-op`: the single backend's answer streams through as it is, only its URL rendered.
+    async fn pass_through(
+        &self,
+        call: &mut Call,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<BackendBody>, BackendError> {
+        let (Some(b), Some(cb)) = (self.endpoint.backends().first(), self.backends.first()) else {
+            return Err(BackendError::Failed);
+        };
+        let url = b
+            .url()
+            .render(call.params.as_slice(), &[])
+            .map_err(|_| BackendError::Failed)?;
+        *req.uri_mut() = url.parse::<Uri>().map_err(|_| BackendError::Failed)?;
+        if let Some(m) = &cb.method {
+            *req.method_mut() = m.clone();
+        }
+        cb.backend.call(call, req).await
+    }
+}
+
+/// An answer's body read whole, up to [`MAX_ANSWER_BYTES`], then settled as the engine's
+/// response body settles a streamed one: read whole, its connection goes back to the pool and
+/// the breaker and outlier detection judge the attempt; cut by the target, it counts against it.
+async fn read_whole(mut body: BackendBody) -> Result<Bytes, String> {
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut len = 0;
+    loop {
+        match body.frame().await {
+            None => break,
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else { continue };
+                len += data.len();
+                if len > MAX_ANSWER_BYTES {
+                    body.settle(false);
+                    return Err(format!("the answer is larger than {MAX_ANSWER_BYTES} bytes"));
+                }
+                chunks.push(data);
+            }
+            Some(Err(e)) => {
+                body.settle(true);
+                return Err(format!("reading the answer: {e}"));
+            }
+        }
+    }
+    body.settle(false);
+    Ok(match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
+    })
+}
+
+impl Compose {
+    pub fn new(endpoint: Endpoint, backends: Vec<ComposeBackend>, timeout: Duration) -> Compose {
+        let names: Vec<&str> = backends.iter().map(|b| b.backend.name()).collect();
+        Compose {
+            name: names.join("+").into(),
+            endpoint,
+            backends: backends.into(),
+            timeout,
+        }
+    }
+}
