@@ -552,6 +552,22 @@ impl BackendBody {
         self
     }
 
+    /// Reads the body to its end and drops its bytes (a shadow copy's answer, which nobody
+    /// reads), then settles it as the engine's response body would: a body read whole hands its
+    /// connection back to the pool and has its attempt judged, one the target cut counts
+    /// against it. Dropped unread instead, the connection would close and the attempt be lost.
+    pub async fn drain(mut self) {
+        use http_body_util::BodyExt;
+        loop {
+            match self.frame().await {
+                None => break,
+                Some(Ok(_)) => {}
+                Some(Err(_)) => return self.settle(true),
+            }
+        }
+        self.settle(false);
+    }
+
     /// Whether this is an upstream's streamed body (rather than one made in process).
     pub fn is_streamed(&self) -> bool {
         !matches!(self.kind, Kind::Full(_))

@@ -193,3 +193,52 @@ async fn a_shadow_naming_an_unknown_upstream_is_refused_with_its_line() {
     assert!(err.contains("did you mean `real`"), "{err}");
     assert!(err.contains("percent must be between 0 and 100"), "{err}");
 }
+
+/// A copy's answer is read to its end and settled, so its connection goes back to the pool:
+/// copies made one after the other all travel on one connection to the shadow.
+#[tokio::test]
+async fn copies_reuse_their_connection_to_the_shadow() {
+    let peers = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let real = Backend::fixed("real", "real answer").await;
+    let seen = peers.clone();
+    let copy = Backend::start(move |_req, peer| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().insert(peer);
+            Response::builder()
+                .status(200)
+                .body(Full::new(Bytes::from_static(b"a shadow's answer, which nobody reads")))
+                .unwrap()
+        }
+    })
+    .await;
+    let gw = gateway(&real.url(), &copy.url(), "{upstream: copy, percent: 100}");
+    let c = client();
+    for i in 1..=6 {
+        let req = test_support::http::Request::get(gw.url("/orders/1"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(test_support::send(&c, req).await.status, 200);
+        // The copy's answer has been read and recorded (its connection settled) before the
+        // next copy goes out.
+        assert!(
+            eventually(Duration::from_secs(20), || async {
+                let text = metrics(&gw, TOKEN).await;
+                sample(
+                    &text,
+                    "cratopus_shadow_responses_total",
+                    &["side=\"shadow\"", "class=\"2xx\""],
+                ) == Some(f64::from(i))
+            })
+            .await,
+            "copy {i} was not answered"
+        );
+    }
+    let connections = peers.lock().unwrap().len();
+    assert_eq!(
+        connections,
+        1,
+        "six copies in turn opened {connections} connections\n{}",
+        gw.logs().join("\n")
+    );
+}

@@ -138,8 +138,9 @@ impl Shadow {
                 let status = match tokio::time::timeout(timeout, copy.call(&mut copy_call, copy_req)).await {
                     Ok(Ok(res)) => {
                         let status = res.status().as_u16();
-                        // Read to its end, so that the connection goes back to its pool.
-                        let _ = tokio::time::timeout(timeout, res.into_body().collect()).await;
+                        // Read to its end and settled, so that the connection goes back to
+                        // its pool (a copy past the timeout is dropped, its connection closed).
+                        let _ = tokio::time::timeout(timeout, res.into_body().drain()).await;
                         Some(status)
                     }
                     _ => None,
