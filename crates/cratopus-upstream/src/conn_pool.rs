@@ -93,7 +93,7 @@ impl ConnPool {
             let (mut sender, reused) = match self.checkout(addr).await {
                 Some(s) => (s, true),
                 // Connecting is the cold path: boxed, so that every request's future stays small.
-                None => (Box::pin(self.connect_h1(addr, host)).await?, false),
+                None => (Box::pin(self.connect_h1(addr, host, false)).await?, false),
             };
             match sender.try_send_request(req).await {
                 Ok(res) => {
@@ -181,7 +181,14 @@ impl ConnPool {
         }
     }
 
-    async fn connect_h1(&self, addr: SocketAddr, host: &str) -> Result<http1::SendRequest<RequestBody>, SendError> {
+    /// A new HTTP/1.1 connection to `addr`, plain or TLS; with `upgrades`, one that may switch
+    /// protocols (on a `101` its task hands the stream to the response's `OnUpgrade`).
+    async fn connect_h1(
+        &self,
+        addr: SocketAddr,
+        host: &str,
+        upgrades: bool,
+    ) -> Result<http1::SendRequest<RequestBody>, SendError> {
         let stream = self.connect_tcp(addr).await?;
         let mut builder = http1::Builder::new();
         // Heads (and small bodies) copied into one buffer and sent with one `write`, rather
@@ -189,8 +196,16 @@ impl ConnPool {
         // (~4% less gateway CPU per request with the server side, see `listener::serve`).
         builder.max_buf_size(1024 * 1024).max_headers(1000).writev(false);
         match &self.settings.tls {
-            None => handshake_h1(&builder, addr, stream).await,
-            Some(tls) => handshake_h1(&builder, addr, self.connect_tls(tls, stream, addr, host).await?).await,
+            None => handshake_h1(&builder, addr, stream, upgrades).await,
+            Some(tls) => {
+                handshake_h1(
+                    &builder,
+                    addr,
+                    self.connect_tls(tls, stream, addr, host).await?,
+                    upgrades,
+                )
+                .await
+            }
         }
     }
 
@@ -201,12 +216,7 @@ impl ConnPool {
         addr: SocketAddr,
         host: &str,
     ) -> Result<http1::SendRequest<RequestBody>, SendError> {
-        let stream = self.connect_tcp(addr).await?;
-        let builder = http1::Builder::new();
-        match &self.settings.tls {
-            None => handshake_upgradable(&builder, addr, stream).await,
-            Some(tls) => handshake_upgradable(&builder, addr, self.connect_tls(tls, stream, addr, host).await?).await,
-        }
+        self.connect_h1(addr, host, true).await
     }
 
     async fn send_h2(
@@ -241,32 +251,23 @@ impl ConnPool {
     }
 }
 
-/// HTTP/1.1 over a connected stream, plain or TLS; the connection is driven by its own task.
+/// HTTP/1.1 over a connected stream, plain or TLS; the connection is driven by its own task
+/// (with `upgrades`, one that hands the stream over on a `101`).
 async fn handshake_h1<S>(
     builder: &http1::Builder,
     addr: SocketAddr,
     io: S,
+    upgrades: bool,
 ) -> Result<http1::SendRequest<RequestBody>, SendError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let (sender, conn) = builder.handshake(TokioIo::new(io)).await.map_err(SendError::Request)?;
-    spawn_conn(addr, conn);
-    Ok(sender)
-}
-
-/// HTTP/1.1 with upgrades over a connected stream: on a `101` the connection's task hands the
-/// stream to the response's `OnUpgrade`.
-async fn handshake_upgradable<S>(
-    builder: &http1::Builder,
-    addr: SocketAddr,
-    io: S,
-) -> Result<http1::SendRequest<RequestBody>, SendError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let (sender, conn) = builder.handshake(TokioIo::new(io)).await.map_err(SendError::Request)?;
-    spawn_conn(addr, conn.with_upgrades());
+    if upgrades {
+        spawn_conn(addr, conn.with_upgrades());
+    } else {
+        spawn_conn(addr, conn);
+    }
     Ok(sender)
 }
 

@@ -16,7 +16,6 @@ use crate::resilience::{self, AttemptEnd};
 use crate::{TargetKind, UpstreamCall};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
-use std::time::Instant;
 
 impl Backend {
     /// Sends a WebSocket handshake to this backend. A split picks its arm as for any request; a
@@ -55,25 +54,14 @@ impl UpstreamCall {
     ) -> Result<Response<BackendBody>, BackendError> {
         let upstream = &self.upstream;
         call.upstream = Some(upstream.name.clone());
-        let hash = upstream
-            .pool
-            .hash_on()
-            .and_then(|h| super::upstream::request_hash(h, req.headers(), call.client));
-        let target = upstream
-            .pool
-            .pick(hash)
-            .ok_or_else(|| BackendError::NoHealthyTarget(upstream.name.clone()))?;
+        let (_, target) = upstream.pick(req.headers(), call.client)?;
         let guard = target.begin();
         call.target = Some(target.label.clone());
         // The mirror answers requests, not sockets.
         let (Some(addr), TargetKind::Http { authority, .. }) = (target.addr(), &target.kind) else {
             return Err(BackendError::Failed);
         };
-        let breaker = match target.breaker.as_ref().map(|b| b.try_acquire(Instant::now())) {
-            None => None,
-            Some(Ok(p)) => Some(p),
-            Some(Err(_)) => return Err(BackendError::NoHealthyTarget(upstream.name.clone())),
-        };
+        let breaker = upstream.breaker_permit(&target)?;
 
         let (mut parts, _) = req.into_parts();
         parts.version = Version::HTTP_11;
@@ -82,12 +70,7 @@ impl UpstreamCall {
             .path_and_query()
             .cloned()
             .map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
-        let host = if upstream.preserve_host {
-            call.client_host.clone()
-        } else {
-            HeaderValue::from_str(authority.as_str()).ok()
-        };
-        if let Some(h) = host {
+        if let Some(h) = upstream.host(authority, call.client_host.clone()) {
             parts.headers.insert(header::HOST, h);
         }
         parts

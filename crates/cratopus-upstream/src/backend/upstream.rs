@@ -40,6 +40,50 @@ pub struct Upstream {
     pub bulkhead: Option<Arc<Bulkhead>>,
 }
 
+impl Upstream {
+    /// The request's consistent-hash key (when the upstream hashes) and the target the balancer
+    /// gives it.
+    pub(super) fn pick(
+        &self,
+        headers: &http::HeaderMap,
+        client: IpAddr,
+    ) -> Result<(Option<u64>, Arc<Target>), BackendError> {
+        let hash = self.pool.hash_on().and_then(|h| request_hash(h, headers, client));
+        let target = self
+            .pool
+            .pick(hash)
+            .ok_or_else(|| BackendError::NoHealthyTarget(self.name.clone()))?;
+        Ok((hash, target))
+    }
+
+    /// A place in `target`'s circuit breaker, if it has one; refused when its half-open probes
+    /// are all out (the target takes nothing more for now).
+    pub(super) fn breaker_permit<'t>(
+        &self,
+        target: &'t Target,
+    ) -> Result<Option<crate::breaker::Permit<'t>>, BackendError> {
+        match target.breaker.as_ref().map(|b| b.try_acquire(Instant::now())) {
+            None => Ok(None),
+            Some(Ok(p)) => Ok(Some(p)),
+            Some(Err(_)) => Err(BackendError::NoHealthyTarget(self.name.clone())),
+        }
+    }
+
+    /// The `Host` an HTTP/1.1 request to a target at `authority` carries: the client's with
+    /// `preserve_host`, else the target's.
+    pub(super) fn host(
+        &self,
+        authority: &http::uri::Authority,
+        client_host: Option<HeaderValue>,
+    ) -> Option<HeaderValue> {
+        if self.preserve_host {
+            client_host
+        } else {
+            HeaderValue::from_str(authority.as_str()).ok()
+        }
+    }
+}
+
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
@@ -73,14 +117,7 @@ impl UpstreamCall {
             Some(b) => Some(b.acquire().await.map_err(|_| BackendError::Overloaded)?),
             None => None,
         };
-        let hash = upstream
-            .pool
-            .hash_on()
-            .and_then(|h| request_hash(h, req.headers(), call.client));
-        let mut target = upstream
-            .pool
-            .pick(hash)
-            .ok_or_else(|| BackendError::NoHealthyTarget(upstream.name.clone()))?;
+        let (hash, mut target) = upstream.pick(req.headers(), call.client)?;
         let mut guard = target.begin();
 
         // A small body is read whole when a retry may have to send it again; any other body
@@ -149,12 +186,7 @@ impl UpstreamCall {
                 body.hold_permit(permit);
                 return Ok(Response::from_parts(parts, body));
             };
-            let breaker = match target.breaker.as_ref().map(|b| b.try_acquire(Instant::now())) {
-                None => None,
-                Some(Ok(p)) => Some(p),
-                // Its half-open probes are all out: this target takes nothing more for now.
-                Some(Err(_)) => return Err(BackendError::NoHealthyTarget(upstream.name.clone())),
-            };
+            let breaker = upstream.breaker_permit(&target)?;
             let req = upstream_request(upstream, &target, parts, body, call.client_host.clone())?;
             let timeout = match call.deadline {
                 Some(d) => self.timeout.min(d.saturating_duration_since(Instant::now())),
@@ -308,12 +340,7 @@ fn upstream_request(
         parts.headers.remove(header::HOST);
     } else {
         parts.version = Version::HTTP_11;
-        let host = if upstream.preserve_host {
-            client_host
-        } else {
-            HeaderValue::from_str(authority.as_str()).ok()
-        };
-        if let Some(h) = host {
+        if let Some(h) = upstream.host(authority, client_host) {
             parts.headers.insert(header::HOST, h);
         }
     }
@@ -321,7 +348,7 @@ fn upstream_request(
 }
 
 /// The consistent-hash key of a request.
-pub(super) fn request_hash(on: &HashOn, headers: &http::HeaderMap, client: IpAddr) -> Option<u64> {
+fn request_hash(on: &HashOn, headers: &http::HeaderMap, client: IpAddr) -> Option<u64> {
     match on {
         HashOn::Header(name) => headers.get(name.as_str()).map(|v| hash_key(v.as_bytes())),
         HashOn::Cookie(name) => crate::headers::cookie(headers, name).map(|v| hash_key(v.as_bytes())),
