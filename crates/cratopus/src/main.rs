@@ -5,11 +5,13 @@
 //! - `cratopus routes -c gateway.yaml [--json]`: the routing tree (organizations, hosts, paths, routes)
 //! - `cratopus schema [--org] [-o FILE]`: the JSON Schema of the config, for editors
 //! - `cratopus mirror --listen ADDR`: the echo service alone
+//! - `cratopus import krakend krakend.json [-o gateway.yaml]`: a KrakenD config as a cratopus one
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod import;
 mod routes_cmd;
 mod schema_cmd;
 
@@ -63,10 +65,28 @@ enum Command {
         /// The key to hash; read it from standard input with `-`.
         key: Option<String>,
     },
+    /// Convert another gateway's configuration into a cratopus gateway.yaml.
+    Import {
+        #[command(subcommand)]
+        from: ImportFrom,
+    },
     /// Run the echo service alone.
     Mirror {
         #[arg(short, long, default_value = "127.0.0.1:8081")]
         listen: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportFrom {
+    /// A KrakenD configuration (krakend.json, version 3). Prints every setting it could not
+    /// convert, with its JSON path; exits non-zero only on unreadable input.
+    Krakend {
+        /// The KrakenD JSON file.
+        file: PathBuf,
+        /// Write the YAML here instead of standard output.
+        #[arg(short, long)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -87,6 +107,9 @@ fn main() -> ExitCode {
         Command::Schema { org, out } => schema_cmd::run(org, out.as_deref()),
         Command::Mirror { listen } => mirror(&listen),
         Command::HashKey { key } => hash_key(key),
+        Command::Import {
+            from: ImportFrom::Krakend { file, out },
+        } => import::krakend(&file, out.as_deref()),
     }
 }
 
