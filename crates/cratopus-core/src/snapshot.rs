@@ -19,7 +19,7 @@ use cratopus_observe::spans::{SpanSettings, SpanSink};
 use cratopus_observe::traffic_log::TrafficLogSettings;
 use cratopus_policies::auth::{Authenticator, Consumers};
 use cratopus_policies::authz::Authorizer;
-use cratopus_policies::chain::Policy;
+use cratopus_policies::chain::{Policy, X_CONSUMER_ID};
 use cratopus_policies::cors::Cors;
 use cratopus_policies::forwarding::Forwarding;
 use cratopus_policies::graphql::GraphqlGuard;
@@ -699,6 +699,10 @@ pub fn compile_only(
                 .map(|c| Arc::new(Cors::compile(c)))
                 .or_else(|| org_cors.clone());
             let max_body = r.max_body_bytes.or(gw.limits.max_body_bytes).map(|b| b.0);
+            let forwarding = r.forward.as_ref().map(|f| {
+                let identity = auth.iter().flat_map(|a| a.identity_headers());
+                Arc::new(Forwarding::compile(f, identity.chain([&X_CONSUMER_ID])))
+            });
             let chain = chain_builder::chain(RouteParts {
                 ip_rules,
                 cors: cors.clone(),
@@ -715,7 +719,7 @@ pub fn compile_only(
                 max_body,
                 validator,
                 bulkhead: r.bulkhead.as_ref().map(resilience::bulkhead),
-                forwarding: r.forward.as_ref().map(|f| Arc::new(Forwarding::compile(f))),
+                forwarding,
                 modifiers: Modifiers::compile(
                     o.modify.as_ref(),
                     r.modify.as_ref(),

@@ -45,12 +45,20 @@ pub struct Forwarding {
 
 impl Forwarding {
     /// Compiles a config that passed [`ForwardConfig::problems`]; names it would have flagged
-    /// are skipped.
-    pub fn compile(cfg: &ForwardConfig) -> Forwarding {
+    /// are skipped. `gateway_set` are the headers the route's own policies write from what the
+    /// gateway verified (a JWT's `forward_claims`, `X-Consumer-Id`): they pass like
+    /// [`ALWAYS_FORWARDED`], since the client's copies were already removed and the backend
+    /// relies on them.
+    pub fn compile<'a>(cfg: &ForwardConfig, gateway_set: impl IntoIterator<Item = &'a HeaderName>) -> Forwarding {
         let headers = if cfg.input_headers.iter().any(|h| h == "*") {
             None
         } else {
             let mut keep = ALWAYS_FORWARDED.to_vec();
+            for n in gateway_set {
+                if !keep.contains(n) {
+                    keep.push(n.clone());
+                }
+            }
             for h in &cfg.input_headers {
                 if let Ok(n) = HeaderName::from_bytes(h.trim().as_bytes())
                     && !keep.contains(&n)
@@ -149,10 +157,13 @@ mod tests {
     use http::HeaderValue;
 
     fn fwd(headers: &[&str], query: &[&str]) -> Forwarding {
-        Forwarding::compile(&ForwardConfig {
-            input_headers: headers.iter().map(|s| s.to_string()).collect(),
-            input_query_strings: query.iter().map(|s| s.to_string()).collect(),
-        })
+        Forwarding::compile(
+            &ForwardConfig {
+                input_headers: headers.iter().map(|s| s.to_string()).collect(),
+                input_query_strings: query.iter().map(|s| s.to_string()).collect(),
+            },
+            &[],
+        )
     }
 
     fn request_headers() -> HeaderMap {

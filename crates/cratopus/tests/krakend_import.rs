@@ -235,3 +235,91 @@ async fn the_converted_forwarding_examples_pass_only_the_listed_headers_and_quer
     let v = r.json();
     assert_eq!(v["headers"]["x-secret"], "s3cret", "{v}");
 }
+
+/// The JWK of an EC P-256 public key given as PEM (SubjectPublicKeyInfo).
+fn ec_jwk(pub_pem: &str, kid: &str) -> Value {
+    use base64::Engine;
+    let b64: String = pub_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).expect("PEM body");
+    // The uncompressed point (0x04 || x || y) is the last 65 bytes of a P-256 SPKI.
+    let point = &der[der.len() - 65..];
+    let url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+           "x": url(&point[1..33]), "y": url(&point[33..])})
+}
+
+/// KrakenD's `auth/validator` converted: tokens are checked against the JWKS, roles and
+/// audience are enforced, and a propagated claim reaches the backend as its header.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_converted_jwt_validator_checks_tokens_roles_and_propagates_claims() {
+    let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let jwks = json!({"keys": [ec_jwk(&kp.public_key_pem(), "k1")]});
+    let backend = Backend::start(move |req, _| {
+        let jwks = jwks.clone();
+        async move {
+            let body = match req.uri().path() {
+                "/jwks" => jwks,
+                _ => json!({"user": req.headers().get("x-user").and_then(|v| v.to_str().ok())}),
+            };
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body.to_string())))
+                .expect("response")
+        }
+    })
+    .await;
+    let doc = json!({
+        "version": 3,
+        "host": [backend.url()],
+        "endpoints": [{
+            "endpoint": "/private",
+            "extra_config": {"auth/validator": {
+                "alg": "ES256",
+                "jwk_url": format!("{}/jwks", backend.url()),
+                "disable_jwk_security": true,
+                "audience": ["orders"],
+                "roles": ["admin"],
+                "propagate_claims": [["sub", "x-user"]]
+            }},
+            "backend": [{"url_pattern": "/who"}]
+        }]
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (yaml, stderr) = import(dir.path(), &doc);
+    assert!(!stderr.contains("not converted"), "{stderr}");
+    let gw = serve(&yaml);
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).expect("signing key");
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        + 300;
+    let token = |roles: &[&str], aud: &str| {
+        let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        h.kid = Some("k1".into());
+        let claims = json!({"sub": "ann", "aud": aud, "roles": roles, "exp": exp});
+        jsonwebtoken::encode(&h, &claims, &key).expect("token")
+    };
+    let client = test_support::client();
+    let call = |t: Option<String>| {
+        let mut b = test_support::http::Request::get(gw.url("/private"));
+        if let Some(t) = t {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        test_support::send(&client, b.body(Full::new(Bytes::new())).expect("request"))
+    };
+    assert_eq!(call(None).await.status, 401);
+    assert_eq!(
+        call(Some(token(&["admin"], "billing"))).await.status,
+        401,
+        "wrong audience"
+    );
+    assert_eq!(
+        call(Some(token(&["viewer"], "orders"))).await.status,
+        403,
+        "missing role"
+    );
+    let ok = call(Some(token(&["admin"], "orders"))).await;
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    assert_eq!(ok.json(), json!({"user": "ann"}));
+}
