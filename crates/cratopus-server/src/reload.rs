@@ -41,9 +41,11 @@ impl Reloader {
         };
         let _one_at_a_time = self.lock.lock().await;
         let prev = self.engine.snapshot();
+        let started = std::time::Instant::now();
         let loaded = tokio::task::spawn_blocking(move || load_file(&path))
             .await
             .map_err(|e| e.to_string())?;
+        let load_ms = started.elapsed().as_secs_f64() * 1e3;
         let result = match loaded {
             Err(e) => Err(e.to_string()),
             Ok(cfg) => {
@@ -52,9 +54,23 @@ impl Reloader {
                 }
                 let version = prev.version + 1;
                 let sources = cfg.sources.clone();
+                let routes: usize = cfg.orgs.iter().map(|o| o.config.routes.len()).sum();
+                let organizations = cfg.orgs.len();
+                let compiling = std::time::Instant::now();
                 match cratopus_core::compile(cfg, Some(&prev), version).await {
                     Ok(snap) => {
+                        let compile_ms = compiling.elapsed().as_secs_f64() * 1e3;
                         self.engine.swap(snap);
+                        // What a reload costs, for operators of large configs (and bench/reload.sh).
+                        tracing::info!(
+                            version,
+                            organizations,
+                            routes,
+                            load_ms = format_args!("{load_ms:.1}"),
+                            compile_ms = format_args!("{compile_ms:.1}"),
+                            total_ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
+                            "config compiled and swapped in"
+                        );
                         Ok(version)
                     }
                     Err(mut e) => {
