@@ -56,8 +56,47 @@ pub(crate) fn check_route(
         let keys: Vec<&str> = p.keys.iter().map(String::as_str).collect();
         errors.push(ConfigError::at_key(f, at(&keys), format!("{what}: compose: {p}")));
     }
+    if r.forward.is_some() && (c.input_headers.is_some() || c.input_query_strings.is_some()) {
+        errors.push(ConfigError::at_key(
+            f,
+            at(&[if c.input_headers.is_some() {
+                "input_headers"
+            } else {
+                "input_query_strings"
+            }]),
+            format!("{what} has both `forward` and compose's input_headers/input_query_strings: keep one list"),
+        ));
+    }
     for (i, b) in c.backend.iter().enumerate() {
         let i_s = i.to_string();
+        if let Some(m) = &b.martian {
+            for (path, name) in m.header_names() {
+                if let Some(why) = crate::modify::refused_header(&name) {
+                    let mut keys = vec!["backend", i_s.as_str(), "martian"];
+                    keys.extend(path.iter().map(String::as_str));
+                    errors.push(ConfigError::at_key(
+                        f,
+                        at(&keys),
+                        format!("{what}: compose: backend {i}: martian: {why}"),
+                    ));
+                }
+            }
+        }
+        if let Some(every) = b.rate_limit.as_ref().and_then(|l| l.every.as_deref()) {
+            match parse_duration(every) {
+                Err(e) => errors.push(ConfigError::at_key(
+                    f,
+                    at(&["backend", &i_s, "rate_limit", "every"]),
+                    format!("{what}: compose: backend {i}: rate_limit: {e}"),
+                )),
+                Ok(d) if d.is_zero() => errors.push(ConfigError::at_key(
+                    f,
+                    at(&["backend", &i_s, "rate_limit", "every"]),
+                    format!("{what}: compose: backend {i}: rate_limit: every must be above 0"),
+                )),
+                Ok(_) => {}
+            }
+        }
         match backend_upstream(r, c, i) {
             None => errors.push(ConfigError::at_key(
                 f,
