@@ -27,6 +27,24 @@ pub fn backend_upstream<'a>(r: &'a RouteConfig, c: &'a ComposeEndpointConfig, i:
         .or(r.upstream.as_ref().map(|u| u.value.as_str()))
 }
 
+/// The route's forwarding lists: its `forward`, or its composition's `input_headers` and
+/// `input_query_strings` (KrakenD's names; the config check refuses both at once). A
+/// composition that lists only query strings keeps every header (`*`), and one that lists
+/// only headers passes no query, as KrakenD does.
+pub fn forward_config(r: &RouteConfig) -> Option<std::borrow::Cow<'_, crate::http_policies::ForwardConfig>> {
+    if let Some(f) = &r.forward {
+        return Some(std::borrow::Cow::Borrowed(f));
+    }
+    let c = r.compose.as_ref()?;
+    if c.input_headers.is_none() && c.input_query_strings.is_none() {
+        return None;
+    }
+    Some(std::borrow::Cow::Owned(crate::http_policies::ForwardConfig {
+        input_headers: c.input_headers.clone().unwrap_or_else(|| vec!["*".to_string()]),
+        input_query_strings: c.input_query_strings.clone().unwrap_or_default(),
+    }))
+}
+
 /// Every problem of route `r`'s `compose`, each at its key under `here/compose`.
 pub(crate) fn check_route(
     f: &Path,

@@ -171,6 +171,6 @@ fn compose_backend(
     let mut compose = Compose::new(endpoint, backends, timeout);
     // With a forwarding list (the route's `forward` or compose's `input_*`), what the list
     // lets through of the client's query goes on to the backends.
-    compose.pass_query = crate::snapshot::forward_config(r).is_some();
+    compose.pass_query = cratopus_config::compose::forward_config(r).is_some();
     Ok(Some(Backend::Compose(Arc::new(compose))))
 }

@@ -715,7 +715,7 @@ pub fn compile_only(
                 max_body,
                 validator,
                 bulkhead: r.bulkhead.as_ref().map(resilience::bulkhead),
-                forwarding: forward_config(r).map(|f| Arc::new(Forwarding::compile(&f))),
+                forwarding: cratopus_config::compose::forward_config(r).map(|f| Arc::new(Forwarding::compile(&f))),
                 modifiers: Modifiers::compile(
                     o.modify.as_ref(),
                     r.modify.as_ref(),
@@ -1054,24 +1054,4 @@ organizations:
         assert_eq!(name(Method::GET, "/files/"), "all");
         assert_eq!(name(Method::DELETE, "/files"), "del");
     }
-}
-
-/// The route's forwarding lists: its `forward`, or its composition's `input_headers` and
-/// `input_query_strings` (KrakenD's names; the config check refuses both at once). A
-/// composition that lists only query strings keeps every header (`*`), and one that lists
-/// only headers passes no query, as KrakenD does.
-pub(crate) fn forward_config(
-    r: &cratopus_config::model::RouteConfig,
-) -> Option<std::borrow::Cow<'_, cratopus_config::http_policies::ForwardConfig>> {
-    if let Some(f) = &r.forward {
-        return Some(std::borrow::Cow::Borrowed(f));
-    }
-    let c = r.compose.as_ref()?;
-    if c.input_headers.is_none() && c.input_query_strings.is_none() {
-        return None;
-    }
-    Some(std::borrow::Cow::Owned(cratopus_config::http_policies::ForwardConfig {
-        input_headers: c.input_headers.clone().unwrap_or_else(|| vec!["*".to_string()]),
-        input_query_strings: c.input_query_strings.clone().unwrap_or_default(),
-    }))
 }

@@ -385,7 +385,14 @@ impl Compose {
                     return Err(Failure::from(reason));
                 }
                 let content_type = res.headers().get(header::CONTENT_TYPE).cloned();
+                let coding = res.headers().get(header::CONTENT_ENCODING).cloned();
                 let body = read_whole(res.into_body()).await.unwrap_or_default();
+                // Shown to the client as text: decoded like any answer (a body that does not
+                // decode is shown as nothing rather than as compressed bytes).
+                let body = match coding {
+                    None => body,
+                    Some(c) => super::decompress::decode(c.as_bytes(), &body, MAX_ANSWER_BYTES).unwrap_or_default(),
+                };
                 return Err(Failure {
                     reason,
                     answer: Some(FailedAnswer {
