@@ -370,23 +370,53 @@ async fn concurrent_calls_hide_a_flaky_backend() {
     }
 }
 
-/// `rate_limit: {max_rate: 3, capacity: 3}`: three calls go through at once, the fourth in
-/// the same second fails without reaching the backend (the endpoint's only backend: a 500).
-/// The bucket refills 3 a second, so the burst is sent concurrently; a loaded machine could
-/// let one token in between, which the test allows (at most one more 200).
+/// The example's `/r1` (`rate_limit: {max_rate: 3, capacity: 3}`): of 20 calls at once, the
+/// first 3 go through and the calls past the limit fail without reaching the backend (the
+/// endpoint's only backend: a 500). The bucket refills 3 a second, so a few more may pass on a
+/// slow machine; the exact count is the next test's, on a bucket that does not refill.
 #[tokio::test(flavor = "multi_thread")]
-async fn the_proxy_rate_limit_fails_calls_past_it() {
+async fn the_example_proxy_rate_limit_refuses_a_burst() {
     let (_d, _e, _f, gw) = example().await;
     let url = gw.url("/r1");
-    let calls = (0..8).map(|_| {
+    let calls = (0..20).map(|_| {
         let url = url.clone();
         async move { get(&url, None).await.status }
     });
     let statuses = futures_util::future::join_all(calls).await;
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let refused = statuses.iter().filter(|s| **s == 500).count();
-    assert!((3..=4).contains(&ok), "{statuses:?}");
-    assert_eq!(ok + refused, 8, "{statuses:?}");
+    assert!(ok >= 3 && refused >= 1, "{statuses:?}");
+    assert_eq!(ok + refused, 20, "{statuses:?}");
+}
+
+/// A bucket of 3 that refills once an hour: exactly 3 calls reach the backend; past them the
+/// rate-limited backend adds nothing and the answer is partial, with the reason logged.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_proxy_rate_limit_the_answer_is_partial() {
+    let demo = demo().await;
+    let org = format!(
+        "name: t\nupstreams:\n  svc: {{targets: [\"{}\"]}}\nroutes:\n  - path: /limited\n    upstream: svc\n    compose:\n      backend:\n        - {{url_pattern: /users/alice.json, group: alice}}\n        - {{url_pattern: /users/bob.json, group: bob, rate_limit: {{max_rate: 1, every: 1h, capacity: 3}}}}\n",
+        demo.url()
+    );
+    let gw = start_gateway(
+        &gateway_with_org_files("traffic_log:\n  path: traffic.log\n"),
+        &[("orgs/t.yaml", &org)],
+    );
+    for _ in 0..3 {
+        let r = get(&gw.url("/limited"), None).await;
+        assert_eq!(completed(&r), Some("true"), "{}", r.text());
+        assert!(r.json().get("bob").is_some());
+    }
+    for _ in 0..2 {
+        let r = get(&gw.url("/limited"), None).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(completed(&r), Some("false"));
+        assert_eq!(
+            r.json(),
+            json!({"alice": {"status": "ok", "data": {"user": alice_user()}}})
+        );
+    }
+    assert!(wait_log_file(&gw, "proxy rate limit exceeded").await);
 }
 
 /// Hedged calls are cancelled once one answers: the slow calls' handlers are dropped (their
@@ -403,13 +433,18 @@ async fn the_losing_hedged_calls_are_cancelled() {
     }
     let calls = Arc::new(AtomicUsize::new(0));
     let cancelled = Arc::new(AtomicUsize::new(0));
+    // The first call answers once all three have arrived (so none is cancelled before it
+    // reaches the backend); the two others never answer by themselves.
+    let all_in = Arc::new(tokio::sync::Barrier::new(3));
     let (c, x) = (calls.clone(), cancelled.clone());
     let backend = Backend::start(move |_, _| {
         let n = c.fetch_add(1, Ordering::SeqCst);
         let guard = Dropped(x.clone(), false);
+        let all_in = all_in.clone();
         async move {
             // The whole guard moves into the handler's future (not only the field it sets).
             let mut guard = guard;
+            all_in.wait().await;
             if n % 3 != 0 {
                 // Never answers by itself: only the gateway's cancel ends it.
                 tokio::time::sleep(Duration::from_secs(60)).await;
