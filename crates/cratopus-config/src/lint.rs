@@ -70,6 +70,12 @@ pub fn lint(cfg: &LoadedConfig) -> Vec<ConfigError> {
                 r.upstream_names()
                     .map(|u| u.value.as_str())
                     .chain(r.shadow.as_ref().map(|s| s.upstream.value.as_str()))
+                    // A composition's backends name their own upstreams.
+                    .chain(
+                        r.compose
+                            .iter()
+                            .flat_map(|c| c.backend.iter().filter_map(|b| b.upstream.as_deref())),
+                    )
             })
             .collect();
         for (i, r) in o.routes.iter().enumerate() {

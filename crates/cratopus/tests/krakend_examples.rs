@@ -32,6 +32,7 @@ const NUMBERS: &str = r#"{"numerals": [
 const INDEX: &str = r#"{"name": "KrakenD", "version": 2}"#;
 const COLLECTION: &str = r#"[{"id": 1}, {"id": 2}]"#;
 const PAGE: &str = "<html><body>Hi</body></html>";
+const NOT_FOUND: &str = "<html>Not Found</html>";
 
 fn answer(status: u16, ctype: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     Response::builder()
@@ -59,6 +60,18 @@ async fn demo() -> Backend {
             "/index.html" => answer(200, "text/html", PAGE),
             "/hotels/7.json" => answer(200, "application/json", r#"{"hotel_id": 7, "calendar_id": "cal9"}"#),
             "/calendar/cal9.json" => answer(200, "application/json", r#"{"days": ["mon", "tue"]}"#),
+            // api.github.com, google.com and the timing service.
+            "/users/7" => answer(200, "application/json", r#"{"login": "fathi", "id": 7}"#),
+            "/users/hafizan" => answer(200, "application/json", r#"{"login": "hafizan", "id": 8}"#),
+            "/status" => answer(200, "application/json", r#"{"status": "good"}"#),
+            "/this-url-likely-does-not-exist" => answer(404, "text/html", NOT_FOUND),
+            "/" => answer(200, "text/html", PAGE),
+            "/speedy/" => answer(200, "application/json", r#"{"speed": "fast"}"#),
+            "/delayed/" => {
+                // Longer than any timeout of the example: only the gateway's timeout ends it.
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                answer(200, "application/json", r#"{"speed": "slow"}"#)
+            }
             _ => answer(404, "text/plain", format!("no {pq}")),
         }
     })
@@ -130,6 +143,9 @@ async fn example() -> (Backend, Backend, Backend, Gateway) {
                 ("KRAKEND_HOTELS", &demo.url()),
                 ("KRAKEND_ECHO", &echo.url()),
                 ("KRAKEND_FLAKY", &flaky.url()),
+                ("KRAKEND_GITHUB", &demo.url()),
+                ("KRAKEND_GOOGLE", &demo.url()),
+                ("KRAKEND_TIMING", &demo.url()),
             ],
         )
     });
@@ -200,6 +216,70 @@ async fn the_example_file_serves_aggregation_group_and_sequential() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({"hotel_id": 7, "calendar_id": "cal9"}));
     assert_eq!(completed(&r), Some("false"));
+}
+
+/// The routing example and KrakenD's proxy-like pair: parsed by the gateway, or passed through.
+#[tokio::test(flavor = "multi_thread")]
+async fn routing_and_the_no_op_pair() {
+    let (_d, _e, _f, gw) = example().await;
+    assert_eq!(
+        json_of(&gw, "/users/7").await,
+        json!({"fathi": {"login": "fathi", "id": 7}, "hafizan": {"login": "hafizan", "id": 8}})
+    );
+    let r = get(&gw.url("/parsed"), None).await;
+    assert_eq!(r.text(), r#"{"status":"good"}"#);
+    assert_eq!(r.header("content-type"), Some("application/json; charset=utf-8"));
+    assert_eq!(r.header("x-from"), None, "the gateway's headers, not the backend's");
+    let r = get(&gw.url("/no-op"), None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), r#"{"status": "good"}"#, "the backend's bytes as they are");
+    assert_eq!(r.header("x-from"), Some("backend"));
+}
+
+/// The status code examples: KrakenD's 500 with no body, partial answers, error details
+/// under a key, and the single backend's status kept.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_codes_headers_and_errors() {
+    let (_d, _e, _f, gw) = example().await;
+    assert_eq!(json_of(&gw, "/ok").await, json!({"status": "good"}));
+    for path in [
+        "/epic-fail",
+        "/interpretation-bad-status",
+        "/interpretation-bad-encoding",
+    ] {
+        let r = get(&gw.url(path), None).await;
+        assert_eq!(r.status, 500, "{path}: {}", r.text());
+        assert_eq!(r.text(), "", "{path}: nothing of the backend's error");
+        assert_eq!(completed(&r), Some("false"), "{path}");
+    }
+    let r = get(&gw.url("/mixed"), None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json(), json!({"status": "good"}));
+    assert_eq!(completed(&r), Some("false"));
+    let r = get(&gw.url("/details"), None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.json(),
+        json!({"error_error_from_google": {"http_status_code": 404, "http_body": NOT_FOUND}})
+    );
+    let r = get(&gw.url("/preserve-404"), None).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.text(), NOT_FOUND);
+    assert_eq!(r.header("content-type"), Some("text/html"));
+}
+
+/// The timeout examples: the endpoint's timeout bounds every backend.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_timeout_examples() {
+    let (_d, _e, _f, gw) = example().await;
+    assert_eq!(json_of(&gw, "/fast").await, json!({"speed": "fast"}));
+    let r = get(&gw.url("/semi-slow"), None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"speed": "fast"}));
+    assert_eq!(completed(&r), Some("false"));
+    let r = get(&gw.url("/slow"), None).await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.text(), "");
 }
 
 /// `/target`, `/mapping`, `/deny`, `/allow`: KrakenD's basic manipulation, one option each.
