@@ -339,8 +339,8 @@ impl ComposeEndpointConfig {
             }
             flatmap_problems(&self.flatmap_filter, &["flatmap_filter"], &mut out);
         }
-        if self.concurrent_calls == Some(0) {
-            push(&mut out, &["concurrent_calls"], "concurrent_calls must be 1 or more");
+        if let Some(e) = self.concurrent_calls.and_then(hedge_problem) {
+            push(&mut out, &["concurrent_calls"], e);
         }
         if let Some(list) = &self.input_headers {
             for (i, h) in list.iter().enumerate() {
@@ -453,8 +453,8 @@ impl ComposeBackendConfig {
                 push(out, &k, message);
             }
         }
-        if self.concurrent_calls == Some(0) {
-            push(out, &keys("concurrent_calls"), "concurrent_calls must be 1 or more");
+        if let Some(e) = self.concurrent_calls.and_then(hedge_problem) {
+            push(out, &keys("concurrent_calls"), e);
         }
         if let Some(r) = &self.rate_limit
             && !(r.max_rate.is_finite() && r.max_rate > 0.0)
@@ -521,6 +521,19 @@ impl ComposeBackendConfig {
             }
             flatmap_problems(&self.flatmap_filter, &keys("flatmap_filter"), out);
         }
+    }
+}
+
+/// The most calls of one backend a request may make at once.
+pub const MAX_CONCURRENT_CALLS: u32 = 16;
+
+fn hedge_problem(n: u32) -> Option<String> {
+    match n {
+        0 => Some("concurrent_calls must be 1 or more".into()),
+        n if n > MAX_CONCURRENT_CALLS => Some(format!(
+            "concurrent_calls is at most {MAX_CONCURRENT_CALLS}: each client request would make {n} calls of the backend"
+        )),
+        _ => None,
     }
 }
 

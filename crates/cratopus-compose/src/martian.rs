@@ -123,6 +123,9 @@ pub struct CookieModifier {
     /// Seconds; 0: not set; below 0: delete the cookie now (`Max-Age=0`).
     #[serde(default, rename = "maxAge", skip_serializing_if = "is_zero")]
     pub max_age: i64,
+    /// An absolute date in RFC 3339 (`2025-04-12T23:20:50.52Z`), written as an HTTP date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub secure: bool,
     #[serde(default, rename = "httpOnly", skip_serializing_if = "is_false")]
@@ -337,6 +340,9 @@ impl Martian {
                         ),
                     );
                 }
+                if let Some(Err(e)) = m.expires.as_deref().map(http_date) {
+                    say("expires", e);
+                }
                 for (key, v) in [("path", &m.path), ("domain", &m.domain)] {
                     if let Some(v) = v
                         && (v.contains(';') || http::HeaderValue::from_str(v).is_err())
@@ -450,6 +456,92 @@ impl Martian {
     }
 }
 
+/// An RFC 3339 date (`2025-04-12T23:20:50.52Z`, `2025-04-12T23:20:50+02:00`) as an HTTP date
+/// (`Sat, 12 Apr 2025 23:20:50 GMT`), for a cookie's `Expires`; fractions of a second are
+/// dropped.
+pub fn http_date(text: &str) -> Result<String, String> {
+    let bad = || format!("`{text}` is not an RFC 3339 date such as 2025-04-12T23:20:50Z");
+    let b = text.trim().as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Result<i64, String> {
+        let s = b.get(r).ok_or_else(bad)?;
+        if s.is_empty() || !s.iter().all(u8::is_ascii_digit) {
+            return Err(bad());
+        }
+        std::str::from_utf8(s).map_err(|_| bad())?.parse().map_err(|_| bad())
+    };
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return Err(bad());
+    }
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+    }
+    let offset = match b.get(i) {
+        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
+        Some(sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
+            let m = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
+            if *sign == b'+' { m } else { -m }
+        }
+        _ => return Err(bad()),
+    };
+    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let days_in = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in[(month - 1) as usize]
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return Err(bad());
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second.min(59) - offset * 60;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Back to a civil date (civil_from_days).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    Ok(format!(
+        "{}, {:02} {} {:04} {:02}:{:02}:{:02} GMT",
+        WEEKDAYS[days.rem_euclid(7) as usize],
+        d,
+        MONTHS[(m - 1) as usize],
+        y,
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -520,6 +612,35 @@ mod tests {
         ] {
             let e = serde_json::from_value::<Martian>(bad.clone()).unwrap_err().to_string();
             assert!(!e.is_empty(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cookie_expiry_as_an_http_date() {
+        assert_eq!(
+            http_date("2025-04-12T23:20:50.52Z").unwrap(),
+            "Sat, 12 Apr 2025 23:20:50 GMT"
+        );
+        assert_eq!(
+            http_date("1970-01-01T00:00:00Z").unwrap(),
+            "Thu, 01 Jan 1970 00:00:00 GMT"
+        );
+        assert_eq!(
+            http_date("2024-03-01T01:30:00+02:00").unwrap(),
+            "Thu, 29 Feb 2024 23:30:00 GMT"
+        );
+        assert_eq!(
+            http_date("2000-12-31T23:59:59-00:01").unwrap(),
+            "Mon, 01 Jan 2001 00:00:59 GMT"
+        );
+        for bad in [
+            "2025-02-30T00:00:00Z",
+            "2025-04-12",
+            "2025-04-12T23:20:50",
+            "tomorrow",
+            "2025-13-01T00:00:00Z",
+        ] {
+            assert!(http_date(bad).is_err(), "{bad}");
         }
     }
 

@@ -173,6 +173,56 @@ mod tests {
     use crate::load::load_str;
     use std::path::Path;
 
+    /// compose's `input_*` lists are the route's `forward` under KrakenD's names: a list of
+    /// query strings alone keeps every header, a list of headers alone passes no query.
+    #[test]
+    fn input_lists_become_the_routes_forwarding() {
+        let yaml = "\
+organizations:
+  - name: a
+    upstreams:
+      u: {targets: [\"http://127.0.0.1:1\"]}
+    routes:
+      - {path: /none, upstream: u, compose: {backend: [{url_pattern: /x}]}}
+      - {path: /query, upstream: u, compose: {input_query_strings: [q], backend: [{url_pattern: /x}]}}
+      - {path: /headers, upstream: u, compose: {input_headers: [Accept], backend: [{url_pattern: /x}]}}
+      - {path: /forward, upstream: u, forward: {input_headers: [X-A]}, compose: {backend: [{url_pattern: /x}]}}
+";
+        let cfg = load_str(Path::new("gw.yaml"), yaml).unwrap();
+        let routes = &cfg.orgs[0].config.routes;
+        let f: Vec<_> = routes.iter().map(super::forward_config).collect();
+        assert!(f[0].is_none());
+        let q = f[1].as_ref().unwrap();
+        assert_eq!(
+            (q.input_headers.as_slice(), q.input_query_strings.as_slice()),
+            (&["*".to_string()][..], &["q".to_string()][..])
+        );
+        let h = f[2].as_ref().unwrap();
+        assert_eq!(h.input_headers, ["Accept"]);
+        assert!(h.input_query_strings.is_empty());
+        assert_eq!(f[3].as_ref().unwrap().input_headers, ["X-A"]);
+    }
+
+    #[test]
+    fn concurrent_calls_are_bounded() {
+        let yaml = "\
+organizations:
+  - name: a
+    upstreams:
+      u: {targets: [\"http://127.0.0.1:1\"]}
+    routes:
+      - path: /x
+        upstream: u
+        compose:
+          concurrent_calls: 17
+          backend: [{url_pattern: /x, concurrent_calls: 16}]
+";
+        let errs = load_str(Path::new("gw.yaml"), yaml).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].line, Some(9), "{errs:?}");
+        assert!(errs[0].message.contains("concurrent_calls is at most 16"), "{errs:?}");
+    }
+
     #[test]
     fn composition_problems_are_placed_at_their_lines() {
         let yaml = "\

@@ -235,6 +235,9 @@ impl Node {
                         if let Some(d) = &c.domain {
                             t.push_str(&format!("; Domain={d}"));
                         }
+                        if let Some(Ok(date)) = c.expires.as_deref().map(cratopus_compose::martian::http_date) {
+                            t.push_str(&format!("; Expires={date}"));
+                        }
                         if c.max_age != 0 {
                             t.push_str(&format!("; Max-Age={}", c.max_age.max(0)));
                         }
@@ -477,7 +480,7 @@ mod tests {
     fn body_and_cookie_modifiers() {
         let m = compile(json!({"fifo.Group": {"scope": ["request", "response"], "modifiers": [
             {"body.Modifier": {"scope": ["request", "response"], "body": "eyJtc2ciOiJ5b3Ugcm9jayEifQ==", "contentType": "application/json"}},
-            {"cookie.Modifier": {"scope": ["request", "response"], "name": "session", "value": "abc", "path": "/", "maxAge": 60, "httpOnly": true}}
+            {"cookie.Modifier": {"scope": ["request", "response"], "name": "session", "value": "abc", "path": "/", "maxAge": 60, "httpOnly": true, "expires": "2025-04-12T23:20:50.52Z"}}
         ]}}));
         let mut req = request("/", &[("cookie", "a=1")]);
         assert_eq!(m.on_request(&mut req).as_deref(), Some(&br#"{"msg":"you rock!"}"#[..]));
@@ -486,7 +489,13 @@ mod tests {
         let mut res = response(&[("set-cookie", "b=2")]);
         assert!(m.on_response(None, &mut res).is_some());
         let all: Vec<_> = res.headers.get_all("set-cookie").iter().collect();
-        assert_eq!(all, ["b=2", "session=abc; Path=/; Max-Age=60; HttpOnly"]);
+        assert_eq!(
+            all,
+            [
+                "b=2",
+                "session=abc; Path=/; Expires=Sat, 12 Apr 2025 23:20:50 GMT; Max-Age=60; HttpOnly"
+            ]
+        );
     }
 
     #[test]
