@@ -436,6 +436,62 @@ async fn the_martian_examples_and_basic_auth() {
     );
 }
 
+/// The rest of the martian set end to end, on a no-op endpoint (whose answer's headers reach
+/// the client): a query parameter added to the request and a response filter that reads the
+/// query the backend was sent, a cookie both ways, headers appended and removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn martian_cookies_filters_and_removals_on_a_no_op_endpoint() {
+    let echo = echo().await;
+    let org = format!(
+        r#"name: t
+upstreams:
+  svc: {{targets: ["{}"]}}
+routes:
+  - path: /m
+    upstream: svc
+    compose:
+      input_headers: [Cookie, X-Tenant]
+      output_encoding: no-op
+      backend:
+        - url_pattern: /__echo/m
+          encoding: no-op
+          martian:
+            fifo.Group:
+              scope: [request, response]
+              modifiers:
+                - querystring.Modifier: {{scope: [request], name: debug, value: "1"}}
+                - querystring.Filter:
+                    scope: [response]
+                    name: debug
+                    value: "1"
+                    modifier: {{header.Modifier: {{scope: [response], name: X-Debugged, value: "yes"}}}}
+                - cookie.Modifier: {{scope: [request, response], name: gw, value: seen, path: /, httpOnly: true}}
+                - header.Filter:
+                    scope: [request]
+                    name: X-Tenant
+                    value: acme
+                    modifier: {{header.Append: {{scope: [request], name: X-Tenant, value: gold}}}}
+                    else: {{header.Blacklist: {{scope: [request], names: [X-Tenant]}}}}
+                - header.Blacklist: {{scope: [response], names: [X-From]}}
+"#,
+        echo.url()
+    );
+    let gw = start_gateway(&gateway_with_org_files(""), &[("orgs/t.yaml", &org)]);
+    let r = get_with(&gw.url("/m"), &[("cookie", "a=1"), ("x-tenant", "acme")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-debugged"), Some("yes"), "the response filter saw ?debug=1");
+    assert_eq!(r.header("set-cookie"), Some("gw=seen; Path=/; HttpOnly"));
+    assert_eq!(r.header("x-from"), None, "removed from the answer");
+    let doc = r.json();
+    assert_eq!(doc["req_uri"], "/__echo/m?debug=1");
+    assert_eq!(doc["req_headers"]["Cookie"], json!(["a=1; gw=seen"]));
+    assert_eq!(doc["req_headers"]["X-Tenant"], json!(["acme", "gold"]));
+    let r = get_with(&gw.url("/m"), &[("x-tenant", "other")]).await;
+    let doc = r.json();
+    assert!(doc["req_headers"].get("X-Tenant").is_none(), "{doc}");
+    assert_eq!(doc["req_headers"]["Cookie"], json!(["gw=seen"]));
+}
+
 /// `concurrent_calls: 3` against a backend that fails two calls in three: every request gets
 /// the one good answer.
 #[tokio::test(flavor = "multi_thread")]

@@ -359,20 +359,13 @@ impl Compose {
         // Answers are read by the gateway, which decodes gzip and deflate (as KrakenD's Go
         // client asks for gzip): smaller answers on the wire, nothing else to support.
         headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip, deflate"));
-        let req = match &b.modifier {
-            None => req,
-            Some(m) => {
-                let (mut head, body) = req.into_parts();
-                match m.on_request(&mut head) {
-                    None => Request::from_parts(head, body),
-                    Some(new) => {
-                        head.headers.remove(header::CONTENT_LENGTH);
-                        head.headers.remove(header::TRANSFER_ENCODING);
-                        Request::from_parts(head, RequestBody::full(new))
-                    }
-                }
-            }
-        };
+        let req = modify_request(b.modifier.as_deref(), req);
+        // A response filter on the query reads the query the backend was sent, as martian's do.
+        let sent_query = b
+            .modifier
+            .as_ref()
+            .filter(|m| m.modifies_responses())
+            .and_then(|_| req.uri().query().map(str::to_owned));
         let mut call = Call::new(parent.client, parent.peer);
         call.client_host = parent.client_host.clone();
         call.consumer = parent.consumer.clone();
@@ -409,7 +402,9 @@ impl Compose {
                 Some(coding) => super::decompress::decode(coding.as_bytes(), &bytes, MAX_ANSWER_BYTES)?,
             };
             match &b.modifier {
-                Some(m) if m.modifies_responses() => Ok(m.on_response(parts.uri.query(), &mut head).unwrap_or(bytes)),
+                Some(m) if m.modifies_responses() => {
+                    Ok(m.on_response(sent_query.as_deref(), &mut head).unwrap_or(bytes))
+                }
                 _ => Ok(bytes),
             }
         };
@@ -433,25 +428,16 @@ impl Compose {
             .render(call.params.as_slice(), &[])
             .map_err(|_| BackendError::Failed)?;
         let url = self.with_query(url, req.uri().query());
-        let query = req.uri().query().map(str::to_owned);
         *req.uri_mut() = url.parse::<Uri>().map_err(|_| BackendError::Failed)?;
         if let Some(m) = &cb.method {
             *req.method_mut() = m.clone();
         }
-        let req = match &cb.modifier {
-            None => req,
-            Some(m) => {
-                let (mut head, body) = req.into_parts();
-                match m.on_request(&mut head) {
-                    None => Request::from_parts(head, body),
-                    Some(new) => {
-                        head.headers.remove(header::CONTENT_LENGTH);
-                        head.headers.remove(header::TRANSFER_ENCODING);
-                        Request::from_parts(head, RequestBody::full(new))
-                    }
-                }
-            }
-        };
+        let req = modify_request(cb.modifier.as_deref(), req);
+        let query = cb
+            .modifier
+            .as_ref()
+            .filter(|m| m.modifies_responses())
+            .and_then(|_| req.uri().query().map(str::to_owned));
         if let Some(limit) = &cb.limit
             && !limit.allows()
         {
@@ -474,6 +460,21 @@ impl Compose {
                 })
             }
             _ => Ok(res),
+        }
+    }
+}
+
+/// The request as a backend's [`CallModifier`] leaves it; a replaced body takes its own
+/// framing (the old `Content-Length` goes).
+fn modify_request(m: Option<&dyn CallModifier>, req: Request<RequestBody>) -> Request<RequestBody> {
+    let Some(m) = m else { return req };
+    let (mut head, body) = req.into_parts();
+    match m.on_request(&mut head) {
+        None => Request::from_parts(head, body),
+        Some(new) => {
+            head.headers.remove(header::CONTENT_LENGTH);
+            head.headers.remove(header::TRANSFER_ENCODING);
+            Request::from_parts(head, RequestBody::full(new))
         }
     }
 }
