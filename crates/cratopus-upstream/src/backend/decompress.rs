@@ -13,6 +13,10 @@ use std::io::Read;
 /// `identity`, or a list of them applied in order); an unknown coding, a broken stream or an
 /// answer that grows past `limit` bytes is a failure with a sentence.
 pub(super) fn decode(coding: &[u8], bytes: &Bytes, limit: usize) -> Result<Bytes, Failure> {
+    if bytes.is_empty() {
+        // A 204, or an empty answer a server labelled anyway: nothing to decode.
+        return Ok(Bytes::new());
+    }
     let text = String::from_utf8_lossy(coding);
     let mut out = bytes.clone();
     // Codings are listed in the order they were applied: undo them from the last.
@@ -69,6 +73,13 @@ mod tests {
         let z = Bytes::from(z.finish().unwrap());
         assert_eq!(&decode(b"deflate", &z, 100).unwrap()[..], body);
         assert_eq!(&decode(b"identity", &Bytes::from_static(body), 100).unwrap()[..], body);
+        assert!(
+            decode(b"gzip", &Bytes::new(), 100).unwrap().is_empty(),
+            "an empty answer stays empty"
+        );
+        // Several codings are undone from the last applied.
+        let twice = gzip(&z);
+        assert_eq!(&decode(b"deflate, gzip", &twice, 100).unwrap()[..], body);
     }
 
     #[test]
