@@ -11,6 +11,7 @@
 //! field here: there is no namespace to get wrong, and the schema can check it.
 
 use crate::flatmap::Flatmap;
+pub use crate::martian::{BasicAuth, Martian};
 use crate::path::FieldPath;
 use crate::template::{Placeholder, UrlTemplate};
 use schemars::JsonSchema;
@@ -181,6 +182,57 @@ pub struct ComposeBackendConfig {
     /// `mapping` cannot be used (KrakenD ignores them silently; here it is an error).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flatmap_filter: Vec<FlatmapOpConfig>,
+    /// KrakenD's static modifiers of this backend's request and answer (`modifier/martian`),
+    /// in KrakenD's DSL: one `header.Modifier`, `fifo.Group`, … block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub martian: Option<Martian>,
+    /// Basic authentication towards this backend: `Authorization: Basic …` on every call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    /// Hedged calls: this backend is called this many times at once, the first good answer
+    /// wins and the other calls are dropped (KrakenD's `concurrent_calls`); by default the
+    /// endpoint's `concurrent_calls`, else 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent_calls: Option<u32>,
+    /// The most calls per second the gateway makes to this backend, all clients together
+    /// (KrakenD's `qos/ratelimit/proxy`); a call over the limit fails at once, without reaching
+    /// the backend, which leaves the answer partial.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<ProxyRateLimit>,
+}
+
+/// A backend's proxy rate limit: a token bucket of `capacity` tokens refilled at `max_rate`
+/// per `every` (KrakenD's `qos/ratelimit/proxy`).
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyRateLimit {
+    /// Calls allowed per `every` (per second by default); fractions allowed (`0.5`: one call
+    /// every two seconds).
+    pub max_rate: f64,
+    /// The bucket's size: how many calls may go at once after a quiet time; by default
+    /// `max_rate` (at least 1), as in KrakenD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
+    /// The period of `max_rate` (`1s` by default, `1m`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<String>,
+}
+
+impl PartialEq for ProxyRateLimit {
+    fn eq(&self, o: &Self) -> bool {
+        self.max_rate.to_bits() == o.max_rate.to_bits() && self.capacity == o.capacity && self.every == o.every
+    }
+}
+
+impl Eq for ProxyRateLimit {}
+
+impl ProxyRateLimit {
+    /// The bucket's size (`capacity`, else `max_rate` rounded down, at least 1).
+    pub fn burst(&self) -> u32 {
+        self.capacity
+            .unwrap_or_else(|| (self.max_rate.floor() as u32).max(1))
+            .max(1)
+    }
 }
 
 fn is_false(b: &bool) -> bool {
@@ -204,6 +256,21 @@ pub struct ComposeEndpointConfig {
     /// Operations on the merged answer (KrakenD's endpoint-level `proxy.flatmap_filter`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub flatmap_filter: Vec<FlatmapOpConfig>,
+    /// KrakenD's zero-trust forwarding: only these client headers reach the backends (names
+    /// ignore case; `*`: all), besides those the gateway always sends (`X-Forwarded-*`,
+    /// `X-Request-Id`, the body's framing and type, …). Left out: the request's headers as the
+    /// route's policies left them; `[]`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_headers: Option<Vec<String>>,
+    /// Only these query parameters of the client reach the backends, after the `url_pattern`'s
+    /// own (case-sensitive; `*`: all). Left out or `[]`: none (KrakenD's default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_query_strings: Option<Vec<String>>,
+    /// Hedged calls for every backend (KrakenD's endpoint `concurrent_calls`): each backend
+    /// is called this many times at once and the first good answer wins. A backend's own
+    /// `concurrent_calls` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrent_calls: Option<u32>,
 }
 
 /// A problem of a composed endpoint: the key path of the value at fault under the endpoint's
@@ -271,6 +338,31 @@ impl ComposeEndpointConfig {
                 );
             }
             flatmap_problems(&self.flatmap_filter, &["flatmap_filter"], &mut out);
+        }
+        if let Some(e) = self.concurrent_calls.and_then(hedge_problem) {
+            push(&mut out, &["concurrent_calls"], e);
+        }
+        if let Some(list) = &self.input_headers {
+            for (i, h) in list.iter().enumerate() {
+                if h != "*" && http::HeaderName::from_bytes(h.trim().as_bytes()).is_err() {
+                    push(
+                        &mut out,
+                        &["input_headers", &i.to_string()],
+                        format!("`{h}` is not a header name"),
+                    );
+                }
+            }
+        }
+        if let Some(list) = &self.input_query_strings {
+            for (i, q) in list.iter().enumerate() {
+                if q.is_empty() {
+                    push(
+                        &mut out,
+                        &["input_query_strings", &i.to_string()],
+                        "a parameter name cannot be empty",
+                    );
+                }
+            }
         }
         for (i, b) in self.backend.iter().enumerate() {
             b.problems(i, self.sequential, params, &mut out);
@@ -354,6 +446,34 @@ impl ComposeBackendConfig {
                 "a no-op answer is not read, so it cannot be shaped",
             );
         }
+        if let Some(m) = &self.martian {
+            for (path, message) in m.problems() {
+                let mut k = vec!["backend", at.as_str(), "martian"];
+                k.extend(path.iter().map(String::as_str));
+                push(out, &k, message);
+            }
+        }
+        if let Some(e) = self.concurrent_calls.and_then(hedge_problem) {
+            push(out, &keys("concurrent_calls"), e);
+        }
+        if let Some(r) = &self.rate_limit
+            && !(r.max_rate.is_finite() && r.max_rate > 0.0)
+        {
+            push(
+                out,
+                &["backend", at.as_str(), "rate_limit", "max_rate"],
+                "max_rate must be a number above 0",
+            );
+        }
+        if let Some(a) = &self.basic_auth
+            && a.user.contains(':')
+        {
+            push(
+                out,
+                &["backend", at.as_str(), "basic_auth", "user"],
+                "a basic authentication user cannot contain `:`",
+            );
+        }
         if self.is_collection && matches!(self.encoding, BackendEncoding::SafeJson | BackendEncoding::String) {
             push(
                 out,
@@ -401,6 +521,19 @@ impl ComposeBackendConfig {
             }
             flatmap_problems(&self.flatmap_filter, &keys("flatmap_filter"), out);
         }
+    }
+}
+
+/// The most calls of one backend a request may make at once.
+pub const MAX_CONCURRENT_CALLS: u32 = 16;
+
+fn hedge_problem(n: u32) -> Option<String> {
+    match n {
+        0 => Some("concurrent_calls must be 1 or more".into()),
+        n if n > MAX_CONCURRENT_CALLS => Some(format!(
+            "concurrent_calls is at most {MAX_CONCURRENT_CALLS}: each client request would make {n} calls of the backend"
+        )),
+        _ => None,
     }
 }
 

@@ -37,6 +37,7 @@ pub mod config;
 pub mod decode;
 pub mod encode;
 pub mod flatmap;
+pub mod martian;
 pub mod merge;
 pub mod path;
 pub mod shape;

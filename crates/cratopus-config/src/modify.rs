@@ -332,6 +332,12 @@ fn protected(name: &str, identity: &[String]) -> Option<String> {
     None
 }
 
+/// Why no modifier may touch this header, if it is one the gateway owns (the route
+/// modifiers' list, shared by a composition backend's `martian` block).
+pub fn refused_header(name: &str) -> Option<String> {
+    protected(name, &[])
+}
+
 /// Whether the runtime must leave a response header alone even when a `remove_matching`
 /// pattern matches it: the body's framing and the hop-by-hop headers.
 pub fn is_protected_response_header(lower_name: &str) -> bool {

@@ -143,16 +143,34 @@ fn compose_backend(
             (Some(alias), false) => ErrorPolicy::Details(format!("error_{alias}").into()),
             (None, false) => ErrorPolicy::Hide,
         };
+        let modifier = cratopus_policies::martian::MartianModifier::compile(b.martian.as_ref(), b.basic_auth.as_ref())
+            .map(|m| Arc::new(m) as Arc<dyn cratopus_upstream::CallModifier>);
+        let limit = match &b.rate_limit {
+            Some(l) => {
+                let every = match &l.every {
+                    Some(e) => cratopus_config::units::parse_duration(e)
+                        .map_err(|e| format!("compose backend {i}: rate_limit: {e}"))?,
+                    None => std::time::Duration::from_secs(1),
+                };
+                Some(cratopus_upstream::ProxyLimit::new(l.max_rate, every, l.burst()))
+            }
+            None => None,
+        };
         backends.push(ComposeBackend {
             backend,
             method,
             timeout,
             errors,
+            modifier,
+            hedge: b.concurrent_calls.or(c.concurrent_calls).unwrap_or(1),
+            limit,
         });
     }
     let longest = backends.iter().map(|b| b.timeout).max().unwrap_or_default();
     let timeout = r.timeout.map_or(longest, |d| d.0);
-    Ok(Some(Backend::Compose(Arc::new(Compose::new(
-        endpoint, backends, timeout,
-    )))))
+    let mut compose = Compose::new(endpoint, backends, timeout);
+    // With a forwarding list (the route's `forward` or compose's `input_*`), what the list
+    // lets through of the client's query goes on to the backends.
+    compose.pass_query = cratopus_config::compose::forward_config(r).is_some();
+    Ok(Some(Backend::Compose(Arc::new(compose))))
 }

@@ -699,9 +699,10 @@ pub fn compile_only(
                 .map(|c| Arc::new(Cors::compile(c)))
                 .or_else(|| org_cors.clone());
             let max_body = r.max_body_bytes.or(gw.limits.max_body_bytes).map(|b| b.0);
-            let forwarding = r.forward.as_ref().map(|f| {
+            // A route's `forward`, or its composition's KrakenD `input_headers`/`input_query_strings`.
+            let forwarding = cratopus_config::compose::forward_config(r).map(|f| {
                 let identity = auth.iter().flat_map(|a| a.identity_headers());
-                Arc::new(Forwarding::compile(f, identity.chain([&X_CONSUMER_ID])))
+                Arc::new(Forwarding::compile(&f, identity.chain([&X_CONSUMER_ID])))
             });
             let chain = chain_builder::chain(RouteParts {
                 ip_rules,

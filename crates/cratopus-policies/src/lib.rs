@@ -16,6 +16,7 @@ pub mod grpc_web;
 pub mod ip_rules;
 pub mod jwks;
 pub mod key;
+pub mod martian;
 pub mod modify;
 pub mod quota;
 pub mod rate_limit;

@@ -1,5 +1,5 @@
 //! `cratopus import krakend` end to end: every KrakenD file of the seed documentation
-//! (examples/krakend-import) converts to a config `cratopus check` accepts, bad input fails
+//! (examples/krakend/import) converts to a config `cratopus check` accepts, bad input fails
 //! with a reason, and converted configs serve KrakenD's documented answers from real backends.
 
 use serde_json::{Value, json};
@@ -13,7 +13,7 @@ use test_support::{Backend, Gateway, get};
 const BIN: &str = env!("CARGO_BIN_EXE_cratopus");
 
 fn examples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/krakend-import")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/krakend/import")
 }
 
 fn run(args: &[&str]) -> Output {
@@ -42,7 +42,7 @@ fn example(name: &str) -> Value {
 fn every_krakend_file_of_the_seed_converts_to_a_config_that_passes_check() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut files: Vec<PathBuf> = std::fs::read_dir(examples())
-        .expect("examples/krakend-import")
+        .expect("examples/krakend/import")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
@@ -225,15 +225,18 @@ async fn the_converted_forwarding_examples_pass_only_the_listed_headers_and_quer
     let v = r.json();
     assert!(v["headers"].get("x-secret").is_none(), "{v}");
     assert!(v["headers"].get("accept").is_none(), "{v}");
+    assert_eq!(v["query"], "", "{v}");
 
     let r = test_support::send(&client, ask("/known-params?q=1&a[]=2&other=3")).await;
     let v = r.json();
     assert_eq!(v["headers"]["accept"], "application/json", "{v}");
     assert!(v["headers"].get("x-secret").is_none(), "{v}");
+    assert_eq!(v["query"], "q=1&a[]=2", "{v}");
 
     let r = test_support::send(&client, ask("/all?q=1")).await;
     let v = r.json();
     assert_eq!(v["headers"]["x-secret"], "s3cret", "{v}");
+    assert_eq!(v["query"], "q=1", "{v}");
 }
 
 /// The JWK of an EC P-256 public key given as PEM (SubjectPublicKeyInfo).

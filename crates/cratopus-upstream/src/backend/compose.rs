@@ -40,6 +40,62 @@ pub struct ComposeBackend {
     pub timeout: Duration,
     /// The error policy: where a failing answer's status and body go, if anywhere.
     pub errors: ErrorPolicy,
+    /// Static changes to the call's request and answer (martian modifiers, basic auth).
+    pub modifier: Option<Arc<dyn CallModifier>>,
+    /// Hedged calls: how many calls of this backend run at once, the first good answer
+    /// winning (KrakenD's `concurrent_calls`); 1 (or 0) is a single call.
+    pub hedge: u32,
+    /// The backend's proxy rate limit, all requests together: one cell per call.
+    pub limit: Option<ProxyLimit>,
+}
+
+/// A backend's proxy rate limit (KrakenD's `qos/ratelimit/proxy`): a token bucket kept in
+/// this process (GCRA), one cell per call, hedged calls included.
+#[derive(Clone)]
+pub struct ProxyLimit {
+    pub limiter: Arc<cratopus_state::LocalLimiter>,
+    pub rate: cratopus_state::Rate,
+}
+
+impl std::fmt::Debug for ProxyLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyLimit").field("rate", &self.rate).finish()
+    }
+}
+
+impl ProxyLimit {
+    /// `max_rate` calls per `every`, with a bucket of `burst`.
+    pub fn new(max_rate: f64, every: Duration, burst: u32) -> ProxyLimit {
+        // One cell every `every / max_rate`; `burst` cells may go at once.
+        let period = Duration::from_secs_f64((every.as_secs_f64() / max_rate).clamp(1e-9, 1e9));
+        ProxyLimit {
+            limiter: Arc::new(cratopus_state::LocalLimiter::new()),
+            rate: cratopus_state::Rate {
+                limit: 1,
+                period,
+                burst: burst.max(1),
+            },
+        }
+    }
+
+    fn allows(&self) -> bool {
+        self.limiter.check("", std::slice::from_ref(&self.rate)).allowed
+    }
+}
+
+/// Static changes to one composition backend's request and answer: KrakenD's martian
+/// modifiers and basic authentication towards the backend. The upstream crate only calls it
+/// (it does not know the config); `cratopus-policies`' `martian` implements it with the route
+/// modifiers' header and query engine.
+pub trait CallModifier: Send + Sync + std::fmt::Debug {
+    /// Edits the request's head before the call; `Some` replaces its body.
+    fn on_request(&self, req: &mut http::request::Parts) -> Option<Bytes>;
+    /// Whether [`CallModifier::on_response`] can change anything, so that answers are left
+    /// alone otherwise.
+    fn modifies_responses(&self) -> bool;
+    /// Edits the answer's head (`query`: the request's query, for query filters); `Some`
+    /// replaces its body.
+    fn on_response(&self, query: Option<&str>, res: &mut http::response::Parts) -> Option<Bytes>;
 }
 
 /// What the client learns of a backend that answered with a failing status (KrakenD's
@@ -65,13 +121,17 @@ pub struct Compose {
     pub timeout: Duration,
     /// The backends' upstreams joined by `+`, for logs and `cratopus routes`.
     pub name: Arc<str>,
+    /// The client's query (as the route's `forward` policy left it) goes on to every backend
+    /// after its `url_pattern`'s own parameters (KrakenD's `input_query_strings`); without
+    /// such a list the backends get no client query, as in KrakenD.
+    pub pass_query: bool,
 }
 
 /// Why one backend added nothing to the merge (logged), with its failing answer when its error
 /// policy shows it to the client.
 #[derive(Debug)]
-struct Failure {
-    reason: String,
+pub(super) struct Failure {
+    pub(super) reason: String,
     answer: Option<FailedAnswer>,
 }
 
@@ -223,7 +283,18 @@ impl Compose {
         Ok(res)
     }
 
-    /// Backend `i`'s answer, read whole and shaped; any failure as a sentence.
+    /// The backend URL: the rendered `url_pattern`, then the client's query when it passes.
+    fn with_query(&self, mut url: String, query: Option<&str>) -> String {
+        if let Some(q) = query.filter(|q| self.pass_query && !q.is_empty()) {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str(q);
+        }
+        url
+    }
+
+    /// Backend `i`'s answer, read whole and shaped; any failure as a sentence. With hedged
+    /// calls, the calls run together in this task and the first good answer wins; dropping
+    /// the others cancels them (their connections are closed, not reused).
     async fn call_one(
         &self,
         i: usize,
@@ -234,6 +305,40 @@ impl Compose {
         deadline: Instant,
     ) -> Result<Map<String, Value>, Failure> {
         let b = &self.backends[i];
+        let url = self.with_query(url, parts.uri.query());
+        let until = deadline.min(Instant::now() + b.timeout);
+        let attempts = b.hedge.max(1);
+        let read = async {
+            if attempts == 1 {
+                return self.attempt(i, parent, parts, body, &url).await;
+            }
+            let calls = (0..attempts).map(|_| Box::pin(self.attempt(i, parent, parts, body.clone(), &url)));
+            match futures_util::future::select_ok(calls).await {
+                Ok((data, _losers)) => Ok(data),
+                Err(last) => Err(last),
+            }
+        };
+        tokio::time::timeout_at(until, read)
+            .await
+            .map_err(|_| Failure::from("timed out".to_string()))?
+    }
+
+    /// One call of backend `i`, to its decoded and shaped answer.
+    async fn attempt(
+        &self,
+        i: usize,
+        parent: &Call,
+        parts: &http::request::Parts,
+        body: Option<Bytes>,
+        url: &str,
+    ) -> Result<Map<String, Value>, Failure> {
+        let b = &self.backends[i];
+        if let Some(limit) = &b.limit
+            && !limit.allows()
+        {
+            // KrakenD's proxy rate limit: the call fails without reaching the backend.
+            return Err(Failure::from("proxy rate limit exceeded".to_string()));
+        }
         let keep_error = b.errors != ErrorPolicy::Hide;
         let mut req = Request::new(body.map_or_else(RequestBody::empty, RequestBody::full));
         *req.method_mut() = b.method.clone().unwrap_or(Method::GET);
@@ -251,12 +356,19 @@ impl Compose {
                 headers.append(name.clone(), value.clone());
             }
         }
-        // Answers are read by the gateway: ask for them unencoded.
-        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("identity"));
+        // Answers are read by the gateway, which decodes gzip and deflate (as KrakenD's Go
+        // client asks for gzip): smaller answers on the wire, nothing else to support.
+        headers.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip, deflate"));
+        let req = modify_request(b.modifier.as_deref(), req);
+        // A response filter on the query reads the query the backend was sent, as martian's do.
+        let sent_query = b
+            .modifier
+            .as_ref()
+            .filter(|m| m.modifies_responses())
+            .and_then(|_| req.uri().query().map(str::to_owned));
         let mut call = Call::new(parent.client, parent.peer);
         call.client_host = parent.client_host.clone();
         call.consumer = parent.consumer.clone();
-        let until = deadline.min(Instant::now() + b.timeout);
         let read = async {
             let res = b.backend.call(&mut call, req).await.map_err(|e| e.to_string())?;
             let status = res.status();
@@ -266,7 +378,14 @@ impl Compose {
                     return Err(Failure::from(reason));
                 }
                 let content_type = res.headers().get(header::CONTENT_TYPE).cloned();
+                let coding = res.headers().get(header::CONTENT_ENCODING).cloned();
                 let body = read_whole(res.into_body()).await.unwrap_or_default();
+                // Shown to the client as text: decoded like any answer (a body that does not
+                // decode is shown as nothing rather than as compressed bytes).
+                let body = match coding {
+                    None => body,
+                    Some(c) => super::decompress::decode(c.as_bytes(), &body, MAX_ANSWER_BYTES).unwrap_or_default(),
+                };
                 return Err(Failure {
                     reason,
                     answer: Some(FailedAnswer {
@@ -276,18 +395,20 @@ impl Compose {
                     }),
                 });
             }
-            if res
-                .headers()
-                .get(header::CONTENT_ENCODING)
-                .is_some_and(|v| v.as_bytes() != b"identity")
-            {
-                return Err(Failure::from("the answer has a content encoding".to_string()));
+            let (mut head, body) = res.into_parts();
+            let bytes = read_whole(body).await.map_err(Failure::from)?;
+            let bytes = match head.headers.get(header::CONTENT_ENCODING) {
+                None => bytes,
+                Some(coding) => super::decompress::decode(coding.as_bytes(), &bytes, MAX_ANSWER_BYTES)?,
+            };
+            match &b.modifier {
+                Some(m) if m.modifies_responses() => {
+                    Ok(m.on_response(sent_query.as_deref(), &mut head).unwrap_or(bytes))
+                }
+                _ => Ok(bytes),
             }
-            read_whole(res.into_body()).await.map_err(Failure::from)
         };
-        let bytes = tokio::time::timeout_at(until, read)
-            .await
-            .map_err(|_| Failure::from("timed out".to_string()))??;
+        let bytes: Bytes = read.await?;
         self.endpoint.backends()[i]
             .read(&bytes)
             .map_err(|e| Failure::from(e.to_string()))
@@ -306,11 +427,55 @@ impl Compose {
             .url()
             .render(call.params.as_slice(), &[])
             .map_err(|_| BackendError::Failed)?;
+        let url = self.with_query(url, req.uri().query());
         *req.uri_mut() = url.parse::<Uri>().map_err(|_| BackendError::Failed)?;
         if let Some(m) = &cb.method {
             *req.method_mut() = m.clone();
         }
-        cb.backend.call(call, req).await
+        let req = modify_request(cb.modifier.as_deref(), req);
+        let query = cb
+            .modifier
+            .as_ref()
+            .filter(|m| m.modifies_responses())
+            .and_then(|_| req.uri().query().map(str::to_owned));
+        if let Some(limit) = &cb.limit
+            && !limit.allows()
+        {
+            return Err(BackendError::Overloaded);
+        }
+        let res = cb.backend.call(call, req).await?;
+        match &cb.modifier {
+            Some(m) if m.modifies_responses() => {
+                let (mut head, body) = res.into_parts();
+                Ok(match m.on_response(query.as_deref(), &mut head) {
+                    None => Response::from_parts(head, body),
+                    Some(new) => {
+                        // The backend's body is replaced: its framing and coding go with it.
+                        drop(body);
+                        head.headers.remove(header::CONTENT_LENGTH);
+                        head.headers.remove(header::CONTENT_ENCODING);
+                        head.headers.remove(header::TRANSFER_ENCODING);
+                        Response::from_parts(head, BackendBody::full(new))
+                    }
+                })
+            }
+            _ => Ok(res),
+        }
+    }
+}
+
+/// The request as a backend's [`CallModifier`] leaves it; a replaced body takes its own
+/// framing (the old `Content-Length` goes).
+fn modify_request(m: Option<&dyn CallModifier>, req: Request<RequestBody>) -> Request<RequestBody> {
+    let Some(m) = m else { return req };
+    let (mut head, body) = req.into_parts();
+    match m.on_request(&mut head) {
+        None => Request::from_parts(head, body),
+        Some(new) => {
+            head.headers.remove(header::CONTENT_LENGTH);
+            head.headers.remove(header::TRANSFER_ENCODING);
+            Request::from_parts(head, RequestBody::full(new))
+        }
     }
 }
 
@@ -354,6 +519,7 @@ impl Compose {
             endpoint,
             backends: backends.into(),
             timeout,
+            pass_query: false,
         }
     }
 }

@@ -19,12 +19,13 @@
 //! gateway's JSON answers in one place.
 
 mod compose;
+mod decompress;
 mod shadow;
 mod split;
 mod upgrade;
 mod upstream;
 
-pub use compose::{COMPLETED, Compose, ComposeBackend, ErrorPolicy, MAX_ANSWER_BYTES};
+pub use compose::{COMPLETED, CallModifier, Compose, ComposeBackend, ErrorPolicy, MAX_ANSWER_BYTES, ProxyLimit};
 pub use shadow::{Shadow, ShadowStats};
 pub use split::Split;
 pub use upgrade::SocketGuard;

@@ -4,9 +4,9 @@
 //! Every KrakenD endpoint becomes a route with a `compose` section (KrakenD parses and merges
 //! every answer unless its encodings are `no-op`, and cratopus's composition has KrakenD's
 //! semantics), each distinct backend host list an upstream. KrakenD forwards no header, query
-//! string or cookie that an endpoint does not list, so every route gets a `forward` section
-//! with the endpoint's `input_headers` and `input_query_strings` (empty when it lists none):
-//! the imported gateway keeps KrakenD's deny-by-default forwarding.
+//! string or cookie that an endpoint does not list, so every composition gets the endpoint's
+//! `input_headers` and `input_query_strings`, written even when empty: the imported gateway
+//! keeps KrakenD's deny-by-default forwarding.
 //!
 //! What has no equivalent is not guessed at: each such setting is reported with its JSON path
 //! and why, and the rest of the file is still converted. The conversion is a pure function of
@@ -49,7 +49,7 @@ pub fn convert(doc: &Value, source: &str) -> Result<Conversion, String> {
     let mut header = format!(
         "Converted from {source} by `cratopus import krakend`.\n\
          KrakenD's semantics carry over: every endpoint is a composition (docs/composition.md),\n\
-         and only the headers and query strings an endpoint lists reach its backends (`forward`).\n\
+         and only the headers and query strings an endpoint lists reach its backends.\n\
          Serve it with: cratopus run -c <this file>   (CRATOPUS_BIND overrides the address)"
     );
     if !cx.skipped.is_empty() {
@@ -306,6 +306,7 @@ impl Importer {
         let mut policies = self.every_route_policies.clone();
         let mut sequential = false;
         let mut flatmap = None;
+        let mut concurrent = None;
         for (k, v) in ep {
             let at = format!("{here}.{k}");
             match k.as_str() {
@@ -318,7 +319,10 @@ impl Importer {
                     at,
                     "the response cache is configured per route with `cache` in cratopus",
                 ),
-                "concurrent_calls" => self.skip(at, "hedged calls are not converted yet"),
+                "concurrent_calls" => match v.as_u64() {
+                    Some(n) if (1..=16).contains(&n) => concurrent = Some(n),
+                    _ => self.skip(at, "cratopus makes 1 to 16 concurrent calls"),
+                },
                 "extra_config" => {
                     let Some(extra) = v.as_object() else {
                         self.skip(at, "not an object");
@@ -373,21 +377,18 @@ impl Importer {
         if let Some(v) = validate {
             route.set("validate", v);
         }
-        let mut forward = Node::map();
-        if !input_headers.is_empty() {
-            forward.set("input_headers", Node::strs(&input_headers));
-        }
-        if !input_query.is_empty() {
-            forward.set("input_query_strings", Node::strs(&input_query));
-        }
-        route.set_commented(
-            "forward",
-            forward,
+
+        compose.set_commented(
+            "input_headers",
+            Node::strs(&input_headers),
             Some("KrakenD forwards only the listed headers and query strings".into()),
         );
-
+        compose.set("input_query_strings", Node::strs(&input_query));
         if sequential {
             compose.set("sequential", Node::Bool(true));
+        }
+        if let Some(n) = concurrent {
+            compose.set("concurrent_calls", Node::int(n));
         }
         let output_encoding_is_noop = output_encoding.as_deref() == Some("no-op");
         if let Some(enc) = output_encoding {
@@ -502,6 +503,9 @@ impl Importer {
                             "proxy" => self.proxy(&at, cfg, &mut sequential_ignored, &mut flatmap),
                             "backend/http" => self.backend_http(&at, cfg, &mut node),
                             "qos/circuit-breaker" => breaker = self.breaker(&at, cfg),
+                            "qos/ratelimit/proxy" => self.proxy_rate_limit(&at, cfg, &mut node),
+                            // KrakenD's own notation is cratopus's `martian` (docs/composition.md).
+                            "modifier/martian" => node.set("martian", Node::from_json(&without_comments(cfg))),
                             _ => self.skip(at, unsupported_namespace(ns)),
                         }
                     }
@@ -531,6 +535,36 @@ impl Importer {
             );
         }
         Some(node)
+    }
+
+    /// `qos/ratelimit/proxy`: the same keys on the backend's `rate_limit`.
+    fn proxy_rate_limit(&mut self, here: &str, cfg: &Value, node: &mut Node) {
+        let Some(cfg) = cfg.as_object() else {
+            return self.skip(here, "not an object");
+        };
+        let mut l = Node::map();
+        for (k, v) in cfg {
+            let at = format!("{here}.{k}");
+            match k.as_str() {
+                "max_rate" => match v.as_f64() {
+                    Some(r) if r > 0.0 => l.set("max_rate", Node::Num(v.as_number().cloned().unwrap_or(1.into()))),
+                    _ => self.skip(at, "not a positive rate"),
+                },
+                "capacity" => match v.as_u64() {
+                    Some(c) if c >= 1 => l.set("capacity", Node::int(c)),
+                    _ => self.skip(at, "not a positive integer"),
+                },
+                "every" => {
+                    if let Some(d) = self.duration(&at, v) {
+                        l.set("every", Node::str(d));
+                    }
+                }
+                _ => self.skip(at, "no cratopus equivalent"),
+            }
+        }
+        if matches!(&l, Node::Map(e) if e.iter().any(|e| e.key == "max_rate")) {
+            node.set("rate_limit", l);
+        }
     }
 
     fn backend_http(&mut self, here: &str, cfg: &Value, node: &mut Node) {
@@ -853,6 +887,21 @@ fn route_path(endpoint: &str) -> String {
     }
 }
 
+/// `v` without its `@comment` keys, at any depth (KrakenD ignores them; cratopus refuses
+/// unknown keys).
+fn without_comments(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| k.as_str() != "@comment")
+                .map(|(k, v)| (k.clone(), without_comments(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_comments).collect()),
+        other => other.clone(),
+    }
+}
+
 fn strings(v: &Value) -> Vec<String> {
     v.as_array()
         .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
@@ -932,8 +981,6 @@ fn whole_rate(rate: f64, every: &str) -> (u64, String) {
 /// Why a namespace of `extra_config` is not converted.
 fn unsupported_namespace(ns: &str) -> String {
     let why = match ns {
-        "modifier/martian" => "static modifiers are not converted yet",
-        "qos/ratelimit/proxy" => "the backend rate limit is not converted yet",
         "qos/http-cache" => "the response cache is configured per route with `cache` in cratopus",
         ns if ns.starts_with("telemetry/") => {
             "telemetry is configured in gateway.yaml (`traffic_log`, `tracing`, the admin API's /metrics)"
@@ -996,7 +1043,8 @@ mod tests {
         assert_eq!(r["path"], "/users/{id}");
         assert_eq!(r["methods"], json!(["GET"]));
         assert_eq!(r["timeout"], "2s");
-        assert_eq!(r["forward"], json!({"input_headers": ["Accept"]}));
+        assert_eq!(r["compose"]["input_headers"], json!(["Accept"]));
+        assert_eq!(r["compose"]["input_query_strings"], json!([]));
         let b = &r["compose"]["backend"];
         assert_eq!(
             b[0],
@@ -1028,7 +1076,9 @@ mod tests {
                 },
                 "backend": [{"url_pattern": "/ep", "extra_config": {
                     "qos/circuit-breaker": {"interval": 60, "max_errors": 2, "timeout": 5, "name": "x"},
-                    "qos/ratelimit/proxy": {"max_rate": 3}
+                    "qos/ratelimit/proxy": {"max_rate": 3},
+                    "modifier/martian": {"header.Modifier": {"scope": ["request"], "name": "X-A", "value": "1", "@comment": "c"}},
+                    "qos/unknown": {}
                 }}]
             }]
         }));
@@ -1057,12 +1107,17 @@ mod tests {
         assert_eq!(up["circuit_breaker"]["consecutive_failures"], 2);
         assert_eq!(up["circuit_breaker"]["open_for"], "5s");
         assert_eq!(r["compose"]["backend"][0]["upstream"], "b_1_cb");
+        assert_eq!(r["compose"]["backend"][0]["rate_limit"], json!({"max_rate": 3}));
+        assert_eq!(
+            r["compose"]["backend"][0]["martian"],
+            json!({"header.Modifier": {"scope": ["request"], "name": "X-A", "value": "1"}})
+        );
         let paths: Vec<&str> = skipped.iter().map(|s| s.path.as_str()).collect();
         assert_eq!(
             paths,
             [
                 "$.extra_config[\"telemetry/logging\"]",
-                "$.endpoints[0].backend[0].extra_config[\"qos/ratelimit/proxy\"]"
+                "$.endpoints[0].backend[0].extra_config[\"qos/unknown\"]"
             ]
         );
     }
