@@ -144,7 +144,7 @@ impl<'a> Exchange<'a> {
         let (mut parts, mut body) = res.into_parts();
         // Response policies, in reverse order of the chain; then the body wrappers (gRPC-Web)
         // of the routes that have one, which see the final head.
-        if let (Some(route), Some(cx)) = (&self.route, &self.cx) {
+        if let (Some(route), Some(cx)) = (&self.route, &mut self.cx) {
             for p in route.chain.iter().rev() {
                 p.on_response(cx, &mut parts);
             }
@@ -154,7 +154,7 @@ impl<'a> Exchange<'a> {
                         .chain
                         .iter()
                         .rev()
-                        .fold(b, |b, p| p.wrap_response_body(cx, &parts, b))
+                        .fold(b, |b, p| p.wrap_response_body(&*cx, &parts, b))
                 });
             }
         }
