@@ -286,11 +286,14 @@ impl Compression {
     }
 
     /// The request side: notes the negotiated encoding, or nothing for a request whose answer
-    /// is never touched (`HEAD`, `Range`, gRPC, a tunnel).
+    /// is never touched (`HEAD`, `Range`, gRPC, a tunnel, a WebSocket handshake: both of its
+    /// forms, HTTP/1.1 `Upgrade` and HTTP/2 extended CONNECT, send `Sec-WebSocket-Version`,
+    /// which stays when the hop-by-hop `Upgrade` is gone).
     pub fn on_request(&self, cx: &mut RequestCx, req: &http::request::Parts) {
         if req.method == Method::HEAD
             || req.method == Method::CONNECT
             || req.headers.contains_key(header::RANGE)
+            || req.headers.contains_key(header::SEC_WEBSOCKET_VERSION)
             || cratopus_upstream::grpc::is_grpc(&req.headers)
         {
             cx.compress = None;

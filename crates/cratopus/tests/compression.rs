@@ -157,7 +157,8 @@ fn answer(
 }
 
 /// Routes: `/c/…` compresses with the organization's defaults, `/gzip-only/…` allows gzip
-/// alone, `/plain/…` switches compression off.
+/// alone, `/plain/…` switches compression off; `/m/…` is the built-in mirror (an answer made in
+/// process, without a `Content-Length` header of its own).
 fn gateway(backend: &str) -> Gateway {
     let org = format!(
         r#"name: acme
@@ -166,7 +167,11 @@ compression:
 upstreams:
   app:
     targets: ["{backend}"]
+  mirror:
+    targets: ["mirror://"]
 routes:
+  - path: /m/{{*rest}}
+    upstream: mirror
   - path: /c/{{*rest}}
     upstream: app
     strip_prefix: /c
@@ -354,6 +359,15 @@ async fn small_unlisted_no_transform_and_bodiless_answers_pass_as_they_are() {
     // Under min_size (by Content-Length).
     let r = raw(&c, gw.url("/c/small"), &[ae]).await;
     assert_eq!((r.header("content-encoding"), r.text().as_str()), (None, r#"{"ok":true}"#));
+    // The mirror's answer, made in process: judged by its length too.
+    let r = raw(&c, gw.url("/m/small"), &[ae]).await;
+    assert_eq!((r.status, r.header("content-encoding")), (200, None), "{}", dump(&gw));
+    let big = Request::post(gw.url("/m/big"))
+        .header(ae.0, ae.1)
+        .body(Full::new(Bytes::from(large_text())))
+        .unwrap();
+    let r = send(&c, big).await;
+    assert_eq!(r.header("content-encoding"), Some("br"));
     // A type not listed (images are compressed already).
     let r = raw(&c, gw.url("/c/png"), &[ae]).await;
     assert_eq!((r.header("content-encoding"), r.header("vary")), (None, None));
