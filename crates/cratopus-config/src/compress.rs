@@ -157,7 +157,10 @@ impl CompressionConfig {
         let mut out: Vec<Problem> = Vec::new();
         let at = |keys: &[&str]| keys.iter().map(|k| k.to_string()).collect::<Vec<_>>();
         if self.algorithms.is_empty() {
-            out.push((at(&["algorithms"]), "algorithms must list at least one of gzip, br, zstd".into()));
+            out.push((
+                at(&["algorithms"]),
+                "algorithms must list at least one of gzip, br, zstd".into(),
+            ));
         }
         for (i, a) in self.algorithms.iter().enumerate() {
             if self.algorithms[..i].contains(a) {
@@ -168,7 +171,10 @@ impl CompressionConfig {
             }
         }
         if self.content_types.is_empty() {
-            out.push((at(&["content_types"]), "content_types must list at least one media type".into()));
+            out.push((
+                at(&["content_types"]),
+                "content_types must list at least one media type".into(),
+            ));
         }
         for (i, t) in self.content_types.iter().enumerate() {
             if !is_type_pattern(t) {
@@ -180,10 +186,16 @@ impl CompressionConfig {
         }
         let l = &self.levels;
         if !(1..=9).contains(&l.gzip) {
-            out.push((at(&["levels", "gzip"]), format!("levels: gzip must be 1 to 9, not {}", l.gzip)));
+            out.push((
+                at(&["levels", "gzip"]),
+                format!("levels: gzip must be 1 to 9, not {}", l.gzip),
+            ));
         }
         if l.br > 11 {
-            out.push((at(&["levels", "br"]), format!("levels: br must be 0 to 11, not {}", l.br)));
+            out.push((
+                at(&["levels", "br"]),
+                format!("levels: br must be 0 to 11, not {}", l.br),
+            ));
         }
         if !(-7..=22).contains(&l.zstd) || l.zstd == 0 {
             out.push((
@@ -217,7 +229,11 @@ pub(crate) fn check_org(f: &Path, base: &str, o: &OrganizationConfig, errors: &m
                 pointer.push('/');
                 pointer.push_str(&crate::shape::escape(k));
             }
-            errors.push(ConfigError::at_key(f, pointer, format!("{what}: compression: {message}")));
+            errors.push(ConfigError::at_key(
+                f,
+                pointer,
+                format!("{what}: compression: {message}"),
+            ));
         }
     };
     if let Some(c) = &o.compression {

@@ -12,8 +12,8 @@
 
 pub mod access;
 pub mod auth_limits;
-pub mod compress;
 pub mod compose;
+pub mod compress;
 pub mod error;
 pub mod files;
 pub mod graphql;

@@ -683,7 +683,10 @@ mod tests {
     fn negotiation_honours_q_values_identity_and_star() {
         assert_eq!(negotiate(None, &ALL), Encoding::Identity);
         assert_eq!(pick("gzip, deflate, br, zstd", &ALL), Encoding::Br);
-        assert_eq!(pick("gzip, deflate, br, zstd", &[Encoding::Gzip, Encoding::Zstd]), Encoding::Gzip);
+        assert_eq!(
+            pick("gzip, deflate, br, zstd", &[Encoding::Gzip, Encoding::Zstd]),
+            Encoding::Gzip
+        );
         assert_eq!(pick("gzip;q=1, br;q=0.5", &ALL), Encoding::Gzip);
         assert_eq!(pick("br;q=0, *", &ALL), Encoding::Zstd);
         assert_eq!(pick("br;q=0, *;q=0.1, gzip;q=0.2", &ALL), Encoding::Gzip);
@@ -736,7 +739,10 @@ mod tests {
         let mut h = head(&[("vary", "accept-encoding"), ("etag", "W/\"x\"")]);
         add_vary(&mut h);
         weaken_etag(&mut h);
-        assert_eq!((h["vary"].to_str().unwrap(), h["etag"].to_str().unwrap()), ("accept-encoding", "W/\"x\""));
+        assert_eq!(
+            (h["vary"].to_str().unwrap(), h["etag"].to_str().unwrap()),
+            ("accept-encoding", "W/\"x\"")
+        );
         assert!(has_no_transform(&head(&[("cache-control", "max-age=3, No-Transform")])));
         assert!(!has_no_transform(&head(&[("cache-control", "no-cache")])));
     }
@@ -793,7 +799,10 @@ mod tests {
                 drop(tx);
                 let coder = Coder::encoder(e, &CompressionLevels::default(), length).unwrap();
                 let got = Coded::new(Fed(rx), coder).collect().await.unwrap();
-                assert_eq!(got.trailers().map(|t| &t["x-done"]), Some(&HeaderValue::from_static("1")));
+                assert_eq!(
+                    got.trailers().map(|t| &t["x-done"]),
+                    Some(&HeaderValue::from_static("1"))
+                );
                 let bytes = got.to_bytes();
                 assert!(bytes.len() < original.len() / 4, "{e:?}: {} bytes", bytes.len());
                 assert!(decode(e, &bytes) == original, "{e:?} {length:?}");
@@ -809,7 +818,9 @@ mod tests {
             out(&mut w)
         }
         match e {
-            Encoding::Gzip => run(flate2::write::GzDecoder::new(Vec::new()), bytes, |w| w.get_mut().clone()),
+            Encoding::Gzip => run(flate2::write::GzDecoder::new(Vec::new()), bytes, |w| {
+                w.get_mut().clone()
+            }),
             Encoding::Br => run(brotli::DecompressorWriter::new(Vec::new(), 4096), bytes, |w| {
                 w.get_mut().clone()
             }),
