@@ -21,7 +21,7 @@ use test_support::http_body_util::{BodyExt, Full, StreamBody};
 use test_support::hyper::body::{Body, Bytes, Frame, Incoming};
 use test_support::hyper::service::service_fn;
 use test_support::hyper_util::rt::{TokioExecutor, TokioIo};
-use test_support::{Client, Gateway, Reply, client, eventually, send};
+use test_support::{Client, Gateway, Reply, client, eventually, h2c_client, send};
 use tokio::sync::mpsc;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -523,11 +523,18 @@ impl Decoder {
 async fn server_sent_events_through_a_compressing_route_arrive_one_by_one() {
     let mut b = backend().await;
     let gw = gateway(&b.url);
-    let c = client();
-    for encoding in ["gzip", "br", "zstd"] {
+    // Over HTTP/1.1 (chunked) for each encoding, and over HTTP/2 (DATA frames).
+    let runs = [
+        (client(), "gzip", "h1"),
+        (client(), "br", "h1"),
+        (client(), "zstd", "h1"),
+        (h2c_client(), "gzip", "h2"),
+    ];
+    for (c, encoding, version) in runs {
+        let agent = format!("sse {encoding} {version}");
         let req = Request::get(gw.url("/c/events"))
             .header("accept", "text/event-stream")
-            .header("user-agent", format!("sse {encoding}"))
+            .header("user-agent", agent.as_str())
             .header("accept-encoding", encoding)
             .body(Full::new(Bytes::new()))
             .unwrap();
@@ -551,7 +558,7 @@ async fn server_sent_events_through_a_compressing_route_arrive_one_by_one() {
             loop {
                 let frame = tokio::time::timeout(DEADLINE, body.frame())
                     .await
-                    .unwrap_or_else(|_| panic!("{encoding}: event {i} held back{}", dump(&gw)))
+                    .unwrap_or_else(|_| panic!("{encoding} {version}: event {i} held back{}", dump(&gw)))
                     .expect("the stream goes on")
                     .expect("a frame");
                 let Some(data) = frame.data_ref() else { continue };
@@ -571,11 +578,7 @@ async fn server_sent_events_through_a_compressing_route_arrive_one_by_one() {
             }
         }
         assert_eq!(decoder.feed(&[]), sent.as_bytes());
-        wait_traffic(
-            &gw,
-            &[&format!("sse {encoding}"), &format!("\"compression\":\"{encoding}\"")],
-        )
-        .await;
+        wait_traffic(&gw, &[&agent, &format!("\"compression\":\"{encoding}\"")]).await;
     }
 }
 
