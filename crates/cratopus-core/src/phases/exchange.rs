@@ -142,8 +142,8 @@ impl<'a> Exchange<'a> {
             }
         };
         let (mut parts, mut body) = res.into_parts();
-        // Response policies, in reverse order of the chain; then the body wrappers (gRPC-Web)
-        // of the routes that have one, which see the final head.
+        // Response policies, in reverse order of the chain; then the body wrappers (gRPC-Web,
+        // compression) of the routes that have one, which see the final head.
         if let (Some(route), Some(cx)) = (&self.route, &mut self.cx) {
             if route.wraps_bodies {
                 state_length(&self.method, &mut parts, &body);
