@@ -13,6 +13,7 @@
 pub mod access;
 pub mod auth_limits;
 pub mod compose;
+pub mod compress;
 pub mod error;
 pub mod files;
 pub mod graphql;

@@ -476,6 +476,9 @@ pub struct OrganizationConfig {
     /// Header and query modifiers of every route (a route's run after them).
     #[serde(default)]
     pub modify: Option<crate::modify::ModifyConfig>,
+    /// Response compression (gzip, br, zstd) of every route (a route's own replaces it).
+    #[serde(default)]
+    pub compression: Option<crate::compress::CompressionConfig>,
 }
 
 /// A pool of targets with its balancing, health checking and timeouts.
@@ -860,4 +863,7 @@ pub struct RouteConfig {
     /// (KrakenD's endpoint; see docs/composition.md). Replaces the streaming pass-through.
     #[serde(default)]
     pub compose: Option<crate::compose::ComposeEndpointConfig>,
+    /// Response compression (gzip, br, zstd) on this route; replaces the organization's.
+    #[serde(default)]
+    pub compression: Option<crate::compress::CompressionConfig>,
 }

@@ -480,6 +480,7 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
             o.cors.as_ref().map(|c| c.problems()).unwrap_or_default(),
         );
         crate::modify::check_org(f, base, o, &mut errors);
+        crate::compress::check_org(f, base, o, &mut errors);
         for (ri, r) in o.routes.iter().enumerate() {
             let here = ptr(base, &["routes", &ri.to_string()]);
             let what = format!("route `{}`", r.path.value);

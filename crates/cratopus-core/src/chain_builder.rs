@@ -8,6 +8,7 @@
 use cratopus_policies::auth::Authenticator;
 use cratopus_policies::authz::Authorizer;
 use cratopus_policies::chain::{Policy, Quotas, RateLimits};
+use cratopus_policies::compress::Compression;
 use cratopus_policies::cors::Cors;
 use cratopus_policies::forwarding::Forwarding;
 use cratopus_policies::graphql::GraphqlGuard;
@@ -43,6 +44,8 @@ pub struct RouteParts {
     pub graphql: Option<Arc<GraphqlGuard>>,
     /// The route translates gRPC-Web.
     pub grpc_web: bool,
+    /// The route's response compression (its own, else its organization's).
+    pub compression: Option<Arc<Compression>>,
 }
 
 /// The route's chain, in the order its policies run on the request (the response runs it
@@ -98,5 +101,8 @@ pub fn chain(p: RouteParts) -> Vec<Policy> {
     // Last: what a modifier sets is not filtered by `forward`'s lists, and its response side
     // runs first on the way back, on the backend's headers before the gateway adds its own.
     chain.extend(p.modifiers.map(Policy::Modify));
+    // Compression last: on the way back it runs first, on the backend's head and body, so that
+    // the steps before it (a cache) see the encoded answer and store it per encoding.
+    chain.extend(p.compression.map(Policy::Compress));
     chain
 }

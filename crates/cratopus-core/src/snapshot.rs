@@ -20,6 +20,7 @@ use cratopus_observe::traffic_log::TrafficLogSettings;
 use cratopus_policies::auth::{Authenticator, Consumers};
 use cratopus_policies::authz::Authorizer;
 use cratopus_policies::chain::{Policy, X_CONSUMER_ID};
+use cratopus_policies::compress::Compression;
 use cratopus_policies::cors::Cors;
 use cratopus_policies::forwarding::Forwarding;
 use cratopus_policies::graphql::GraphqlGuard;
@@ -733,6 +734,12 @@ pub fn compile_only(
                 .map(Arc::new),
                 graphql,
                 grpc_web: r.grpc_web,
+                compression: r
+                    .compression
+                    .as_ref()
+                    .or(o.compression.as_ref())
+                    .and_then(Compression::compile)
+                    .map(Arc::new),
             });
             let backend = match route_backend(r, &org_name, &route_name, &upstreams, services, &mut split_states) {
                 Ok(Some(b)) => b,

@@ -69,6 +69,8 @@ pub struct RequestCx {
     pub log_fields: Vec<(&'static str, LogValue)>,
     /// A gRPC-Web request being translated (see [`crate::grpc_web`]).
     pub grpc_web: Option<crate::grpc_web::Mode>,
+    /// The negotiated response encoding and what was done with it (see [`crate::compress`]).
+    pub compress: Option<crate::compress::Plan>,
 }
 
 impl RequestCx {
@@ -89,6 +91,7 @@ impl RequestCx {
             route,
             log_fields: Vec::new(),
             grpc_web: None,
+            compress: None,
         }
     }
 }
@@ -177,6 +180,9 @@ pub enum Policy {
     Graphql(Arc<GraphqlGuard>),
     /// gRPC-Web to gRPC and back: heads, and both bodies.
     GrpcWeb,
+    /// Response compression (gzip, br, zstd) by the client's `Accept-Encoding`; the last
+    /// step of a chain, so the first on the way back.
+    Compress(Arc<crate::compress::Compression>),
 }
 
 impl Policy {
@@ -197,6 +203,7 @@ impl Policy {
             Policy::Modify(_) => "modify",
             Policy::Graphql(_) => "graphql",
             Policy::GrpcWeb => "grpc_web",
+            Policy::Compress(_) => "compress",
         }
     }
 
@@ -287,6 +294,10 @@ impl Policy {
                 }
                 Ok(())
             }
+            Policy::Compress(c) => {
+                c.on_request(cx, req);
+                Ok(())
+            }
         }
     }
 
@@ -295,7 +306,7 @@ impl Policy {
     /// the chains that have such a policy (a flag of the route, set at compile), so that other
     /// routes pay nothing for the hooks.
     pub fn wraps_bodies(&self) -> bool {
-        matches!(self, Policy::GrpcWeb)
+        matches!(self, Policy::GrpcWeb | Policy::Compress(_))
     }
 
     /// The request body as the backend gets it: a policy that translates a protocol (or,
@@ -309,11 +320,13 @@ impl Policy {
     }
 
     /// The response body as the client gets it, wrapped after every `on_response` (so a
-    /// wrapper sees the final head, `res`). Runs on the gateway's own answers too.
+    /// wrapper sees the final head, `res`), in the chain's reverse order like `on_response`.
+    /// Runs on the gateway's own answers too.
     pub fn wrap_response_body(&self, cx: &RequestCx, res: &http::response::Parts, body: BackendBody) -> BackendBody {
         match (self, cx.grpc_web) {
             // Only an answer that is gRPC has gRPC's framing and trailers to translate.
             (Policy::GrpcWeb, Some(mode)) if is_grpc_web(&res.headers) => crate::grpc_web::response_body(mode, body),
+            (Policy::Compress(c), _) => c.wrap_response_body(cx, body),
             _ => body,
         }
     }
@@ -341,8 +354,10 @@ impl Policy {
         }
     }
 
-    /// Runs on the way back, in reverse order, on every answer of the route.
-    pub fn on_response(&self, cx: &RequestCx, res: &mut http::response::Parts) {
+    /// Runs on the way back, in reverse order, on every answer of the route. A policy may note
+    /// what it did in `cx` (for its body wrapper, for the log line: `cx.log_fields`), since
+    /// only the response side sees the answer's head.
+    pub fn on_response(&self, cx: &mut RequestCx, res: &mut http::response::Parts) {
         match self {
             Policy::Cors(c) => c.apply(cx.origin.as_ref(), &mut res.headers),
             Policy::RateLimits(_) => {
@@ -351,6 +366,7 @@ impl Policy {
                 }
             }
             Policy::Modify(m) => m.on_response(cx, res),
+            Policy::Compress(c) => c.on_response(cx, res),
             Policy::GrpcWeb => {
                 if let Some(mode) = cx.grpc_web {
                     crate::grpc_web::on_response(mode, &mut res.headers);

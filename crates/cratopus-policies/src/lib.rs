@@ -9,6 +9,7 @@ pub mod auth;
 pub mod auth_failures;
 pub mod authz;
 pub mod chain;
+pub mod compress;
 pub mod cors;
 pub mod forwarding;
 pub mod graphql;

@@ -142,9 +142,12 @@ impl<'a> Exchange<'a> {
             }
         };
         let (mut parts, mut body) = res.into_parts();
-        // Response policies, in reverse order of the chain; then the body wrappers (gRPC-Web)
-        // of the routes that have one, which see the final head.
-        if let (Some(route), Some(cx)) = (&self.route, &self.cx) {
+        // Response policies, in reverse order of the chain; then the body wrappers (gRPC-Web,
+        // compression) of the routes that have one, which see the final head.
+        if let (Some(route), Some(cx)) = (&self.route, &mut self.cx) {
+            if route.wraps_bodies {
+                state_length(&self.method, &mut parts, &body);
+            }
             for p in route.chain.iter().rev() {
                 p.on_response(cx, &mut parts);
             }
@@ -154,7 +157,7 @@ impl<'a> Exchange<'a> {
                         .chain
                         .iter()
                         .rev()
-                        .fold(b, |b, p| p.wrap_response_body(cx, &parts, b))
+                        .fold(b, |b, p| p.wrap_response_body(&*cx, &parts, b))
                 });
             }
         }
@@ -339,5 +342,25 @@ impl Drop for Exchange<'_> {
             line.total_ms = elapsed.as_secs_f64() * 1000.0;
             self.snap.traffic_log.log(line);
         }
+    }
+}
+
+/// Writes the body's length in the head when the body knows it exactly and the head does not
+/// say it (an answer made in process: the mirror's, the gateway's errors), for the policies that
+/// wrap bodies and judge the answer by its head (compression's minimum size). hyper would write
+/// the same header when sending; a `HEAD` answer or a status without a body is left alone.
+fn state_length(method: &http::Method, parts: &mut http::response::Parts, body: &ResponseBody) {
+    use http_body::Body as _;
+    let s = parts.status;
+    if *method == http::Method::HEAD
+        || s.is_informational()
+        || s == http::StatusCode::NO_CONTENT
+        || s == http::StatusCode::NOT_MODIFIED
+        || parts.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        return;
+    }
+    if let Some(n) = body.size_hint().exact() {
+        parts.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
 }
