@@ -76,6 +76,10 @@ pub struct GatewayConfig {
     /// How request paths are normalized before routing.
     #[serde(default)]
     pub path_normalization: PathNormalization,
+    /// The response cache's memory store, shared by every organization (see `cache:` on
+    /// organizations and routes).
+    #[serde(default)]
+    pub cache: crate::cache::CacheStoreConfig,
 }
 
 /// Trace context handling: a caller's `traceparent` is always continued with its own sampling
@@ -476,6 +480,9 @@ pub struct OrganizationConfig {
     /// Header and query modifiers of every route (a route's run after them).
     #[serde(default)]
     pub modify: Option<crate::modify::ModifyConfig>,
+    /// The response cache of every route (a route's own `cache` fields replace these).
+    #[serde(default)]
+    pub cache: Option<crate::cache::CacheConfig>,
 }
 
 /// A pool of targets with its balancing, health checking and timeouts.
@@ -860,4 +867,7 @@ pub struct RouteConfig {
     /// (KrakenD's endpoint; see docs/composition.md). Replaces the streaming pass-through.
     #[serde(default)]
     pub compose: Option<crate::compose::ComposeEndpointConfig>,
+    /// The response cache on this route (its fields replace the organization's).
+    #[serde(default)]
+    pub cache: Option<crate::cache::CacheConfig>,
 }

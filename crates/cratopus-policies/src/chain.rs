@@ -69,6 +69,8 @@ pub struct RequestCx {
     pub log_fields: Vec<(&'static str, LogValue)>,
     /// A gRPC-Web request being translated (see [`crate::grpc_web`]).
     pub grpc_web: Option<crate::grpc_web::Mode>,
+    /// What the response cache decided for this request (see [`crate::cache`]).
+    pub cache: Option<Box<crate::cache::CacheCx>>,
 }
 
 impl RequestCx {
@@ -89,8 +91,58 @@ impl RequestCx {
             route,
             log_fields: Vec::new(),
             grpc_web: None,
+            cache: None,
         }
     }
+
+    /// A context for a request the gateway sends on its own behalf in the background
+    /// ([`Answer::background`]): who the request is from, nothing it has learned since.
+    pub fn fork(&self) -> RequestCx {
+        let mut cx = RequestCx::new(self.client, self.request_id.clone(), self.route.clone());
+        cx.cert = self.cert.clone();
+        cx.identity = self.identity.clone();
+        cx.consumer = self.consumer.clone();
+        cx.params = self.params.clone();
+        cx.grpc_web = self.grpc_web;
+        cx
+    }
+}
+
+/// Why a policy's [`Policy::on_request`] stops the request before the backend.
+#[derive(Debug)]
+pub enum Halt {
+    /// Refused: answered with the gateway's error for the refusal.
+    Refuse(Refusal),
+    /// Answered by the policy (a cache hit): the backend is not called; the policies before
+    /// this one run their response side (and body wrappers) on the answer, as on a refusal,
+    /// the later ones nothing.
+    Answer(Answer),
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.response.status())
+            .field("background", &self.background.is_some())
+            .finish()
+    }
+}
+
+impl From<Refusal> for Halt {
+    fn from(r: Refusal) -> Halt {
+        Halt::Refuse(r)
+    }
+}
+
+/// A policy's own answer to a request.
+pub struct Answer {
+    pub response: http::Response<BackendBody>,
+    /// The request also goes on to the backend in the background with this context (a
+    /// stale-while-revalidate refresh): the policies after the answering one run their
+    /// request side, the backend answers, and the policies from the answering one on run their
+    /// response side and body wrappers on that answer, which is then read to its end and
+    /// dropped. Only for requests without a body; the client never waits for it.
+    pub background: Option<Box<RequestCx>>,
 }
 
 /// What a policy answers instead of the backend.
@@ -177,6 +229,8 @@ pub enum Policy {
     Graphql(Arc<GraphqlGuard>),
     /// gRPC-Web to gRPC and back: heads, and both bodies.
     GrpcWeb,
+    /// The response cache: answers hits, stores misses as they stream to the client.
+    Cache(Arc<crate::cache::CachePolicy>),
 }
 
 impl Policy {
@@ -197,6 +251,7 @@ impl Policy {
             Policy::Modify(_) => "modify",
             Policy::Graphql(_) => "graphql",
             Policy::GrpcWeb => "grpc_web",
+            Policy::Cache(_) => "cache",
         }
     }
 
@@ -209,8 +264,19 @@ impl Policy {
         }
     }
 
-    /// Runs before the backend; may refuse the request.
-    pub async fn on_request(&self, cx: &mut RequestCx, req: &mut http::request::Parts) -> Result<(), Refusal> {
+    /// Runs before the backend; may refuse the request, or answer it instead of the backend
+    /// ([`Halt`]).
+    pub async fn on_request(&self, cx: &mut RequestCx, req: &mut http::request::Parts) -> Result<(), Halt> {
+        match self {
+            Policy::Cache(c) => c.on_request(cx, req).await,
+            _ => self.admit(cx, req).await.map_err(Halt::Refuse),
+        }
+    }
+
+    /// The request side as far as letting the request through or refusing it: what the
+    /// routing phase runs of a chain through authentication (no policy there answers; a policy
+    /// that answers, the cache, sits after authentication and does nothing here).
+    pub async fn admit(&self, cx: &mut RequestCx, req: &mut http::request::Parts) -> Result<(), Refusal> {
         match self {
             Policy::IpRules(r) => {
                 if r.permits(cx.client) {
@@ -287,6 +353,7 @@ impl Policy {
                 }
                 Ok(())
             }
+            Policy::Cache(_) => Ok(()),
         }
     }
 
@@ -295,7 +362,28 @@ impl Policy {
     /// the chains that have such a policy (a flag of the route, set at compile), so that other
     /// routes pay nothing for the hooks.
     pub fn wraps_bodies(&self) -> bool {
-        matches!(self, Policy::GrpcWeb)
+        matches!(self, Policy::GrpcWeb | Policy::Cache(_))
+    }
+
+    /// Whether the policy may answer for a failed backend ([`Policy::on_backend_error`]): the
+    /// engine asks only the chains that have such a policy (a flag of the route).
+    pub fn rescues(&self) -> bool {
+        matches!(self, Policy::Cache(_))
+    }
+
+    /// The backend failed (could not be reached, timed out, its breaker is open, it is
+    /// overloaded): a policy may answer instead of the gateway's error (the cache's
+    /// stale-if-error). Asked in reverse chain order; the first answer wins, and then runs
+    /// through every policy's response side as the backend's would.
+    pub fn on_backend_error(
+        &self,
+        cx: &mut RequestCx,
+        err: &cratopus_upstream::BackendError,
+    ) -> Option<http::Response<BackendBody>> {
+        match self {
+            Policy::Cache(c) => c.on_backend_error(cx, err),
+            _ => None,
+        }
     }
 
     /// The request body as the backend gets it: a policy that translates a protocol (or,
@@ -310,7 +398,10 @@ impl Policy {
 
     /// The response body as the client gets it, wrapped after every `on_response` (so a
     /// wrapper sees the final head, `res`). Runs on the gateway's own answers too.
-    pub fn wrap_response_body(&self, cx: &RequestCx, res: &http::response::Parts, body: BackendBody) -> BackendBody {
+    pub fn wrap_response_body(&self, cx: &mut RequestCx, res: &http::response::Parts, body: BackendBody) -> BackendBody {
+        if let Policy::Cache(c) = self {
+            return c.wrap_response_body(cx, body);
+        }
         match (self, cx.grpc_web) {
             // Only an answer that is gRPC has gRPC's framing and trailers to translate.
             (Policy::GrpcWeb, Some(mode)) if is_grpc_web(&res.headers) => crate::grpc_web::response_body(mode, body),
@@ -341,9 +432,11 @@ impl Policy {
         }
     }
 
-    /// Runs on the way back, in reverse order, on every answer of the route.
-    pub fn on_response(&self, cx: &RequestCx, res: &mut http::response::Parts) {
+    /// Runs on the way back, in reverse order, on every answer of the route. A policy may note
+    /// what it learned in `cx` (log fields; what its body wrapper does).
+    pub fn on_response(&self, cx: &mut RequestCx, res: &mut http::response::Parts) {
         match self {
+            Policy::Cache(c) => c.on_response(cx, res),
             Policy::Cors(c) => c.apply(cx.origin.as_ref(), &mut res.headers),
             Policy::RateLimits(_) => {
                 if let Some(rate) = &cx.rate {

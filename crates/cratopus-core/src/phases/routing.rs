@@ -123,7 +123,7 @@ async fn by_identity(
         cx.cert = t.client_cert.as_ref().map(|c| c.id.clone());
     }
     for policy in &first.chain[..through_authentication(&first)] {
-        policy.on_request(cx, &mut parts).await?;
+        policy.admit(cx, &mut parts).await?;
     }
     let path = parts.uri.path();
     let head = Head::new(&parts.headers, parts.uri.query());
@@ -155,7 +155,7 @@ async fn by_identity(
             .iter()
             .filter(|p| matches!(p, Policy::Cors(_) | Policy::GrpcWeb))
         {
-            policy.on_request(cx, &mut parts).await?;
+            policy.admit(cx, &mut parts).await?;
         }
     }
     ex.chain_from = skip;
