@@ -193,23 +193,23 @@ impl CachePolicy {
                 let status = format!("cratopus; hit; ttl={}", s.ttl(now));
                 return Err(Halt::Answer(answer(s, &req.headers, head, now, &status)));
             }
-            // Stale within stale-while-revalidate: answered now, refreshed once behind it.
-            if !head
-                && s.usable_stale(now, s.stale_while_revalidate)
-                && let Flight::Lead(guard) = self.store.join(&key)
-            {
+            // Stale within stale-while-revalidate: answered now, and refreshed behind it by
+            // one background request (none while one is out already).
+            if !head && s.usable_stale(now, s.stale_while_revalidate) {
                 self.store.stats.stale.fetch_add(1, Ordering::Relaxed);
                 cx.log_fields.push(("cache", LogValue::Str(Arc::from("stale"))));
                 let status = format!("cratopus; hit; ttl={}; detail=stale-while-revalidate", s.ttl(now));
                 let mut a = answer(s, &req.headers, head, now, &status);
-                let mut bg = cx.fork();
-                let mut c = self.cx(Mode::Refresh, key.clone(), path_id, false);
-                c.req_headers = req.headers.clone();
-                c.stale = Some(s.clone());
-                c.flight = Some(Arc::new(guard));
-                bg.cache = Some(Box::new(c));
-                set_validators(&mut req.headers, s);
-                a.background = Some(Box::new(bg));
+                if let Flight::Lead(guard) = self.store.join(&key) {
+                    let mut bg = cx.fork();
+                    let mut c = self.cx(Mode::Refresh, key.clone(), path_id, false);
+                    c.req_headers = req.headers.clone();
+                    c.stale = Some(s.clone());
+                    c.flight = Some(Arc::new(guard));
+                    bg.cache = Some(Box::new(c));
+                    set_validators(&mut req.headers, s);
+                    a.background = Some(Box::new(bg));
+                }
                 return Err(Halt::Answer(a));
             }
         }
