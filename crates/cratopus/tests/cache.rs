@@ -94,8 +94,12 @@ async fn backend() -> (Backend, Arc<Seen>) {
                     res = res.header("cache-control", "max-age=0, stale-while-revalidate=3600");
                     format!("swr v{n}")
                 }
-                "/sie" => {
+                "/sie" | "/sie-timeout" => {
                     if s.failing.load(Ordering::SeqCst) {
+                        if path == "/sie-timeout" {
+                            // Never answers: the route's timeout fires.
+                            std::future::pending::<()>().await;
+                        }
                         res = res.status(503);
                     }
                     res = res.header("cache-control", "max-age=0, stale-if-error=3600");
@@ -136,9 +140,9 @@ fn hash_key(key: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// A gateway with every route cached, a traffic log and the admin API; `upstream` extra
-/// settings go under the upstream.
-fn gateway(target: &str, upstream_extra: &str) -> Gateway {
+/// A gateway with every route cached, a traffic log and the admin API; `upstream_extra`
+/// settings go under the upstream, `gateway_extra` into gateway.yaml.
+fn gateway(target: &str, upstream_extra: &str, gateway_extra: &str) -> Gateway {
     let org = format!(
         "name: shop
 consumers:
@@ -163,6 +167,9 @@ routes:
     upstream: b
     auth: {{api_key: {{}}}}
     cache: {{public: true}}
+  - path: /sie-timeout
+    upstream: b
+    timeout: 300ms
   - path: /{{*rest}}
     upstream: b
     cache:
@@ -171,9 +178,9 @@ routes:
         hash_key(KEY_A),
         hash_key(KEY_B)
     );
-    let yaml = "listeners:\n  - name: http\n    bind: 127.0.0.1:0\nadmin:\n  bind: 127.0.0.1:0\n  token: ${ADMIN_TOKEN}\norganizations: orgs/*.yaml\nwatch: false\ntraffic_log:\n  path: traffic.log\n";
+    let yaml = format!("listeners:\n  - name: http\n    bind: 127.0.0.1:0\nadmin:\n  bind: 127.0.0.1:0\n  token: ${{ADMIN_TOKEN}}\norganizations: orgs/*.yaml\nwatch: false\ntraffic_log:\n  path: traffic.log\n{gateway_extra}");
     tokio::task::block_in_place(|| {
-        Gateway::start_with_env(BIN, yaml, &[("orgs/shop.yaml", &org)], &[("ADMIN_TOKEN", TOKEN)])
+        Gateway::start_with_env(BIN, &yaml, &[("orgs/shop.yaml", &org)], &[("ADMIN_TOKEN", TOKEN)])
     })
 }
 
@@ -211,7 +218,7 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hit_is_answered_without_the_backend_with_age_and_cache_status() {
     let (b, seen) = backend().await;
-    let gw = gateway(&b.url(), "");
+    let gw = gateway(&b.url(), "", "");
     let first = get(&gw, "/fresh/a?page=2&utm=1", &[]).await;
     assert_eq!(first.status, 200);
     assert!(status(&first).contains("fwd=miss") && status(&first).contains("stored"), "{first:?}");
@@ -245,7 +252,7 @@ async fn a_hit_is_answered_without_the_backend_with_age_and_cache_status() {
 #[tokio::test(flavor = "multi_thread")]
 async fn vary_keeps_one_answer_per_header_value() {
     let (b, seen) = backend().await;
-    let gw = gateway(&b.url(), "");
+    let gw = gateway(&b.url(), "", "");
     for (lang, expect_hit) in [("en", false), ("en", true), ("fr", false), ("fr", true), ("en", true)] {
         let r = get(&gw, "/vary", &[("accept-language", lang)]).await;
         assert_eq!(r.text(), format!("lang={lang}"));
@@ -257,7 +264,7 @@ async fn vary_keeps_one_answer_per_header_value() {
 #[tokio::test(flavor = "multi_thread")]
 async fn no_store_private_and_large_answers_are_not_stored() {
     let (b, seen) = backend().await;
-    let gw = gateway(&b.url(), "");
+    let gw = gateway(&b.url(), "", "");
     for path in ["/nostore", "/private", "/big"] {
         for _ in 0..2 {
             let r = get(&gw, path, &[]).await;
@@ -277,7 +284,7 @@ async fn no_store_private_and_large_answers_are_not_stored() {
 #[tokio::test(flavor = "multi_thread")]
 async fn authenticated_answers_are_cached_per_consumer_unless_public() {
     let (b, seen) = backend().await;
-    let gw = gateway(&b.url(), "");
+    let gw = gateway(&b.url(), "", "");
     let a = get(&gw, "/whoami", &[("x-api-key", KEY_A)]).await;
     assert_eq!(a.text(), "consumer=consumer-a #1");
     let again = get(&gw, "/whoami", &[("x-api-key", KEY_A)]).await;
@@ -298,7 +305,7 @@ async fn authenticated_answers_are_cached_per_consumer_unless_public() {
 #[tokio::test(flavor = "multi_thread")]
 async fn conditional_requests_get_304_from_the_cache_and_stale_entries_are_revalidated() {
     let (b, seen) = backend().await;
-    let gw = gateway(&b.url(), "");
+    let gw = gateway(&b.url(), "", "");
     // A fresh entry: the client's validators are answered by the cache.
     get(&gw, "/fresh/d", &[]).await;
     let r = get(&gw, "/fresh/d", &[("if-none-match", "\"/fresh/d\"")]).await;
@@ -325,7 +332,7 @@ async fn conditional_requests_get_304_from_the_cache_and_stale_entries_are_reval
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hundred_concurrent_misses_make_one_backend_request() {
     let (b, seen) = backend().await;
-    let gw = gateway(&b.url(), "");
+    let gw = gateway(&b.url(), "", "");
     let url = gw.url("/slow");
     let c = client();
     let tasks: Vec<_> = (0..100)
@@ -353,7 +360,7 @@ async fn a_hundred_concurrent_misses_make_one_backend_request() {
 #[tokio::test(flavor = "multi_thread")]
 async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
     let (b, seen) = backend().await;
-    let gw = gateway(&b.url(), "");
+    let gw = gateway(&b.url(), "", "");
     assert_eq!(get(&gw, "/swr", &[]).await.text(), "swr v1");
     // Stale at once (max-age=0): answered stale, one refresh goes out (and waits at the gate).
     let r = get(&gw, "/swr", &[]).await;
@@ -375,14 +382,19 @@ async fn stale_while_revalidate_serves_stale_and_refreshes_once() {
 async fn stale_if_error_answers_when_the_backend_fails_or_is_gone() {
     let (b, seen) = backend().await;
     // No idle connections kept: once the backend stops, a request cannot reach it.
-    let gw = gateway(&b.url(), "    max_idle_per_target: 0");
+    let gw = gateway(&b.url(), "    max_idle_per_target: 0", "");
     assert_eq!(get(&gw, "/sie", &[]).await.text(), "sie #1");
+    assert_eq!(get(&gw, "/sie-timeout", &[]).await.text(), "sie #1");
     // A 5xx answer: the stale entry instead.
     seen.failing.store(true, Ordering::SeqCst);
     let r = get(&gw, "/sie", &[]).await;
     assert_eq!((r.status, r.text().as_str()), (200, "sie #1"), "{r:?}");
     assert!(status(&r).contains("stale-if-error"), "{r:?}");
     assert_eq!(seen.hits("/sie"), 2);
+    // No answer in time: the stale entry instead of 504.
+    let r = get(&gw, "/sie-timeout", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "sie #1"), "{r:?}");
+    assert!(status(&r).contains("stale-if-error"), "{r:?}");
     // The backend gone: the stale entry instead of 502.
     b.stop();
     let r = get(&gw, "/sie", &[]).await;
@@ -397,7 +409,7 @@ async fn stale_if_error_answers_when_the_backend_fails_or_is_gone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unsafe_method_invalidates_its_path() {
     let (b, seen) = backend().await;
-    let gw = gateway(&b.url(), "");
+    let gw = gateway(&b.url(), "", "");
     get(&gw, "/fresh/e?page=1", &[]).await;
     get(&gw, "/fresh/e?page=2", &[]).await;
     assert!(status(&get(&gw, "/fresh/e?page=1", &[]).await).starts_with("cratopus; hit"));
@@ -410,7 +422,7 @@ async fn an_unsafe_method_invalidates_its_path() {
 #[tokio::test(flavor = "multi_thread")]
 async fn purge_by_url_prefix_and_tag() {
     let (b, seen) = backend().await;
-    let gw = gateway(&b.url(), "");
+    let gw = gateway(&b.url(), "", "");
     let fill = |path: &'static str| {
         let gw = &gw;
         async move { get(gw, path, &[]).await }
@@ -440,4 +452,20 @@ async fn purge_by_url_prefix_and_tag() {
         (seen.hits("/p/one"), seen.hits("/p/two"), seen.hits("/q/three"), seen.hits("/q/four")),
         (2, 2, 1, 2)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_flood_stays_within_max_bytes() {
+    let (b, seen) = backend().await;
+    let gw = gateway(&b.url(), "", "cache:\n  max_bytes: 64KiB\n");
+    for i in 0..400 {
+        let r = get(&gw, &format!("/flood/{i}"), &[]).await;
+        assert_eq!(r.status, 200);
+    }
+    assert_eq!(seen.hits("/flood/399"), 1);
+    let m = metrics(&gw, TOKEN).await;
+    let bytes = sample(&m, "cratopus_cache_bytes").unwrap();
+    assert!(bytes > 0.0 && bytes <= 65536.0, "{m}");
+    assert!(sample(&m, "cratopus_cache_evictions_total").unwrap() > 0.0, "{m}");
+    assert!(sample(&m, "cratopus_cache_stored_total").unwrap() >= 400.0, "{m}");
 }
