@@ -115,7 +115,11 @@ impl CacheConfig {
         if org.is_none() && route.is_none() {
             return None;
         }
-        fn pick<T: Clone>(org: Option<&CacheConfig>, route: Option<&CacheConfig>, f: impl Fn(&CacheConfig) -> Option<T>) -> Option<T> {
+        fn pick<T: Clone>(
+            org: Option<&CacheConfig>,
+            route: Option<&CacheConfig>,
+            f: impl Fn(&CacheConfig) -> Option<T>,
+        ) -> Option<T> {
             route.and_then(&f).or_else(|| org.and_then(&f))
         }
         if !pick(org, route, |c| c.enabled).unwrap_or(true) {
@@ -147,7 +151,10 @@ impl CacheConfig {
         if let (Some(ttl), Some(max)) = (self.ttl, self.max_ttl)
             && ttl.0 > max.0
         {
-            out.push(format!("ttl ({:?}) must not be longer than max_ttl ({:?})", ttl.0, max.0));
+            out.push(format!(
+                "ttl ({:?}) must not be longer than max_ttl ({:?})",
+                ttl.0, max.0
+            ));
         }
         if self.max_ttl.is_some_and(|m| m.0.is_zero()) {
             out.push("max_ttl must be more than 0".into());

@@ -719,7 +719,14 @@ pub fn compile_only(
             let max_body = r.max_body_bytes.or(gw.limits.max_body_bytes).map(|b| b.0);
             let cache = cratopus_config::cache::CacheConfig::resolve(o.cache.as_ref(), r.cache.as_ref())
                 .zip(cache_store.as_ref())
-                .map(|(s, store)| Arc::new(CachePolicy::compile(&s, store.clone(), org_name.clone(), auth.is_some())));
+                .map(|(s, store)| {
+                    Arc::new(CachePolicy::compile(
+                        &s,
+                        store.clone(),
+                        org_name.clone(),
+                        auth.is_some(),
+                    ))
+                });
             let chain = chain_builder::chain(RouteParts {
                 ip_rules,
                 cors: cors.clone(),

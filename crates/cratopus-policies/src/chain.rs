@@ -116,7 +116,7 @@ pub enum Halt {
     /// Answered by the policy (a cache hit): the backend is not called; the policies before
     /// this one run their response side (and body wrappers) on the answer, as on a refusal,
     /// the later ones nothing.
-    Answer(Answer),
+    Answer(Box<Answer>),
 }
 
 impl std::fmt::Debug for Answer {
@@ -398,7 +398,12 @@ impl Policy {
 
     /// The response body as the client gets it, wrapped after every `on_response` (so a
     /// wrapper sees the final head, `res`). Runs on the gateway's own answers too.
-    pub fn wrap_response_body(&self, cx: &mut RequestCx, res: &http::response::Parts, body: BackendBody) -> BackendBody {
+    pub fn wrap_response_body(
+        &self,
+        cx: &mut RequestCx,
+        res: &http::response::Parts,
+        body: BackendBody,
+    ) -> BackendBody {
         if let Policy::Cache(c) = self {
             return c.wrap_response_body(cx, body);
         }

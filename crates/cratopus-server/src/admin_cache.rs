@@ -80,12 +80,42 @@ pub fn render(out: &mut String, snap: &Snapshot) {
     }
     let (bytes, entries) = store.usage();
     for (name, kind, help, n) in [
-        ("cratopus_cache_coalesced_total", "counter", "Requests answered by another request's miss of the same key.", load(&s.coalesced)),
-        ("cratopus_cache_stored_total", "counter", "Answers stored.", load(&s.stored)),
-        ("cratopus_cache_evictions_total", "counter", "Entries dropped to stay within cache.max_bytes.", load(&s.evictions)),
-        ("cratopus_cache_purged_total", "counter", "Entries removed by the admin API's purges.", load(&s.purged)),
-        ("cratopus_cache_bytes", "gauge", "Bytes the stored answers take, as weighed.", bytes),
-        ("cratopus_cache_max_bytes", "gauge", "The bound of cratopus_cache_bytes (cache.max_bytes).", store.max_bytes),
+        (
+            "cratopus_cache_coalesced_total",
+            "counter",
+            "Requests answered by another request's miss of the same key.",
+            load(&s.coalesced),
+        ),
+        (
+            "cratopus_cache_stored_total",
+            "counter",
+            "Answers stored.",
+            load(&s.stored),
+        ),
+        (
+            "cratopus_cache_evictions_total",
+            "counter",
+            "Entries dropped to stay within cache.max_bytes.",
+            load(&s.evictions),
+        ),
+        (
+            "cratopus_cache_purged_total",
+            "counter",
+            "Entries removed by the admin API's purges.",
+            load(&s.purged),
+        ),
+        (
+            "cratopus_cache_bytes",
+            "gauge",
+            "Bytes the stored answers take, as weighed.",
+            bytes,
+        ),
+        (
+            "cratopus_cache_max_bytes",
+            "gauge",
+            "The bound of cratopus_cache_bytes (cache.max_bytes).",
+            store.max_bytes,
+        ),
         ("cratopus_cache_entries", "gauge", "Keys stored.", entries),
     ] {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {n}");

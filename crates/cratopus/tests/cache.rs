@@ -66,7 +66,9 @@ async fn backend() -> (Backend, Arc<Seen>) {
             let mut res = Response::builder().status(200);
             let body: String = match path.as_str() {
                 "/vary" => {
-                    res = res.header("cache-control", "max-age=60").header("vary", "Accept-Language");
+                    res = res
+                        .header("cache-control", "max-age=60")
+                        .header("vary", "Accept-Language");
                     format!("lang={}", header("accept-language"))
                 }
                 "/nostore" => {
@@ -136,7 +138,10 @@ async fn backend() -> (Backend, Arc<Seen>) {
 }
 
 fn hash_key(key: &str) -> String {
-    let out = std::process::Command::new(BIN).args(["hash-key", key]).output().unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["hash-key", key])
+        .output()
+        .unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
@@ -178,7 +183,9 @@ routes:
         hash_key(KEY_A),
         hash_key(KEY_B)
     );
-    let yaml = format!("listeners:\n  - name: http\n    bind: 127.0.0.1:0\nadmin:\n  bind: 127.0.0.1:0\n  token: ${{ADMIN_TOKEN}}\norganizations: orgs/*.yaml\nwatch: false\ntraffic_log:\n  path: traffic.log\n{gateway_extra}");
+    let yaml = format!(
+        "listeners:\n  - name: http\n    bind: 127.0.0.1:0\nadmin:\n  bind: 127.0.0.1:0\n  token: ${{ADMIN_TOKEN}}\norganizations: orgs/*.yaml\nwatch: false\ntraffic_log:\n  path: traffic.log\n{gateway_extra}"
+    );
     tokio::task::block_in_place(|| {
         Gateway::start_with_env(BIN, &yaml, &[("orgs/shop.yaml", &org)], &[("ADMIN_TOKEN", TOKEN)])
     })
@@ -221,7 +228,10 @@ async fn a_hit_is_answered_without_the_backend_with_age_and_cache_status() {
     let gw = gateway(&b.url(), "", "");
     let first = get(&gw, "/fresh/a?page=2&utm=1", &[]).await;
     assert_eq!(first.status, 200);
-    assert!(status(&first).contains("fwd=miss") && status(&first).contains("stored"), "{first:?}");
+    assert!(
+        status(&first).contains("fwd=miss") && status(&first).contains("stored"),
+        "{first:?}"
+    );
     // The other parameters are not in the key, and their order does not matter.
     let second = get(&gw, "/fresh/a?utm=2&page=2", &[]).await;
     assert_eq!(second.status, 200);
@@ -245,7 +255,10 @@ async fn a_hit_is_answered_without_the_backend_with_age_and_cache_status() {
     .await;
     assert!(logged, "no cache field in the traffic log: {:?}", read_lines(&log));
     let m = metrics(&gw, TOKEN).await;
-    assert!(sample(&m, "cratopus_cache_requests_total{result=\"hit\"}").unwrap() >= 2.0, "{m}");
+    assert!(
+        sample(&m, "cratopus_cache_requests_total{result=\"hit\"}").unwrap() >= 2.0,
+        "{m}"
+    );
     assert!(sample(&m, "cratopus_cache_bytes").unwrap() > 0.0, "{m}");
 }
 
@@ -291,8 +304,16 @@ async fn authenticated_answers_are_cached_per_consumer_unless_public() {
     assert_eq!(again.text(), "consumer=consumer-a #1");
     assert!(status(&again).starts_with("cratopus; hit"), "{again:?}");
     let other = get(&gw, "/whoami", &[("x-api-key", KEY_B)]).await;
-    assert_eq!(other.text(), "consumer=consumer-b #2", "another consumer never gets a's answer");
-    assert_eq!(get(&gw, "/whoami", &[]).await.status, 401, "a hit is authenticated first");
+    assert_eq!(
+        other.text(),
+        "consumer=consumer-b #2",
+        "another consumer never gets a's answer"
+    );
+    assert_eq!(
+        get(&gw, "/whoami", &[]).await.status,
+        401,
+        "a hit is authenticated first"
+    );
     assert_eq!(seen.hits("/whoami"), 2);
 
     // `public: true`: one answer for every consumer.
@@ -311,7 +332,12 @@ async fn conditional_requests_get_304_from_the_cache_and_stale_entries_are_reval
     let r = get(&gw, "/fresh/d", &[("if-none-match", "\"/fresh/d\"")]).await;
     assert_eq!(r.status, 304, "{r:?}");
     assert_eq!(r.header("etag"), Some("\"/fresh/d\""));
-    let r = get(&gw, "/fresh/d", &[("if-modified-since", "Mon, 07 Nov 1994 08:49:37 GMT")]).await;
+    let r = get(
+        &gw,
+        "/fresh/d",
+        &[("if-modified-since", "Mon, 07 Nov 1994 08:49:37 GMT")],
+    )
+    .await;
     assert_eq!(r.status, 304, "{r:?}");
     let r = get(&gw, "/fresh/d", &[("if-none-match", "\"other\"")]).await;
     assert_eq!((r.status, r.text().as_str()), (200, "/fresh/d #1"));
@@ -326,7 +352,11 @@ async fn conditional_requests_get_304_from_the_cache_and_stale_entries_are_reval
     let r = get(&gw, "/etag", &[("if-none-match", "\"e1\"")]).await;
     assert_eq!(r.status, 304, "{r:?}");
     assert_eq!(seen.hits("/etag"), 3);
-    assert_eq!(*seen.not_modified.lock().unwrap(), 2, "the cache revalidated with its ETag");
+    assert_eq!(
+        *seen.not_modified.lock().unwrap(),
+        2,
+        "the cache revalidated with its ETag"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -338,9 +368,7 @@ async fn a_hundred_concurrent_misses_make_one_backend_request() {
     let tasks: Vec<_> = (0..100)
         .map(|_| {
             let (c, url) = (c.clone(), url.clone());
-            tokio::spawn(async move {
-                send(&c, Request::get(url).body(Full::new(Bytes::new())).unwrap()).await
-            })
+            tokio::spawn(async move { send(&c, Request::get(url).body(Full::new(Bytes::new())).unwrap()).await })
         })
         .collect();
     // The first miss reached the backend, which holds it until the test lets it answer.
@@ -403,7 +431,10 @@ async fn stale_if_error_answers_when_the_backend_fails_or_is_gone() {
     // Without an entry, the gateway's own error.
     assert_eq!(get(&gw, "/fresh/never", &[]).await.status, 502);
     let m = metrics(&gw, TOKEN).await;
-    assert!(sample(&m, "cratopus_cache_requests_total{result=\"stale\"}").unwrap() >= 2.0, "{m}");
+    assert!(
+        sample(&m, "cratopus_cache_requests_total{result=\"stale\"}").unwrap() >= 2.0,
+        "{m}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -436,7 +467,10 @@ async fn purge_by_url_prefix_and_tag() {
     let r = purge(&gw, &format!("{{\"url\": \"http://{host}/p/one\"}}")).await;
     assert_eq!((r.status, r.json()["purged"].as_u64()), (200, Some(1)), "{r:?}");
     assert!(status(&fill("/p/one").await).contains("fwd=miss"));
-    assert!(status(&fill("/p/two").await).starts_with("cratopus; hit"), "only that URL");
+    assert!(
+        status(&fill("/p/two").await).starts_with("cratopus; hit"),
+        "only that URL"
+    );
     // By prefix.
     let r = purge(&gw, "{\"prefix\": \"/p/\"}").await;
     assert_eq!(r.json()["purged"], 2);
@@ -449,7 +483,12 @@ async fn purge_by_url_prefix_and_tag() {
     assert!(status(&fill("/q/three").await).starts_with("cratopus; hit"));
     assert_eq!(purge(&gw, "{}").await.status, 400);
     assert_eq!(
-        (seen.hits("/p/one"), seen.hits("/p/two"), seen.hits("/q/three"), seen.hits("/q/four")),
+        (
+            seen.hits("/p/one"),
+            seen.hits("/p/two"),
+            seen.hits("/q/three"),
+            seen.hits("/q/four")
+        ),
         (2, 2, 1, 2)
     );
 }

@@ -52,7 +52,11 @@ pub fn spawn(
         let mut call = Call::new(cx.client, conn.peer);
         call.client_host = client_host;
         call.consumer = cx.consumer.clone();
-        let Ok(res) = route.backend.call(&mut call, Request::from_parts(parts, RequestBody::empty())).await else {
+        let Ok(res) = route
+            .backend
+            .call(&mut call, Request::from_parts(parts, RequestBody::empty()))
+            .await
+        else {
             tracing::debug!(route = %route.name, "a background refresh failed");
             return;
         };
@@ -62,7 +66,10 @@ pub fn spawn(
             p.on_response(&mut cx, &mut head);
         }
         if route.wraps_bodies {
-            body = chain.iter().rev().fold(body, |b, p| p.wrap_response_body(&mut cx, &head, b));
+            body = chain
+                .iter()
+                .rev()
+                .fold(body, |b, p| p.wrap_response_body(&mut cx, &head, b));
         }
         body.drain().await;
     });

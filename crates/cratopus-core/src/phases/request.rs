@@ -13,8 +13,8 @@ use crate::host::host_value;
 use crate::snapshot::{Org, Route, Snapshot};
 use bytes::Bytes;
 use cratopus_policies::chain::Halt;
-use http::{Request, Response};
 use http::header;
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -49,6 +49,7 @@ pub async fn phase(
             Ok(()) => {}
             Err(Halt::Refuse(r)) => return Err(r.into()),
             Err(Halt::Answer(answer)) => {
+                let answer = *answer;
                 // The policies before the answering one run their response side on it.
                 ex.chain_end = i;
                 if let (Some(bg), Some(route)) = (answer.background, ex.route.clone()) {

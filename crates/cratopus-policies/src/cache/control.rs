@@ -127,7 +127,10 @@ mod tests {
 
     #[test]
     fn directives_and_lifetime() {
-        let h = headers(&[("cache-control", "public, Max-Age=60, s-maxage=\"30\""), ("cache-control", "stale-if-error=5")]);
+        let h = headers(&[
+            ("cache-control", "public, Max-Age=60, s-maxage=\"30\""),
+            ("cache-control", "stale-if-error=5"),
+        ]);
         let d = Directives::of(&h);
         assert!(d.public && !d.private);
         assert_eq!((d.max_age, d.s_maxage, d.stale_if_error), (Some(60), Some(30), Some(5)));
@@ -136,16 +139,31 @@ mod tests {
             ("date", "Sun, 06 Nov 1994 08:49:37 GMT"),
             ("expires", "Sun, 06 Nov 1994 08:50:37 GMT"),
         ]);
-        assert_eq!(lifetime(&Directives::of(&h), &h, SystemTime::now()), Some(Duration::from_secs(60)));
+        assert_eq!(
+            lifetime(&Directives::of(&h), &h, SystemTime::now()),
+            Some(Duration::from_secs(60))
+        );
         let h = headers(&[("expires", "0")]);
-        assert_eq!(lifetime(&Directives::of(&h), &h, SystemTime::now()), Some(Duration::ZERO));
-        assert_eq!(lifetime(&Directives::default(), &HeaderMap::new(), SystemTime::now()), None);
+        assert_eq!(
+            lifetime(&Directives::of(&h), &h, SystemTime::now()),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(
+            lifetime(&Directives::default(), &HeaderMap::new(), SystemTime::now()),
+            None
+        );
     }
 
     #[test]
     fn accept_encoding_is_normalized() {
-        assert_eq!(accept_encoding(&headers(&[("accept-encoding", "gzip, deflate, br")])), "br");
-        assert_eq!(accept_encoding(&headers(&[("accept-encoding", "br;q=0, GZIP;q=0.5")])), "gzip");
+        assert_eq!(
+            accept_encoding(&headers(&[("accept-encoding", "gzip, deflate, br")])),
+            "br"
+        );
+        assert_eq!(
+            accept_encoding(&headers(&[("accept-encoding", "br;q=0, GZIP;q=0.5")])),
+            "gzip"
+        );
         assert_eq!(accept_encoding(&headers(&[("accept-encoding", "deflate")])), "identity");
         assert_eq!(accept_encoding(&HeaderMap::new()), "identity");
     }

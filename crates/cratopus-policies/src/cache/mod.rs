@@ -38,8 +38,8 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-pub use store::{CacheStats, CacheStore, FlightGuard};
 use store::Flight;
+pub use store::{CacheStats, CacheStore, FlightGuard};
 use stored::{Freshness, Stored};
 
 /// `Cache-Status` (RFC 9211).
@@ -191,7 +191,7 @@ impl CachePolicy {
                 self.store.stats.hits.fetch_add(1, Ordering::Relaxed);
                 cx.log_fields.push(("cache", LogValue::Str(Arc::from("hit"))));
                 let status = format!("cratopus; hit; ttl={}", s.ttl(now));
-                return Err(Halt::Answer(answer(s, &req.headers, head, now, &status)));
+                return Err(Halt::Answer(Box::new(answer(s, &req.headers, head, now, &status))));
             }
             // Stale within stale-while-revalidate: answered now, and refreshed behind it by
             // one background request (none while one is out already).
@@ -210,7 +210,7 @@ impl CachePolicy {
                     set_validators(&mut req.headers, s);
                     a.background = Some(Box::new(bg));
                 }
-                return Err(Halt::Answer(a));
+                return Err(Halt::Answer(Box::new(a)));
             }
         }
         if head {
@@ -233,7 +233,7 @@ impl CachePolicy {
                         self.store.stats.hits.fetch_add(1, Ordering::Relaxed);
                         cx.log_fields.push(("cache", LogValue::Str(Arc::from("hit"))));
                         let status = format!("cratopus; hit; ttl={}; detail=coalesced", s.ttl(now));
-                        return Err(Halt::Answer(answer(&s, &req.headers, head, now, &status)));
+                        return Err(Halt::Answer(Box::new(answer(&s, &req.headers, head, now, &status))));
                     }
                 }
             }
@@ -380,7 +380,10 @@ impl CachePolicy {
         match self.storable(c, res) {
             Some(answer) => {
                 c.then = Then::Store(Box::new(answer));
-                (Some("miss"), Some(format!("cratopus; fwd={fwd}; fwd-status={code}; stored")))
+                (
+                    Some("miss"),
+                    Some(format!("cratopus; fwd={fwd}; fwd-status={code}; stored")),
+                )
             }
             None => (Some("miss"), Some(format!("cratopus; fwd={fwd}; fwd-status={code}"))),
         }
@@ -465,7 +468,10 @@ impl CachePolicy {
             stale_if_error: fresh.stale_if_error,
             must_revalidate: fresh.must_revalidate,
             no_cache: fresh.no_cache,
-            vary: vary_names.iter().map(|n| stored::vary_value(n, &c.req_headers)).collect(),
+            vary: vary_names
+                .iter()
+                .map(|n| stored::vary_value(n, &c.req_headers))
+                .collect(),
             vary_names,
             tags,
         })
@@ -537,12 +543,17 @@ fn answer(s: &Stored, req: &HeaderMap, head: bool, now: Instant, status: &str) -
 
 /// The head of a stored answer (or its 304) in place of `res`'s.
 fn set_head(res: &mut http::response::Parts, s: &Stored, not_modified: bool, now: Instant) {
-    res.status = if not_modified { StatusCode::NOT_MODIFIED } else { s.status };
+    res.status = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        s.status
+    };
     res.headers = s.headers.clone();
     if not_modified {
         res.headers.remove(header::CONTENT_LENGTH);
     } else {
-        res.headers.insert(header::CONTENT_LENGTH, HeaderValue::from(s.body.len()));
+        res.headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(s.body.len()));
     }
     res.headers.insert(header::AGE, HeaderValue::from(s.age(now)));
 }

@@ -102,7 +102,9 @@ pub struct CacheStore {
 
 impl std::fmt::Debug for CacheStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CacheStore").field("max_bytes", &self.max_bytes).finish()
+        f.debug_struct("CacheStore")
+            .field("max_bytes", &self.max_bytes)
+            .finish()
     }
 }
 

@@ -34,11 +34,7 @@ pub struct Stored {
 impl Stored {
     /// Bytes it takes, as the store weighs it.
     pub fn weight(&self) -> usize {
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(k, v)| k.as_str().len() + v.len() + 32)
-            .sum();
+        let headers: usize = self.headers.iter().map(|(k, v)| k.as_str().len() + v.len() + 32).sum();
         self.body.len() + headers + self.tags.iter().map(|t| t.len() + 16).sum::<usize>() + 256
     }
 
@@ -155,7 +151,8 @@ impl Freshness {
         let fresh_for = control::lifetime(d, headers, std::time::SystemTime::now())
             .unwrap_or(settings.ttl)
             .min(settings.max_ttl);
-        let secs = |s: Option<u64>, default: Duration| s.map_or(default, Duration::from_secs).min(super::store::LONGEST_LIFE);
+        let secs =
+            |s: Option<u64>, default: Duration| s.map_or(default, Duration::from_secs).min(super::store::LONGEST_LIFE);
         Freshness {
             initial_age: control::age(headers),
             fresh_for,
@@ -189,7 +186,15 @@ pub fn vary_value(name: &HeaderName, req: &HeaderMap) -> Option<HeaderValue> {
 pub fn is_stored_header(name: &HeaderName) -> bool {
     !matches!(
         name.as_str(),
-        "age" | "set-cookie" | "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "te"
-            | "trailer" | "upgrade" | "cache-status"
+        "age"
+            | "set-cookie"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "cache-status"
     )
 }
