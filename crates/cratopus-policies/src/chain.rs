@@ -71,6 +71,9 @@ pub struct RequestCx {
     pub grpc_web: Option<crate::grpc_web::Mode>,
     /// What the response cache decided for this request (see [`crate::cache`]).
     pub cache: Option<Box<crate::cache::CacheCx>>,
+    /// The request asks to switch protocols (a WebSocket handshake; its `Upgrade` header is
+    /// gone by the time the chain runs): no stored answer may stand in for it.
+    pub upgrade: bool,
 }
 
 impl RequestCx {
@@ -92,6 +95,7 @@ impl RequestCx {
             log_fields: Vec::new(),
             grpc_web: None,
             cache: None,
+            upgrade: false,
         }
     }
 

@@ -508,3 +508,32 @@ async fn a_key_flood_stays_within_max_bytes() {
     assert!(sample(&m, "cratopus_cache_evictions_total").unwrap() > 0.0, "{m}");
     assert!(sample(&m, "cratopus_cache_stored_total").unwrap() >= 400.0, "{m}");
 }
+
+#[test]
+fn bad_cache_settings_are_reported_at_their_line() {
+    let dir = std::env::temp_dir().join(format!("cratopus-cache-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("gateway.yaml");
+    std::fs::write(
+        &file,
+        "listeners:\n  - name: http\n    bind: 127.0.0.1:0\ncache:\n  max_bytes: 1KiB\norganizations:\n  - name: shop\n    upstreams:\n      m: {targets: [\"mirror://\"]}\n    cache:\n      ttl: 2h\n      max_ttl: 1h\n    routes:\n      - path: /x\n        upstream: m\n        cache:\n          key: {headers: [\"bad header\"]}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .arg("check")
+        .arg("-c")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    for (what, line) in [
+        ("max_bytes must be at least 64KiB", "gateway.yaml:5:"),
+        ("ttl (7200s) must not be longer than max_ttl", "gateway.yaml:11:"),
+        ("`bad header` is not a header name", "gateway.yaml:17:"),
+    ] {
+        let at = text.find(what).unwrap_or_else(|| panic!("no `{what}` in {text}"));
+        assert!(text[at..].contains(line), "`{what}` not placed at {line}: {text}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -78,6 +78,9 @@ pub async fn phase(
             });
         }
         ex.websocket = Some(crate::websocket::Upgrade::new(intent, &mut req));
+        if let Some(cx) = ex.cx.as_mut() {
+            cx.upgrade = true;
+        }
     }
 
     // Headers meant for this hop alone go before any policy reads or adds headers, and so do a

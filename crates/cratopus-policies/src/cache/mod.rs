@@ -152,6 +152,9 @@ impl CachePolicy {
     }
 
     pub async fn on_request(&self, cx: &mut RequestCx, req: &mut http::request::Parts) -> Result<(), Halt> {
+        if cx.upgrade {
+            return Ok(()); // a WebSocket handshake: neither answered nor stored
+        }
         let head = req.method == Method::HEAD;
         let host = host_of(req);
         let path_id = path_id(&self.org, &host, req.uri.path());
