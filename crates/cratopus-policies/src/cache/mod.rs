@@ -217,9 +217,11 @@ impl CachePolicy {
             }
         }
         if head {
-            // A HEAD answer has no body to store: forwarded, stored nothing.
-            cx.log_fields.push(("cache", LogValue::Str(Arc::from("miss"))));
-            cx.cache = Some(Box::new(self.cx(Mode::Bypass("head"), key, path_id, head)));
+            // A HEAD answer has no body to store: a miss forwarded as it is, the stale entry
+            // kept for stale-if-error.
+            let mut c = self.cx(Mode::Fetch, key, path_id, head);
+            c.stale = found;
+            cx.cache = Some(Box::new(c));
             return Ok(());
         }
         let mut flight = None;
@@ -342,7 +344,9 @@ impl CachePolicy {
         let now = Instant::now();
         let code = res.status.as_u16();
         // The stale entry, refreshed by the backend's 304.
+        // (Only when the cache sent its own validators: a HEAD passes the client's on.)
         if res.status == StatusCode::NOT_MODIFIED
+            && matches!(c.mode, Mode::Revalidate | Mode::Refresh)
             && let Some(stale) = &c.stale
         {
             let d = Directives::of(&res.headers);
