@@ -71,6 +71,12 @@ async fn backend() -> (Backend, Arc<Seen>) {
                         .header("vary", "Accept-Language");
                     format!("lang={}", header("accept-language"))
                 }
+                "/vary-ae" => {
+                    res = res
+                        .header("cache-control", "max-age=60")
+                        .header("vary", "Accept-Encoding");
+                    format!("ae={} #{n}", header("accept-encoding"))
+                }
                 "/nostore" => {
                     res = res.header("cache-control", "no-store");
                     format!("nostore #{n}")
@@ -272,6 +278,15 @@ async fn vary_keeps_one_answer_per_header_value() {
         assert_eq!(status(&r).starts_with("cratopus; hit"), expect_hit, "{lang}: {r:?}");
     }
     assert_eq!(seen.hits("/vary"), 2);
+
+    // Accept-Encoding is keyed by what it accepts, not by how it is spelt.
+    let first = get(&gw, "/vary-ae", &[("accept-encoding", "gzip, deflate, br")]).await;
+    let same = get(&gw, "/vary-ae", &[("accept-encoding", "br;q=1.0, gzip")]).await;
+    assert_eq!(same.body, first.body);
+    assert!(status(&same).starts_with("cratopus; hit"), "{same:?}");
+    let other = get(&gw, "/vary-ae", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(other.text(), "ae=gzip #2");
+    assert_eq!(seen.hits("/vary-ae"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

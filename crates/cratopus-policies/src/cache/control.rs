@@ -80,37 +80,48 @@ pub fn date(v: &HeaderValue) -> Option<SystemTime> {
     v.to_str().ok().and_then(|s| httpdate::parse_http_date(s.trim()).ok())
 }
 
-/// The encoding a client's `Accept-Encoding` gets from a compressing route, by the gateway's
-/// preference (br, zstd, gzip, then none): what a `Vary: Accept-Encoding` variant is keyed by,
-/// so that the many spellings of one preference share one stored answer.
-pub fn accept_encoding(headers: &HeaderMap) -> &'static str {
-    let mut best: Option<(usize, &'static str)> = None;
+/// A client's `Accept-Encoding` as a `Vary: Accept-Encoding` variant is keyed by: the
+/// encodings a compressing route can answer with (br, zstd, gzip) that it accepts, most wanted
+/// first (by q-value, then br, zstd, gzip), or `identity` when none. Whatever encoding the route
+/// picks from these, two clients with the same form get the same one, and the many spellings
+/// of one preference (`gzip, deflate, br` and `br;q=1.0, gzip`) share one stored answer.
+pub fn accept_encoding(headers: &HeaderMap) -> String {
+    // q-value in thousandths per encoding, in the order br, zstd, gzip.
+    let mut q: [Option<u16>; 3] = [None; 3];
+    let mut any: Option<u16> = None;
     for v in headers.get_all(header::ACCEPT_ENCODING) {
         let Ok(v) = v.to_str() else { continue };
         for item in v.split(',') {
             let mut parts = item.split(';');
             let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let refused = parts.any(|p| {
-                p.trim()
-                    .strip_prefix("q=")
-                    .and_then(|q| q.trim().parse::<f32>().ok())
-                    .is_some_and(|q| q <= 0.0)
-            });
-            if refused {
-                continue;
-            }
-            let rank = match name.as_str() {
-                "br" => (0, "br"),
-                "zstd" => (1, "zstd"),
-                "gzip" | "x-gzip" => (2, "gzip"),
-                _ => continue,
-            };
-            if best.is_none_or(|b| rank.0 < b.0) {
-                best = Some(rank);
+            let weight = parts
+                .find_map(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .map(|q| q.trim().parse::<f32>().unwrap_or(0.0))
+                })
+                .unwrap_or(1.0);
+            let weight = (weight.clamp(0.0, 1.0) * 1000.0) as u16;
+            match name.as_str() {
+                "br" => q[0] = Some(weight),
+                "zstd" => q[1] = Some(weight),
+                "gzip" | "x-gzip" => q[2] = Some(weight),
+                "*" => any = Some(weight),
+                _ => {}
             }
         }
     }
-    best.map_or("identity", |b| b.1)
+    let mut accepted: Vec<(u16, usize)> = q
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| w.or(any).filter(|w| *w > 0).map(|w| (w, i)))
+        .collect();
+    if accepted.is_empty() {
+        return "identity".into();
+    }
+    accepted.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let names = ["br", "zstd", "gzip"];
+    accepted.iter().map(|(_, i)| names[*i]).collect::<Vec<_>>().join(",")
 }
 
 #[cfg(test)]
@@ -156,15 +167,13 @@ mod tests {
 
     #[test]
     fn accept_encoding_is_normalized() {
-        assert_eq!(
-            accept_encoding(&headers(&[("accept-encoding", "gzip, deflate, br")])),
-            "br"
-        );
-        assert_eq!(
-            accept_encoding(&headers(&[("accept-encoding", "br;q=0, GZIP;q=0.5")])),
-            "gzip"
-        );
-        assert_eq!(accept_encoding(&headers(&[("accept-encoding", "deflate")])), "identity");
+        let form = |v: &'static str| accept_encoding(&headers(&[("accept-encoding", v)]));
+        assert_eq!(form("gzip, deflate, br"), "br,gzip");
+        assert_eq!(form("br;q=1.0, gzip"), form("gzip, deflate, br"));
+        assert_eq!(form("br;q=0, GZIP;q=0.5"), "gzip");
+        assert_eq!(form("gzip;q=1, br;q=0.5"), "gzip,br");
+        assert_eq!(form("*"), "br,zstd,gzip");
+        assert_eq!(form("deflate"), "identity");
         assert_eq!(accept_encoding(&HeaderMap::new()), "identity");
     }
 }

@@ -167,7 +167,7 @@ impl Freshness {
 /// A request's value of a `Vary` header as the stored variant keeps it.
 pub fn vary_value(name: &HeaderName, req: &HeaderMap) -> Option<HeaderValue> {
     if name == header::ACCEPT_ENCODING {
-        return Some(HeaderValue::from_static(control::accept_encoding(req)));
+        return HeaderValue::from_str(&control::accept_encoding(req)).ok();
     }
     let mut values = req.get_all(name).iter();
     let first = values.next()?.clone();
