@@ -21,7 +21,8 @@ pub struct CacheConfig {
     /// s-maxage, no `Expires`). Default: `0s`, such answers are not stored.
     #[serde(default)]
     pub ttl: Option<Dur>,
-    /// The longest freshness the cache grants, whatever the backend says. Default: `1h`.
+    /// The longest freshness the cache grants, whatever the backend says. Default: `1h`; at
+    /// most `24h` (as the stale windows: nothing is kept longer than a day).
     #[serde(default)]
     pub max_ttl: Option<Dur>,
     /// What the cache key is made of, besides method (HEAD is keyed as GET), host and path.
@@ -158,6 +159,18 @@ impl CacheConfig {
         }
         if self.max_ttl.is_some_and(|m| m.0.is_zero()) {
             out.push("max_ttl must be more than 0".into());
+        }
+        // The store keeps nothing longer than a day (its invalidation marks live that long).
+        let day = Duration::from_secs(24 * 3600);
+        for (name, d) in [
+            ("ttl", self.ttl),
+            ("max_ttl", self.max_ttl),
+            ("stale_while_revalidate", self.stale_while_revalidate),
+            ("stale_if_error", self.stale_if_error),
+        ] {
+            if d.is_some_and(|d| d.0 > day) {
+                out.push(format!("{name} must be at most 24h"));
+            }
         }
         if self.max_body.is_some_and(|b| b.0 == 0) {
             out.push("max_body must be more than 0".into());
