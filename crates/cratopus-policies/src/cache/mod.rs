@@ -71,7 +71,12 @@ pub struct CachePolicy {
     org: Arc<str>,
     /// The route authenticates: answers are keyed by consumer unless `public`.
     authenticates: bool,
+    /// The traffic log's `cache` values, made once rather than per request.
+    labels: [Arc<str>; 5],
 }
+
+/// The traffic log's `cache` values, in [`CachePolicy::labels`]' order.
+const LABELS: [&str; 5] = ["hit", "miss", "stale", "revalidated", "bypass"];
 
 /// What the cache does with one request, decided on the request side.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -144,7 +149,14 @@ impl CachePolicy {
             store,
             org,
             authenticates,
+            labels: LABELS.map(Arc::from),
         }
+    }
+
+    /// The log value `name` (one of [`LABELS`]).
+    fn label(&self, name: &str) -> LogValue {
+        let i = LABELS.iter().position(|l| *l == name).unwrap_or(0);
+        LogValue::Str(self.labels[i].clone())
     }
 
     pub fn store(&self) -> &Arc<CacheStore> {
@@ -178,7 +190,7 @@ impl CachePolicy {
         };
         if let Some(why) = why_not {
             self.store.stats.bypassed.fetch_add(1, Ordering::Relaxed);
-            cx.log_fields.push(("cache", LogValue::Str(Arc::from("bypass"))));
+            cx.log_fields.push(("cache", self.label("bypass")));
             cx.cache = Some(Box::new(self.cx(Mode::Bypass(why), Arc::from(""), path_id, head)));
             return Ok(());
         }
@@ -192,7 +204,7 @@ impl CachePolicy {
         {
             if s.is_fresh(now) {
                 self.store.stats.hits.fetch_add(1, Ordering::Relaxed);
-                cx.log_fields.push(("cache", LogValue::Str(Arc::from("hit"))));
+                cx.log_fields.push(("cache", self.label("hit")));
                 let status = format!("cratopus; hit; ttl={}", s.ttl(now));
                 return Err(Halt::Answer(Box::new(answer(s, &req.headers, head, now, &status))));
             }
@@ -200,7 +212,7 @@ impl CachePolicy {
             // one background request (none while one is out already).
             if !head && s.usable_stale(now, s.stale_while_revalidate) {
                 self.store.stats.stale.fetch_add(1, Ordering::Relaxed);
-                cx.log_fields.push(("cache", LogValue::Str(Arc::from("stale"))));
+                cx.log_fields.push(("cache", self.label("stale")));
                 let status = format!("cratopus; hit; ttl={}; detail=stale-while-revalidate", s.ttl(now));
                 let mut a = answer(s, &req.headers, head, now, &status);
                 if let Flight::Lead(guard) = self.store.join(&key) {
@@ -236,7 +248,7 @@ impl CachePolicy {
                     {
                         self.store.stats.coalesced.fetch_add(1, Ordering::Relaxed);
                         self.store.stats.hits.fetch_add(1, Ordering::Relaxed);
-                        cx.log_fields.push(("cache", LogValue::Str(Arc::from("hit"))));
+                        cx.log_fields.push(("cache", self.label("hit")));
                         let status = format!("cratopus; hit; ttl={}; detail=coalesced", s.ttl(now));
                         return Err(Halt::Answer(Box::new(answer(&s, &req.headers, head, now, &status))));
                     }
@@ -318,7 +330,7 @@ impl CachePolicy {
         let Some(c) = cx.cache.as_deref_mut() else { return };
         let (log, status) = self.decide(c, res);
         if let Some(log) = log {
-            cx.log_fields.push(("cache", LogValue::Str(Arc::from(log))));
+            cx.log_fields.push(("cache", self.label(log)));
         }
         if let Some(status) = status
             && let Ok(v) = HeaderValue::from_str(&status)
@@ -517,7 +529,7 @@ impl CachePolicy {
         self.store.stats.stale.fetch_add(1, Ordering::Relaxed);
         let status = format!("cratopus; fwd=stale; ttl={}; detail=stale-if-error", stale.ttl(now));
         let a = answer(stale, &c.req_headers, c.head, now, &status);
-        cx.log_fields.push(("cache", LogValue::Str(Arc::from("stale"))));
+        cx.log_fields.push(("cache", self.label("stale")));
         // The entry answered: the response side leaves this answer as it is.
         if let Some(c) = cx.cache.as_deref_mut() {
             c.mode = Mode::Answered;
