@@ -552,3 +552,25 @@ fn bad_cache_settings_are_reported_at_their_line() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stale_if_error_answers_while_the_breaker_is_open() {
+    let (b, seen) = backend().await;
+    let gw = gateway(
+        &b.url(),
+        "    circuit_breaker:\n      consecutive_failures: 2\n      open_for: 1h",
+        "",
+    );
+    assert_eq!(get(&gw, "/sie", &[]).await.text(), "sie #1");
+    seen.failing.store(true, Ordering::SeqCst);
+    // Two 5xx answers (each answered stale) open the breaker.
+    for _ in 0..2 {
+        assert_eq!(get(&gw, "/sie", &[]).await.text(), "sie #1");
+    }
+    assert_eq!(seen.hits("/sie"), 3);
+    // Open: the backend is not asked, and the stale entry answers instead of 503.
+    let r = get(&gw, "/sie", &[]).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "sie #1"), "{r:?}");
+    assert!(status(&r).contains("stale-if-error"), "{r:?}");
+    assert_eq!(seen.hits("/sie"), 3, "the open breaker let a request through");
+}
