@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod auth_limits;
+pub mod cache;
 pub mod compose;
 pub mod compress;
 pub mod error;

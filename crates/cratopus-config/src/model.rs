@@ -76,6 +76,10 @@ pub struct GatewayConfig {
     /// How request paths are normalized before routing.
     #[serde(default)]
     pub path_normalization: PathNormalization,
+    /// The response cache's memory store, shared by every organization (see `cache:` on
+    /// organizations and routes).
+    #[serde(default)]
+    pub cache: crate::cache::CacheStoreConfig,
 }
 
 /// Trace context handling: a caller's `traceparent` is always continued with its own sampling
@@ -479,6 +483,9 @@ pub struct OrganizationConfig {
     /// Response compression (gzip, br, zstd) of every route (a route's own replaces it).
     #[serde(default)]
     pub compression: Option<crate::compress::CompressionConfig>,
+    /// The response cache of every route (a route's own `cache` fields replace these).
+    #[serde(default)]
+    pub cache: Option<crate::cache::CacheConfig>,
 }
 
 /// A pool of targets with its balancing, health checking and timeouts.
@@ -866,4 +873,7 @@ pub struct RouteConfig {
     /// Response compression (gzip, br, zstd) on this route; replaces the organization's.
     #[serde(default)]
     pub compression: Option<crate::compress::CompressionConfig>,
+    /// The response cache on this route (its fields replace the organization's).
+    #[serde(default)]
+    pub cache: Option<crate::cache::CacheConfig>,
 }

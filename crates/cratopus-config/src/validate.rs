@@ -176,6 +176,7 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
     let file = cfg.file.as_path();
     let at = |pointer: &str, msg: String| ConfigError::at_key(file, pointer, msg);
 
+    section_problems(&mut errors, file, "/cache", "cache: ", gw.cache.problems());
     if gw.listeners.is_empty() {
         errors.push(at(
             "/listeners",
@@ -479,6 +480,13 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
             &format!("organization `{name}`: cors: "),
             o.cors.as_ref().map(|c| c.problems()).unwrap_or_default(),
         );
+        section_problems(
+            &mut errors,
+            f,
+            &ptr(base, &["cache"]),
+            &format!("organization `{name}`: cache: "),
+            o.cache.as_ref().map(|c| c.problems()).unwrap_or_default(),
+        );
         crate::modify::check_org(f, base, o, &mut errors);
         crate::compress::check_org(f, base, o, &mut errors);
         for (ri, r) in o.routes.iter().enumerate() {
@@ -499,6 +507,7 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
                 ("forward", r.forward.as_ref().map(|c| c.problems())),
                 ("websocket", r.websocket.as_ref().map(|c| c.problems())),
                 ("graphql", r.graphql.as_ref().map(|c| c.problems())),
+                ("cache", r.cache.as_ref().map(|c| c.problems())),
             ];
             for (kind, list) in problems {
                 section_problems(

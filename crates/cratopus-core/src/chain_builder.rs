@@ -7,6 +7,7 @@
 
 use cratopus_policies::auth::Authenticator;
 use cratopus_policies::authz::Authorizer;
+use cratopus_policies::cache::CachePolicy;
 use cratopus_policies::chain::{Policy, Quotas, RateLimits};
 use cratopus_policies::compress::Compression;
 use cratopus_policies::cors::Cors;
@@ -46,6 +47,7 @@ pub struct RouteParts {
     pub grpc_web: bool,
     /// The route's response compression (its own, else its organization's).
     pub compression: Option<Arc<Compression>>,
+    pub cache: Option<Arc<CachePolicy>>,
 }
 
 /// The route's chain, in the order its policies run on the request (the response runs it
@@ -96,6 +98,11 @@ pub fn chain(p: RouteParts) -> Vec<Policy> {
     // After the body limit, so that an oversized body is refused by its declared length before
     // the guard asks for it whole; before the bulkhead, so a refused operation holds no place.
     chain.extend(p.graphql.map(Policy::Graphql));
+    // The cache after everything that admits a request (a hit has been authenticated, limited
+    // and validated) and before the bulkhead (a hit holds no place); forwarding and modifiers
+    // shape only what goes to the backend, and a modifier's response side has run on what is
+    // stored. A compression policy comes after it, so that what is stored is compressed.
+    chain.extend(p.cache.map(Policy::Cache));
     chain.extend(p.bulkhead.map(Policy::Bulkhead));
     chain.extend(p.forwarding.map(Policy::Forward));
     // Last: what a modifier sets is not filtered by `forward`'s lists, and its response side

@@ -120,7 +120,10 @@ impl Engine {
             routing::Routed::Answered(res) => return Ok(res),
             routing::Routed::Route(route, req) => (route, req),
         };
-        let req = request::phase(snap, org, &route, req, conn, ex).await?;
+        let req = match request::phase(snap, org, &route, req, conn, ex).await? {
+            request::Requested::Forward(req) => req,
+            request::Requested::Answered(res) => return Ok(res),
+        };
         backend::phase(&route, req, conn, ex).await
     }
 }

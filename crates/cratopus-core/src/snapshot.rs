@@ -19,6 +19,7 @@ use cratopus_observe::spans::{SpanSettings, SpanSink};
 use cratopus_observe::traffic_log::TrafficLogSettings;
 use cratopus_policies::auth::{Authenticator, Consumers};
 use cratopus_policies::authz::Authorizer;
+use cratopus_policies::cache::{CachePolicy, CacheStore};
 use cratopus_policies::chain::{Policy, X_CONSUMER_ID};
 use cratopus_policies::compress::Compression;
 use cratopus_policies::cors::Cors;
@@ -79,6 +80,9 @@ pub struct Route {
     pub conditions: Option<Box<crate::matching::Conditions>>,
     /// WebSocket upgrades: allowed or not, and the limits that make the relay read frames.
     pub websocket: crate::websocket::WsRoute,
+    /// A policy of the chain may answer for a failed backend (the cache's stale-if-error):
+    /// only then does the backend phase ask the chain.
+    pub rescues: bool,
 }
 
 #[derive(Debug)]
@@ -122,6 +126,9 @@ pub struct Snapshot {
     /// Certificates and TLS settings of the HTTPS listeners.
     pub tls: TlsSnapshot,
     upstreams: HashMap<(Arc<str>, String), Arc<Upstream>>,
+    /// The response cache's store, when a route caches; kept across reloads while
+    /// `cache.max_bytes` stays the same.
+    pub cache: Option<Arc<CacheStore>>,
 }
 
 impl Snapshot {
@@ -441,6 +448,17 @@ pub fn compile_only(
     let mut all_routes: Vec<Arc<Route>> = Vec::new();
     let mut route_metrics: HashMap<(Arc<str>, Arc<str>), Arc<RouteMetrics>> = HashMap::new();
     let mut split_states = SplitStates::new(prev);
+    // One cache store for every cached route; the running one while its bound is the same.
+    let caches = cfg
+        .orgs
+        .iter()
+        .map(|o| &o.config)
+        .any(|o| o.cache.is_some() || o.routes.iter().any(|r| r.cache.is_some()));
+    let cache_store = caches.then(|| {
+        prev.and_then(|p| p.cache.clone())
+            .filter(|c| c.max_bytes == gw.cache.max_bytes.0)
+            .unwrap_or_else(|| CacheStore::new(gw.cache.max_bytes.0))
+    });
     let prev_metrics: HashMap<(Arc<str>, Arc<str>), Arc<RouteMetrics>> = prev
         .map(|p| {
             p.routes
@@ -705,6 +723,16 @@ pub fn compile_only(
                 let identity = auth.iter().flat_map(|a| a.identity_headers());
                 Arc::new(Forwarding::compile(&f, identity.chain([&X_CONSUMER_ID])))
             });
+            let cache = cratopus_config::cache::CacheConfig::resolve(o.cache.as_ref(), r.cache.as_ref())
+                .zip(cache_store.as_ref())
+                .map(|(s, store)| {
+                    Arc::new(CachePolicy::compile(
+                        &s,
+                        store.clone(),
+                        org_name.clone(),
+                        auth.is_some(),
+                    ))
+                });
             let chain = chain_builder::chain(RouteParts {
                 ip_rules,
                 cors: cors.clone(),
@@ -740,6 +768,7 @@ pub fn compile_only(
                     .or(o.compression.as_ref())
                     .and_then(Compression::compile)
                     .map(Arc::new),
+                cache,
             });
             let backend = match route_backend(r, &org_name, &route_name, &upstreams, services, &mut split_states) {
                 Ok(Some(b)) => b,
@@ -789,6 +818,7 @@ pub fn compile_only(
                     .clone(),
                 keeps_params: chain.iter().any(Policy::reads_params) || backend.wants_params(),
                 wraps_bodies: chain.iter().any(Policy::wraps_bodies),
+                rescues: chain.iter().any(Policy::rescues),
                 chain: chain.into(),
                 backend,
                 cors,
@@ -858,6 +888,7 @@ pub fn compile_only(
         routes: all_routes,
         upstreams,
         tls,
+        cache: cache_store,
         config: Arc::new(cfg),
     };
     Ok(Compiled { snapshot, steps })

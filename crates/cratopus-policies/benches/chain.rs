@@ -6,7 +6,7 @@
 //! `on_request` returns a boxed future, as `async_trait`-style dispatch would.
 
 use cratopus_config::IpRulesConfig;
-use cratopus_policies::chain::{Policy, Refusal, RequestCx};
+use cratopus_policies::chain::{Halt, Policy, RequestCx};
 use cratopus_policies::ip_rules::IpRules;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::HeaderValue;
@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-type Boxed<'a> = Pin<Box<dyn Future<Output = Result<(), Refusal>> + Send + 'a>>;
+type Boxed<'a> = Pin<Box<dyn Future<Output = Result<(), Halt>> + Send + 'a>>;
 
 trait DynPolicy: Send + Sync {
     fn on_request<'a>(&'a self, cx: &'a mut RequestCx, req: &'a mut http::request::Parts) -> Boxed<'a>;

@@ -71,6 +71,11 @@ pub struct RequestCx {
     pub grpc_web: Option<crate::grpc_web::Mode>,
     /// The negotiated response encoding and what was done with it (see [`crate::compress`]).
     pub compress: Option<crate::compress::Plan>,
+    /// What the response cache decided for this request (see [`crate::cache`]).
+    pub cache: Option<Box<crate::cache::CacheCx>>,
+    /// The request asks to switch protocols (a WebSocket handshake; its `Upgrade` header is
+    /// gone by the time the chain runs): no stored answer may stand in for it.
+    pub upgrade: bool,
 }
 
 impl RequestCx {
@@ -92,8 +97,59 @@ impl RequestCx {
             log_fields: Vec::new(),
             grpc_web: None,
             compress: None,
+            cache: None,
+            upgrade: false,
         }
     }
+
+    /// A context for a request the gateway sends on its own behalf in the background
+    /// ([`Answer::background`]): who the request is from, nothing it has learned since.
+    pub fn fork(&self) -> RequestCx {
+        let mut cx = RequestCx::new(self.client, self.request_id.clone(), self.route.clone());
+        cx.cert = self.cert.clone();
+        cx.identity = self.identity.clone();
+        cx.consumer = self.consumer.clone();
+        cx.params = self.params.clone();
+        cx.grpc_web = self.grpc_web;
+        cx
+    }
+}
+
+/// Why a policy's [`Policy::on_request`] stops the request before the backend.
+#[derive(Debug)]
+pub enum Halt {
+    /// Refused: answered with the gateway's error for the refusal.
+    Refuse(Refusal),
+    /// Answered by the policy (a cache hit): the backend is not called; the policies before
+    /// this one run their response side (and body wrappers) on the answer, as on a refusal,
+    /// the later ones nothing.
+    Answer(Box<Answer>),
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.response.status())
+            .field("background", &self.background.is_some())
+            .finish()
+    }
+}
+
+impl From<Refusal> for Halt {
+    fn from(r: Refusal) -> Halt {
+        Halt::Refuse(r)
+    }
+}
+
+/// A policy's own answer to a request.
+pub struct Answer {
+    pub response: http::Response<BackendBody>,
+    /// The request also goes on to the backend in the background with this context (a
+    /// stale-while-revalidate refresh): the policies after the answering one run their
+    /// request side, the backend answers, and the policies from the answering one on run their
+    /// response side and body wrappers on that answer, which is then read to its end and
+    /// dropped. Only for requests without a body; the client never waits for it.
+    pub background: Option<Box<RequestCx>>,
 }
 
 /// What a policy answers instead of the backend.
@@ -183,6 +239,8 @@ pub enum Policy {
     /// Response compression (gzip, br, zstd) by the client's `Accept-Encoding`; the last
     /// step of a chain, so the first on the way back.
     Compress(Arc<crate::compress::Compression>),
+    /// The response cache: answers hits, stores misses as they stream to the client.
+    Cache(Arc<crate::cache::CachePolicy>),
 }
 
 impl Policy {
@@ -204,6 +262,7 @@ impl Policy {
             Policy::Graphql(_) => "graphql",
             Policy::GrpcWeb => "grpc_web",
             Policy::Compress(_) => "compress",
+            Policy::Cache(_) => "cache",
         }
     }
 
@@ -216,8 +275,19 @@ impl Policy {
         }
     }
 
-    /// Runs before the backend; may refuse the request.
-    pub async fn on_request(&self, cx: &mut RequestCx, req: &mut http::request::Parts) -> Result<(), Refusal> {
+    /// Runs before the backend; may refuse the request, or answer it instead of the backend
+    /// ([`Halt`]).
+    pub async fn on_request(&self, cx: &mut RequestCx, req: &mut http::request::Parts) -> Result<(), Halt> {
+        match self {
+            Policy::Cache(c) => c.on_request(cx, req).await,
+            _ => self.admit(cx, req).await.map_err(Halt::Refuse),
+        }
+    }
+
+    /// The request side as far as letting the request through or refusing it: what the
+    /// routing phase runs of a chain through authentication (no policy there answers; a policy
+    /// that answers, the cache, sits after authentication and does nothing here).
+    pub async fn admit(&self, cx: &mut RequestCx, req: &mut http::request::Parts) -> Result<(), Refusal> {
         match self {
             Policy::IpRules(r) => {
                 if r.permits(cx.client) {
@@ -298,6 +368,7 @@ impl Policy {
                 c.on_request(cx, req);
                 Ok(())
             }
+            Policy::Cache(_) => Ok(()),
         }
     }
 
@@ -306,7 +377,28 @@ impl Policy {
     /// the chains that have such a policy (a flag of the route, set at compile), so that other
     /// routes pay nothing for the hooks.
     pub fn wraps_bodies(&self) -> bool {
-        matches!(self, Policy::GrpcWeb | Policy::Compress(_))
+        matches!(self, Policy::GrpcWeb | Policy::Compress(_) | Policy::Cache(_))
+    }
+
+    /// Whether the policy may answer for a failed backend ([`Policy::on_backend_error`]): the
+    /// engine asks only the chains that have such a policy (a flag of the route).
+    pub fn rescues(&self) -> bool {
+        matches!(self, Policy::Cache(_))
+    }
+
+    /// The backend failed (could not be reached, timed out, its breaker is open, it is
+    /// overloaded): a policy may answer instead of the gateway's error (the cache's
+    /// stale-if-error). Asked in reverse chain order; the first answer wins, and then runs
+    /// through every policy's response side as the backend's would.
+    pub fn on_backend_error(
+        &self,
+        cx: &mut RequestCx,
+        err: &cratopus_upstream::BackendError,
+    ) -> Option<http::Response<BackendBody>> {
+        match self {
+            Policy::Cache(c) => c.on_backend_error(cx, err),
+            _ => None,
+        }
     }
 
     /// The request body as the backend gets it: a policy that translates a protocol (or,
@@ -322,7 +414,15 @@ impl Policy {
     /// The response body as the client gets it, wrapped after every `on_response` (so a
     /// wrapper sees the final head, `res`), in the chain's reverse order like `on_response`.
     /// Runs on the gateway's own answers too.
-    pub fn wrap_response_body(&self, cx: &RequestCx, res: &http::response::Parts, body: BackendBody) -> BackendBody {
+    pub fn wrap_response_body(
+        &self,
+        cx: &mut RequestCx,
+        res: &http::response::Parts,
+        body: BackendBody,
+    ) -> BackendBody {
+        if let Policy::Cache(c) = self {
+            return c.wrap_response_body(cx, body);
+        }
         match (self, cx.grpc_web) {
             // Only an answer that is gRPC has gRPC's framing and trailers to translate.
             (Policy::GrpcWeb, Some(mode)) if is_grpc_web(&res.headers) => crate::grpc_web::response_body(mode, body),
@@ -359,6 +459,7 @@ impl Policy {
     /// only the response side sees the answer's head.
     pub fn on_response(&self, cx: &mut RequestCx, res: &mut http::response::Parts) {
         match self {
+            Policy::Cache(c) => c.on_response(cx, res),
             Policy::Cors(c) => c.apply(cx.origin.as_ref(), &mut res.headers),
             Policy::RateLimits(_) => {
                 if let Some(rate) = &cx.rate {

@@ -8,6 +8,7 @@
 pub mod auth;
 pub mod auth_failures;
 pub mod authz;
+pub mod cache;
 pub mod chain;
 pub mod compress;
 pub mod cors;

@@ -61,6 +61,7 @@ fn api_router(state: Arc<AdminState>) -> Router {
         .route("/api/routes/enable", post(enable_route))
         .route("/api/blocks", get(blocks).post(block))
         .route("/api/blocks/remove", post(unblock))
+        .route("/api/cache/purge", post(crate::admin_cache::purge))
         .route(
             "/api/splits",
             get(crate::admin_split::list).put(crate::admin_split::set_weights),
@@ -306,6 +307,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     render_splits(&mut out, &snap);
     render_websockets(&mut out, &s.engine.sockets);
     crate::admin_graphql::render(&mut out, &snap);
+    crate::admin_cache::render(&mut out, &snap);
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -564,6 +566,7 @@ pub fn openapi_document() -> Value {
                 "next_attempt": time, "failures": {"type": "integer", "minimum": 0}, "issued": {"type": "integer", "minimum": 0}}}}}});
     doc["components"]["schemas"]["Certificates"] = certificates;
     crate::admin_split::openapi(&mut doc);
+    crate::admin_cache::openapi(&mut doc);
     doc["paths"]["/api/certificates"] = json!({"get": {"operationId": "certificates",
         "summary": "Certificates from files and from ACME, with their expiry and the state of ACME orders",
         "responses": {

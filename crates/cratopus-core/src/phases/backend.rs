@@ -62,6 +62,14 @@ pub async fn phase(
         Ok(res) => Ok(res.map(ResponseBody::backend)),
         Err(e) => {
             call.end_if_unset();
+            // A policy may answer for the failed backend (the cache's stale-if-error).
+            if route.rescues
+                && ex.websocket.is_none()
+                && let Some(cx) = ex.cx.as_mut()
+                && let Some(res) = route.chain.iter().rev().find_map(|p| p.on_backend_error(cx, &e))
+            {
+                return Ok(res.map(ResponseBody::backend));
+            }
             Err(match e {
                 BackendError::NoHealthyTarget(name) => GatewayError::NoHealthyTarget(name.to_string()),
                 BackendError::Unreachable => GatewayError::UpstreamUnreachable,

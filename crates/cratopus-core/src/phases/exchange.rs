@@ -75,6 +75,9 @@ pub struct Exchange<'a> {
     /// The request is gRPC (`content-type: application/grpc…`): the gateway's own errors are
     /// answered as gRPC statuses.
     pub grpc: bool,
+    /// How many steps of the route's chain run their response side: all of them, unless a
+    /// policy answered the request itself (a cache hit; then those before it).
+    pub chain_end: usize,
     answered: bool,
 }
 
@@ -123,6 +126,7 @@ impl<'a> Exchange<'a> {
             chain_from: 0,
             websocket: None,
             grpc: cratopus_upstream::grpc::is_grpc(req.headers()),
+            chain_end: usize::MAX,
             answered: false,
         }
     }
@@ -142,23 +146,19 @@ impl<'a> Exchange<'a> {
             }
         };
         let (mut parts, mut body) = res.into_parts();
-        // Response policies, in reverse order of the chain; then the body wrappers (gRPC-Web,
-        // compression) of the routes that have one, which see the final head.
+        // Response policies, in reverse order of the chain (only those before the step that
+        // answered, when one did: a cache hit); then the body wrappers (gRPC-Web, compression,
+        // the cache's store) of the routes that have one, which see the final head.
         if let (Some(route), Some(cx)) = (&self.route, &mut self.cx) {
+            let chain = &route.chain[..self.chain_end.min(route.chain.len())];
             if route.wraps_bodies {
                 state_length(&self.method, &mut parts, &body);
             }
-            for p in route.chain.iter().rev() {
+            for p in chain.iter().rev() {
                 p.on_response(cx, &mut parts);
             }
             if route.wraps_bodies {
-                body = body.map_backend(|b| {
-                    route
-                        .chain
-                        .iter()
-                        .rev()
-                        .fold(b, |b, p| p.wrap_response_body(&*cx, &parts, b))
-                });
+                body = body.map_backend(|b| chain.iter().rev().fold(b, |b, p| p.wrap_response_body(cx, &parts, b)));
             }
         }
         parts.headers.insert(X_REQUEST_ID.clone(), self.request_id.clone());

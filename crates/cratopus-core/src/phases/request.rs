@@ -5,19 +5,28 @@
 //! the client certificate's header).
 
 use super::exchange::Exchange;
-use crate::body::{BodyStats, ClientBody, RequestBody, fault_of};
+use crate::body::{BodyStats, ClientBody, RequestBody, ResponseBody, fault_of};
 use crate::engine::ConnInfo;
 use crate::error::GatewayError;
 use crate::forward;
 use crate::host::host_value;
 use crate::snapshot::{Org, Route, Snapshot};
 use bytes::Bytes;
-use http::Request;
+use cratopus_policies::chain::Halt;
 use http::header;
+use http::{Request, Response};
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+/// What the request phase ends with.
+pub enum Requested {
+    /// The request as the backend gets it.
+    Forward(Request<RequestBody>),
+    /// A policy answered it (a cache hit).
+    Answered(Response<ResponseBody>),
+}
 
 pub async fn phase(
     snap: &Snapshot,
@@ -26,7 +35,7 @@ pub async fn phase(
     req: Request<ClientBody>,
     conn: &ConnInfo,
     ex: &mut Exchange<'_>,
-) -> Result<Request<RequestBody>, GatewayError> {
+) -> Result<Requested, GatewayError> {
     let (mut parts, body) = req.into_parts();
     let from = ex.chain_from;
     let cx = ex.cx.as_mut().ok_or(GatewayError::NoRoute)?;
@@ -35,8 +44,20 @@ pub async fn phase(
     {
         cx.cert = t.client_cert.as_ref().map(|c| c.id.clone());
     }
-    for policy in route.chain.iter().skip(from) {
-        policy.on_request(cx, &mut parts).await?;
+    for (i, policy) in route.chain.iter().enumerate().skip(from) {
+        match policy.on_request(cx, &mut parts).await {
+            Ok(()) => {}
+            Err(Halt::Refuse(r)) => return Err(r.into()),
+            Err(Halt::Answer(answer)) => {
+                let answer = *answer;
+                // The policies before the answering one run their response side on it.
+                ex.chain_end = i;
+                if let (Some(bg), Some(route)) = (answer.background, ex.route.clone()) {
+                    super::background::spawn(route, i, &parts, bg, conn, ex);
+                }
+                return Ok(Requested::Answered(answer.response.map(ResponseBody::backend)));
+            }
+        }
     }
 
     // The body: read whole once if a policy must see it, else streamed with the route's limit.
@@ -96,7 +117,7 @@ pub async fn phase(
         parts.headers.insert(auth.header.clone(), v);
     }
     ex.client_host = client_host;
-    Ok(Request::from_parts(parts, body))
+    Ok(Requested::Forward(Request::from_parts(parts, body)))
 }
 
 /// Reads a request body whole, up to `limit` bytes (413 beyond), the client pausing no longer

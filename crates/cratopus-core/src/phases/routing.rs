@@ -78,6 +78,9 @@ pub async fn phase(
             });
         }
         ex.websocket = Some(crate::websocket::Upgrade::new(intent, &mut req));
+        if let Some(cx) = ex.cx.as_mut() {
+            cx.upgrade = true;
+        }
     }
 
     // Headers meant for this hop alone go before any policy reads or adds headers, and so do a
@@ -123,7 +126,7 @@ async fn by_identity(
         cx.cert = t.client_cert.as_ref().map(|c| c.id.clone());
     }
     for policy in &first.chain[..through_authentication(&first)] {
-        policy.on_request(cx, &mut parts).await?;
+        policy.admit(cx, &mut parts).await?;
     }
     let path = parts.uri.path();
     let head = Head::new(&parts.headers, parts.uri.query());
@@ -155,7 +158,7 @@ async fn by_identity(
             .iter()
             .filter(|p| matches!(p, Policy::Cors(_) | Policy::GrpcWeb))
         {
-            policy.on_request(cx, &mut parts).await?;
+            policy.admit(cx, &mut parts).await?;
         }
     }
     ex.chain_from = skip;
