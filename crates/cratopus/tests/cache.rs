@@ -126,6 +126,12 @@ async fn backend() -> (Backend, Arc<Seen>) {
                     res = res.header("cache-control", "max-age=60");
                     "x".repeat(4096)
                 }
+                "/doc" => {
+                    res = res
+                        .header("cache-control", "max-age=60")
+                        .header("content-type", "text/plain");
+                    format!("{} #{n}", "the same line of text, again and again. ".repeat(100))
+                }
                 _ => {
                     let tag = path.rsplit('/').next().unwrap_or("");
                     res = res
@@ -171,6 +177,9 @@ routes:
   - path: /big
     upstream: b
     cache: {{max_body: 1KiB}}
+  - path: /doc
+    upstream: b
+    compression: {{}}
   - path: /whoami
     upstream: b
     auth: {{api_key: {{}}}}
@@ -573,4 +582,44 @@ async fn stale_if_error_answers_while_the_breaker_is_open() {
     assert_eq!((r.status, r.text().as_str()), (200, "sie #1"), "{r:?}");
     assert!(status(&r).contains("stale-if-error"), "{r:?}");
     assert_eq!(seen.hits("/sie"), 3, "the open breaker let a request through");
+}
+
+/// With compression on the route, the cache stores what compression made: one answer per
+/// negotiated encoding, each a hit afterwards with its `Content-Encoding`, and the identity
+/// answer for clients that accept none.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compressed_route_caches_one_answer_per_encoding() {
+    use std::io::Read;
+    let (b, seen) = backend().await;
+    let gw = gateway(&b.url(), "", "");
+    let gunzip = |body: &[u8]| {
+        let mut out = String::new();
+        flate2::read::GzDecoder::new(body)
+            .read_to_string(&mut out)
+            .expect("gzip");
+        out
+    };
+    let first = get(&gw, "/doc", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(first.header("content-encoding"), Some("gzip"), "{first:?}");
+    assert!(status(&first).contains("fwd=miss"), "{first:?}");
+    let text = gunzip(&first.body);
+    assert!(text.ends_with(" #1") && text.len() > 4000, "{text}");
+    let again = get(&gw, "/doc", &[("accept-encoding", "gzip")]).await;
+    assert!(status(&again).starts_with("cratopus; hit"), "{again:?}");
+    assert_eq!(again.header("content-encoding"), Some("gzip"));
+    assert_eq!(gunzip(&again.body), text);
+    assert_eq!(seen.hits("/doc"), 1);
+
+    // Another encoding is another entry; so is none.
+    let br = get(&gw, "/doc", &[("accept-encoding", "br")]).await;
+    assert_eq!(br.header("content-encoding"), Some("br"), "{br:?}");
+    assert_eq!(seen.hits("/doc"), 2);
+    let plain = get(&gw, "/doc", &[]).await;
+    assert_eq!(plain.header("content-encoding"), None, "{plain:?}");
+    assert!(plain.text().ends_with(" #3"), "{}", plain.text());
+    let plain_again = get(&gw, "/doc", &[]).await;
+    assert!(status(&plain_again).starts_with("cratopus; hit"), "{plain_again:?}");
+    assert_eq!(plain_again.body, plain.body);
+    assert_eq!(get(&gw, "/doc", &[("accept-encoding", "br")]).await.body, br.body);
+    assert_eq!(seen.hits("/doc"), 3);
 }

@@ -90,6 +90,10 @@ struct Importer {
     timeout: Option<String>,
     /// The service's `output_encoding`.
     output_encoding: Option<String>,
+    /// The service's `cache_ttl`, in seconds.
+    cache_ttl: Option<u64>,
+    /// A backend of the endpoint being converted asked for `qos/http-cache` (its path).
+    http_cache: Option<String>,
 }
 
 impl Importer {
@@ -143,10 +147,7 @@ impl Importer {
                 "echo_endpoint" => echo = v.as_bool() == Some(true),
                 "debug_endpoint" => debug = v.as_bool() == Some(true),
                 "read_header_timeout" => header_read_timeout = self.duration(&here, v),
-                "cache_ttl" => self.skip(
-                    here,
-                    "the response cache is configured per route with `cache` in cratopus",
-                ),
+                "cache_ttl" => self.cache_ttl = self.max_age(&here, v),
                 "extra_config" => {
                     let Some(extra) = v.as_object() else {
                         self.skip(here, "not an object");
@@ -307,6 +308,7 @@ impl Importer {
         let mut sequential = false;
         let mut flatmap = None;
         let mut concurrent = None;
+        let mut cache_ttl = self.cache_ttl;
         for (k, v) in ep {
             let at = format!("{here}.{k}");
             match k.as_str() {
@@ -315,10 +317,7 @@ impl Importer {
                 "output_encoding" => output_encoding = v.as_str().map(str::to_string),
                 "input_headers" | "headers_to_pass" => input_headers = strings(v),
                 "input_query_strings" | "querystring_params" => input_query = strings(v),
-                "cache_ttl" => self.skip(
-                    at,
-                    "the response cache is configured per route with `cache` in cratopus",
-                ),
+                "cache_ttl" => cache_ttl = self.max_age(&at, v),
                 "concurrent_calls" => match v.as_u64() {
                     Some(n) if (1..=16).contains(&n) => concurrent = Some(n),
                     _ => self.skip(at, "cratopus makes 1 to 16 concurrent calls"),
@@ -412,6 +411,29 @@ impl Importer {
             self.skip(here, "no backend could be converted: the endpoint is left out");
             return None;
         }
+        // KrakenD's cache_ttl is the Cache-Control its answer carries (for clients and CDNs).
+        if let Some(ttl) = cache_ttl.filter(|t| *t > 0) {
+            let mut set = Node::map();
+            set.set("Cache-Control", Node::str(format!("public, max-age={ttl}")));
+            let mut headers = Node::map();
+            headers.set("set", set);
+            let mut modify = Node::map();
+            modify.set("response_headers", headers);
+            route.set_commented("modify", modify, Some("KrakenD's cache_ttl".into()));
+        }
+        // KrakenD's qos/http-cache keeps backend answers by their own Cache-Control: the
+        // route's cache does that with a pass-through answer; a composed answer carries no
+        // backend's Cache-Control, so there it needs a `ttl` only a person can choose.
+        if let Some(at) = self.http_cache.take() {
+            if output_encoding_is_noop {
+                route.set("cache", Node::map());
+            } else {
+                self.skip(
+                    at,
+                    "cratopus caches the endpoint's answer (the route's `cache`), and a composed answer carries no backend Cache-Control: set `cache: {ttl: …}` on the route",
+                );
+            }
+        }
         // KrakenD passes a `no-op` endpoint's one backend through whatever that backend's
         // encoding says; cratopus wants it written on both.
         if output_encoding_is_noop && let [Node::Map(entries)] = backends.as_mut_slice() {
@@ -504,6 +526,7 @@ impl Importer {
                             "backend/http" => self.backend_http(&at, cfg, &mut node),
                             "qos/circuit-breaker" => breaker = self.breaker(&at, cfg),
                             "qos/ratelimit/proxy" => self.proxy_rate_limit(&at, cfg, &mut node),
+                            "qos/http-cache" => self.http_cache = Some(at),
                             // KrakenD's own notation is cratopus's `martian` (docs/composition.md).
                             "modifier/martian" => node.set("martian", Node::from_json(&without_comments(cfg))),
                             _ => self.skip(at, unsupported_namespace(ns)),
@@ -680,6 +703,19 @@ impl Importer {
         }
         let first = targets[0].split_once("://").map_or(targets[0].as_str(), |x| x.1);
         Some((targets.clone(), slug(first)))
+    }
+
+    /// A KrakenD duration as whole seconds (for a `max-age`).
+    fn max_age(&mut self, here: &str, v: &Value) -> Option<u64> {
+        let secs = match v {
+            Value::String(s) => go_duration(s),
+            Value::Number(n) => n.as_u64().map(|ns| ns as f64 / 1e9),
+            _ => None,
+        };
+        if secs.is_none() {
+            self.skip(here, "not a duration");
+        }
+        secs.map(|s| s.round() as u64)
     }
 
     /// A KrakenD (Go) duration as a cratopus one.
@@ -981,7 +1017,6 @@ fn whole_rate(rate: f64, every: &str) -> (u64, String) {
 /// Why a namespace of `extra_config` is not converted.
 fn unsupported_namespace(ns: &str) -> String {
     let why = match ns {
-        "qos/http-cache" => "the response cache is configured per route with `cache` in cratopus",
         ns if ns.starts_with("telemetry/") => {
             "telemetry is configured in gateway.yaml (`traffic_log`, `tracing`, the admin API's /metrics)"
         }
@@ -1120,6 +1155,29 @@ mod tests {
                 "$.endpoints[0].backend[0].extra_config[\"qos/unknown\"]"
             ]
         );
+    }
+
+    #[test]
+    fn cache_ttl_becomes_the_answers_cache_control_and_http_cache_the_routes_cache() {
+        let (y, skipped) = yaml(json!({
+            "version": 3, "host": ["http://b:1"], "cache_ttl": "1h",
+            "endpoints": [
+                {"endpoint": "/one", "cache_ttl": "1s", "backend": [{"url_pattern": "/one"}]},
+                {"endpoint": "/two", "backend": [{"url_pattern": "/two"}]},
+                {"endpoint": "/raw", "output_encoding": "no-op",
+                 "backend": [{"url_pattern": "/raw", "extra_config": {"qos/http-cache": {"shared": true}}}]},
+                {"endpoint": "/merged",
+                 "backend": [{"url_pattern": "/m", "extra_config": {"qos/http-cache": {}}}]}
+            ]
+        }));
+        let routes = &y["organizations"][0]["routes"];
+        let cc = |i: usize| routes[i]["modify"]["response_headers"]["set"]["Cache-Control"].clone();
+        assert_eq!(cc(0), "public, max-age=1");
+        assert_eq!(cc(1), "public, max-age=3600");
+        assert_eq!(routes[2]["cache"], json!({}));
+        assert!(routes[3].get("cache").is_none());
+        let paths: Vec<&str> = skipped.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(paths, ["$.endpoints[3].backend[0].extra_config[\"qos/http-cache\"]"]);
     }
 
     #[test]
