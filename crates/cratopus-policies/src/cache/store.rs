@@ -5,7 +5,10 @@
 //! One store serves every cached route of the gateway (keys start with the organization), and
 //! a reload keeps it while `cache.max_bytes` stays the same.
 
+use super::second::SecondLevel;
 use super::stored::Stored;
+use arc_swap::ArcSwapOption;
+use cratopus_state::RedisLimiter;
 use moka::notification::RemovalCause;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +38,8 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct CacheStats {
     pub hits: AtomicU64,
+    /// Fresh answers found in the second level (Redis) after a memory miss.
+    pub hits_l2: AtomicU64,
     pub misses: AtomicU64,
     /// Stale answers served (stale-while-revalidate, stale-if-error).
     pub stale: AtomicU64,
@@ -98,6 +103,8 @@ pub struct CacheStore {
     flights: Mutex<HashMap<Arc<str>, watch::Receiver<()>>>,
     pub stats: Arc<CacheStats>,
     pub max_bytes: u64,
+    /// The shared second level, when the gateway has `state.redis`.
+    second: ArcSwapOption<SecondLevel>,
 }
 
 impl std::fmt::Debug for CacheStore {
@@ -135,6 +142,7 @@ impl CacheStore {
             flights: Mutex::new(HashMap::new()),
             stats,
             max_bytes,
+            second: ArcSwapOption::empty(),
         })
     }
 
@@ -151,7 +159,43 @@ impl CacheStore {
         Some(found)
     }
 
-    /// Stores `answer` under `key`, replacing the variant with the same `Vary` values.
+    /// Uses `redis` as the second level (`None`: memory only). The running second level stays
+    /// when the config's Redis is the same one (a reload that kept `state.redis`).
+    pub fn set_second_level(self: &Arc<Self>, redis: Option<&RedisLimiter>) {
+        let current = self.second.load_full();
+        match (redis, current) {
+            (Some(r), Some(c)) if c.redis().same_as(r) => {}
+            (Some(r), _) => self
+                .second
+                .store(Some(SecondLevel::start(r.clone(), Arc::downgrade(self)))),
+            (None, _) => self.second.store(None),
+        }
+    }
+
+    /// The second level, when there is one and it is in use now.
+    pub fn second_level(&self) -> Option<Arc<SecondLevel>> {
+        self.second.load_full().filter(|s| s.is_on())
+    }
+
+    /// The second level, in use now or not (for purges: they say whether Redis had them).
+    pub fn second_level_configured(&self) -> Option<Arc<SecondLevel>> {
+        self.second.load_full()
+    }
+
+    /// When the path `path_id` was last invalidated here.
+    pub fn invalidated_at(&self, path_id: u64) -> Option<Instant> {
+        self.invalidated.get(&path_id)
+    }
+
+    /// Fills the memory with variants read from the second level (not written back).
+    pub fn put_local(&self, key: Arc<str>, variants: Vec<Arc<Stored>>) {
+        let mut variants = variants;
+        variants.truncate(MAX_VARIANTS);
+        self.entries.insert(key, Arc::new(Entry { variants }));
+    }
+
+    /// Stores `answer` under `key`, replacing the variant with the same `Vary` values; and in
+    /// the second level, in the background.
     pub fn put(&self, key: Arc<str>, answer: Arc<Stored>) {
         let old = self.entries.get(&key);
         let mut variants: Vec<Arc<Stored>> = old
@@ -164,7 +208,11 @@ impl CacheStore {
             variants.remove(0);
         }
         variants.push(answer);
-        self.entries.insert(key, Arc::new(Entry { variants }));
+        let entry = Arc::new(Entry { variants });
+        if let Some(second) = self.second_level() {
+            second.put(&key, &entry);
+        }
+        self.entries.insert(key, entry);
         self.stats.stored.fetch_add(1, Ordering::Relaxed);
     }
 
