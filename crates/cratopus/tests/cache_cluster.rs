@@ -12,7 +12,7 @@ use std::time::Duration;
 use test_support::http::{Request, Response};
 use test_support::http_body_util::Full;
 use test_support::hyper::body::Bytes;
-use test_support::redis::{RedisServer, Reply as RedisReply};
+use test_support::redis::{RedisCluster, RedisServer, Reply as RedisReply};
 use test_support::{Backend, Gateway, Reply, client, eventually, send};
 
 const TOKEN: &str = "cache-cluster-token-0123456789";
@@ -54,8 +54,11 @@ async fn backend() -> (Backend, Seen) {
     (b, seen)
 }
 
-/// A gateway node with every route cached, the admin API, and `redis` as its state store.
-fn node(target: &str, redis: &str) -> Gateway {
+/// A gateway node with every route cached, the admin API, and Redis at `urls` (a Redis
+/// Cluster when `cluster`) as its state store.
+fn node(target: &str, urls: &[String], cluster: bool) -> Gateway {
+    let urls: Vec<String> = urls.iter().map(|u| format!("\"{u}\"")).collect();
+    let urls = urls.join(", ");
     let org = format!(
         "name: shop
 upstreams:
@@ -68,7 +71,7 @@ routes:
 "
     );
     let yaml = format!(
-        "listeners:\n  - name: http\n    bind: 127.0.0.1:0\nadmin:\n  bind: 127.0.0.1:0\n  token: ${{ADMIN_TOKEN}}\norganizations: orgs/*.yaml\nwatch: false\nstate:\n  redis:\n    urls: [\"{redis}\"]\n    timeout: 2s\n    retry_interval: 300ms\n"
+        "listeners:\n  - name: http\n    bind: 127.0.0.1:0\nadmin:\n  bind: 127.0.0.1:0\n  token: ${{ADMIN_TOKEN}}\norganizations: orgs/*.yaml\nwatch: false\nstate:\n  redis:\n    urls: [{urls}]\n    cluster: {cluster}\n    timeout: 2s\n    retry_interval: 300ms\n"
     );
     tokio::task::block_in_place(|| {
         Gateway::start_with_env(BIN, &yaml, &[("orgs/shop.yaml", &org)], &[("ADMIN_TOKEN", TOKEN)])
@@ -76,9 +79,9 @@ routes:
 }
 
 /// Two nodes on one Redis, each subscribed to the purges (so the second level is on).
-async fn two_nodes(target: &str, redis: &RedisServer) -> (Gateway, Gateway) {
-    let a = node(target, &redis.url());
-    let b = node(target, &redis.url());
+async fn two_nodes(target: &str, urls: &[String], cluster: bool) -> (Gateway, Gateway) {
+    let a = node(target, urls, cluster);
+    let b = node(target, urls, cluster);
     for gw in [&a, &b] {
         assert!(
             wait_log(gw, &["second level on"], 1, WAIT).await,
@@ -111,15 +114,29 @@ fn status(r: &Reply) -> &str {
 
 /// The cache's entries in Redis of the current generation (a purge moves to the next).
 fn entries(redis: &RedisServer) -> usize {
-    let generation = redis
-        .command(&["GET", "cratopus:cache:generation"])
-        .ok()
-        .and_then(|r| r.int())
+    entries_on(&[redis.port()])
+}
+
+/// [`entries`] over the masters of a Redis Cluster (or one server): the generation is read
+/// from the master that holds it (the others answer `MOVED`), the keys from every one.
+fn entries_on(ports: &[u16]) -> usize {
+    let command = test_support::redis::command;
+    let generation = ports
+        .iter()
+        .find_map(|p| match command(*p, &["GET", "cratopus:cache:generation"]) {
+            Ok(RedisReply::Bulk(Some(g))) => g.parse::<u64>().ok(),
+            _ => None,
+        })
         .unwrap_or(0);
-    match redis.command(&["KEYS", &format!("cratopus:cache:{generation}:*")]) {
-        Ok(RedisReply::Array(Some(keys))) => keys.len(),
-        _ => 0,
-    }
+    ports
+        .iter()
+        .map(
+            |p| match command(*p, &["KEYS", &format!("cratopus:cache:{generation}:*")]) {
+                Ok(RedisReply::Array(Some(keys))) => keys.len(),
+                _ => 0,
+            },
+        )
+        .sum()
 }
 
 /// Waits until Redis holds `n` cache entries (they are written in the background).
@@ -135,7 +152,7 @@ async fn wait_entries(redis: &RedisServer, n: usize) {
 async fn one_nodes_miss_is_the_other_nodes_hit() {
     let redis = RedisServer::start();
     let (b, seen) = backend().await;
-    let (a, bnode) = two_nodes(&b.url(), &redis).await;
+    let (a, bnode) = two_nodes(&b.url(), &[redis.url()], false).await;
 
     let first = get(&a, "/item").await;
     assert_eq!(first.status, 200);
@@ -167,7 +184,7 @@ async fn one_nodes_miss_is_the_other_nodes_hit() {
 async fn purges_by_url_and_tag_on_one_node_reach_the_other() {
     let redis = RedisServer::start();
     let (b, seen) = backend().await;
-    let (a, bnode) = two_nodes(&b.url(), &redis).await;
+    let (a, bnode) = two_nodes(&b.url(), &[redis.url()], false).await;
     for p in ["/u/one", "/u/two", "/tagged/x"] {
         assert!(status(&get(&a, p).await).contains("fwd=miss"));
     }
@@ -219,7 +236,7 @@ async fn purges_by_url_and_tag_on_one_node_reach_the_other() {
 async fn with_redis_gone_both_nodes_keep_serving() {
     let mut redis = RedisServer::start();
     let (b, seen) = backend().await;
-    let (a, bnode) = two_nodes(&b.url(), &redis).await;
+    let (a, bnode) = two_nodes(&b.url(), &[redis.url()], false).await;
     assert!(status(&get(&a, "/kept").await).contains("fwd=miss"));
     wait_entries(&redis, 1).await;
     assert!(status(&get(&bnode, "/kept").await).contains("detail=shared"));
@@ -273,4 +290,42 @@ async fn with_redis_gone_both_nodes_keep_serving() {
     let r = get(&bnode, "/later").await;
     assert!(status(&r).contains("detail=shared"), "{r:?}");
     assert_eq!(hits(&seen, "/later"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redis_cluster_is_shared_and_purged_too() {
+    let cluster = tokio::task::block_in_place(RedisCluster::start);
+    let (b, seen) = backend().await;
+    let (a, bnode) = two_nodes(&b.url(), &cluster.urls(), true).await;
+    let ports = cluster.ports();
+    // Answers spread over the cluster's masters, one key each.
+    let paths: Vec<String> = (0..12).map(|i| format!("/tagged/k{i}")).collect();
+    for p in &paths {
+        assert!(status(&get(&a, p).await).contains("fwd=miss"));
+    }
+    assert!(
+        eventually(WAIT, || async { entries_on(&ports) >= paths.len() }).await,
+        "{} entries in the cluster",
+        entries_on(&ports)
+    );
+    let holding = ports
+        .iter()
+        .filter(|p| {
+            matches!(test_support::redis::command(**p, &["DBSIZE"]).map(|r| r.int()), Ok(Some(n)) if n > 0)
+        })
+        .count();
+    assert!(holding >= 2, "the keys spread over the masters ({holding} hold some)");
+    for p in &paths {
+        let r = get(&bnode, p).await;
+        assert!(status(&r).contains("detail=shared"), "{p}: {r:?}");
+    }
+    assert!(paths.iter().all(|p| hits(&seen, p) == 1));
+    // A purge on B (published on whichever master, heard through A's seed) reaches A.
+    let r = purge(&bnode, "{\"tag\": \"blue\"}").await;
+    assert_eq!(r.json()["cluster"], true, "{r:?}");
+    assert!(
+        eventually(WAIT, || async { status(&get(&a, "/tagged/k0").await).contains("fwd=miss") }).await,
+        "A still serves the purged tag"
+    );
+    assert_eq!(hits(&seen, "/tagged/k0"), 2);
 }
