@@ -83,11 +83,7 @@ async fn two_nodes(target: &str, urls: &[String], cluster: bool) -> (Gateway, Ga
     let a = node(target, urls, cluster);
     let b = node(target, urls, cluster);
     for gw in [&a, &b] {
-        assert!(
-            wait_log(gw, &["second level on"], 1, WAIT).await,
-            "{}",
-            dump(gw)
-        );
+        assert!(wait_log(gw, &["second level on"], 1, WAIT).await, "{}", dump(gw));
     }
     (a, b)
 }
@@ -200,7 +196,10 @@ async fn purges_by_url_and_tag_on_one_node_reach_the_other() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.json()["cluster"], true, "{r:?}");
     assert!(
-        eventually(WAIT, || async { status(&get(&bnode, "/u/one").await).contains("fwd=miss") }).await,
+        eventually(WAIT, || async {
+            status(&get(&bnode, "/u/one").await).contains("fwd=miss")
+        })
+        .await,
         "B still serves the purged URL"
     );
     assert_eq!(hits(&seen, "/u/one"), 2);
@@ -211,9 +210,16 @@ async fn purges_by_url_and_tag_on_one_node_reach_the_other() {
 
     // By tag on A.
     let r = purge(&a, "{\"tag\": \"blue\"}").await;
-    assert_eq!((r.status, r.json()["cluster"].clone()), (200, serde_json::json!(true)), "{r:?}");
+    assert_eq!(
+        (r.status, r.json()["cluster"].clone()),
+        (200, serde_json::json!(true)),
+        "{r:?}"
+    );
     assert!(
-        eventually(WAIT, || async { status(&get(&bnode, "/tagged/x").await).contains("fwd=miss") }).await,
+        eventually(WAIT, || async {
+            status(&get(&bnode, "/tagged/x").await).contains("fwd=miss")
+        })
+        .await,
         "B still serves the purged tag"
     );
     assert_eq!(hits(&seen, "/tagged/x"), 2);
@@ -243,11 +249,7 @@ async fn with_redis_gone_both_nodes_keep_serving() {
 
     tokio::task::block_in_place(|| redis.stop());
     for gw in [&a, &bnode] {
-        assert!(
-            wait_log(gw, &["second level off"], 1, WAIT).await,
-            "{}",
-            dump(gw)
-        );
+        assert!(wait_log(gw, &["second level off"], 1, WAIT).await, "{}", dump(gw));
     }
     for gw in [&a, &bnode] {
         // Memory hits as before.
@@ -272,11 +274,7 @@ async fn with_redis_gone_both_nodes_keep_serving() {
     // Redis back: the nodes subscribe again and share again.
     tokio::task::block_in_place(|| redis.restart());
     for gw in [&a, &bnode] {
-        assert!(
-            wait_log(gw, &["second level on"], 2, WAIT).await,
-            "{}",
-            dump(gw)
-        );
+        assert!(wait_log(gw, &["second level on"], 2, WAIT).await, "{}", dump(gw));
     }
     // Redis answers again once the limiter's retry interval has passed: poll until A's
     // answer lands there.
@@ -310,9 +308,7 @@ async fn a_redis_cluster_is_shared_and_purged_too() {
     );
     let holding = ports
         .iter()
-        .filter(|p| {
-            matches!(test_support::redis::command(**p, &["DBSIZE"]).map(|r| r.int()), Ok(Some(n)) if n > 0)
-        })
+        .filter(|p| matches!(test_support::redis::command(**p, &["DBSIZE"]).map(|r| r.int()), Ok(Some(n)) if n > 0))
         .count();
     assert!(holding >= 2, "the keys spread over the masters ({holding} hold some)");
     for p in &paths {
@@ -324,7 +320,10 @@ async fn a_redis_cluster_is_shared_and_purged_too() {
     let r = purge(&bnode, "{\"tag\": \"blue\"}").await;
     assert_eq!(r.json()["cluster"], true, "{r:?}");
     assert!(
-        eventually(WAIT, || async { status(&get(&a, "/tagged/k0").await).contains("fwd=miss") }).await,
+        eventually(WAIT, || async {
+            status(&get(&a, "/tagged/k0").await).contains("fwd=miss")
+        })
+        .await,
         "A still serves the purged tag"
     );
     assert_eq!(hits(&seen, "/tagged/k0"), 2);

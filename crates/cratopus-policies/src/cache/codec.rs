@@ -203,7 +203,10 @@ mod tests {
             stale_if_error: Duration::from_secs(30),
             must_revalidate: false,
             no_cache: true,
-            vary_names: vec![HeaderName::from_static("accept-encoding"), HeaderName::from_static("x-v")],
+            vary_names: vec![
+                HeaderName::from_static("accept-encoding"),
+                HeaderName::from_static("x-v"),
+            ],
             vary: vec![Some(HeaderValue::from_static("gzip")), None],
             tags: vec![Box::from("t1"), Box::from("t2")],
         }

@@ -37,13 +37,13 @@ use cratopus_upstream::{BackendBody, BackendError};
 use fill::{Pending, Replaced, Tee};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
+pub use purge::Purge;
+use second::SecondLevel;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 use store::Flight;
-pub use purge::Purge;
-use second::SecondLevel;
 pub use store::{CacheStats, CacheStore, FlightGuard};
 use stored::{Freshness, Stored};
 
@@ -209,7 +209,7 @@ impl CachePolicy {
         if found.is_none()
             && let Some(second) = self.store.second_level()
         {
-            found = self.from_second_level(&second, &key, path_id, &req.headers).await;
+            found = self.ask_second_level(&second, &key, path_id, &req.headers).await;
             shared = found.is_some();
         }
         if let Some(s) = &found
@@ -290,7 +290,7 @@ impl CachePolicy {
 
     /// The variants the second level holds for `key`, put in memory (except those stored
     /// before this node invalidated their path); the one matching the request's `Vary` values.
-    async fn from_second_level(
+    async fn ask_second_level(
         &self,
         second: &SecondLevel,
         key: &Arc<str>,

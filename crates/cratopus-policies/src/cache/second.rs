@@ -142,7 +142,10 @@ impl SecondLevel {
                 (g != UNKNOWN && g < generation).then_some(generation)
             });
         let message = json!({"generation": generation, "node": self.shared.node, "purge": purge.to_json()});
-        self.redis.publish(CHANNEL, message.to_string().as_bytes()).await.is_ok()
+        self.redis
+            .publish(CHANNEL, message.to_string().as_bytes())
+            .await
+            .is_ok()
     }
 }
 
