@@ -187,10 +187,24 @@ impl CacheStore {
         self.invalidated.get(&path_id)
     }
 
-    /// Fills the memory with variants read from the second level (not written back).
-    pub fn put_local(&self, key: Arc<str>, variants: Vec<Arc<Stored>>) {
-        let mut variants = variants;
-        variants.truncate(MAX_VARIANTS);
+    /// Fills the memory with variants read from the second level (not written back); the
+    /// variants already here for other `Vary` values stay.
+    pub fn put_local(&self, key: Arc<str>, from_second: Vec<Arc<Stored>>) {
+        let old = self.entries.get(&key);
+        let mut variants: Vec<Arc<Stored>> = old
+            .iter()
+            .flat_map(|e| e.variants.iter())
+            .filter(|v| {
+                !from_second
+                    .iter()
+                    .any(|n| n.vary == v.vary && n.vary_names == v.vary_names)
+            })
+            .cloned()
+            .collect();
+        variants.extend(from_second);
+        if variants.len() > MAX_VARIANTS {
+            variants.drain(..variants.len() - MAX_VARIANTS);
+        }
         self.entries.insert(key, Arc::new(Entry { variants }));
     }
 
@@ -272,5 +286,55 @@ impl CacheStore {
     pub fn usage(&self) -> (u64, u64) {
         self.entries.run_pending_tasks();
         (self.entries.weighted_size(), self.entries.entry_count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::header::{HeaderName, HeaderValue};
+    use http::{HeaderMap, StatusCode};
+
+    fn variant(encoding: &'static str, body: &'static str) -> Arc<Stored> {
+        Arc::new(Stored {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+            stored_at: Instant::now(),
+            initial_age: 0,
+            fresh_for: Duration::from_secs(60),
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            must_revalidate: false,
+            no_cache: false,
+            vary_names: vec![HeaderName::from_static("accept-encoding")],
+            vary: vec![Some(HeaderValue::from_static(encoding))],
+            tags: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn variants_from_the_second_level_join_those_in_memory() {
+        let store = CacheStore::new(1 << 20);
+        let key: Arc<str> = Arc::from("org\nhost\n/p\n\n\n");
+        store.put_local(key.clone(), vec![variant("gzip", "local gzip")]);
+        store.put_local(
+            key.clone(),
+            vec![variant("br", "shared br"), variant("gzip", "shared gzip")],
+        );
+        let bodies: Vec<Bytes> = store
+            .entries
+            .get(&key)
+            .map(|e| e.variants.iter().map(|v| v.body.clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            bodies,
+            ["shared br", "shared gzip"],
+            "the shared gzip replaced the local one"
+        );
+        store.put_local(key.clone(), vec![variant("zstd", "shared zstd")]);
+        let n = store.entries.get(&key).map_or(0, |e| e.variants.len());
+        assert_eq!(n, 3, "other encodings stay");
     }
 }
