@@ -283,6 +283,8 @@ enum StartStep {
     Pool(Arc<UpstreamPool>),
     /// Fetch a JWKS and keep it fresh.
     Jwks(Arc<cratopus_policies::jwks::Jwks>),
+    /// Give the cache its Redis second level (or none), subscribing to the purges.
+    CacheSecondLevel(Arc<CacheStore>, Option<cratopus_state::RedisLimiter>),
 }
 
 /// A config compiled into a snapshot that has not started yet: compiling opened no file for
@@ -320,6 +322,7 @@ impl Compiled {
                     p.start();
                 }
                 StartStep::Jwks(j) => j.start().await,
+                StartStep::CacheSecondLevel(store, redis) => store.set_second_level(redis.as_ref()),
             }
         }
         if errors.is_empty() {
@@ -459,6 +462,9 @@ pub fn compile_only(
             .filter(|c| c.max_bytes == gw.cache.max_bytes.0)
             .unwrap_or_else(|| CacheStore::new(gw.cache.max_bytes.0))
     });
+    if let Some(store) = &cache_store {
+        steps.push(StartStep::CacheSecondLevel(store.clone(), limiter.redis().cloned()));
+    }
     let prev_metrics: HashMap<(Arc<str>, Arc<str>), Arc<RouteMetrics>> = prev
         .map(|p| {
             p.routes

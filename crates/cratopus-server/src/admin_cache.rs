@@ -7,7 +7,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use cratopus_core::Snapshot;
-use cratopus_policies::cache::path_id;
+use cratopus_policies::cache::Purge;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -25,8 +25,8 @@ pub async fn purge(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) ->
         return error(StatusCode::NOT_FOUND, "not_found", "no route caches");
     };
     let text = |k: &str| v.get(k).and_then(Value::as_str);
-    let org_filter = text("organization");
-    let removed = if let Some(url) = text("url") {
+    let org_filter = text("organization").map(str::to_string);
+    let purge = if let Some(url) = text("url") {
         let Ok(uri) = url.parse::<http::Uri>() else {
             return bad("`url` is not a URL");
         };
@@ -36,23 +36,36 @@ pub async fn purge(State(s): State<Arc<AdminState>>, body: axum::body::Bytes) ->
         let Some(org) = org_of(&snap, &host) else {
             return error(StatusCode::NOT_FOUND, "not_found", "no organization serves this host");
         };
-        let path = uri.path();
-        store.invalidate_path(path_id(&org, &host, path));
-        store.purge(|k, _| k.org == &*org && k.host == host && k.path == path)
+        Purge::Url {
+            org: org.to_string(),
+            host,
+            path: uri.path().to_string(),
+        }
     } else if let Some(prefix) = text("prefix") {
         if !prefix.starts_with('/') {
             return bad("`prefix` must start with `/`");
         }
-        store.purge(|k, _| org_filter.is_none_or(|o| o == k.org) && k.path.starts_with(prefix))
+        Purge::Prefix {
+            org: org_filter,
+            prefix: prefix.to_string(),
+        }
     } else if let Some(tag) = text("tag") {
-        store.purge(|k, e| {
-            org_filter.is_none_or(|o| o == k.org) && e.variants.iter().any(|v| v.tags.iter().any(|t| &**t == tag))
-        })
+        Purge::Tag {
+            org: org_filter,
+            tag: tag.to_string(),
+        }
     } else {
         return bad("the body needs `url`, `prefix` or `tag`");
     };
-    tracing::info!(purged = removed, "cache purged by the admin API");
-    axum::Json(json!({"purged": removed})).into_response()
+    let removed = purge.apply(&store);
+    // With a second level: the other nodes and Redis too (`cluster: false` when Redis could
+    // not be reached, so the purge stayed on this node).
+    let mut answer = json!({"purged": removed});
+    if let Some(second) = store.second_level_configured() {
+        answer["cluster"] = json!(second.purge(&purge).await);
+    }
+    tracing::info!(purged = removed, cluster = ?answer.get("cluster"), "cache purged by the admin API");
+    axum::Json(answer).into_response()
 }
 
 /// The organization serving `host`, as the cache keys it.
@@ -71,6 +84,7 @@ pub fn render(out: &mut String, snap: &Snapshot) {
     );
     for (result, n) in [
         ("hit", load(&s.hits)),
+        ("hit_l2", load(&s.hits_l2)),
         ("miss", load(&s.misses)),
         ("stale", load(&s.stale)),
         ("revalidated", load(&s.revalidated)),
@@ -137,7 +151,8 @@ pub fn openapi(doc: &mut Value) {
                     "organization": {"type": "string", "description": "limits a prefix or tag purge to one organization"}}}}}},
             "responses": {
                 "200": {"description": "how many keys were removed", "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["purged"], "properties": {"purged": {"type": "integer", "minimum": 0}}}}}},
+                    "type": "object", "required": ["purged"], "properties": {"purged": {"type": "integer", "minimum": 0},
+                        "cluster": {"type": "boolean", "description": "with a Redis second level: whether the purge reached Redis and the other nodes"}}}}}},
                 "400": answer("the body is not what the call needs"),
                 "404": answer("no route caches, or no organization serves the URL's host"),
                 "401": answer("missing or wrong bearer token")}}});

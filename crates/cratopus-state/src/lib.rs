@@ -21,7 +21,7 @@ pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use gcra::{Rate, Verdict};
 pub use local::LocalLimiter;
 pub use quota::{MemoryQuotas, QuotaPeriod, QuotaState};
-pub use redis::{RedisConfig, RedisLimiter, quota_key, rate_limit_key};
+pub use redis::{RedisConfig, RedisLimiter, Subscription, quota_key, rate_limit_key};
 pub use shared::{FailMode, SharedLimiter, Source};
 
 /// Why a shared-state call has no answer.

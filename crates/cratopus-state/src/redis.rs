@@ -31,6 +31,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Notify;
 use tokio::time::timeout_at;
 
+mod kv;
+pub use kv::Subscription;
+
 /// Where Redis is and how patient to be with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisConfig {
@@ -178,11 +181,20 @@ enum Conn {
     Cluster(ClusterConnection),
 }
 
+/// One call: a script (the limits) or a plain command (the cache's second level, see `kv`).
+#[derive(Clone, Copy)]
+enum Op<'a, 'b> {
+    Script(&'a ScriptInvocation<'b>),
+    Cmd(&'a redis::Cmd),
+}
+
 impl Conn {
-    async fn invoke<T: FromRedisValue>(&mut self, inv: &ScriptInvocation<'_>) -> redis::RedisResult<T> {
-        match self {
-            Conn::Single(c) => inv.invoke_async(c).await,
-            Conn::Cluster(c) => inv.invoke_async(c).await,
+    async fn invoke<T: FromRedisValue>(&mut self, op: Op<'_, '_>) -> redis::RedisResult<T> {
+        match (self, op) {
+            (Conn::Single(c), Op::Script(inv)) => inv.invoke_async(c).await,
+            (Conn::Cluster(c), Op::Script(inv)) => inv.invoke_async(c).await,
+            (Conn::Single(c), Op::Cmd(cmd)) => cmd.query_async(c).await,
+            (Conn::Cluster(c), Op::Cmd(cmd)) => cmd.query_async(c).await,
         }
     }
 
@@ -320,7 +332,7 @@ impl RedisLimiter {
             inv.arg(rate.interval(1000)).arg(rate.burst());
         }
         inv.arg(u8::from(commit));
-        let reply: Vec<i64> = self.run(&inv).await?;
+        let reply: Vec<i64> = self.run(Op::Script(&inv)).await?;
         match parse_verdict(&reply, rates.len()) {
             Some(v) => Ok(v),
             None => Err(self.fail(None, &format!("unexpected reply to the rate-limit script: {reply:?}"))),
@@ -356,7 +368,7 @@ impl RedisLimiter {
             .arg(limit)
             .arg(cost)
             .arg(window.end.saturating_add(QUOTA_GRACE_SECS));
-        let reply: Vec<i64> = self.run(&inv).await?;
+        let reply: Vec<i64> = self.run(Op::Script(&inv)).await?;
         match reply.as_slice() {
             &[allowed @ (0 | 1), used] if used >= 0 => Ok(QuotaState {
                 allowed: allowed == 1,
@@ -388,9 +400,9 @@ impl RedisLimiter {
         u64::try_from(self.inner.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Runs a script within the call's deadline, probing first if Redis is down and the
-    /// retry interval has passed.
-    async fn run<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> Result<T, StateError> {
+    /// Runs a script or command within the call's deadline, probing first if Redis is down
+    /// and the retry interval has passed.
+    async fn run<T: FromRedisValue>(&self, op: Op<'_, '_>) -> Result<T, StateError> {
         let inner = &self.inner;
         let deadline = tokio::time::Instant::now() + inner.config.timeout;
         if !inner.up.load(Ordering::Acquire) {
@@ -404,7 +416,7 @@ impl RedisLimiter {
             // Marked down by another call between our check and here.
             return Err(self.unavailable());
         };
-        match timeout_at(deadline, conn.invoke::<T>(inv)).await {
+        match timeout_at(deadline, conn.invoke::<T>(op)).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(e)) => Err(self.fail(Some(generation), &e.to_string())),
             Err(_) => Err(self.fail(

@@ -20,8 +20,11 @@
 //!
 //! Answers carry `Age` and `Cache-Status` (RFC 9211); the traffic log gets `cache`.
 
+mod codec;
 pub mod control;
 mod fill;
+pub mod purge;
+mod second;
 pub mod store;
 pub mod stored;
 
@@ -34,6 +37,8 @@ use cratopus_upstream::{BackendBody, BackendError};
 use fill::{Pending, Replaced, Tee};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, StatusCode};
+pub use purge::Purge;
+use second::SecondLevel;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -198,14 +203,27 @@ impl CachePolicy {
         let key: Arc<str> = self.key(&host, req, consumer).into();
         let now = Instant::now();
         let revalidate_asked = asked.no_cache || asked.max_age == Some(0);
-        let found = self.store.get(&key, path_id, |s| s.matches(&req.headers));
+        let mut found = self.store.get(&key, path_id, |s| s.matches(&req.headers));
+        // A memory miss asks the second level (Redis), when there is one.
+        let mut shared = false;
+        if found.is_none()
+            && let Some(second) = self.store.second_level()
+        {
+            found = self.ask_second_level(&second, &key, path_id, &req.headers).await;
+            shared = found.is_some();
+        }
         if let Some(s) = &found
             && !revalidate_asked
         {
             if s.is_fresh(now) {
-                self.store.stats.hits.fetch_add(1, Ordering::Relaxed);
+                let (counter, detail) = if shared {
+                    (&self.store.stats.hits_l2, "; detail=shared")
+                } else {
+                    (&self.store.stats.hits, "")
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 cx.log_fields.push(("cache", self.label("hit")));
-                let status = format!("cratopus; hit; ttl={}", s.ttl(now));
+                let status = format!("cratopus; hit; ttl={}{detail}", s.ttl(now));
                 return Err(Halt::Answer(Box::new(answer(s, &req.headers, head, now, &status))));
             }
             // Stale within stale-while-revalidate: answered now, and refreshed behind it by
@@ -268,6 +286,31 @@ impl CachePolicy {
         c.stale = found;
         cx.cache = Some(Box::new(c));
         Ok(())
+    }
+
+    /// The variants the second level holds for `key`, put in memory (except those stored
+    /// before this node invalidated their path); the one matching the request's `Vary` values.
+    async fn ask_second_level(
+        &self,
+        second: &SecondLevel,
+        key: &Arc<str>,
+        path_id: u64,
+        req: &HeaderMap,
+    ) -> Option<Arc<Stored>> {
+        let invalidated = self.store.invalidated_at(path_id);
+        let variants: Vec<Arc<Stored>> = second
+            .get(key)
+            .await
+            .into_iter()
+            .filter(|v| invalidated.is_none_or(|at| v.stored_at > at))
+            .map(Arc::new)
+            .collect();
+        if variants.is_empty() {
+            return None;
+        }
+        let found = variants.iter().rev().find(|v| v.matches(req)).cloned();
+        self.store.put_local(key.clone(), variants);
+        found
     }
 
     fn cx(&self, mode: Mode, key: Arc<str>, path_id: u64, head: bool) -> CacheCx {

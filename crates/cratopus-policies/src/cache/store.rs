@@ -5,7 +5,10 @@
 //! One store serves every cached route of the gateway (keys start with the organization), and
 //! a reload keeps it while `cache.max_bytes` stays the same.
 
+use super::second::SecondLevel;
 use super::stored::Stored;
+use arc_swap::ArcSwapOption;
+use cratopus_state::RedisLimiter;
 use moka::notification::RemovalCause;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,6 +38,8 @@ impl Entry {
 #[derive(Debug, Default)]
 pub struct CacheStats {
     pub hits: AtomicU64,
+    /// Fresh answers found in the second level (Redis) after a memory miss.
+    pub hits_l2: AtomicU64,
     pub misses: AtomicU64,
     /// Stale answers served (stale-while-revalidate, stale-if-error).
     pub stale: AtomicU64,
@@ -98,6 +103,8 @@ pub struct CacheStore {
     flights: Mutex<HashMap<Arc<str>, watch::Receiver<()>>>,
     pub stats: Arc<CacheStats>,
     pub max_bytes: u64,
+    /// The shared second level, when the gateway has `state.redis`.
+    second: ArcSwapOption<SecondLevel>,
 }
 
 impl std::fmt::Debug for CacheStore {
@@ -135,6 +142,7 @@ impl CacheStore {
             flights: Mutex::new(HashMap::new()),
             stats,
             max_bytes,
+            second: ArcSwapOption::empty(),
         })
     }
 
@@ -151,7 +159,57 @@ impl CacheStore {
         Some(found)
     }
 
-    /// Stores `answer` under `key`, replacing the variant with the same `Vary` values.
+    /// Uses `redis` as the second level (`None`: memory only). The running second level stays
+    /// when the config's Redis is the same one (a reload that kept `state.redis`).
+    pub fn set_second_level(self: &Arc<Self>, redis: Option<&RedisLimiter>) {
+        let current = self.second.load_full();
+        match (redis, current) {
+            (Some(r), Some(c)) if c.redis().same_as(r) => {}
+            (Some(r), _) => self
+                .second
+                .store(Some(SecondLevel::start(r.clone(), Arc::downgrade(self)))),
+            (None, _) => self.second.store(None),
+        }
+    }
+
+    /// The second level, when there is one and it is in use now.
+    pub fn second_level(&self) -> Option<Arc<SecondLevel>> {
+        self.second.load_full().filter(|s| s.is_on())
+    }
+
+    /// The second level, in use now or not (for purges: they say whether Redis had them).
+    pub fn second_level_configured(&self) -> Option<Arc<SecondLevel>> {
+        self.second.load_full()
+    }
+
+    /// When the path `path_id` was last invalidated here.
+    pub fn invalidated_at(&self, path_id: u64) -> Option<Instant> {
+        self.invalidated.get(&path_id)
+    }
+
+    /// Fills the memory with variants read from the second level (not written back); the
+    /// variants already here for other `Vary` values stay.
+    pub fn put_local(&self, key: Arc<str>, from_second: Vec<Arc<Stored>>) {
+        let old = self.entries.get(&key);
+        let mut variants: Vec<Arc<Stored>> = old
+            .iter()
+            .flat_map(|e| e.variants.iter())
+            .filter(|v| {
+                !from_second
+                    .iter()
+                    .any(|n| n.vary == v.vary && n.vary_names == v.vary_names)
+            })
+            .cloned()
+            .collect();
+        variants.extend(from_second);
+        if variants.len() > MAX_VARIANTS {
+            variants.drain(..variants.len() - MAX_VARIANTS);
+        }
+        self.entries.insert(key, Arc::new(Entry { variants }));
+    }
+
+    /// Stores `answer` under `key`, replacing the variant with the same `Vary` values; and in
+    /// the second level, in the background.
     pub fn put(&self, key: Arc<str>, answer: Arc<Stored>) {
         let old = self.entries.get(&key);
         let mut variants: Vec<Arc<Stored>> = old
@@ -164,7 +222,11 @@ impl CacheStore {
             variants.remove(0);
         }
         variants.push(answer);
-        self.entries.insert(key, Arc::new(Entry { variants }));
+        let entry = Arc::new(Entry { variants });
+        if let Some(second) = self.second_level() {
+            second.put(&key, &entry);
+        }
+        self.entries.insert(key, entry);
         self.stats.stored.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -224,5 +286,55 @@ impl CacheStore {
     pub fn usage(&self) -> (u64, u64) {
         self.entries.run_pending_tasks();
         (self.entries.weighted_size(), self.entries.entry_count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http::header::{HeaderName, HeaderValue};
+    use http::{HeaderMap, StatusCode};
+
+    fn variant(encoding: &'static str, body: &'static str) -> Arc<Stored> {
+        Arc::new(Stored {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+            stored_at: Instant::now(),
+            initial_age: 0,
+            fresh_for: Duration::from_secs(60),
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+            must_revalidate: false,
+            no_cache: false,
+            vary_names: vec![HeaderName::from_static("accept-encoding")],
+            vary: vec![Some(HeaderValue::from_static(encoding))],
+            tags: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn variants_from_the_second_level_join_those_in_memory() {
+        let store = CacheStore::new(1 << 20);
+        let key: Arc<str> = Arc::from("org\nhost\n/p\n\n\n");
+        store.put_local(key.clone(), vec![variant("gzip", "local gzip")]);
+        store.put_local(
+            key.clone(),
+            vec![variant("br", "shared br"), variant("gzip", "shared gzip")],
+        );
+        let bodies: Vec<Bytes> = store
+            .entries
+            .get(&key)
+            .map(|e| e.variants.iter().map(|v| v.body.clone()).collect())
+            .unwrap_or_default();
+        assert_eq!(
+            bodies,
+            ["shared br", "shared gzip"],
+            "the shared gzip replaced the local one"
+        );
+        store.put_local(key.clone(), vec![variant("zstd", "shared zstd")]);
+        let n = store.entries.get(&key).map_or(0, |e| e.variants.len());
+        assert_eq!(n, 3, "other encodings stay");
     }
 }
