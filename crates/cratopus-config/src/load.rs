@@ -240,6 +240,64 @@ fn file_sources_of_broken(index: Option<&Index>) -> Vec<(String, String)> {
     }
 }
 
+/// One organization file, read and parsed on its own (see [`read_org_files`]).
+struct OrgFile {
+    config: Option<OrganizationConfig>,
+    sources: Sources,
+    errors_found: Vec<ConfigError>,
+}
+
+/// Reads and parses organization files, in their order. Parsing YAML is most of a large
+/// config's load time (10,000 routes in 100 files: about 100 ms of one core), and the files
+/// do not depend on each other, so with many files they are parsed on all cores; the results
+/// are taken in file order, so errors and organizations come out as with one thread.
+fn read_org_files(matched: Vec<PathBuf>) -> Vec<(PathBuf, Result<OrgFile, String>)> {
+    let one = |file: PathBuf| {
+        let outcome = read(&file).map(|text| {
+            let mut sources = Sources::default();
+            let mut errors_found = Vec::new();
+            let config = parse_file(
+                &file,
+                &text,
+                crate::schema::organization_schema,
+                &mut sources,
+                &mut errors_found,
+            );
+            OrgFile {
+                config,
+                sources,
+                errors_found,
+            }
+        });
+        (file, outcome)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Below a few files per thread, starting threads costs more than it saves.
+    if threads < 2 || matched.len() < 8 {
+        return matched.into_iter().map(one).collect();
+    }
+    let per_thread = matched.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<PathBuf>> = Vec::new();
+    let mut rest = matched.into_iter().peekable();
+    while rest.peek().is_some() {
+        chunks.push(rest.by_ref().take(per_thread).collect());
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(parsed) => parsed,
+                // A parser panic is a bug; surface it where it happened rather than lose files.
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
 /// Loads a gateway config from `text`, as if read from `path` (used for the embedded default).
 ///
 /// Every file is read and checked even when another has errors: all the shape errors of all
@@ -330,34 +388,33 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
             ));
             org_files_failed = true;
         }
-        for file in matched {
+        for (file, outcome) in read_org_files(matched) {
             files.push(file.clone());
-            let text = match read(&file) {
-                Ok(t) => t,
+            match outcome {
                 Err(e) => {
                     // Reported at the line that names the file: the file itself has no line.
                     unplaced.push(ConfigError::at_key(path, &pointer, format!("organization file: {e}")));
                     org_files_failed = true;
-                    continue;
                 }
-            };
-            let parsed: Option<OrganizationConfig> = parse_file(
-                &file,
-                &text,
-                crate::schema::organization_schema,
-                &mut sources,
-                &mut errors,
-            );
-            match parsed {
-                Some(config) => {
-                    sources.add_org(&file, "");
-                    orgs.push(LoadedOrg {
-                        file,
-                        config,
-                        pointer: String::new(),
-                    });
+                Ok(OrgFile {
+                    config,
+                    sources: read,
+                    mut errors_found,
+                }) => {
+                    sources.merge(read);
+                    errors.append(&mut errors_found);
+                    match config {
+                        Some(config) => {
+                            sources.add_org(&file, "");
+                            orgs.push(LoadedOrg {
+                                file,
+                                config,
+                                pointer: String::new(),
+                            });
+                        }
+                        None => org_files_failed = true,
+                    }
                 }
-                None => org_files_failed = true,
             }
         }
     }

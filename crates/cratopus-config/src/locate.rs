@@ -45,6 +45,11 @@ impl Sources {
     }
 
     /// Records that an organization is written at `pointer` in `file`.
+    /// Takes in the files of `other` (read elsewhere, e.g. on another thread).
+    pub(crate) fn merge(&mut self, other: Sources) {
+        self.files.extend(other.files);
+    }
+
     pub(crate) fn add_org(&mut self, file: &Path, pointer: &str) {
         if let Some(s) = self.files.get_mut(file) {
             s.orgs.push(pointer.to_string());

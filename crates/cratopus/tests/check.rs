@@ -833,3 +833,34 @@ fn an_admin_api_beyond_loopback_is_a_warning() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// Many organization files are parsed on several threads: every file's errors still come, at
+/// their lines, in file order, and the files that parse are validated in the same run.
+#[test]
+fn errors_of_many_organization_files_come_in_file_order() {
+    let gateway = "listeners:\n  - bind: 127.0.0.1:0\norganizations: orgs/*.yaml\n";
+    let mut files: Vec<(String, String)> = (0..20)
+        .map(|i| {
+            (
+                format!("orgs/o{i:02}.yaml"),
+                format!(
+                    "name: o{i}\ndomains: [o{i}.test]\nupstreams:\n  u:\n    targets: [\"mirror://\"]\nroutes:\n  - path: /x\n    upstream: u\n"
+                ),
+            )
+        })
+        .collect();
+    files[3].1 = "name: o3\ndomains: [o3.test]\nroutez: []\n".into();
+    files[11].1 =
+        "name: o11\ndomains: [o11.test]\nupstreams:\n  u:\n    targets: [\"mirror://\"]\n    balance: 7\n".into();
+    files[17].1 = "name: o17\ndomains: [o17.test]\nupstreams:\n  u:\n    targets: [\"mirror://\"]\nroutes:\n  - path: /x\n    upstream: v\n".into();
+    let refs: Vec<(&str, &str)> = files.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let (out, dir) = check_files("many_files", gateway, &refs, &[]);
+    let placed = error_places(&out);
+    let d = dir.display();
+    assert!(out.starts_with("exit: 1\n"), "{out}");
+    assert_eq!(placed.len(), 3, "{out}");
+    assert_eq!(placed[0], format!("{d}/orgs/o03.yaml:3:1"), "{out}");
+    assert!(placed[1].starts_with(&format!("{d}/orgs/o11.yaml:6:")), "{out}");
+    assert!(placed[2].starts_with(&format!("{d}/orgs/o17.yaml:8:")), "{out}");
+    let _ = std::fs::remove_dir_all(dir);
+}
