@@ -149,13 +149,8 @@ impl Importer {
                 "read_header_timeout" => header_read_timeout = self.duration(&here, v),
                 "cache_ttl" => self.cache_ttl = self.max_age(&here, v),
                 "extra_config" => {
-                    let Some(extra) = v.as_object() else {
-                        self.skip(here, "not an object");
-                        continue;
-                    };
-                    for (ns, cfg) in extra {
-                        let here = format!("{here}[\"{ns}\"]");
-                        match ns.as_str() {
+                    for (here, ns, cfg) in self.namespaces(&here, v) {
+                        match ns {
                             "security/cors" => cors = Some(self.cors(&here, cfg)),
                             "qos/ratelimit/service" => {
                                 let (limit, client) = self.rate_limits(&here, cfg);
@@ -238,6 +233,18 @@ impl Importer {
         org.set("routes", Node::Seq(routes));
         gateway.set("organizations", Node::Seq(vec![org]));
         gateway
+    }
+
+    /// The namespaces of an `extra_config`, each with its JSON path (`…["qos/…"]`).
+    fn namespaces<'v>(&mut self, here: &str, v: &'v Value) -> Vec<(String, &'v str, &'v Value)> {
+        let Some(extra) = v.as_object() else {
+            self.skip(here, "not an object");
+            return Vec::new();
+        };
+        extra
+            .iter()
+            .map(|(ns, cfg)| (format!("{here}[\"{ns}\"]"), ns.as_str(), cfg))
+            .collect()
     }
 
     /// `router` settings of the service.
@@ -323,13 +330,8 @@ impl Importer {
                     _ => self.skip(at, "cratopus makes 1 to 16 concurrent calls"),
                 },
                 "extra_config" => {
-                    let Some(extra) = v.as_object() else {
-                        self.skip(at, "not an object");
-                        continue;
-                    };
-                    for (ns, cfg) in extra {
-                        let at = format!("{at}[\"{ns}\"]");
-                        match ns.as_str() {
+                    for (at, ns, cfg) in self.namespaces(&at, v) {
+                        match ns {
                             "proxy" => self.proxy(&at, cfg, &mut sequential, &mut flatmap),
                             "validation/json-schema" => {
                                 let mut val = Node::map();
@@ -515,13 +517,8 @@ impl Importer {
                     }
                 }
                 "extra_config" => {
-                    let Some(extra) = v.as_object() else {
-                        self.skip(at, "not an object");
-                        continue;
-                    };
-                    for (ns, cfg) in extra {
-                        let at = format!("{at}[\"{ns}\"]");
-                        match ns.as_str() {
+                    for (at, ns, cfg) in self.namespaces(&at, v) {
+                        match ns {
                             "proxy" => self.proxy(&at, cfg, &mut sequential_ignored, &mut flatmap),
                             "backend/http" => self.backend_http(&at, cfg, &mut node),
                             "qos/circuit-breaker" => breaker = self.breaker(&at, cfg),
