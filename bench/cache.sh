@@ -24,23 +24,9 @@ pin_setup
 resolve_cratopus
 
 # One JSON backend (1 KiB answers).
-d="$TMP/backend"; mkdir -p "$d/tmp"
 PB=$(free_port)
 BODY=$(python3 -c 'import json; print(json.dumps({"items": ["item %d" % i for i in range(80)]}))')
-{
-  ngx_common "$d"
-  echo "http {"
-  ngx_http_common "$d"
-  cat <<NGX
-  server {
-    listen 127.0.0.1:$PB backlog=4096;
-    location / { default_type application/json; return 200 '$BODY'; }
-  }
-NGX
-  echo "}"
-} >"$d/nginx.conf"
-start_proc backend nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
-wait_http backend "$LAST_PID" "http://127.0.0.1:$PB/" 10 || die "backend did not start"
+json_backend "$PB" "$BODY"
 
 GW_PORT=$(free_port); ADMIN_PORT=$(free_port)
 mkdir -p "$TMP/cratopus"
@@ -71,15 +57,8 @@ status=$(curl -s -D - -o /dev/null "http://127.0.0.1:$GW_PORT/cached" | tr -d '\
 case "$status" in "cratopus; hit"*) ;; *) die "GET /cached is not a hit: '$status'" ;; esac
 
 declare -A RPS=() P50=() P99=()
-run() {  # run NAME PATH [SCRIPT] — one wrk run, its rps and latencies appended
-  local name=$1 path=$2 script=${3:-} out="$TMP/wrk.out" args=()
-  [ -n "$script" ] && args=(-s "$script")
-  run_client "$out" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${args[@]}" \
-    "http://127.0.0.1:$GW_PORT$path" || die "wrk failed: $(tail -3 "$out")"
-  grep -q "Non-2xx" "$out" && die "$name: non-2xx answers: $(grep Non-2xx "$out")"
-  RPS[$name]+="$(awk '/^Requests\/sec/ {print $2}' "$out") "
-  P50[$name]+="$(awk '$1=="50%" {print $2}' "$out") "
-  P99[$name]+="$(awk '$1=="99%" {print $2}' "$out") "
+run() {  # run NAME PATH [SCRIPT] — one wrk round against the gateway (lib.sh: wrk_round)
+  wrk_round "$1" "http://127.0.0.1:$GW_PORT$2" "${3:-}"
 }
 if [ "$WARMUP" -gt 0 ]; then
   for p in /cached /proxied; do run_client "$TMP/warm.out" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:$GW_PORT$p" || true; done

@@ -86,15 +86,8 @@ end
 LUA
 
 declare -A RPS=() P50=() P99=()
-run() {  # run NAME PATH [SCRIPT] — one wrk run, its rps and latencies appended
-  local name=$1 path=$2 script=${3:-} out="$TMP/wrk.out" args=()
-  [ -n "$script" ] && args=(-s "$script")
-  run_client "$out" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${args[@]}" \
-    "http://127.0.0.1:$GW_PORT$path" || die "wrk failed: $(tail -3 "$out")"
-  grep -q "Non-2xx" "$out" && die "$name: non-2xx answers: $(grep Non-2xx "$out")"
-  RPS[$name]+="$(awk '/^Requests\/sec/ {print $2}' "$out") "
-  P50[$name]+="$(awk '$1=="50%" {print $2}' "$out") "
-  P99[$name]+="$(awk '$1=="99%" {print $2}' "$out") "
+run() {  # run NAME PATH [SCRIPT] — one wrk round against the gateway (lib.sh: wrk_round)
+  wrk_round "$1" "http://127.0.0.1:$GW_PORT$2" "${3:-}"
 }
 if [ "$WARMUP" -gt 0 ]; then
   for p in /agg /a; do run_client "$TMP/warm.out" wrk -t1 -c"$CONNECTIONS" -d"${WARMUP}s" "http://127.0.0.1:$GW_PORT$p" || true; done

@@ -260,3 +260,38 @@ resolve_cratopus() {
     [ -x "$CRATOPUS_BIN" ] || die "$CRATOPUS_BIN still missing after the build"
   fi
 }
+
+# json_backend PORT BODY — an nginx on 127.0.0.1:PORT answering every path with the JSON
+# BODY (no single quotes in it); waits until it answers.
+json_backend() {
+  local port=$1 body=$2 d="$TMP/backend-$1"
+  mkdir -p "$d/tmp"
+  {
+    ngx_common "$d"
+    echo "http {"
+    ngx_http_common "$d"
+    cat <<NGX
+  server {
+    listen 127.0.0.1:$port backlog=4096;
+    location / { default_type application/json; return 200 '$body'; }
+  }
+NGX
+    echo "}"
+  } >"$d/nginx.conf"
+  start_proc "backend-$port" nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
+  wait_http "backend-$port" "$LAST_PID" "http://127.0.0.1:$port/" 10 || die "backend on :$port did not start"
+}
+
+# wrk_round NAME URL [SCRIPT] — one wrk run of THREADS, CONNECTIONS and DURATION; its
+# requests/s, p50 and p99 are appended to the caller's RPS[NAME], P50[NAME], P99[NAME]
+# (declare -A RPS=() P50=() P99=() first). Non-2xx answers end the bench.
+wrk_round() {
+  local name=$1 url=$2 script=${3:-} out="$TMP/wrk.out" args=()
+  [ -n "$script" ] && args=(-s "$script")
+  run_client "$out" wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "${args[@]}" "$url" \
+    || die "wrk failed: $(tail -3 "$out")"
+  grep -q "Non-2xx" "$out" && die "$name: non-2xx answers: $(grep Non-2xx "$out")"
+  RPS[$name]+="$(awk '/^Requests\/sec/ {print $2}' "$out") "
+  P50[$name]+="$(awk '$1=="50%" {print $2}' "$out") "
+  P99[$name]+="$(awk '$1=="99%" {print $2}' "$out") "
+}

@@ -22,22 +22,8 @@ ensure_pkgs wrk:wrk nginx:nginx curl:curl python3:python3
 pin_setup
 resolve_cratopus
 
-d="$TMP/backend"; mkdir -p "$d/tmp"
 BP=$(free_port)
-{
-  ngx_common "$d"
-  echo "http {"
-  ngx_http_common "$d"
-  cat <<NGX
-  server {
-    listen 127.0.0.1:$BP backlog=4096;
-    location / { default_type application/json; return 200 '{"ok":true}'; }
-  }
-NGX
-  echo "}"
-} >"$d/nginx.conf"
-start_proc backend nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf"
-wait_http backend "$LAST_PID" "http://127.0.0.1:$BP/" 10 || die "backend did not start"
+json_backend "$BP" '{"ok":true}'
 
 GW_PORT=$(free_port)
 g="$TMP/cratopus"; mkdir -p "$g/orgs"

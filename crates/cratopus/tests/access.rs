@@ -337,29 +337,12 @@ async fn idp() -> IdP {
     IdP { backend, jwks, fetches }
 }
 
-/// The JWK of an EC P-256 public key given as PEM (SubjectPublicKeyInfo).
-fn ec_jwk(pub_pem: &str, kid: &str) -> Value {
-    use base64::Engine;
-    let der: Vec<u8> = pub_pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect::<String>()
-        .as_bytes()
-        .to_vec();
-    let der = base64::engine::general_purpose::STANDARD.decode(der).unwrap();
-    // The uncompressed point (0x04 || x || y) is the last 65 bytes of a P-256 SPKI.
-    let point = &der[der.len() - 65..];
-    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
-           "x": b64(&point[1..33]), "y": b64(&point[33..])})
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_jwks_found_by_oidc_discovery_rotates_and_survives_its_server_going_away() {
     let idp = idp().await;
     let (a_priv, a_pub) = keypair(&rcgen::PKCS_ECDSA_P256_SHA256);
     let (b_priv, b_pub) = keypair(&rcgen::PKCS_ECDSA_P256_SHA256);
-    *idp.jwks.lock().unwrap() = json!({"keys": [ec_jwk(&a_pub, "a")]});
+    *idp.jwks.lock().unwrap() = json!({"keys": [test_support::ec_jwk(&a_pub, "a")]});
     let issuer = format!("http://{}", idp.backend.addr);
     let gw = gateway(
         &format!(
@@ -388,7 +371,7 @@ async fn a_jwks_found_by_oidc_discovery_rotates_and_survives_its_server_going_aw
     );
 
     // The provider rotates to key b: an unknown kid makes the gateway fetch again.
-    *idp.jwks.lock().unwrap() = json!({"keys": [ec_jwk(&b_pub, "b")]});
+    *idp.jwks.lock().unwrap() = json!({"keys": [test_support::ec_jwk(&b_pub, "b")]});
     let tb = sign(Algorithm::ES256, &b_priv, Some("b"), &claims);
     assert_eq!(
         get(&gw, "/x", &[("authorization", &bearer(&tb))]).await.status,

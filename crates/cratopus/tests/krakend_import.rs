@@ -239,24 +239,12 @@ async fn the_converted_forwarding_examples_pass_only_the_listed_headers_and_quer
     assert_eq!(v["query"], "q=1", "{v}");
 }
 
-/// The JWK of an EC P-256 public key given as PEM (SubjectPublicKeyInfo).
-fn ec_jwk(pub_pem: &str, kid: &str) -> Value {
-    use base64::Engine;
-    let b64: String = pub_pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    let der = base64::engine::general_purpose::STANDARD.decode(b64).expect("PEM body");
-    // The uncompressed point (0x04 || x || y) is the last 65 bytes of a P-256 SPKI.
-    let point = &der[der.len() - 65..];
-    let url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
-    json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
-           "x": url(&point[1..33]), "y": url(&point[33..])})
-}
-
 /// KrakenD's `auth/validator` converted: tokens are checked against the JWKS, roles and
 /// audience are enforced, and a propagated claim reaches the backend as its header.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_converted_jwt_validator_checks_tokens_roles_and_propagates_claims() {
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
-    let jwks = json!({"keys": [ec_jwk(&kp.public_key_pem(), "k1")]});
+    let jwks = json!({"keys": [test_support::ec_jwk(&kp.public_key_pem(), "k1")]});
     let backend = Backend::start(move |req, _| {
         let jwks = jwks.clone();
         async move {

@@ -398,3 +398,16 @@ where
 pub fn gateway_yaml(orgs: &str, extra: &str) -> String {
     format!("listeners:\n  - name: http\n    bind: 127.0.0.1:0\norganizations: {orgs}\n{extra}\n")
 }
+
+/// The JWK of an EC P-256 public key given as PEM (SubjectPublicKeyInfo), for a JWKS that
+/// test backends serve.
+pub fn ec_jwk(pub_pem: &str, kid: &str) -> serde_json::Value {
+    use base64::Engine;
+    let b64: String = pub_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    let der = base64::engine::general_purpose::STANDARD.decode(b64).expect("PEM body");
+    // The uncompressed point (0x04 || x || y) is the last 65 bytes of a P-256 SPKI.
+    let point = &der[der.len() - 65..];
+    let url = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    serde_json::json!({"kty": "EC", "crv": "P-256", "kid": kid, "alg": "ES256", "use": "sig",
+           "x": url(&point[1..33]), "y": url(&point[33..])})
+}

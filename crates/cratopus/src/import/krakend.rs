@@ -704,11 +704,7 @@ impl Importer {
 
     /// A KrakenD duration as whole seconds (for a `max-age`).
     fn max_age(&mut self, here: &str, v: &Value) -> Option<u64> {
-        let secs = match v {
-            Value::String(s) => go_duration(s),
-            Value::Number(n) => n.as_u64().map(|ns| ns as f64 / 1e9),
-            _ => None,
-        };
+        let secs = go_seconds(v);
         if secs.is_none() {
             self.skip(here, "not a duration");
         }
@@ -717,13 +713,7 @@ impl Importer {
 
     /// A KrakenD (Go) duration as a cratopus one.
     fn duration(&mut self, here: &str, v: &Value) -> Option<String> {
-        let parsed = match v {
-            Value::String(s) => go_duration(s),
-            // A bare number is nanoseconds in Go's encoding.
-            Value::Number(n) => n.as_u64().map(|ns| ns as f64 / 1e9),
-            _ => None,
-        };
-        match parsed {
+        match go_seconds(v) {
             Some(secs) => Some(cratopus_duration(secs)),
             None => {
                 self.skip(here, "not a duration");
@@ -952,6 +942,16 @@ fn slug(s: &str) -> String {
         }
     }
     out.trim_matches('_').to_string()
+}
+
+/// Seconds of a KrakenD duration value: a Go duration string, or a bare number of
+/// nanoseconds (Go's encoding of a duration).
+fn go_seconds(v: &Value) -> Option<f64> {
+    match v {
+        Value::String(s) => go_duration(s),
+        Value::Number(n) => n.as_u64().map(|ns| ns as f64 / 1e9),
+        _ => None,
+    }
 }
 
 /// Seconds of a Go duration (`1h30m`, `100ms`, `1.5s`).
