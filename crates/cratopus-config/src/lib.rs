@@ -13,6 +13,7 @@
 pub mod access;
 pub mod auth_limits;
 pub mod cache;
+pub mod cluster;
 pub mod compose;
 pub mod compress;
 pub mod error;
@@ -43,7 +44,7 @@ pub use access::*;
 pub use auth_limits::*;
 pub use error::{ConfigError, ConfigErrors};
 pub use grpc::GrpcCode;
-pub use load::{LoadedConfig, LoadedOrg, load_file, load_str};
+pub use load::{LoadedConfig, LoadedOrg, load_file, load_str, load_with_bundle};
 pub use matching::{MatchConfig, ValueMatch};
 pub use model::*;
 pub use policies::*;

@@ -63,6 +63,20 @@ fn parse_file<T: DeserializeOwned>(
     sources: &mut Sources,
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
+    parse_text(file, written, true, schema, sources, errors)
+}
+
+/// [`parse_file`], with `${ENV}` interpolation only when `interpolate`: a document that came
+/// from the cluster is the same on every node and must not take values from one node's
+/// environment.
+fn parse_text<T: DeserializeOwned>(
+    file: &Path,
+    written: &str,
+    interpolate: bool,
+    schema: fn() -> serde_json::Value,
+    sources: &mut Sources,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
     if is_blank(written) {
         errors.push(
             ConfigError::new(
@@ -73,7 +87,12 @@ fn parse_file<T: DeserializeOwned>(
         );
         return None;
     }
-    let (text, map) = match interpolate_mapped(file, written, &env_lookup) {
+    let substituted = if interpolate {
+        interpolate_mapped(file, written, &env_lookup)
+    } else {
+        Ok((written.to_string(), Default::default()))
+    };
+    let (text, map) = match substituted {
         Ok(t) => t,
         Err(e) => {
             errors.extend(e);
@@ -303,6 +322,22 @@ fn read_org_files(matched: Vec<PathBuf>) -> Vec<(PathBuf, Result<OrgFile, String
 /// Every file is read and checked even when another has errors: all the shape errors of all
 /// files are reported, then those of validation, which runs over what parsed.
 pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
+    load_with_documents(path, text, &[])
+}
+
+/// Loads a gateway config from `text` (as if read from `path`) with the organizations of a
+/// cluster's config version added to its own: what a node of a cluster runs, and what the
+/// control plane checks a change against. The bundle's documents are not `${ENV}`-interpolated
+/// and errors in them name their virtual file (`cluster/v7/acme.json`) and line.
+pub fn load_with_bundle(
+    path: &Path,
+    text: &str,
+    bundle: &crate::cluster::Bundle,
+) -> Result<LoadedConfig, ConfigErrors> {
+    load_with_documents(path, text, &bundle.documents())
+}
+
+fn load_with_documents(path: &Path, text: &str, documents: &[(PathBuf, String)]) -> Result<LoadedConfig, ConfigErrors> {
     let read_at = std::time::SystemTime::now();
     let mut sources = Sources::default();
     let mut errors = Vec::new();
@@ -416,6 +451,28 @@ pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
                     }
                 }
             }
+        }
+    }
+
+    for (file, text) in documents {
+        let config: Option<OrganizationConfig> = parse_text(
+            file,
+            text,
+            false,
+            crate::schema::organization_schema,
+            &mut sources,
+            &mut errors,
+        );
+        match config {
+            Some(config) => {
+                sources.add_org(file, "");
+                orgs.push(LoadedOrg {
+                    file: file.clone(),
+                    config,
+                    pointer: String::new(),
+                });
+            }
+            None => org_files_failed = true,
         }
     }
 

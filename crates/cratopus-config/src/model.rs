@@ -80,6 +80,10 @@ pub struct GatewayConfig {
     /// organizations and routes).
     #[serde(default)]
     pub cache: crate::cache::CacheStoreConfig,
+    /// Take organizations from a cluster's control plane through Redis, beside this file's own,
+    /// and report to it. Off unless this section is present.
+    #[serde(default)]
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 /// Trace context handling: a caller's `traceparent` is always continued with its own sampling

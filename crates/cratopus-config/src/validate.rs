@@ -251,20 +251,35 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
             bounds::QUEUE,
         );
     }
-    if let Some(r) = &gw.state.redis {
+    let redis_sections = [("/state/redis", "state.redis", gw.state.redis.as_ref())]
+        .into_iter()
+        .chain([("/cluster/redis", "cluster.redis", gw.cluster.as_ref().map(|c| &c.redis))]);
+    for (key, name, redis) in redis_sections {
+        let Some(r) = redis else { continue };
         if r.urls.is_empty() {
-            errors.push(at("/state/redis/urls", "state.redis.urls is empty".into()));
+            errors.push(at(&format!("{key}/urls"), format!("{name}.urls is empty")));
         }
         for (i, u) in r.urls.iter().enumerate() {
             if !u.starts_with("redis://") {
                 errors.push(at(
-                    &ptr("/state/redis/urls", &[&i.to_string()]),
-                    format!("state.redis: `{u}` is not a redis:// URL (TLS to Redis is not supported yet)"),
+                    &ptr(&format!("{key}/urls"), &[&i.to_string()]),
+                    format!("{name}: `{u}` is not a redis:// URL (TLS to Redis is not supported yet)"),
                 ));
             }
         }
         if r.timeout.0.is_zero() {
-            errors.push(at("/state/redis/timeout", "state.redis.timeout must be above 0".into()));
+            errors.push(at(&format!("{key}/timeout"), format!("{name}.timeout must be above 0")));
+        }
+    }
+    if let Some(c) = &gw.cluster {
+        if c.node.as_deref().is_some_and(|n| n.trim().is_empty()) {
+            errors.push(at(
+                "/cluster/node",
+                "cluster.node is empty; leave it out to use the host name".into(),
+            ));
+        }
+        if c.heartbeat.0.is_zero() {
+            errors.push(at("/cluster/heartbeat", "cluster.heartbeat must be above 0".into()));
         }
     }
     if let Some(w) = gw.workers {
