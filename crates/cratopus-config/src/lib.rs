@@ -39,12 +39,13 @@ pub mod tls;
 pub mod units;
 pub mod validate;
 pub mod websocket;
+pub mod yaml_doc;
 
 pub use access::*;
 pub use auth_limits::*;
 pub use error::{ConfigError, ConfigErrors};
 pub use grpc::GrpcCode;
-pub use load::{LoadedConfig, LoadedOrg, load_file, load_str, load_with_bundle};
+pub use load::{LoadedConfig, LoadedOrg, Overlay, load_file, load_file_overlaid, load_str, load_with_bundle};
 pub use matching::{MatchConfig, ValueMatch};
 pub use model::*;
 pub use policies::*;

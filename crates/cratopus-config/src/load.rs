@@ -214,11 +214,59 @@ fn read(file: &Path) -> Result<String, String> {
     crate::files::read_text_limited(file)
 }
 
+/// Organization files as they would be after a change that is not written yet: what the admin
+/// API loads and compiles before it writes anything, so that a refused change leaves the files
+/// as they were.
+#[derive(Debug, Default)]
+pub struct Overlay {
+    /// File → its new text, or `None` for a file to be removed.
+    files: std::collections::HashMap<PathBuf, Option<String>>,
+}
+
+impl Overlay {
+    /// `file` will hold `text` (a new file, when it matches an organizations glob, is read too).
+    pub fn write(&mut self, file: PathBuf, text: String) {
+        self.files.insert(file, Some(text));
+    }
+
+    /// `file` will be gone.
+    pub fn remove(&mut self, file: PathBuf) {
+        self.files.insert(file, None);
+    }
+
+    fn read(&self, file: &Path) -> Result<String, String> {
+        match self.files.get(file) {
+            Some(Some(text)) => Ok(text.clone()),
+            Some(None) => Err("removed".into()),
+            None => read(file),
+        }
+    }
+
+    /// What a glob matched on disk, with the overlay's new files that it matches added and its
+    /// removed files taken out.
+    fn adjust(&self, pattern: &str, matched: &mut Vec<PathBuf>) {
+        matched.retain(|f| !matches!(self.files.get(f), Some(None)));
+        if let Ok(p) = glob::Pattern::new(pattern) {
+            for (f, text) in &self.files {
+                if text.is_some() && p.matches_path(f) && !matched.contains(f) {
+                    matched.push(f.clone());
+                }
+            }
+        }
+        matched.sort();
+    }
+}
+
 /// Loads `gateway.yaml` at `path` with the organization files it names.
 pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
+    load_file_overlaid(path, &Overlay::default())
+}
+
+/// [`load_file`] as if the changes of `overlay` were written.
+pub fn load_file_overlaid(path: &Path, overlay: &Overlay) -> Result<LoadedConfig, ConfigErrors> {
     let read_at = std::time::SystemTime::now();
     let text = read(path).map_err(|e| ConfigErrors::one(ConfigError::new(path, e)))?;
-    let mut cfg = load_str(path, &text)?;
+    let mut cfg = load_with_documents(path, &text, &[], overlay)?;
     cfg.read_at = read_at;
     Ok(cfg)
 }
@@ -270,9 +318,9 @@ struct OrgFile {
 /// config's load time (10,000 routes in 100 files: about 100 ms of one core), and the files
 /// do not depend on each other, so with many files they are parsed on all cores; the results
 /// are taken in file order, so errors and organizations come out as with one thread.
-fn read_org_files(matched: Vec<PathBuf>) -> Vec<(PathBuf, Result<OrgFile, String>)> {
+fn read_org_files(matched: Vec<PathBuf>, overlay: &Overlay) -> Vec<(PathBuf, Result<OrgFile, String>)> {
     let one = |file: PathBuf| {
-        let outcome = read(&file).map(|text| {
+        let outcome = overlay.read(&file).map(|text| {
             let mut sources = Sources::default();
             let mut errors_found = Vec::new();
             let config = parse_file(
@@ -322,7 +370,7 @@ fn read_org_files(matched: Vec<PathBuf>) -> Vec<(PathBuf, Result<OrgFile, String
 /// Every file is read and checked even when another has errors: all the shape errors of all
 /// files are reported, then those of validation, which runs over what parsed.
 pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
-    load_with_documents(path, text, &[])
+    load_with_documents(path, text, &[], &Overlay::default())
 }
 
 /// Loads a gateway config from `text` (as if read from `path`) with the organizations of a
@@ -334,10 +382,15 @@ pub fn load_with_bundle(
     text: &str,
     bundle: &crate::cluster::Bundle,
 ) -> Result<LoadedConfig, ConfigErrors> {
-    load_with_documents(path, text, &bundle.documents())
+    load_with_documents(path, text, &bundle.documents(), &Overlay::default())
 }
 
-fn load_with_documents(path: &Path, text: &str, documents: &[(PathBuf, String)]) -> Result<LoadedConfig, ConfigErrors> {
+fn load_with_documents(
+    path: &Path,
+    text: &str,
+    documents: &[(PathBuf, String)],
+    overlay: &Overlay,
+) -> Result<LoadedConfig, ConfigErrors> {
     let read_at = std::time::SystemTime::now();
     let mut sources = Sources::default();
     let mut errors = Vec::new();
@@ -410,6 +463,9 @@ fn load_with_documents(path: &Path, text: &str, documents: &[(PathBuf, String)])
                 continue;
             }
         };
+        if is_glob {
+            overlay.adjust(&full_str, &mut matched);
+        }
         matched.sort();
         if is_glob {
             if let Some(dir) = full.parent() {
@@ -423,7 +479,7 @@ fn load_with_documents(path: &Path, text: &str, documents: &[(PathBuf, String)])
             ));
             org_files_failed = true;
         }
-        for (file, outcome) in read_org_files(matched) {
+        for (file, outcome) in read_org_files(matched, overlay) {
             files.push(file.clone());
             match outcome {
                 Err(e) => {

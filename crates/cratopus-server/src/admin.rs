@@ -20,6 +20,8 @@ pub struct AdminState {
     pub reloader: Arc<Reloader>,
     pub token: String,
     pub started: Instant,
+    /// Config changes through the admin API, one at a time ([`crate::admin_config`]).
+    pub config_edits: tokio::sync::Mutex<()>,
 }
 
 /// The admin API's routes.
@@ -62,6 +64,26 @@ fn api_router(state: Arc<AdminState>) -> Router {
         .route("/api/blocks", get(blocks).post(block))
         .route("/api/blocks/remove", post(unblock))
         .route("/api/cache/purge", post(crate::admin_cache::purge))
+        .route(
+            "/api/config/organizations",
+            get(crate::admin_config::list).post(crate::admin_config::create_org),
+        )
+        .route(
+            "/api/config/organizations/{org}",
+            get(crate::admin_config::get_org)
+                .put(crate::admin_config::put_org)
+                .delete(crate::admin_config::delete_org),
+        )
+        .route(
+            "/api/config/organizations/{org}/routes",
+            get(crate::admin_config::list_routes).post(crate::admin_config::create_route),
+        )
+        .route(
+            "/api/config/organizations/{org}/routes/{route}",
+            get(crate::admin_config::get_route)
+                .put(crate::admin_config::put_route)
+                .delete(crate::admin_config::delete_route),
+        )
         .route(
             "/api/splits",
             get(crate::admin_split::list).put(crate::admin_split::set_weights),
@@ -567,6 +589,7 @@ pub fn openapi_document() -> Value {
     doc["components"]["schemas"]["Certificates"] = certificates;
     crate::admin_split::openapi(&mut doc);
     crate::admin_cache::openapi(&mut doc);
+    crate::admin_config::openapi(&mut doc);
     doc["paths"]["/api/certificates"] = json!({"get": {"operationId": "certificates",
         "summary": "Certificates from files and from ACME, with their expiry and the state of ACME orders",
         "responses": {

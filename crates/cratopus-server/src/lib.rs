@@ -4,6 +4,7 @@
 pub mod acme;
 pub mod admin;
 pub mod admin_cache;
+pub mod admin_config;
 pub mod admin_graphql;
 pub mod admin_split;
 pub mod conn_io;
@@ -94,6 +95,7 @@ pub async fn run(cfg: LoadedConfig, path: Option<PathBuf>) -> Result<(), String>
             reloader: reloader.clone(),
             token: a.token,
             started: std::time::Instant::now(),
+            config_edits: tokio::sync::Mutex::new(()),
         });
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {

@@ -34,6 +34,11 @@ impl Reloader {
         }
     }
 
+    /// The gateway.yaml this reloads from (`None` on the embedded default).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
     /// Loads, compiles and swaps in the config from disk. Returns the new version.
     pub async fn reload(&self) -> Result<u64, String> {
         let Some(path) = self.path.clone() else {

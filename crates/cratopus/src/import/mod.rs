@@ -7,7 +7,7 @@
 //! conversion is still a conversion, and the list says what to finish by hand.
 
 pub mod krakend;
-mod yaml;
+use cratopus_config::yaml_doc as yaml;
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -1,8 +1,11 @@
-//! A small YAML writer for the configs `cratopus import` makes.
+//! A small YAML document model and writer: for the configs `cratopus import` makes, and for the
+//! organization files the admin API edits.
 //!
 //! The importer builds a tree of [`Node`]s in the order a person would write the keys, with
 //! comments on the entries (the source's `@comment`s, and what could not be converted), and
-//! writes it in block style. A serializer from a YAML crate would lose both the order and the
+//! writes it in block style. The admin API reads a file (or a JSON body) into the same tree,
+//! keys in their written order (a `serde_json::Value` would sort them), changes it and writes it
+//! back. A serializer from a YAML crate would lose both the order and the
 //! comments; the subset needed here (maps, lists, strings, numbers, booleans) is small enough
 //! to write directly. Strings that could be misread (numbers, booleans, anything with YAML
 //! syntax in it) are written as JSON strings, which YAML reads as double-quoted scalars.
@@ -200,6 +203,153 @@ fn scalar_or_flow(out: &mut String, v: &Node) {
         Node::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Node::Null => out.push_str("null"),
     }
+}
+
+impl Node {
+    /// The value as JSON (keys keep their order only in the JSON text of [`Node`]'s `Serialize`).
+    pub fn to_json(&self) -> serde_json::Value {
+        to_json(self)
+    }
+
+    /// The value of `key` in a map.
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        match self {
+            Node::Map(entries) => entries.iter().find(|e| e.key == key).map(|e| &e.value),
+            _ => None,
+        }
+    }
+
+    /// The value of `key` in a map, to change it.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Node> {
+        match self {
+            Node::Map(entries) => entries.iter_mut().find(|e| e.key == key).map(|e| &mut e.value),
+            _ => None,
+        }
+    }
+
+    /// Sets `key` in place when it is there (keeping its comment and position), else adds it.
+    pub fn replace(&mut self, key: &str, value: Node) {
+        match self.get_mut(key) {
+            Some(v) => *v = value,
+            None => self.set(key, value),
+        }
+    }
+
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Node::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl serde::Serialize for Node {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        match self {
+            Node::Map(entries) => {
+                let mut m = s.serialize_map(Some(entries.len()))?;
+                for e in entries {
+                    m.serialize_entry(&e.key, &e.value)?;
+                }
+                m.end()
+            }
+            Node::Seq(items) => {
+                let mut q = s.serialize_seq(Some(items.len()))?;
+                for i in items {
+                    q.serialize_element(i)?;
+                }
+                q.end()
+            }
+            Node::Str(v) => s.serialize_str(v),
+            Node::Num(n) => serde::Serialize::serialize(n, s),
+            Node::Bool(b) => s.serialize_bool(*b),
+            Node::Null => s.serialize_unit(),
+        }
+    }
+}
+
+/// Reads any self-describing format (YAML through serde-saphyr, JSON through serde_json) into a
+/// tree whose maps keep their keys in the order written. Map keys must be strings (numbers and
+/// booleans are taken as their text), as in every cratopus config.
+impl<'de> serde::Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Node, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Node;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a YAML or JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Node, E> {
+                Ok(Node::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
+                Ok(Node::Num(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
+                Ok(Node::Num(v.into()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Node, E> {
+                serde_json::Number::from_f64(v)
+                    .map(Node::Num)
+                    .ok_or_else(|| E::custom("a number that is not finite"))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Node, E> {
+                Ok(Node::Str(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Node, E> {
+                Ok(Node::Str(v))
+            }
+            fn visit_unit<E>(self) -> Result<Node, E> {
+                Ok(Node::Null)
+            }
+            fn visit_none<E>(self) -> Result<Node, E> {
+                Ok(Node::Null)
+            }
+            fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+                <Node as serde::Deserialize>::deserialize(d)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Node, A::Error> {
+                let mut items = Vec::new();
+                while let Some(i) = a.next_element()? {
+                    items.push(i);
+                }
+                Ok(Node::Seq(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Node, A::Error> {
+                let mut entries: Vec<Entry> = Vec::new();
+                while let Some(key) = a.next_key::<Node>()? {
+                    let key = match key {
+                        Node::Str(s) => s,
+                        Node::Num(n) => n.to_string(),
+                        Node::Bool(b) => b.to_string(),
+                        _ => return Err(serde::de::Error::custom("a map key that is not a string")),
+                    };
+                    let value = a.next_value()?;
+                    if entries.iter().any(|e| e.key == key) {
+                        return Err(serde::de::Error::custom(format!("duplicate key `{key}`")));
+                    }
+                    entries.push(Entry {
+                        key,
+                        value,
+                        comment: None,
+                    });
+                }
+                Ok(Node::Map(entries))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Reads YAML text (not `${ENV}`-interpolated) into a document, with the loader's options:
+/// only `true` and `false` are booleans, so `yes` stays a string as the loader reads it.
+pub fn parse(text: &str) -> Result<Node, String> {
+    let options = serde_saphyr::options! {
+        strict_booleans: true,
+        with_snippet: false,
+    };
+    serde_saphyr::from_str_with_options::<Node>(text, options).map_err(|e| e.to_string())
 }
 
 fn to_json(v: &Node) -> serde_json::Value {
