@@ -250,10 +250,15 @@ fn service(
             req.extensions_mut()
                 .insert(cratopus_core::websocket::ConnHold(Arc::new(s)));
         }
-        async move {
-            let res = engine.handle(req, &info).await;
-            Ok::<_, Infallible>(res.map(|body| ServedBody { body, _stream: stream }))
-        }
+        // Boxed: hyper keeps a slot for the request's future in every connection for as long
+        // as the connection lives, sized for the future (about 10 KiB), idle or not. Boxed, the
+        // slot is a pointer and the future's memory is taken per request and given back after.
+        let handled: Pin<Box<dyn Future<Output = Result<http::Response<ServedBody>, Infallible>> + Send>> =
+            Box::pin(async move {
+                let res = engine.handle(req, &info).await;
+                Ok::<_, Infallible>(res.map(|body| ServedBody { body, _stream: stream }))
+            });
+        handled
     })
 }
 
