@@ -337,7 +337,14 @@ pub fn load_with_bundle(
     load_with_documents(path, text, &bundle.documents())
 }
 
-fn load_with_documents(path: &Path, text: &str, documents: &[(PathBuf, String)]) -> Result<LoadedConfig, ConfigErrors> {
+/// [`load_with_bundle`] with the organization documents given as (file name, YAML or JSON
+/// text): what `cratopus push` checks before it makes a bundle of them, so that errors name
+/// the files as written. Not `${ENV}`-interpolated, as on the nodes.
+pub fn load_with_documents(
+    path: &Path,
+    text: &str,
+    documents: &[(PathBuf, String)],
+) -> Result<LoadedConfig, ConfigErrors> {
     let read_at = std::time::SystemTime::now();
     let mut sources = Sources::default();
     let mut errors = Vec::new();

@@ -20,6 +20,8 @@ pub struct AdminState {
     pub reloader: Arc<Reloader>,
     pub token: String,
     pub started: Instant,
+    /// This node's part in a cluster (`cluster:` in gateway.yaml).
+    pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
 }
 
 /// The admin API's routes.
@@ -62,6 +64,7 @@ fn api_router(state: Arc<AdminState>) -> Router {
         .route("/api/blocks", get(blocks).post(block))
         .route("/api/blocks/remove", post(unblock))
         .route("/api/cache/purge", post(crate::admin_cache::purge))
+        .route("/api/cluster", get(crate::admin_cluster::cluster))
         .route(
             "/api/splits",
             get(crate::admin_split::list).put(crate::admin_split::set_weights),
@@ -308,6 +311,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     render_websockets(&mut out, &s.engine.sockets);
     crate::admin_graphql::render(&mut out, &snap);
     crate::admin_cache::render(&mut out, &snap);
+    crate::admin_cluster::render(&mut out, s.cluster.as_deref());
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -567,6 +571,7 @@ pub fn openapi_document() -> Value {
     doc["components"]["schemas"]["Certificates"] = certificates;
     crate::admin_split::openapi(&mut doc);
     crate::admin_cache::openapi(&mut doc);
+    crate::admin_cluster::openapi(&mut doc);
     doc["paths"]["/api/certificates"] = json!({"get": {"operationId": "certificates",
         "summary": "Certificates from files and from ACME, with their expiry and the state of ACME orders",
         "responses": {
