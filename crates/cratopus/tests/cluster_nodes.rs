@@ -507,3 +507,81 @@ async fn two_pushers_never_take_the_same_number() {
     assert!(outs.iter().any(|o| o.status.success()));
     assert_eq!(current(&redis), numbers.iter().max().map(|&n| n as i64));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_file_reload_keeps_the_cluster_version_and_a_version_keeps_the_files() {
+    let redis = RedisServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let local = |path: &str| {
+        format!(
+            "name: local\ndomains: [local.test]\nupstreams:\n  m:\n    targets: [\"mirror://\"]\nroutes:\n  - path: {path}\n    upstream: m\n"
+        )
+    };
+    let yaml = node_yaml("f1", &redis.url(), "1s", None)
+        .replace("watch: false\n", "watch: true\norganizations: orgs/*.yaml\n");
+    let node = tokio::task::block_in_place(|| Gateway::start(BIN, &yaml, &[("orgs/local.yaml", &local("/a"))]));
+    let on_local = |path: &'static str| {
+        let url = node.url(path);
+        async move { get(&url, Some("local.test")).await.status == 200 }
+    };
+    let on_acme = |path: &'static str| {
+        let url = node.url(path);
+        async move { get(&url, Some("acme.test")).await.status }
+    };
+    // Beside another organization, the cluster's needs a domain of its own.
+    let push_acme = |n: u64| {
+        let text = org(n).replace("name: acme\n", "name: acme\ndomains: [acme.test]\n");
+        let out = push_text(&node.path("gateway.yaml"), work.path(), &text);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    assert!(
+        on_local("/a").await,
+        "the node's own organization serves before any version"
+    );
+    push_acme(1);
+    assert!(eventually(WAIT, || async { on_acme("/v1").await == 200 }).await);
+
+    // An edit of the node's own file: the cluster's organizations stay.
+    node.write_file("orgs/local.yaml", &local("/b"));
+    assert!(eventually(WAIT, || on_local("/b")).await, "the file change is in");
+    assert_eq!(on_acme("/v1").await, 200, "the cluster version stayed");
+    assert_eq!(cluster_info(&node).await["version"], 1);
+
+    // A new version: the node's own files stay.
+    push_acme(2);
+    assert!(eventually(WAIT, || async { on_acme("/v2").await == 200 }).await);
+    assert!(on_local("/b").await, "the file's organization stayed");
+    assert_eq!(on_acme("/v1").await, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_follow_a_redis_cluster() {
+    let redis = test_support::redis::RedisCluster::start();
+    let work = tempfile::tempdir().unwrap();
+    let urls: Vec<String> = redis.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let nodes: Vec<Gateway> = ["c1", "c2"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            // Each node names the seeds in another order: they subscribe on different masters.
+            let mut seeds = urls.clone();
+            seeds.rotate_left(i);
+            let yaml =
+                node_yaml(n, "X", "1s", None).replace("[\"X\"]", &format!("[{}]\n    cluster: true", seeds.join(", ")));
+            tokio::task::block_in_place(|| Gateway::start(BIN, &yaml, &[]))
+        })
+        .collect();
+    let all: Vec<&Gateway> = nodes.iter().collect();
+    let gateway_yaml = nodes[0].path("gateway.yaml");
+    for n in 1..=3 {
+        push(&gateway_yaml, work.path(), n);
+        let path = format!("/v{n}");
+        assert!(
+            eventually(WAIT, || all_serve(&all, &path)).await,
+            "version {n} on every node"
+        );
+    }
+    for n in &nodes {
+        assert_eq!(cluster_info(n).await["version"], 3);
+    }
+}
