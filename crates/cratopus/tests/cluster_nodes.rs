@@ -585,3 +585,47 @@ async fn nodes_follow_a_redis_cluster() {
         assert_eq!(cluster_info(n).await["version"], 3);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_example_runs_as_it_is() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cluster");
+    let node_yaml = std::fs::read_to_string(examples.join("node.yaml")).unwrap();
+    let check = std::process::Command::new(BIN)
+        .args(["check", "-c"])
+        .arg(examples.join("node.yaml"))
+        .output()
+        .unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+
+    let redis = RedisServer::start();
+    let work = tempfile::tempdir().unwrap();
+    let cache_dir = work.path().display().to_string();
+    let nodes: Vec<Gateway> = ["edge-1", "edge-2"]
+        .iter()
+        .map(|name| {
+            let env = [
+                ("CRATOPUS_BIND", "127.0.0.1:0"),
+                ("CRATOPUS_ADMIN_BIND", "127.0.0.1:0"),
+                ("NODE", name),
+                ("REDIS_URL", &redis.url()),
+                ("CACHE_DIR", &cache_dir),
+            ];
+            tokio::task::block_in_place(|| Gateway::start_with_env(BIN, &node_yaml, &[], &env))
+        })
+        .collect();
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(BIN)
+            .arg("push")
+            .arg("-c")
+            .arg(examples.join("node.yaml"))
+            .args(["--redis", &redis.url()])
+            .arg(examples.join("orgs/shop.yaml"))
+            .output()
+            .unwrap()
+    });
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let all: Vec<&Gateway> = nodes.iter().collect();
+    assert!(eventually(WAIT, || all_serve(&all, "/hello")).await);
+    let copy = work.path().join("cratopus-edge-2.json");
+    assert!(eventually(WAIT, || async { copy.exists() }).await, "each node's own disk copy");
+}
