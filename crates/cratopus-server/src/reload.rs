@@ -60,7 +60,7 @@ impl Reloader {
             return load_file(path).map_err(|e| e.to_string());
         };
         let read_at = std::time::SystemTime::now();
-        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = cratopus_config::files::read_text_limited(path)?;
         let mut cfg = cratopus_config::load_with_bundle(path, &text, bundle).map_err(|e| e.to_string())?;
         cfg.read_at = read_at;
         Ok(cfg)

@@ -37,10 +37,11 @@ pub fn run(config: &Path, redis: &[String], redis_cluster: bool, files: &[PathBu
 }
 
 fn push(config: &Path, redis: &[String], redis_cluster: bool, files: &[PathBuf]) -> Result<String, String> {
-    let gateway_text = std::fs::read_to_string(config).map_err(|e| format!("error: {}: {e}", config.display()))?;
+    let read = |p: &Path| cratopus_config::files::read_text_limited(p).map_err(|e| format!("error: {e}"));
+    let gateway_text = read(config)?;
     let mut documents = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(f).map_err(|e| format!("error: {}: {e}", f.display()))?;
+        let text = read(f)?;
         documents.push((f.clone(), text));
     }
 

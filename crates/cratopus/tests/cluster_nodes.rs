@@ -627,5 +627,8 @@ async fn the_example_runs_as_it_is() {
     let all: Vec<&Gateway> = nodes.iter().collect();
     assert!(eventually(WAIT, || all_serve(&all, "/hello")).await);
     let copy = work.path().join("cratopus-edge-2.json");
-    assert!(eventually(WAIT, || async { copy.exists() }).await, "each node's own disk copy");
+    assert!(
+        eventually(WAIT, || async { copy.exists() }).await,
+        "each node's own disk copy"
+    );
 }

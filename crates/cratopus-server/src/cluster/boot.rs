@@ -22,10 +22,9 @@ pub struct Started {
 pub async fn start(own: LoadedConfig, c: &ClusterConfig, path: &Path) -> Result<Started, String> {
     let node = Arc::new(ClusterNode::new(c, path)?);
     let read_path = path.to_path_buf();
-    let text = tokio::task::spawn_blocking(move || std::fs::read_to_string(&read_path))
+    let text = tokio::task::spawn_blocking(move || cratopus_config::files::read_text_limited(&read_path))
         .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+        .map_err(|e| e.to_string())??;
 
     let mut candidates: Vec<(Bundle, Source)> = Vec::new();
     match node.fetch_current().await {
@@ -114,7 +113,7 @@ impl ClusterNode {
     pub(crate) async fn fetch_current(&self) -> Result<Option<Bundle>, String> {
         match self.current_number().await? {
             None => Ok(None),
-            Some(n) => self.fetch(n).await,
+            Some(n) => self.fetch(n).await.map_err(|e| e.to_string()),
         }
     }
 
@@ -134,15 +133,36 @@ impl ClusterNode {
     }
 
     /// Version `n`'s bundle from Redis.
-    pub(crate) async fn fetch(&self, n: u64) -> Result<Option<Bundle>, String> {
+    pub(crate) async fn fetch(&self, n: u64) -> Result<Option<Bundle>, FetchError> {
         let key = keys::config_version(n);
-        let Some(raw) = self.redis.get_bytes(&key).await.map_err(|e| format!("redis: {e}"))? else {
-            return Ok(None);
-        };
-        let bundle: Bundle = serde_json::from_slice(&raw).map_err(|e| format!("{key}: not a config version: {e}"))?;
+        let raw = self
+            .redis
+            .get_bytes(&key)
+            .await
+            .map_err(|e| FetchError::Unreachable(format!("redis: {e}")))?;
+        let Some(raw) = raw else { return Ok(None) };
+        let bundle: Bundle = serde_json::from_slice(&raw)
+            .map_err(|e| FetchError::Invalid(format!("{key}: not a config version: {e}")))?;
         if bundle.version != n {
-            return Err(format!("{key}: holds version {}", bundle.version));
+            return Err(FetchError::Invalid(format!("{key}: holds version {}", bundle.version)));
         }
         Ok(Some(bundle))
+    }
+}
+
+/// Why a version could not be fetched.
+#[derive(Debug)]
+pub(crate) enum FetchError {
+    /// Redis did not answer: try again later.
+    Unreachable(String),
+    /// Redis holds something that is not version `n`: refuse it.
+    Invalid(String),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Unreachable(e) | FetchError::Invalid(e) => f.write_str(e),
+        }
     }
 }

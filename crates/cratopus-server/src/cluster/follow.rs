@@ -7,6 +7,7 @@
 //! back-off (doubling from 100 ms to 2 s, with jitter so that the nodes do not all knock at
 //! once on a restarted Redis) and catches up by number as soon as it is back.
 
+use super::boot::FetchError;
 use super::{ClusterNode, Source, disk};
 use crate::reload::Reloader;
 use cratopus_config::cluster::keys;
@@ -43,6 +44,7 @@ impl ClusterNode {
                     // Whatever was announced before the subscription took effect.
                     self.catch_up(&reloader).await;
                     self.report().await;
+                    tick.reset();
                     let outages = self.redis.outages();
                     loop {
                         tokio::select! {
@@ -127,11 +129,11 @@ impl ClusterNode {
                 tracing::warn!(node = %self.name, version = n, "cluster: version {n} announced but not in redis");
                 return;
             }
-            Err(e) if e.starts_with("redis:") => {
+            Err(FetchError::Unreachable(e)) => {
                 tracing::debug!(node = %self.name, version = n, error = %e, "cluster: version not fetched; next heartbeat retries");
                 return;
             }
-            Err(e) => return self.refuse(n, e).await,
+            Err(FetchError::Invalid(e)) => return self.refuse(n, e).await,
         };
         match reloader.reload_bundle(bundle.clone()).await {
             Ok(_) => {
