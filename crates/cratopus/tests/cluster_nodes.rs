@@ -256,7 +256,12 @@ async fn a_pushed_version_answers_on_every_node_and_swaps_fail_no_request() {
     let load = Load::start(nodes.iter().map(|n| n.url("/stable")).collect());
     let mut latencies = Vec::new();
     let mut with_push = Vec::new();
-    for i in 2..=26u64 {
+    // CLUSTER_PUSHES=100 for a longer measurement.
+    let pushes: u64 = std::env::var("CLUSTER_PUSHES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(25);
+    for i in 2..=pushes + 1 {
         let invoked = Instant::now();
         let v = push(&gateway_yaml, work.path(), i);
         let pushed = Instant::now();
@@ -291,14 +296,15 @@ async fn a_pushed_version_answers_on_every_node_and_swaps_fail_no_request() {
     );
 
     // A node that was not subscribed when the versions were announced starts on the current.
+    let last = pushes + 1;
     let late = start_node("n4", &redis.url(), "1s", None);
     assert_eq!(
-        status(&late, "/v26").await,
+        status(&late, &format!("/v{last}")).await,
         200,
         "a late node starts on the current version"
     );
-    assert_eq!(cluster_info(&late).await["version"], 26);
-    assert!(late.wait_for_log("starting on version 26 from redis", WAIT));
+    assert_eq!(cluster_info(&late).await["version"], last);
+    assert!(late.wait_for_log(&format!("starting on version {last} from redis"), WAIT));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -435,6 +441,17 @@ async fn a_node_restarted_with_redis_down_serves_its_disk_copy() {
     assert!(fresh.wait_for_log("serving this node's own organizations only", WAIT));
     assert_eq!(status(&fresh, "/v1").await, 404);
     assert_eq!(cluster_info(&fresh).await["source"], "local");
+
+    // Redis back: both take the next version.
+    redis.restart();
+    assert!(
+        eventually(WAIT, || async { nodes_hash(&redis).len() == 2 }).await,
+        "both nodes report again"
+    );
+    push(&node.path("gateway.yaml"), work.path(), 2);
+    let both = [&node, &fresh];
+    assert!(eventually(WAIT, || all_serve(&both, "/v2")).await);
+    assert_eq!(cluster_info(&node).await["source"], "redis");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
