@@ -95,6 +95,9 @@ impl Reloader {
                 if cfg.gateway.listeners != prev.config.gateway.listeners {
                     tracing::warn!("listener changes take effect at the next restart");
                 }
+                if cfg.gateway.cluster != prev.config.gateway.cluster {
+                    tracing::warn!("changes to `cluster:` take effect at the next restart");
+                }
                 let version = prev.version + 1;
                 let sources = cfg.sources.clone();
                 let routes: usize = cfg.orgs.iter().map(|o| o.config.routes.len()).sum();
