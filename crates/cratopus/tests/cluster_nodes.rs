@@ -462,6 +462,15 @@ async fn a_lost_announcement_is_caught_up_at_the_next_heartbeat() {
     push(&node.path("gateway.yaml"), work.path(), 1);
     assert!(eventually(WAIT, || async { status(&node, "/v1").await == 200 }).await);
 
+    // The node reports at every heartbeat.
+    let seen = |redis: &RedisServer| nodes_hash(redis).first().and_then(|(_, v)| v["seen_ms"].as_u64());
+    let first = seen(&redis);
+    assert!(first.is_some());
+    assert!(
+        eventually(WAIT, || async { seen(&redis) > first }).await,
+        "seen_ms moves on"
+    );
+
     // Stored and made current, never announced: only the heartbeat's check can find it.
     store_bundle(&redis, 2, mirror_org("/v2"), false);
     assert!(eventually(WAIT, || async { status(&node, "/v2").await == 200 }).await);
