@@ -658,3 +658,118 @@ async fn the_example_runs_as_it_is() {
         "each node's own disk copy"
     );
 }
+
+/// A TCP relay to Redis whose "network" can be cut: while cut, and forever for every connection
+/// that was open or opened during a cut, bytes are swallowed and nothing is closed (a black hole,
+/// as when a NAT or firewall loses a connection's state). Connections made after the cut heals
+/// work.
+struct CutProxy {
+    addr: std::net::SocketAddr,
+    cut: Arc<AtomicBool>,
+    /// Incremented at every cut: a connection accepted under an older number is dead after it.
+    epoch: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CutProxy {
+    async fn start(to: u16) -> CutProxy {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(AtomicBool::new(false));
+        let epoch = Arc::new(AtomicU64::new(0));
+        let (c, e) = (cut.clone(), epoch.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                    continue;
+                };
+                // Dead from the start if accepted during a cut.
+                let born = if c.load(Ordering::SeqCst) {
+                    u64::MAX
+                } else {
+                    e.load(Ordering::SeqCst)
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                for (mut from, mut to) in [
+                    (
+                        Box::new(cr) as Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+                        Box::new(sw) as Box<dyn tokio::io::AsyncWrite + Unpin + Send>,
+                    ),
+                    (Box::new(sr), Box::new(cw)),
+                ] {
+                    let (c, e) = (c.clone(), e.clone());
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        loop {
+                            let n = match from.read(&mut buf).await {
+                                Ok(0) | Err(_) => break,
+                                Ok(n) => n,
+                            };
+                            let alive = !c.load(Ordering::SeqCst) && born == e.load(Ordering::SeqCst);
+                            if alive && to.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        if born == e.load(Ordering::SeqCst) {
+                            let _ = to.shutdown().await;
+                        } else {
+                            // A black hole never closes.
+                            std::future::pending::<()>().await;
+                        }
+                    });
+                }
+            }
+        });
+        CutProxy { addr, cut, epoch, task }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://{}", self.addr)
+    }
+
+    fn cut(&self) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        self.cut.store(true, Ordering::SeqCst);
+    }
+
+    fn heal(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_behind_a_cut_network_serves_on_and_catches_up_when_it_heals() {
+    let redis = RedisServer::start();
+    let proxy = CutProxy::start(redis.port()).await;
+    let work = tempfile::tempdir().unwrap();
+    let node = start_node("x1", &proxy.url(), "500ms", None);
+    push(&node.path("gateway.yaml"), work.path(), 1);
+    assert!(eventually(WAIT, || async { status(&node, "/v1").await == 200 }).await);
+    assert!(eventually(WAIT, || async { cluster_info(&node).await["subscribed"] == true }).await);
+
+    // The cut: no connection closes, nothing arrives. Version 2 is stored and announced on the
+    // Redis side; the node cannot see it, notices that Redis does not answer, and serves on.
+    proxy.cut();
+    store_bundle(&redis, 2, mirror_org("/v2"), true);
+    assert!(
+        eventually(WAIT, || async { cluster_info(&node).await["redis_up"] == false }).await,
+        "the node notices"
+    );
+    assert_eq!(status(&node, "/v1").await, 200, "and serves on");
+    assert_eq!(status(&node, "/v2").await, 404);
+
+    // Healed: new connections work, the old ones stay dead. The node subscribes again and
+    // catches up.
+    proxy.heal();
+    assert!(eventually(WAIT, || async { status(&node, "/v2").await == 200 }).await);
+    assert!(node.wait_for_log("subscribed again", WAIT));
+    assert!(eventually(WAIT, || async { cluster_info(&node).await["subscribed"] == true }).await);
+}
