@@ -112,10 +112,16 @@ enum ImportFrom {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `push` says itself what went wrong with Redis; the state store's own log lines (written
+    // for a running gateway) would only confuse its output.
+    let default_filter = match cli.command {
+        Command::Push { .. } => "info,cratopus_state=off",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CRATOPUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

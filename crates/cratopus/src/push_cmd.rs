@@ -113,7 +113,8 @@ async fn store(
 ) -> Result<String, String> {
     let where_ = redis.urls.join(", ");
     let redis = RedisLimiter::new(redis).map_err(|e| format!("error: redis: {e}"))?;
-    let unreachable = |e: cratopus_state::StateError| format!("error: redis at {where_}: {e}; nothing pushed");
+    let unreachable =
+        |e: cratopus_state::StateError| format!("error: cannot reach redis at {where_} ({e}); nothing pushed");
     let current = match redis.get_bytes(keys::CONFIG_CURRENT).await.map_err(unreachable)? {
         None => 0,
         Some(raw) => String::from_utf8_lossy(&raw).trim().parse::<u64>().map_err(|_| {

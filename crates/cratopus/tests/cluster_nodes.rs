@@ -773,3 +773,36 @@ async fn a_node_behind_a_cut_network_serves_on_and_catches_up_when_it_heals() {
     assert!(node.wait_for_log("subscribed again", WAIT));
     assert!(eventually(WAIT, || async { cluster_info(&node).await["subscribed"] == true }).await);
 }
+
+#[test]
+fn push_says_why_it_pushed_nothing() {
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("acme.yaml");
+    std::fs::write(&file, org(1)).unwrap();
+    let run = |gateway: &str, extra: &[&str]| {
+        let yaml = work.path().join("gateway.yaml");
+        std::fs::write(&yaml, gateway).unwrap();
+        let out = std::process::Command::new(BIN)
+            .arg("push")
+            .arg("-c")
+            .arg(&yaml)
+            .args(extra)
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let dead = format!("redis://127.0.0.1:{}", test_support::dead_port());
+    let err = run(&node_yaml("p", &dead, "1s", None), &[]);
+    assert!(
+        err.starts_with("error: cannot reach redis at") && err.contains("nothing pushed"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "one line, no log noise: {err}");
+    let without_cluster = "listeners:\n  - bind: 127.0.0.1:0\n";
+    let err = run(without_cluster, &[]);
+    assert!(err.contains("give --redis URL"), "{err}");
+    let err = run(without_cluster, &["--redis", "http://x"]);
+    assert!(err.contains("error"), "{err}");
+}

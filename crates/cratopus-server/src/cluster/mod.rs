@@ -121,6 +121,12 @@ impl ClusterNode {
             .clone()
     }
 
+    /// The cluster's Redis connection (with its down-marker), for other cluster features that
+    /// share it rather than open their own.
+    pub fn redis(&self) -> &RedisLimiter {
+        &self.redis
+    }
+
     /// Whether the node's last call to Redis succeeded.
     pub fn redis_up(&self) -> bool {
         self.redis.is_up()
