@@ -89,6 +89,11 @@ pub mod keys {
     pub fn config_version(n: u64) -> String {
         format!("cratopus:config:v:{n}")
     }
+
+    /// String: the counter `cratopus push` takes version numbers from (`INCR`, lifted above
+    /// [`CONFIG_CURRENT`] and the versions the nodes report, so that two pushers never take the
+    /// same number and a Redis that lost its data does not hand out numbers the nodes ignore).
+    pub const CONFIG_NEXT: &str = "cratopus:config:next";
 }
 
 #[cfg(test)]

@@ -45,7 +45,9 @@ pub use access::*;
 pub use auth_limits::*;
 pub use error::{ConfigError, ConfigErrors};
 pub use grpc::GrpcCode;
-pub use load::{LoadedConfig, LoadedOrg, Overlay, load_file, load_file_overlaid, load_str, load_with_bundle};
+pub use load::{
+    LoadedConfig, LoadedOrg, Overlay, load_file, load_file_overlaid, load_str, load_with_bundle, load_with_documents,
+};
 pub use matching::{MatchConfig, ValueMatch};
 pub use model::*;
 pub use policies::*;

@@ -266,7 +266,7 @@ pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
 pub fn load_file_overlaid(path: &Path, overlay: &Overlay) -> Result<LoadedConfig, ConfigErrors> {
     let read_at = std::time::SystemTime::now();
     let text = read(path).map_err(|e| ConfigErrors::one(ConfigError::new(path, e)))?;
-    let mut cfg = load_with_documents(path, &text, &[], overlay)?;
+    let mut cfg = load_all(path, &text, &[], overlay)?;
     cfg.read_at = read_at;
     Ok(cfg)
 }
@@ -370,7 +370,7 @@ fn read_org_files(matched: Vec<PathBuf>, overlay: &Overlay) -> Vec<(PathBuf, Res
 /// Every file is read and checked even when another has errors: all the shape errors of all
 /// files are reported, then those of validation, which runs over what parsed.
 pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
-    load_with_documents(path, text, &[], &Overlay::default())
+    load_all(path, text, &[], &Overlay::default())
 }
 
 /// Loads a gateway config from `text` (as if read from `path`) with the organizations of a
@@ -382,10 +382,22 @@ pub fn load_with_bundle(
     text: &str,
     bundle: &crate::cluster::Bundle,
 ) -> Result<LoadedConfig, ConfigErrors> {
-    load_with_documents(path, text, &bundle.documents(), &Overlay::default())
+    load_all(path, text, &bundle.documents(), &Overlay::default())
 }
 
-fn load_with_documents(
+/// [`load_with_bundle`] with the organization documents given as (file name, YAML or JSON
+/// text): what `cratopus push` checks before it makes a bundle of them, so that errors name
+/// the files as written. Not `${ENV}`-interpolated, as on the nodes.
+pub fn load_with_documents(
+    path: &Path,
+    text: &str,
+    documents: &[(PathBuf, String)],
+) -> Result<LoadedConfig, ConfigErrors> {
+    load_all(path, text, documents, &Overlay::default())
+}
+
+/// gateway.yaml's text, the files it names (as changed by `overlay`), and `documents`.
+fn load_all(
     path: &Path,
     text: &str,
     documents: &[(PathBuf, String)],

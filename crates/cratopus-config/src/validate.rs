@@ -202,7 +202,8 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
             );
         }
     }
-    if complete && cfg.orgs.is_empty() {
+    // A cluster node may have no organizations of its own: they come from the cluster.
+    if complete && cfg.orgs.is_empty() && gw.cluster.is_none() {
         errors.push(at(
             "/organizations",
             "no organization: every request would be answered 404; name organization files or write one under `organizations`".into(),

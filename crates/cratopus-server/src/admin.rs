@@ -22,6 +22,8 @@ pub struct AdminState {
     pub started: Instant,
     /// Config changes through the admin API, one at a time ([`crate::admin_config`]).
     pub config_edits: tokio::sync::Mutex<()>,
+    /// This node's part in a cluster (`cluster:` in gateway.yaml).
+    pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
 }
 
 /// The admin API's routes.
@@ -64,6 +66,7 @@ fn api_router(state: Arc<AdminState>) -> Router {
         .route("/api/blocks", get(blocks).post(block))
         .route("/api/blocks/remove", post(unblock))
         .route("/api/cache/purge", post(crate::admin_cache::purge))
+        .route("/api/cluster", get(crate::admin_cluster::cluster))
         .route(
             "/api/config/organizations",
             get(crate::admin_config::list).post(crate::admin_config::create_org),
@@ -330,6 +333,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     render_websockets(&mut out, &s.engine.sockets);
     crate::admin_graphql::render(&mut out, &snap);
     crate::admin_cache::render(&mut out, &snap);
+    crate::admin_cluster::render(&mut out, s.cluster.as_deref());
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -590,6 +594,7 @@ pub fn openapi_document() -> Value {
     crate::admin_split::openapi(&mut doc);
     crate::admin_cache::openapi(&mut doc);
     crate::admin_config::openapi(&mut doc);
+    crate::admin_cluster::openapi(&mut doc);
     doc["paths"]["/api/certificates"] = json!({"get": {"operationId": "certificates",
         "summary": "Certificates from files and from ACME, with their expiry and the state of ACME orders",
         "responses": {

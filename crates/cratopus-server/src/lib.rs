@@ -4,9 +4,11 @@
 pub mod acme;
 pub mod admin;
 pub mod admin_cache;
+pub mod admin_cluster;
 pub mod admin_config;
 pub mod admin_graphql;
 pub mod admin_split;
+pub mod cluster;
 pub mod conn_io;
 pub mod h2_frames;
 pub mod listener;
@@ -34,15 +36,28 @@ pub async fn run(cfg: LoadedConfig, path: Option<PathBuf>) -> Result<(), String>
     let listeners_cfg = cfg.gateway.listeners.clone();
     let limits = cfg.gateway.limits.clone();
     let watch = cfg.gateway.watch;
-    let snapshot = cratopus_core::compile(cfg, None, 1)
-        .await
-        .map_err(|e| format!("invalid config:\n{e}"))?;
+    // A cluster node starts on the cluster's version (or its disk copy) when it can.
+    let (snapshot, cluster_node, bundle) = match (cfg.gateway.cluster.clone(), path.as_deref()) {
+        (Some(c), Some(p)) => {
+            let started = cluster::boot::start(cfg, &c, p).await?;
+            (started.snapshot, Some(started.node), started.bundle)
+        }
+        _ => {
+            let snapshot = cratopus_core::compile(cfg, None, 1)
+                .await
+                .map_err(|e| format!("invalid config:\n{e}"))?;
+            (snapshot, None, None)
+        }
+    };
     let engine = Arc::new(Engine::new(snapshot));
     // ACME certificates: loaded from disk, ordered and renewed in the background.
     acme::start(engine.clone());
 
     // Reload sources before the listeners: an edit made right after start-up is seen.
-    let reloader = Arc::new(reload::Reloader::new(engine.clone(), path.clone()));
+    let reloader = Arc::new(reload::Reloader::new(engine.clone(), path.clone()).with_bundle(bundle));
+    if let Some(node) = &cluster_node {
+        node.clone().follow(reloader.clone());
+    }
     if path.is_some() && watch {
         reloader.clone().watch_files();
     }
@@ -96,6 +111,7 @@ pub async fn run(cfg: LoadedConfig, path: Option<PathBuf>) -> Result<(), String>
             token: a.token,
             started: std::time::Instant::now(),
             config_edits: tokio::sync::Mutex::new(()),
+            cluster: cluster_node.clone(),
         });
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {

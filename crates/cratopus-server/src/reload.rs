@@ -4,6 +4,7 @@
 //! every step is swapped in. A rejected config is logged with file, line and reason, and the old
 //! one keeps serving.
 
+use cratopus_config::cluster::Bundle;
 use cratopus_config::load_file;
 use cratopus_core::Engine;
 use notify::{RecursiveMode, Watcher};
@@ -22,6 +23,9 @@ pub struct Reloader {
     lock: Mutex<()>,
     /// The last reload failure, for the admin API.
     pub last_error: std::sync::Mutex<Option<String>>,
+    /// On a cluster node, the organizations of the cluster version running: a file reload
+    /// keeps them, and a new version keeps the files' ([`Reloader::reload_bundle`]).
+    bundle: std::sync::Mutex<Option<Arc<Bundle>>>,
 }
 
 impl Reloader {
@@ -31,6 +35,7 @@ impl Reloader {
             path,
             lock: Mutex::new(()),
             last_error: std::sync::Mutex::new(None),
+            bundle: std::sync::Mutex::new(None),
         }
     }
 
@@ -39,23 +44,64 @@ impl Reloader {
         self.path.as_deref()
     }
 
+    /// The cluster version's organizations the node started with.
+    pub fn with_bundle(self, bundle: Option<Arc<Bundle>>) -> Reloader {
+        *self.bundle.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = bundle;
+        self
+    }
+
+    /// Swaps in the config files with a new cluster version's organizations, as [`reload`]
+    /// does (one at a time, the old config serving if this one is refused). Returns the new
+    /// snapshot version.
+    ///
+    /// [`reload`]: Reloader::reload
+    pub async fn reload_bundle(&self, bundle: Arc<Bundle>) -> Result<u64, String> {
+        self.reload_with(Some(bundle)).await
+    }
+
+    /// Loads gateway.yaml from `path` with the cluster's organizations, if any.
+    fn load(path: &Path, bundle: Option<&Bundle>) -> Result<cratopus_config::LoadedConfig, String> {
+        let Some(bundle) = bundle else {
+            return load_file(path).map_err(|e| e.to_string());
+        };
+        let read_at = std::time::SystemTime::now();
+        let text = cratopus_config::files::read_text_limited(path)?;
+        let mut cfg = cratopus_config::load_with_bundle(path, &text, bundle).map_err(|e| e.to_string())?;
+        cfg.read_at = read_at;
+        Ok(cfg)
+    }
+
     /// Loads, compiles and swaps in the config from disk. Returns the new version.
     pub async fn reload(&self) -> Result<u64, String> {
+        self.reload_with(None).await
+    }
+
+    /// A reload with `new_bundle` as the cluster's organizations (`None`: those running).
+    async fn reload_with(&self, new_bundle: Option<Arc<Bundle>>) -> Result<u64, String> {
         let Some(path) = self.path.clone() else {
             return Err("the gateway runs on its embedded default config; there is no file to reload".into());
         };
         let _one_at_a_time = self.lock.lock().await;
+        let bundle = new_bundle.clone().or_else(|| {
+            self.bundle
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone()
+        });
         let prev = self.engine.snapshot();
         let started = std::time::Instant::now();
-        let loaded = tokio::task::spawn_blocking(move || load_file(&path))
+        let loaded = tokio::task::spawn_blocking(move || Self::load(&path, bundle.as_deref()))
             .await
             .map_err(|e| e.to_string())?;
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
         let result = match loaded {
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
             Ok(cfg) => {
                 if cfg.gateway.listeners != prev.config.gateway.listeners {
                     tracing::warn!("listener changes take effect at the next restart");
+                }
+                if cfg.gateway.cluster != prev.config.gateway.cluster {
+                    tracing::warn!("changes to `cluster:` take effect at the next restart");
                 }
                 let version = prev.version + 1;
                 let sources = cfg.sources.clone();
@@ -108,6 +154,9 @@ impl Reloader {
                 tracing::info!(version = v, "config reloaded");
                 if let Ok(mut le) = self.last_error.lock() {
                     *le = None;
+                }
+                if let Some(b) = new_bundle {
+                    *self.bundle.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(b);
                 }
             }
             Err(e) => {

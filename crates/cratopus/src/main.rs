@@ -6,12 +6,15 @@
 //! - `cratopus schema [--org] [-o FILE]`: the JSON Schema of the config, for editors
 //! - `cratopus mirror --listen ADDR`: the echo service alone
 //! - `cratopus import krakend krakend.json [-o gateway.yaml]`: a KrakenD config as a cratopus one
+//! - `cratopus push -c gateway.yaml [--redis URL] orgs/*.yaml`: check organization files and
+//!   publish them to a cluster's nodes as a new config version
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod import;
+mod push_cmd;
 mod routes_cmd;
 mod schema_cmd;
 
@@ -70,6 +73,23 @@ enum Command {
         #[command(subcommand)]
         from: ImportFrom,
     },
+    /// Check organization files beside gateway.yaml (as `check` does) and publish them as a new
+    /// config version of the cluster: every node with a `cluster:` section swaps it in.
+    Push {
+        #[arg(short, long, env = "CRATOPUS_CONFIG")]
+        config: PathBuf,
+        /// The cluster's Redis (`redis://host:port`); repeat for Redis Cluster seeds. Default:
+        /// gateway.yaml's `cluster.redis`.
+        #[arg(long)]
+        redis: Vec<String>,
+        /// The --redis URLs are nodes of a Redis Cluster.
+        #[arg(long)]
+        redis_cluster: bool,
+        /// The organization files of the new version (it replaces every organization of the
+        /// previous one).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Run the echo service alone.
     Mirror {
         #[arg(short, long, default_value = "127.0.0.1:8081")]
@@ -92,10 +112,16 @@ enum ImportFrom {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `push` says itself what went wrong with Redis; the state store's own log lines (written
+    // for a running gateway) would only confuse its output.
+    let default_filter = match cli.command {
+        Command::Push { .. } => "info,cratopus_state=off",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("CRATOPUS_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -106,6 +132,12 @@ fn main() -> ExitCode {
         Command::Routes { config, json } => routes_cmd::run(&config, json),
         Command::Schema { org, out } => schema_cmd::run(org, out.as_deref()),
         Command::Mirror { listen } => mirror(&listen),
+        Command::Push {
+            config,
+            redis,
+            redis_cluster,
+            files,
+        } => push_cmd::run(&config, &redis, redis_cluster, &files),
         Command::HashKey { key } => hash_key(key),
         Command::Import {
             from: ImportFrom::Krakend { file, out },

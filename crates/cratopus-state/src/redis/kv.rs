@@ -1,6 +1,6 @@
 //! Plain keys and pub/sub on the same Redis as the limits, for the response cache's second
-//! level: `GET`/`SET PX` of stored answers, a generation counter, and the purge channel every
-//! node subscribes to.
+//! level (`GET`/`SET PX` of stored answers, a generation counter, and the purge channel every
+//! node subscribes to) and for the cluster's config versions (a version counter, a node hash).
 //!
 //! Calls share the limiter's connection, its timeout and its down-marker: while Redis is
 //! marked down they answer [`StateError::Unavailable`] at once, so a dead Redis costs a cached
@@ -86,6 +86,53 @@ impl RedisLimiter {
         }
     }
 
+    /// `SET key value`, without expiry (a config version is kept until someone removes it).
+    pub async fn set_forever(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
+        self.run::<()>(Op::Cmd(redis::cmd("SET").arg(key).arg(value))).await
+    }
+
+    /// `HSET key field value`.
+    pub async fn hset(&self, key: &str, field: &str, value: &[u8]) -> Result<(), StateError> {
+        self.run::<i64>(Op::Cmd(redis::cmd("HSET").arg(key).arg(field).arg(value)))
+            .await
+            .map(drop)
+    }
+
+    /// `HGETALL key`: every field and value (empty when the key does not exist).
+    pub async fn hgetall(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        self.run(Op::Cmd(redis::cmd("HGETALL").arg(key))).await
+    }
+
+    /// `PUBLISH channel message`, answering how many subscribers received it (of the Redis
+    /// node that took the message, for a Redis Cluster).
+    pub async fn publish_counted(&self, channel: &str, message: &[u8]) -> Result<u64, StateError> {
+        self.run::<i64>(Op::Cmd(redis::cmd("PUBLISH").arg(channel).arg(message)))
+            .await
+            .map(|n| u64::try_from(n).unwrap_or(0))
+    }
+
+    /// Sets the integer at `key` to `value` only if that is above what it holds (a missing key
+    /// holds 0); answers whether it did. One key, one atomic script: two writers racing
+    /// leave the larger number.
+    pub async fn raise_to(&self, key: &str, value: u64) -> Result<bool, StateError> {
+        let script = redis::Script::new(RAISE_TO_LUA);
+        let mut inv = script.prepare_invoke();
+        inv.key(key).arg(value);
+        self.run::<i64>(Op::Script(&inv)).await.map(|n| n == 1)
+    }
+
+    /// `INCR key`, but never answering `floor` or less: a counter that a restarted Redis lost,
+    /// or that lags behind numbers given out elsewhere, jumps to `floor + 1`. Atomic on one key,
+    /// so two callers never get the same number.
+    pub async fn incr_above(&self, key: &str, floor: u64) -> Result<u64, StateError> {
+        let script = redis::Script::new(INCR_ABOVE_LUA);
+        let mut inv = script.prepare_invoke();
+        inv.key(key).arg(floor);
+        self.run::<i64>(Op::Script(&inv))
+            .await
+            .map(|n| u64::try_from(n).unwrap_or(0))
+    }
+
     /// Whether `other` is this limiter or a clone of it (one connection, one down-marker).
     pub fn same_as(&self, other: &RedisLimiter) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
@@ -96,3 +143,25 @@ impl RedisLimiter {
         self.inner.config.retry_interval
     }
 }
+
+/// KEYS[1] := ARGV[1] if ARGV[1] is above its integer value (missing: 0). Returns 1 if set.
+const RAISE_TO_LUA: &str = r"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local new = tonumber(ARGV[1])
+if new > cur then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+";
+
+/// INCR KEYS[1], then lift it to ARGV[1] + 1 if it is not above ARGV[1]. Returns the value.
+const INCR_ABOVE_LUA: &str = r"
+local n = redis.call('INCR', KEYS[1])
+local floor = tonumber(ARGV[1])
+if n <= floor then
+  n = floor + 1
+  redis.call('SET', KEYS[1], string.format('%d', n))
+end
+return n
+";
