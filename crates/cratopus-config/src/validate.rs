@@ -202,7 +202,9 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
             );
         }
     }
-    if complete && cfg.orgs.is_empty() {
+    // A cluster node's organizations come from its control plane, which may have none yet (or
+    // none left): not an error there.
+    if complete && cfg.orgs.is_empty() && gw.cluster.is_none() {
         errors.push(at(
             "/organizations",
             "no organization: every request would be answered 404; name organization files or write one under `organizations`".into(),

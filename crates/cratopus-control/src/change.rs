@@ -1,0 +1,162 @@
+//! One accepted change: read every organization, apply the edit, compile the would-be version,
+//! then write the organizations that changed, the new version and its audit record in one
+//! SERIALIZABLE transaction, and publish after the commit.
+//!
+//! The edit is a plain function of the documents, so a transaction that loses a conflict is
+//! simply run again from the start (with the documents as the winner left them: an `If-Match`
+//! that held before may fail then, which is right).
+
+use crate::error::{ApiError, ApiResult};
+use crate::store::{self, Orgs, SaveError};
+use crate::{AppState, db};
+use cratopus_config::cluster::{Bundle, BundleOrg};
+use serde_json::Value;
+
+/// What a change did, for the audit record.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    /// The organization changed; `None` for a change of several (a restore).
+    pub org: Option<String>,
+    /// `organization`, `route`, `upstream`, `policy`, `consumer`, `domain`, `version`.
+    pub kind: &'static str,
+    pub name: String,
+    /// `create`, `update`, `delete`, `restore`.
+    pub action: &'static str,
+}
+
+/// The outcome of a committed change.
+#[derive(Debug)]
+pub struct Committed {
+    pub version: u64,
+    /// Every organization after the change.
+    pub orgs: Orgs,
+}
+
+/// Runs `edit` on the current organizations and commits the result as a new version by `who`.
+/// `edit` may be called more than once (once per attempt); it returns what it did, or refuses
+/// (404, 412, 409, ...). Nothing is written when it refuses or the result does not compile.
+pub async fn commit<F>(state: &AppState, who: &str, mut edit: F) -> ApiResult<Committed>
+where
+    F: FnMut(&mut Orgs) -> ApiResult<Summary>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match try_commit(state, who, &mut edit).await {
+            Ok((committed, bundle_json)) => {
+                tracing::info!(version = committed.version, who, "config version committed");
+                state.publisher.publish_now(committed.version, bundle_json).await;
+                return Ok(committed);
+            }
+            Err(Attempt::Conflict(e)) if attempt < db::MAX_ATTEMPTS => {
+                tracing::debug!(error = %e, attempt, "change conflicted: retrying");
+                tokio::time::sleep(db::backoff(attempt)).await;
+            }
+            Err(Attempt::Conflict(e)) => {
+                return Err(ApiError::unavailable(format!(
+                    "the change kept conflicting with others ({attempt} attempts): {e}"
+                )));
+            }
+            Err(Attempt::Refused(e)) => return Err(e),
+        }
+    }
+}
+
+enum Attempt {
+    Conflict(tokio_postgres::Error),
+    Refused(ApiError),
+}
+
+impl From<tokio_postgres::Error> for Attempt {
+    fn from(e: tokio_postgres::Error) -> Attempt {
+        if db::retryable(&e) {
+            Attempt::Conflict(e)
+        } else {
+            Attempt::Refused(e.into())
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Attempt {
+    fn from(e: deadpool_postgres::PoolError) -> Attempt {
+        Attempt::Refused(e.into())
+    }
+}
+
+impl From<SaveError> for Attempt {
+    fn from(e: SaveError) -> Attempt {
+        match e {
+            SaveError::Db(e) => e.into(),
+            SaveError::Invalid(e) => Attempt::Refused(e),
+        }
+    }
+}
+
+async fn try_commit<F>(state: &AppState, who: &str, edit: &mut F) -> Result<(Committed, Vec<u8>), Attempt>
+where
+    F: FnMut(&mut Orgs) -> ApiResult<Summary>,
+{
+    let mut client = state.pool.get().await?;
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::Serializable)
+        .start()
+        .await?;
+    let before = store::load_orgs(&tx).await?;
+    let mut after = before.clone();
+    let summary = edit(&mut after).map_err(Attempt::Refused)?;
+    let row = tx
+        .query_one("SELECT COALESCE(MAX(version), 0) FROM config_versions", &[])
+        .await?;
+    let version = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0) + 1;
+    let now = crate::now_ms();
+    let bundle = bundle_of(version, &after, now);
+    // The compile is CPU work of a few milliseconds per organization: off the async threads.
+    let checked =
+        tokio::task::block_in_place(|| crate::validate::check(&state.gateway_path, &state.gateway_text, &bundle));
+    checked.map_err(|problems| Attempt::Refused(ApiError::rejected(problems)))?;
+    for name in before.keys().chain(after.keys()) {
+        let (old, new) = (before.get(name), after.get(name));
+        if old != new {
+            store::save_org(&tx, name, new, now).await?;
+        }
+    }
+    let bundle_json = serde_json::to_vec(&bundle).map_err(|e| Attempt::Refused(ApiError::internal(e.to_string())))?;
+    let bundle_value: Value = serde_json::from_slice(&bundle_json).unwrap_or(Value::Null);
+    let v = i64::try_from(version).unwrap_or(i64::MAX);
+    tx.execute(
+        "INSERT INTO config_versions (version, bundle, created_ms) VALUES ($1, $2, $3)",
+        &[&v, &bundle_value, &now],
+    )
+    .await?;
+    let diff = diff(&before, &after);
+    tx.execute(
+        "INSERT INTO audit_log (version, who, at_ms, org, kind, name, action, diff) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[&v, &who, &now, &summary.org, &summary.kind, &summary.name, &summary.action, &diff],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((Committed { version, orgs: after }, bundle_json))
+}
+
+/// The bundle of `orgs` as version `version`.
+pub fn bundle_of(version: u64, orgs: &Orgs, now_ms: i64) -> Bundle {
+    Bundle {
+        version,
+        organizations: orgs
+            .iter()
+            .map(|(name, doc)| BundleOrg {
+                name: name.clone(),
+                document: doc.clone(),
+            })
+            .collect(),
+        created_at: Some(crate::rfc3339(now_ms)),
+    }
+}
+
+/// The RFC 6902 JSON Patch from `before` to `after`, over the object of every organization
+/// by name: paths start with the organization (`/acme/routes/0/path`).
+pub fn diff(before: &Orgs, after: &Orgs) -> Value {
+    let as_object = |o: &Orgs| Value::Object(o.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+    serde_json::to_value(json_patch::diff(&as_object(before), &as_object(after))).unwrap_or(Value::Null)
+}
