@@ -16,7 +16,7 @@ use tokio_postgres::error::SqlState;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "store", include_str!("../migrations/0001_store.sql"))];
 
 /// How many times a transaction is tried before its conflict is reported (503).
-pub const MAX_ATTEMPTS: u32 = 10;
+pub const MAX_ATTEMPTS: u32 = 30;
 
 /// A pool of `size` connections to `url`. Connects nothing yet.
 pub fn pool(url: &str, size: usize) -> Result<Pool, String> {

@@ -16,6 +16,9 @@ struct Op {
     operator: bool,
 }
 
+/// What names an organization or a resource in a URL.
+const NAME: &str = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,199}$";
+
 fn error_ref() -> Value {
     json!({"$ref": "#/components/schemas/Error"})
 }
@@ -240,7 +243,7 @@ fn ops() -> Vec<Op> {
             "createToken",
             "Create a token for an organization; its secret is answered only here (operator)",
             Some(
-                json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string"}, "organization": {"type": ["string", "null"]}}, "additionalProperties": false}),
+                json!({"type": "object", "required": ["name"], "properties": {"name": {"type": "string", "pattern": NAME}, "organization": {"type": ["string", "null"]}}, "additionalProperties": false}),
             ),
             (
                 "201",
@@ -275,7 +278,7 @@ fn ops() -> Vec<Op> {
             "putInstance",
             "Register an instance, or heartbeat it (its TTL starts again)",
             Some(
-                json!({"type": "object", "required": ["url"], "properties": {"url": {"type": "string"}, "ttl": {"type": "string", "description": "a duration such as 15s (default 30s, 1s to 24h)"}}, "additionalProperties": false}),
+                json!({"type": "object", "required": ["url"], "properties": {"url": {"type": "string", "pattern": "^https?://[A-Za-z0-9.-]+(:[0-9]{1,4})?/?$"}, "ttl": {"type": ["string", "null"], "pattern": "^([1-9][0-9]?s|[1-9][0-9]?m|([1-9]|1[0-9]|2[0-3])h)$", "description": "a duration such as 15s (default 30s, 1s to 24h)"}}, "additionalProperties": false}),
             ),
             ("200", json!({"$ref": "#/components/schemas/Instance"})),
             false,
@@ -418,7 +421,7 @@ pub fn document() -> Value {
                     "properties": {"status": {"type": "integer"}, "code": {"type": "string"}, "message": {"type": "string"},
                         "problems": {"type": "array", "items": {"type": "string"}}}}}},
                 "Organization": {"type": "object", "description": "An organization document: the JSON form of an organization file (see docs/configuration.md); routes need a `name`.",
-                    "properties": {"name": {"type": "string"}, "domains": {"type": "array", "items": {"type": "string"}},
+                    "properties": {"name": {"type": "string", "pattern": NAME}, "domains": {"type": "array", "items": {"type": "string"}},
                         "upstreams": {"type": "object"}, "routes": {"type": "array", "items": {"type": "object"}},
                         "policies": {"type": "object"}, "consumers": {"type": "array", "items": {"type": "object"}}}},
                 "Certificate": {"type": "object", "required": ["name", "domains", "cert_pem", "not_after", "updated_at", "etag"], "properties": {

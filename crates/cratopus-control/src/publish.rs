@@ -6,6 +6,7 @@
 //! version, and [`Publisher::run`] compares Redis with the database every `interval` (and at
 //! start) and publishes the latest version again when Redis lacks it (it was down during the
 //! change, or restarted empty). A node that missed the message catches up by the number.
+//! Uploaded certificates are caught up the same way ([`crate::certs::catch_up`]).
 
 use cratopus_config::cluster::keys;
 use cratopus_state::RedisLimiter;
@@ -59,6 +60,7 @@ impl Publisher {
 
     /// One comparison of Redis with the database, and a publish when Redis is behind.
     async fn catch_up(&self, pool: &Pool) -> Result<(), String> {
+        crate::certs::catch_up(&self.redis, pool).await?;
         let current = self
             .redis
             .get_bytes(keys::CONFIG_CURRENT)

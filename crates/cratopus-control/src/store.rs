@@ -98,12 +98,22 @@ pub fn split<'a>(org: &str, doc: &'a Value) -> ApiResult<Split<'a>> {
         .filter(|(k, _)| !PARTS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let strs = |key: &str| -> Vec<&'a str> {
-        map.get(key)
-            .and_then(Value::as_array)
-            .map(|l| l.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default()
-    };
+    let mut domains: Vec<&'a str> = Vec::new();
+    for (i, d) in map
+        .get("domains")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        // YAML would read `false` or `1` as a host name; the store keeps strings only.
+        let Some(d) = d.as_str() else {
+            return Err(ApiError::invalid(format!(
+                "organization {org}: domains[{i}]: a string is expected, not {d}"
+            )));
+        };
+        domains.push(d);
+    }
     let named = |key: &str| -> Vec<(&'a str, &'a Value)> {
         map.get(key)
             .and_then(Value::as_object)
@@ -130,7 +140,7 @@ pub fn split<'a>(org: &str, doc: &'a Value) -> ApiResult<Split<'a>> {
     };
     Ok(Split {
         settings,
-        domains: strs("domains"),
+        domains,
         upstreams: named("upstreams"),
         routes: listed("routes", "name")?,
         policies: named("policies"),
@@ -292,6 +302,8 @@ mod tests {
         assert!(e.message.contains("routes[0]: `name` is required"), "{}", e.message);
         let twice = json!({"name": "acme", "routes": [{"name": "a", "path": "/"}, {"name": "a", "path": "/b"}]});
         assert!(split("acme", &twice).err().unwrap().message.contains("used twice"));
+        let odd = json!({"name": "acme", "domains": [false]});
+        assert!(split("acme", &odd).err().unwrap().message.contains("domains[0]"));
     }
 
     #[test]

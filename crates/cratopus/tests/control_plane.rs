@@ -512,6 +512,17 @@ async fn a_change_made_while_redis_is_down_is_published_when_it_is_back() {
     .await;
     assert_eq!(r.status, 201, "{}", r.text());
     assert!(env.cp.wait_for_log("not published", WAIT));
+    // So is an uploaded certificate.
+    let cert = rcgen::generate_simple_self_signed(vec!["api.acme.test".to_string()]).unwrap();
+    let body = json!({"cert_pem": cert.cert.pem(), "key_pem": cert.signing_key.serialize_pem()});
+    let r = op(
+        &env.cp,
+        "PUT",
+        "/api/v1/organizations/acme/certificates/site",
+        Some(body),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
     // Redis comes back empty (nothing persisted): the latest version is published again.
     env.redis.restart();
     let redis = &env.redis;
@@ -526,6 +537,41 @@ async fn a_change_made_while_redis_is_down_is_published_when_it_is_back() {
     let bundle: Value = serde_json::from_str(&redis_get(redis, "cratopus:config:v:2").unwrap()).unwrap();
     assert_eq!(bundle["organizations"][0]["document"]["routes"][1]["name"], "more");
     assert!(env.cp.wait_for_log("published again", WAIT));
+    assert!(
+        eventually(WAIT, || async { redis_get(redis, "cratopus:cert:acme/site").is_some() }).await,
+        "the certificate is published again"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_each_get_a_version_of_their_own() {
+    let env = start();
+    let other = ControlPlane::start(BIN, &control_yaml(&env.pg, &env.redis), &[]);
+    let cp = &env.cp;
+    assert_eq!(op(cp, "POST", "/api/v1/organizations", Some(acme())).await.status, 201);
+    // 16 writers at once, on two control planes over one database: their serializable
+    // transactions conflict and are retried, none is lost and no two get the same number.
+    let planes = [&env.cp, &other];
+    let writes = (0..16).map(|i| async move {
+        let cp = planes[i % 2];
+        let path = format!("/api/v1/organizations/acme/routes/r{i}");
+        let r = op(
+            cp,
+            "PUT",
+            &path,
+            Some(json!({"path": format!("/r{i}"), "upstream": "m"})),
+        )
+        .await;
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.header("x-config-version").unwrap().parse::<u64>().unwrap()
+    });
+    let mut versions = futures_util::future::join_all(writes).await;
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=17).collect::<Vec<u64>>());
+    let routes = op(cp, "GET", "/api/v1/organizations/acme/routes", None).await.json();
+    assert_eq!(routes["items"].as_array().unwrap().len(), 17);
+    let retries = cp.log_lines_with("retrying").len() + other.log_lines_with("retrying").len();
+    eprintln!("conflicts retried: {retries}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,13 +1,11 @@
 //! Uploaded certificates of an organization: PEM certificate chain and key, checked to match
 //! and to name only the organization's domains (a tenant cannot take another's host names),
-//! stored in the database and handed to the nodes through Redis as the certificate contract
-//! says: `cratopus:cert:<name>` (JSON with the PEMs), index hash `cratopus:certs` (name →
-//! updated_ms), and the name announced on channel `cratopus:certs`. The cluster-wide name of
-//! a certificate is `<organization>/<name>`.
+//! stored in the database and handed to the nodes through Redis ([`crate::certs::publish`]).
 
 use super::{answer, if_match, json_object, name_param};
 use crate::AppState;
 use crate::auth::caller;
+use crate::certs::cluster_name;
 use crate::error::{ApiError, ApiResult};
 use crate::store::etag;
 use axum::body::Bytes;
@@ -15,17 +13,6 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
-
-/// Redis keys of the certificate contract (shared with the nodes and the ACME side).
-const CERT_INDEX: &str = "cratopus:certs";
-const CERT_CHANNEL: &str = "cratopus:certs";
-fn cert_key(name: &str) -> String {
-    format!("cratopus:cert:{name}")
-}
-
-fn cluster_name(org: &str, name: &str) -> String {
-    format!("{org}/{name}")
-}
 
 struct Row {
     name: String,
@@ -192,31 +179,18 @@ pub async fn delete_one(
     Ok(answer(StatusCode::OK, json!({ "deleted": name }), None, None))
 }
 
-/// Writes (or removes) one certificate in Redis and announces its name. Best effort: the
-/// database holds it either way; a failure is logged.
+/// Writes (or removes) one certificate in Redis. Best effort: the database holds it either
+/// way, and the publisher's catch-up writes it when Redis is back.
 async fn publish(state: &AppState, cluster_name: &str, row: Option<&Row>) {
-    let redis = state.publisher.redis();
-    let result = async {
-        match row {
-            Some(r) => {
-                let doc = json!({"name": cluster_name, "domains": r.domains, "cert_pem": r.cert_pem,
-                    "key_pem": r.key_pem, "not_after": r.not_after, "source": "upload", "updated_ms": r.updated_ms});
-                redis
-                    .set_persistent(&cert_key(cluster_name), doc.to_string().as_bytes())
-                    .await?;
-                redis
-                    .hash_set(CERT_INDEX, cluster_name, r.updated_ms.to_string().as_bytes())
-                    .await?;
-            }
-            None => {
-                redis.delete(&cert_key(cluster_name)).await?;
-                redis.hash_del(CERT_INDEX, cluster_name).await?;
-            }
-        }
-        redis.publish(CERT_CHANNEL, cluster_name.as_bytes()).await
-    }
-    .await;
-    match result {
+    let stored = row.map(|r| crate::certs::Stored {
+        name: r.name.clone(),
+        domains: r.domains.clone(),
+        cert_pem: r.cert_pem.clone(),
+        key_pem: r.key_pem.clone(),
+        not_after: r.not_after.clone(),
+        updated_ms: r.updated_ms,
+    });
+    match crate::certs::publish(state.publisher.redis(), cluster_name, stored.as_ref()).await {
         Ok(()) => tracing::info!(certificate = cluster_name, "certificate published"),
         Err(e) => {
             tracing::warn!(certificate = cluster_name, error = %e, "certificate stored but not published: Redis is unreachable")
@@ -227,7 +201,7 @@ async fn publish(state: &AppState, cluster_name: &str, row: Option<&Row>) {
 /// After an organization was deleted (its certificates with it): removes them from Redis.
 pub async fn forget_org(state: &AppState, org: &str) {
     let redis = state.publisher.redis();
-    let Ok(index) = redis.hash_get_all(CERT_INDEX).await else {
+    let Ok(index) = redis.hash_get_all(crate::certs::INDEX).await else {
         return;
     };
     let prefix = format!("{org}/");

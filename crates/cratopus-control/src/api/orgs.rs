@@ -120,10 +120,10 @@ impl Kind {
             _ => false,
         };
         // An emptied collection is left out, as the store leaves it out.
-        if coll.as_object().is_some_and(Map::is_empty) || coll.as_array().is_some_and(Vec::is_empty) {
-            if let Some(m) = doc.as_object_mut() {
-                m.remove(self.plural);
-            }
+        if (coll.as_object().is_some_and(Map::is_empty) || coll.as_array().is_some_and(Vec::is_empty))
+            && let Some(m) = doc.as_object_mut()
+        {
+            m.remove(self.plural);
         }
         removed
     }
@@ -256,8 +256,9 @@ pub async fn delete_one(
     who.may_see(&org)?;
     who.operator()?;
     let done = commit(&state, &who.who(), |orgs| {
-        if_match(&headers, orgs.get(&org).map(etag).as_deref())?;
-        orgs.remove(&org).ok_or_else(|| org_not_found(&org))?;
+        let current = orgs.get(&org).ok_or_else(|| org_not_found(&org))?;
+        if_match(&headers, Some(&etag(current)))?;
+        orgs.remove(&org);
         Ok(Summary {
             org: Some(org.clone()),
             kind: "organization",
@@ -479,10 +480,9 @@ pub async fn delete_resource(
     who.may_see(&org)?;
     let done = commit(&state, &who.who(), |orgs| {
         let doc = org_mut(orgs, &org)?;
-        if_match(&headers, kind.get(doc, &name).map(etag).as_deref())?;
-        if !kind.delete(doc, &name) {
-            return Err(resource_not_found(kind, &name));
-        }
+        let current = kind.get(doc, &name).ok_or_else(|| resource_not_found(kind, &name))?;
+        if_match(&headers, Some(&etag(current)))?;
+        kind.delete(doc, &name);
         Ok(Summary {
             org: Some(org.clone()),
             kind: kind.singular,

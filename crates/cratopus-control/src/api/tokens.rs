@@ -55,7 +55,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
             .await?
             .is_some();
         if !exists {
-            return Err(ApiError::invalid(format!("organization: `{o}` does not exist")));
+            return Err(crate::auth::org_not_found(o));
         }
     }
     let inserted = client
