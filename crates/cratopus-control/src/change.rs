@@ -6,6 +6,7 @@
 //! simply run again from the start (with the documents as the winner left them: an `If-Match`
 //! that held before may fail then, which is right).
 
+use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult};
 use crate::store::{self, Orgs, SaveError};
 use crate::{AppState, db};
@@ -35,14 +36,16 @@ pub struct Committed {
 /// Runs `edit` on the current organizations and commits the result as a new version by `who`.
 /// `edit` may be called more than once (once per attempt); it returns what it did, or refuses
 /// (404, 412, 409, ...). Nothing is written when it refuses or the result does not compile.
-pub async fn commit<F>(state: &AppState, who: &str, mut edit: F) -> ApiResult<Committed>
+pub async fn commit<F>(state: &AppState, caller: &Caller, mut edit: F) -> ApiResult<Committed>
 where
     F: FnMut(&mut Orgs) -> ApiResult<Summary>,
 {
+    let who = caller.who();
+    let who = who.as_str();
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match try_commit(state, who, &mut edit).await {
+        match try_commit(state, caller, who, &mut edit).await {
             Ok((committed, bundle_json)) => {
                 tracing::info!(version = committed.version, who, "config version committed");
                 state.publisher.publish_now(committed.version, bundle_json).await;
@@ -92,7 +95,12 @@ impl From<SaveError> for Attempt {
     }
 }
 
-async fn try_commit<F>(state: &AppState, who: &str, edit: &mut F) -> Result<(Committed, Vec<u8>), Attempt>
+async fn try_commit<F>(
+    state: &AppState,
+    caller: &Caller,
+    who: &str,
+    edit: &mut F,
+) -> Result<(Committed, Vec<u8>), Attempt>
 where
     F: FnMut(&mut Orgs) -> ApiResult<Summary>,
 {
@@ -114,7 +122,7 @@ where
     // The compile is CPU work of a few milliseconds per organization: off the async threads.
     let checked =
         tokio::task::block_in_place(|| crate::validate::check(&state.gateway_path, &state.gateway_text, &bundle));
-    checked.map_err(|problems| Attempt::Refused(ApiError::rejected(problems)))?;
+    checked.map_err(|problems| Attempt::Refused(ApiError::rejected(redact(problems, caller, &after))))?;
     for name in before.keys().chain(after.keys()) {
         let (old, new) = (before.get(name), after.get(name));
         if old != new {
@@ -137,6 +145,29 @@ where
     .await?;
     tx.commit().await?;
     Ok((Committed { version, orgs: after }, bundle_json))
+}
+
+/// A tenant sees the compile's problems without the other organizations in them: a problem in
+/// another organization's document is reported as such, and another organization's name
+/// (`already claimed by organization `globex``) is replaced, so that a refusal does not tell a
+/// tenant who else is in the cluster.
+fn redact(problems: Vec<String>, caller: &Caller, orgs: &Orgs) -> Vec<String> {
+    let Caller::Org { org: own, .. } = caller else {
+        return problems;
+    };
+    let others: Vec<&String> = orgs.keys().filter(|name| *name != own).collect();
+    problems
+        .into_iter()
+        .map(|p| {
+            let elsewhere = others
+                .iter()
+                .any(|o| p.starts_with("cluster/v") && p.contains(&format!("/{o}.json:")));
+            if elsewhere {
+                return "another organization's configuration conflicts with this change".to_string();
+            }
+            others.iter().fold(p, |p, o| p.replace(&format!("`{o}`"), "`(another organization)`"))
+        })
+        .collect()
 }
 
 /// The bundle of `orgs` as version `version`.

@@ -188,7 +188,7 @@ pub async fn create(State(state): State<AppState>, headers: HeaderMap, body: Byt
     let who = caller(&state, &headers).await?;
     who.operator()?;
     let (name, doc) = document_body(None, &body)?;
-    let done = commit(&state, &who.who(), |orgs| {
+    let done = commit(&state, &who, |orgs| {
         if orgs.contains_key(&name) {
             return Err(ApiError::conflict(format!(
                 "organization `{name}` exists; PUT /api/v1/organizations/{name} replaces it"
@@ -227,7 +227,7 @@ pub async fn put_one(
     name_param(&org, "organization")?;
     let (_, doc) = document_body(Some(&org), &body)?;
     let mut created = false;
-    let done = commit(&state, &who.who(), |orgs| {
+    let done = commit(&state, &who, |orgs| {
         let current = orgs.get(&org);
         if current.is_none() {
             // Only the operator makes organizations (a tenant's own exists while its token does).
@@ -255,7 +255,7 @@ pub async fn delete_one(
     let who = caller(&state, &headers).await?;
     who.may_see(&org)?;
     who.operator()?;
-    let done = commit(&state, &who.who(), |orgs| {
+    let done = commit(&state, &who, |orgs| {
         let current = orgs.get(&org).ok_or_else(|| org_not_found(&org))?;
         if_match(&headers, Some(&etag(current)))?;
         orgs.remove(&org);
@@ -332,7 +332,7 @@ async fn change_domain(
         return Err(ApiError::not_found(format!("domain `{domain}` not found")));
     }
     let mut created = false;
-    let done = commit(state, &who.who(), |orgs| {
+    let done = commit(state, &who, |orgs| {
         let doc = org_mut(orgs, org)?;
         let domains = domains_of(doc);
         if_match(headers, Some(&etag(&domains)))?;
@@ -453,7 +453,7 @@ pub async fn put_resource(
     }
     let value = Value::Object(value);
     let mut created = false;
-    let done = commit(&state, &who.who(), |orgs| {
+    let done = commit(&state, &who, |orgs| {
         let doc = org_mut(orgs, &org)?;
         if_match(&headers, kind.get(doc, &name).map(etag).as_deref())?;
         created = kind.put(doc, &name, value.clone());
@@ -478,7 +478,7 @@ pub async fn delete_resource(
 ) -> ApiResult<Response> {
     let who = caller(&state, &headers).await?;
     who.may_see(&org)?;
-    let done = commit(&state, &who.who(), |orgs| {
+    let done = commit(&state, &who, |orgs| {
         let doc = org_mut(orgs, &org)?;
         let current = kind.get(doc, &name).ok_or_else(|| resource_not_found(kind, &name))?;
         if_match(&headers, Some(&etag(current)))?;

@@ -105,7 +105,7 @@ pub async fn restore(State(state): State<AppState>, Path(n): Path<String>, heade
     drop(client);
     let bundle: Bundle = serde_json::from_value(row.get(0))
         .map_err(|e| ApiError::internal(format!("version {v}: stored bundle unreadable: {e}")))?;
-    let done = commit(&state, &who.who(), |orgs| {
+    let done = commit(&state, &who, |orgs| {
         orgs.clear();
         for o in &bundle.organizations {
             orgs.insert(o.name.clone(), o.document.clone());
