@@ -165,7 +165,9 @@ fn redact(problems: Vec<String>, caller: &Caller, orgs: &Orgs) -> Vec<String> {
             if elsewhere {
                 return "another organization's configuration conflicts with this change".to_string();
             }
-            others.iter().fold(p, |p, o| p.replace(&format!("`{o}`"), "`(another organization)`"))
+            others
+                .iter()
+                .fold(p, |p, o| p.replace(&format!("`{o}`"), "`(another organization)`"))
         })
         .collect()
 }

@@ -148,4 +148,28 @@ mod tests {
                 .contains("16 characters")
         );
     }
+
+    #[test]
+    fn the_example_control_yaml_loads_with_its_gateway_template() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/control/control.yaml");
+        let l = load(&path).unwrap();
+        assert!(l.gateway_path.ends_with("examples/control/gateway.yaml"));
+        assert!(l.gateway_text.contains("cluster:"));
+        // The template compiles on its own: an empty cluster is valid.
+        let empty = cratopus_config::cluster::Bundle {
+            version: 1,
+            organizations: Vec::new(),
+            created_at: None,
+        };
+        crate::validate::check(&l.gateway_path, &l.gateway_text, &empty).unwrap();
+        let default = load_str(
+            Path::new("control.yaml"),
+            "database: x
+redis: {urls: [u]}
+operator_token: 0123456789abcdef
+",
+        )
+        .unwrap();
+        crate::validate::check(&default.gateway_path, &default.gateway_text, &empty).unwrap();
+    }
 }

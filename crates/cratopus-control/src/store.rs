@@ -20,8 +20,24 @@ const PARTS: [&str; 6] = ["name", "domains", "upstreams", "routes", "policies", 
 
 /// Reads every organization's document.
 pub async fn load_orgs(db: &impl GenericClient) -> Result<Orgs, tokio_postgres::Error> {
+    load(db, None).await
+}
+
+/// Reads one organization's document (a read of one resource does not read the others').
+pub async fn load_org(db: &impl GenericClient, org: &str) -> Result<Option<Value>, tokio_postgres::Error> {
+    Ok(load(db, Some(org)).await?.remove(org))
+}
+
+async fn load(db: &impl GenericClient, only: Option<&str>) -> Result<Orgs, tokio_postgres::Error> {
     let mut orgs: Orgs = BTreeMap::new();
-    for row in db.query("SELECT name, settings FROM organizations", &[]).await? {
+    let all = "($1::TEXT IS NULL OR org = $1)";
+    for row in db
+        .query(
+            "SELECT name, settings FROM organizations WHERE ($1::TEXT IS NULL OR name = $1)",
+            &[&only],
+        )
+        .await?
+    {
         let name: String = row.get(0);
         let mut doc = match row.get::<_, Value>(1) {
             Value::Object(m) => m,
@@ -49,25 +65,46 @@ pub async fn load_orgs(db: &impl GenericClient) -> Result<Orgs, tokio_postgres::
         }
     };
     for row in db
-        .query("SELECT org, domain FROM domains ORDER BY org, position", &[])
+        .query(
+            &format!("SELECT org, domain FROM domains WHERE {all} ORDER BY org, position"),
+            &[&only],
+        )
         .await?
     {
         push(row.get(0), "domains", Value::String(row.get(1)), None);
     }
-    for row in db.query("SELECT org, name, document FROM upstreams", &[]).await? {
+    for row in db
+        .query(
+            &format!("SELECT org, name, document FROM upstreams WHERE {all}"),
+            &[&only],
+        )
+        .await?
+    {
         push(row.get(0), "upstreams", row.get(2), Some(row.get(1)));
     }
     for row in db
-        .query("SELECT org, document FROM routes ORDER BY org, position", &[])
+        .query(
+            &format!("SELECT org, document FROM routes WHERE {all} ORDER BY org, position"),
+            &[&only],
+        )
         .await?
     {
         push(row.get(0), "routes", row.get(1), None);
     }
-    for row in db.query("SELECT org, name, document FROM policies", &[]).await? {
+    for row in db
+        .query(
+            &format!("SELECT org, name, document FROM policies WHERE {all}"),
+            &[&only],
+        )
+        .await?
+    {
         push(row.get(0), "policies", row.get(2), Some(row.get(1)));
     }
     for row in db
-        .query("SELECT org, document FROM consumers ORDER BY org, position", &[])
+        .query(
+            &format!("SELECT org, document FROM consumers WHERE {all} ORDER BY org, position"),
+            &[&only],
+        )
         .await?
     {
         push(row.get(0), "consumers", row.get(1), None);

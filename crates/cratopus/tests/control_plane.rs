@@ -443,9 +443,21 @@ async fn an_organization_token_reaches_only_its_organization_on_every_path_of_th
     let audit = op(cp, "GET", "/api/v1/versions?limit=1", None).await.json();
     assert_eq!(audit["items"][0]["who"], "globex/globex-ci");
     // Taking acme's domain is refused, without naming acme.
-    let r = call(cp, "PUT", "/api/v1/organizations/globex/domains/api.acme.test", &token, None, &[]).await;
+    let r = call(
+        cp,
+        "PUT",
+        "/api/v1/organizations/globex/domains/api.acme.test",
+        &token,
+        None,
+        &[],
+    )
+    .await;
     assert_eq!(r.status, 422, "{}", r.text());
-    assert!(r.text().contains("already claimed") && !r.text().contains("`acme`"), "{}", r.text());
+    assert!(
+        r.text().contains("already claimed") && !r.text().contains("`acme`"),
+        "{}",
+        r.text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

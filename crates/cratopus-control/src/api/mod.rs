@@ -69,6 +69,8 @@ pub fn router(state: AppState) -> Router {
             );
     }
     r.fallback(|| async { ApiError::not_found("no such endpoint; see /api/v1/openapi.json") })
+        // A whole organization document can be large (thousands of routes).
+        .layer(axum::extract::DefaultBodyLimit::max(32 << 20))
         .with_state(state)
 }
 

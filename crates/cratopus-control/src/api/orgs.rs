@@ -138,8 +138,8 @@ async fn read_orgs(state: &AppState) -> ApiResult<Orgs> {
 /// The document of `org`, or 404 (also for an organization the caller may not see).
 async fn read_org(state: &AppState, who: &Caller, org: &str) -> ApiResult<Value> {
     who.may_see(org)?;
-    let mut orgs = read_orgs(state).await?;
-    orgs.remove(org).ok_or_else(|| org_not_found(org))
+    let client = state.pool.get().await?;
+    store::load_org(&client, org).await?.ok_or_else(|| org_not_found(org))
 }
 
 fn org_mut<'a>(orgs: &'a mut Orgs, org: &str) -> ApiResult<&'a mut Value> {
