@@ -193,3 +193,52 @@ pub fn diff(before: &Orgs, after: &Orgs) -> Value {
     let as_object = |o: &Orgs| Value::Object(o.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
     serde_json::to_value(json_patch::diff(&as_object(before), &as_object(after))).unwrap_or(Value::Null)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn orgs(names: &[&str]) -> Orgs {
+        names.iter().map(|n| (n.to_string(), json!({"name": n}))).collect()
+    }
+
+    #[test]
+    fn a_tenant_is_not_told_the_other_organizations() {
+        let all = orgs(&["acme", "globex"]);
+        let problems = vec![
+            "cluster/v4/globex.json:3:5: domain `api.acme.test` is already claimed by organization `acme`".to_string(),
+            "cluster/v4/acme.json:9:1: something in acme's own document".to_string(),
+        ];
+        let tenant = Caller::Org {
+            org: "globex".into(),
+            token: "ci".into(),
+        };
+        let seen = redact(problems.clone(), &tenant, &all);
+        assert_eq!(
+            seen[0],
+            "cluster/v4/globex.json:3:5: domain `api.acme.test` is already claimed by organization `(another organization)`"
+        );
+        assert_eq!(
+            seen[1],
+            "another organization's configuration conflicts with this change"
+        );
+        assert_eq!(redact(problems.clone(), &Caller::Operator, &all), problems);
+    }
+
+    #[test]
+    fn the_diff_is_a_json_patch_over_the_organizations_by_name() {
+        let before = orgs(&["acme"]);
+        let mut after = before.clone();
+        after.insert("globex".into(), json!({"name": "globex"}));
+        after.get_mut("acme").unwrap()["domains"] = json!(["a.test"]);
+        let patch = diff(&before, &after);
+        let ops: Vec<(&str, &str)> = patch
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| (o["op"].as_str().unwrap(), o["path"].as_str().unwrap()))
+            .collect();
+        assert_eq!(ops, [("add", "/acme/domains"), ("add", "/globex")]);
+    }
+}
