@@ -1,5 +1,6 @@
 -- The control plane's store. Kept to what PostgreSQL and CockroachDB both run: no LISTEN/NOTIFY,
--- no advisory locks, no sequences' gaps relied on; times are Unix milliseconds (BIGINT).
+-- no advisory locks; times are Unix milliseconds and every integer is BIGINT (CockroachDB's INT
+-- is 64 bits, PostgreSQL's 32: BIGINT is the same on both).
 
 -- Organizations: the settings of the document that have no table of their own (auth, cors, tls,
 -- rate_limit, ...), as JSON. Name, domains, upstreams, routes, policies and consumers are rows.
@@ -12,7 +13,7 @@ CREATE TABLE IF NOT EXISTS organizations (
 CREATE TABLE IF NOT EXISTS domains (
     org TEXT NOT NULL REFERENCES organizations (name) ON DELETE CASCADE,
     domain TEXT NOT NULL,
-    position INT NOT NULL,
+    position BIGINT NOT NULL,
     PRIMARY KEY (org, domain)
 );
 
@@ -27,7 +28,7 @@ CREATE TABLE IF NOT EXISTS upstreams (
 CREATE TABLE IF NOT EXISTS routes (
     org TEXT NOT NULL REFERENCES organizations (name) ON DELETE CASCADE,
     name TEXT NOT NULL,
-    position INT NOT NULL,
+    position BIGINT NOT NULL,
     document JSONB NOT NULL,
     PRIMARY KEY (org, name)
 );
@@ -42,7 +43,7 @@ CREATE TABLE IF NOT EXISTS policies (
 CREATE TABLE IF NOT EXISTS consumers (
     org TEXT NOT NULL REFERENCES organizations (name) ON DELETE CASCADE,
     id TEXT NOT NULL,
-    position INT NOT NULL,
+    position BIGINT NOT NULL,
     document JSONB NOT NULL,
     PRIMARY KEY (org, id)
 );

@@ -13,7 +13,7 @@ use tokio_postgres::error::SqlState;
 
 /// The migrations, in order: (number, name, SQL). Applied at start, each once, recorded in
 /// `schema_migrations`.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "store", include_str!("../migrations/0001_store.sql"))];
+pub const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "store", include_str!("../migrations/0001_store.sql"))];
 
 /// How many times a transaction is tried before its conflict is reported (503).
 pub const MAX_ATTEMPTS: u32 = 30;
@@ -59,7 +59,7 @@ pub fn backoff(attempt: u32) -> Duration {
 /// second one waits on that row and then finds it applied (or, if the first failed, applies it).
 pub async fn migrate(pool: &Pool) -> Result<(), String> {
     let mut client = connect_with_patience(pool).await?;
-    let create = "CREATE TABLE IF NOT EXISTS schema_migrations (version INT PRIMARY KEY, name TEXT NOT NULL, applied_ms BIGINT NOT NULL)";
+    let create = "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_ms BIGINT NOT NULL)";
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -96,7 +96,7 @@ pub async fn migrate(pool: &Pool) -> Result<(), String> {
 /// One migration in one transaction; `Ok(false)` when it was already applied.
 async fn apply(
     client: &mut deadpool_postgres::Object,
-    number: i32,
+    number: i64,
     name: &str,
     sql: &str,
 ) -> Result<bool, tokio_postgres::Error> {

@@ -408,6 +408,17 @@ pub fn document() -> Value {
         json!({"get": {"operationId": "openapi", "summary": "This document", "security": [],
             "responses": {"200": {"description": "the OpenAPI document", "content": {"application/json": {"schema": {"type": "object"}}}}}}}),
     );
+    let health = json!({"type": "object", "required": ["status", "database", "redis", "version", "published"], "properties": {
+        "status": {"type": "string", "enum": ["ok", "unavailable"]}, "database": {"type": "string", "enum": ["up", "down"]},
+        "redis": {"type": "string", "enum": ["up", "down"]}, "version": {"type": ["integer", "null"]},
+        "published": {"type": ["integer", "null"]}}});
+    paths.insert(
+        "/api/v1/health".into(),
+        json!({"get": {"operationId": "health", "summary": "Whether the database and Redis answer, and the newest version in each (no token)", "security": [],
+            "responses": {
+                "200": {"description": "the database answers", "content": {"application/json": {"schema": health.clone()}}},
+                "503": {"description": "the database does not answer", "content": {"application/json": {"schema": health}}}}}}),
+    );
     json!({
         "openapi": "3.1.0",
         "info": {"title": "cratopus control plane API", "version": env!("CARGO_PKG_VERSION")},

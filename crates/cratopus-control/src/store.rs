@@ -227,7 +227,7 @@ pub async fn save_org(db: &impl GenericClient, org: &str, doc: Option<&Value>, n
     )
     .await?;
     for (i, d) in parts.domains.iter().enumerate() {
-        let pos = i as i32;
+        let pos = i as i64;
         db.execute(
             "INSERT INTO domains (org, domain, position) VALUES ($1, $2, $3) ON CONFLICT (org, domain) DO NOTHING",
             &[&org, d, &pos],
@@ -242,7 +242,7 @@ pub async fn save_org(db: &impl GenericClient, org: &str, doc: Option<&Value>, n
         .await?;
     }
     for (i, (name, v)) in parts.routes.iter().enumerate() {
-        let pos = i as i32;
+        let pos = i as i64;
         db.execute(
             "INSERT INTO routes (org, name, position, document) VALUES ($1, $2, $3, $4)",
             &[&org, name, &pos, *v],
@@ -257,7 +257,7 @@ pub async fn save_org(db: &impl GenericClient, org: &str, doc: Option<&Value>, n
         .await?;
     }
     for (i, (id, v)) in parts.consumers.iter().enumerate() {
-        let pos = i as i32;
+        let pos = i as i64;
         db.execute(
             "INSERT INTO consumers (org, id, position, document) VALUES ($1, $2, $3, $4)",
             &[&org, id, &pos, *v],

@@ -22,6 +22,7 @@ pub fn router(state: AppState) -> Router {
     let org = "/api/v1/organizations/{org}";
     let mut r = Router::new()
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/health", get(health))
         .route("/api/v1/organizations", get(orgs::list).post(orgs::create))
         .route(org, get(orgs::get_one).put(orgs::put_one).delete(orgs::delete_one))
         .route(&format!("{org}/domains"), get(orgs::list_domains))
@@ -77,6 +78,44 @@ pub fn router(state: AppState) -> Router {
 async fn openapi() -> Response {
     static DOC: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
     axum::Json(DOC.get_or_init(crate::openapi::document)).into_response()
+}
+
+/// Whether the control plane can work (no token: for load balancers and probes). 200 while
+/// the database answers, with Redis's state and the version it holds beside the database's
+/// newest; 503 when the database does not answer.
+async fn health(State(state): State<AppState>) -> Response {
+    let database = async {
+        let client = state.pool.get().await.ok()?;
+        let row = client
+            .query_one("SELECT COALESCE(MAX(version), 0) FROM config_versions", &[])
+            .await
+            .ok()?;
+        Some(row.get::<_, i64>(0))
+    }
+    .await;
+    let redis = state
+        .publisher
+        .redis()
+        .get_bytes(cratopus_config::cluster::keys::CONFIG_CURRENT)
+        .await;
+    let published = redis
+        .as_ref()
+        .ok()
+        .and_then(|v| v.as_deref())
+        .and_then(|b| std::str::from_utf8(b).ok()?.parse::<i64>().ok());
+    let body = serde_json::json!({
+        "status": if database.is_some() { "ok" } else { "unavailable" },
+        "database": if database.is_some() { "up" } else { "down" },
+        "redis": if redis.is_ok() { "up" } else { "down" },
+        "version": database,
+        "published": published,
+    });
+    let status = if database.is_some() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// A JSON answer with an ETag (and the version a write made).
