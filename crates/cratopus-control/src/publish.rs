@@ -87,8 +87,17 @@ impl Publisher {
     }
 }
 
+/// How long a superseded version stays in Redis: long enough for a node that was told of it to
+/// read it; a node that missed it reads the current one. (The database keeps every version.)
+const SUPERSEDED_TTL: Duration = Duration::from_secs(600);
+
 async fn publish(redis: &RedisLimiter, n: u64, bundle_json: &[u8]) -> Result<(), cratopus_state::StateError> {
     redis.set_persistent(&keys::config_version(n), bundle_json).await?;
     redis.set_if_greater(keys::CONFIG_CURRENT, n).await?;
-    redis.publish(keys::CONFIG_CHANNEL, n.to_string().as_bytes()).await
+    redis.publish(keys::CONFIG_CHANNEL, n.to_string().as_bytes()).await?;
+    // A bundle holds every organization: keeping them all would grow Redis with each change.
+    if n > 1 {
+        redis.expire(&keys::config_version(n - 1), SUPERSEDED_TTL).await?;
+    }
+    Ok(())
 }

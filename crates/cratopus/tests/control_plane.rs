@@ -498,6 +498,10 @@ async fn a_write_is_published_to_redis_and_announced_to_subscribers() {
         .expect("open");
     assert_eq!(msg, b"2");
     assert_eq!(redis_get(&env.redis, "cratopus:config:current").as_deref(), Some("2"));
+    // The superseded version goes in a while; the current one stays.
+    let ttl = |k: &str| env.redis.command(&["PTTL", k]).unwrap().int().unwrap();
+    assert!(ttl("cratopus:config:v:1") > 0, "version 1 expires");
+    assert_eq!(ttl("cratopus:config:v:2"), -1, "version 2 stays");
     // A refused change publishes nothing.
     let r = op(
         cp,

@@ -137,6 +137,14 @@ impl RedisLimiter {
             .map(|m| m.into_iter().collect())
     }
 
+    /// `PEXPIRE key ttl`: the key goes after `ttl` (nothing happens if it does not exist).
+    pub async fn expire(&self, key: &str, ttl: Duration) -> Result<(), StateError> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.run::<i64>(Op::Cmd(redis::cmd("PEXPIRE").arg(key).arg(ms)))
+            .await
+            .map(drop)
+    }
+
     /// `DEL key`.
     pub async fn delete(&self, key: &str) -> Result<(), StateError> {
         self.run::<i64>(Op::Cmd(redis::cmd("DEL").arg(key))).await.map(drop)
