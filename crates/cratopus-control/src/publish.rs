@@ -12,6 +12,7 @@ use cratopus_config::cluster::keys;
 use cratopus_state::RedisLimiter;
 use deadpool_postgres::Pool;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -20,6 +21,9 @@ pub struct Publisher {
     redis: RedisLimiter,
     /// Wakes the background task early (a publish failed: try again soon).
     wake: Arc<Notify>,
+    /// Certificates must be compared with Redis: at start, after a certificate could not be
+    /// published, and when Redis turned out to have lost versions (it restarted empty).
+    certs_dirty: Arc<AtomicBool>,
 }
 
 impl Publisher {
@@ -27,7 +31,14 @@ impl Publisher {
         Publisher {
             redis,
             wake: Arc::new(Notify::new()),
+            certs_dirty: Arc::new(AtomicBool::new(true)),
         }
+    }
+
+    /// A certificate could not be written to Redis: the background task writes it later.
+    pub fn certificates_behind(&self) {
+        self.certs_dirty.store(true, Ordering::Release);
+        self.wake.notify_one();
     }
 
     pub fn redis(&self) -> &RedisLimiter {
@@ -60,7 +71,17 @@ impl Publisher {
 
     /// One comparison of Redis with the database, and a publish when Redis is behind.
     async fn catch_up(&self, pool: &Pool) -> Result<(), String> {
-        crate::certs::catch_up(&self.redis, pool).await?;
+        let result = self.catch_up_versions(pool).await;
+        if self.certs_dirty.swap(false, Ordering::AcqRel)
+            && let Err(e) = crate::certs::catch_up(&self.redis, pool).await
+        {
+            self.certs_dirty.store(true, Ordering::Release);
+            return Err(e);
+        }
+        result
+    }
+
+    async fn catch_up_versions(&self, pool: &Pool) -> Result<(), String> {
         let current = self
             .redis
             .get_bytes(keys::CONFIG_CURRENT)
@@ -83,6 +104,8 @@ impl Publisher {
         let json = serde_json::to_vec(&bundle).map_err(|e| e.to_string())?;
         publish(&self.redis, version, &json).await.map_err(|e| e.to_string())?;
         tracing::info!(version, redis_had = current, "config version published again");
+        // Redis lost what it had (or never got it): the certificates too, perhaps.
+        self.certs_dirty.store(true, Ordering::Release);
         Ok(())
     }
 }

@@ -193,7 +193,8 @@ async fn publish(state: &AppState, cluster_name: &str, row: Option<&Row>) {
     match crate::certs::publish(state.publisher.redis(), cluster_name, stored.as_ref()).await {
         Ok(()) => tracing::info!(certificate = cluster_name, "certificate published"),
         Err(e) => {
-            tracing::warn!(certificate = cluster_name, error = %e, "certificate stored but not published: Redis is unreachable")
+            tracing::warn!(certificate = cluster_name, error = %e, "certificate stored but not published: Redis is unreachable");
+            state.publisher.certificates_behind();
         }
     }
 }
