@@ -119,9 +119,12 @@ where
     let version = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0) + 1;
     let now = crate::now_ms();
     let bundle = bundle_of(version, &after, now);
-    // The compile is CPU work of a few milliseconds per organization: off the async threads.
-    let checked =
-        tokio::task::block_in_place(|| crate::validate::check(&state.gateway_path, &state.gateway_text, &bundle));
+    // The compile is CPU work of a few milliseconds per organization: off the async threads
+    // (spawn_blocking rather than block_in_place, which a current-thread runtime refuses).
+    let (path, text, candidate) = (state.gateway_path.clone(), state.gateway_text.clone(), bundle.clone());
+    let checked = tokio::task::spawn_blocking(move || crate::validate::check(&path, &text, &candidate))
+        .await
+        .map_err(|e| Attempt::Refused(ApiError::internal(format!("the compile failed: {e}"))))?;
     checked.map_err(|problems| Attempt::Refused(ApiError::rejected(redact(problems, caller, &after))))?;
     for name in before.keys().chain(after.keys()) {
         let (old, new) = (before.get(name), after.get(name));
