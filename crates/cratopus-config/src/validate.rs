@@ -202,7 +202,8 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
             );
         }
     }
-    // A cluster node may have no organizations of its own: they come from the cluster.
+    // A cluster node's organizations come from its control plane, which may have none yet (or
+    // none left): not an error there.
     if complete && cfg.orgs.is_empty() && gw.cluster.is_none() {
         errors.push(at(
             "/organizations",

@@ -68,6 +68,13 @@ enum Command {
         /// The key to hash; read it from standard input with `-`.
         key: Option<String>,
     },
+    /// Run the control plane of a cluster: the REST API over PostgreSQL that validates,
+    /// versions and publishes organizations to the nodes through Redis (docs/control-plane.md).
+    Control {
+        /// control.yaml: bind, database, redis, operator_token, gateway.
+        #[arg(short, long, env = "CRATOPUS_CONTROL_CONFIG")]
+        config: PathBuf,
+    },
     /// Convert another gateway's configuration into a cratopus gateway.yaml.
     Import {
         #[command(subcommand)]
@@ -139,6 +146,7 @@ fn main() -> ExitCode {
             files,
         } => push_cmd::run(&config, &redis, redis_cluster, &files),
         Command::HashKey { key } => hash_key(key),
+        Command::Control { config } => control(&config),
         Command::Import {
             from: ImportFrom::Krakend { file, out },
         } => import::krakend(&file, out.as_deref()),
@@ -277,6 +285,20 @@ fn check(path: &Path, strict: bool) -> ExitCode {
     }
     println!("{}: ok ({n_warnings} warning(s))", path.display());
     ExitCode::SUCCESS
+}
+
+/// `cratopus control`.
+fn control(config: &Path) -> ExitCode {
+    let result = runtime(None)
+        .map_err(|e| format!("cannot start the runtime: {e}"))
+        .and_then(|rt| rt.block_on(cratopus_control::run(config)));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn mirror(listen: &str) -> ExitCode {

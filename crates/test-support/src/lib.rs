@@ -4,7 +4,9 @@
 //! its listener on `127.0.0.1:0`, and reads the chosen address from the gateway's log. Its log
 //! lines are kept for assertions ([`Gateway::wait_for_log`]). The process is killed on drop.
 
+pub mod control;
 pub mod pebble;
+pub mod postgres;
 pub mod raw;
 pub mod redis;
 pub mod tls;

@@ -142,6 +142,60 @@ impl RedisLimiter {
     pub fn retry_interval(&self) -> Duration {
         self.inner.config.retry_interval
     }
+
+    // For the control plane (`cratopus control`): values that must outlive any TTL, a number
+    // that only goes up, and hashes (the node list, the certificate index).
+
+    /// `SET key value`, with no expiry.
+    pub async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
+        self.run::<()>(Op::Cmd(redis::cmd("SET").arg(key).arg(value))).await
+    }
+
+    /// Sets `key` to the decimal `n` unless it already holds a number at least as large (one
+    /// script, so two writers cannot move it back). Whether it was set.
+    pub async fn set_if_greater(&self, key: &str, n: u64) -> Result<bool, StateError> {
+        let script = redis::cmd("EVAL")
+            .arg(SET_IF_GREATER_LUA)
+            .arg(1)
+            .arg(key)
+            .arg(n.to_string())
+            .clone();
+        self.run::<i64>(Op::Cmd(&script)).await.map(|set| set == 1)
+    }
+
+    /// `HSET key field value`.
+    pub async fn hash_set(&self, key: &str, field: &str, value: &[u8]) -> Result<(), StateError> {
+        self.run::<i64>(Op::Cmd(redis::cmd("HSET").arg(key).arg(field).arg(value)))
+            .await
+            .map(drop)
+    }
+
+    /// `HDEL key field`.
+    pub async fn hash_del(&self, key: &str, field: &str) -> Result<(), StateError> {
+        self.run::<i64>(Op::Cmd(redis::cmd("HDEL").arg(key).arg(field)))
+            .await
+            .map(drop)
+    }
+
+    /// `HGETALL key`: every field and its value.
+    pub async fn hash_get_all(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
+        self.run::<std::collections::HashMap<String, Vec<u8>>>(Op::Cmd(redis::cmd("HGETALL").arg(key)))
+            .await
+            .map(|m| m.into_iter().collect())
+    }
+
+    /// `PEXPIRE key ttl`: the key goes after `ttl` (nothing happens if it does not exist).
+    pub async fn expire(&self, key: &str, ttl: Duration) -> Result<(), StateError> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.run::<i64>(Op::Cmd(redis::cmd("PEXPIRE").arg(key).arg(ms)))
+            .await
+            .map(drop)
+    }
+
+    /// `DEL key`.
+    pub async fn delete(&self, key: &str) -> Result<(), StateError> {
+        self.run::<i64>(Op::Cmd(redis::cmd("DEL").arg(key))).await.map(drop)
+    }
 }
 
 /// KEYS[1] := ARGV[1] if ARGV[1] is above its integer value (missing: 0). Returns 1 if set.
@@ -165,3 +219,5 @@ if n <= floor then
 end
 return n
 ";
+/// KEYS[1] := ARGV[1] unless it holds a number >= ARGV[1]; 1 when set.
+const SET_IF_GREATER_LUA: &str = "local cur = tonumber(redis.call('GET', KEYS[1]) or '-1') or -1\nif cur >= tonumber(ARGV[1]) then return 0 end\nredis.call('SET', KEYS[1], ARGV[1])\nreturn 1";
