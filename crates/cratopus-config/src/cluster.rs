@@ -89,6 +89,28 @@ pub mod keys {
     pub fn config_version(n: u64) -> String {
         format!("cratopus:config:v:{n}")
     }
+
+    /// Hash: certificate name → `updated_ms` of its record (the index of stored certificates).
+    pub const CERTS: &str = "cratopus:certs";
+    /// Pub/sub channel: the name of a certificate just stored, replaced or deleted.
+    pub const CERTS_CHANNEL: &str = "cratopus:certs";
+
+    /// String: the JSON [`crate::cluster_certs::CertRecord`] of certificate `name`.
+    pub fn cert(name: &str) -> String {
+        format!("cratopus:cert:{name}")
+    }
+
+    /// String (`SET NX PX`, kept while the order runs): the node ordering the ACME certificate
+    /// whose first domain is `domain`, as `<node>/<random>`.
+    pub fn acme_lock(domain: &str) -> String {
+        format!("cratopus:acme:lock:{domain}")
+    }
+
+    /// String (`EX 600`): the key authorization of a pending HTTP-01 challenge, so that any
+    /// node the CA reaches can answer it.
+    pub fn acme_challenge(token: &str) -> String {
+        format!("cratopus:acme:challenge:{token}")
+    }
 }
 
 #[cfg(test)]
