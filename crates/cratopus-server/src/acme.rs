@@ -87,6 +87,10 @@ fn cert_dir(storage: &Path, domains: &[String]) -> PathBuf {
 /// the certificate arrives).
 const LOCK_POLL: Duration = Duration::from_secs(2);
 
+/// How long a node of a cluster that just started waits to have read the cluster's store before
+/// it decides whether to order (with Redis down it goes on: the lock then fails and is retried).
+const FIRST_SYNC_WAIT: Duration = Duration::from_secs(10);
+
 /// The certificate `cert` serves now, as the gateway reads it.
 fn serving(cert: &AcmeCert) -> Option<CertMeta> {
     let ck = cert.current.load_full()?;
@@ -123,6 +127,9 @@ async fn worker(engine: Arc<Engine>, cert: Arc<AcmeCert>, cluster: Option<Arc<Cl
         tracing::info!(names = %names, dir = %dir.display(), "ACME certificate loaded from disk");
     }
     let first = cert.domains.first().cloned().unwrap_or_default();
+    if let Some(c) = &cluster {
+        c.first_sync(FIRST_SYNC_WAIT).await;
+    }
     let mut failures = 0u32;
     let mut quiet_until = SystemTime::UNIX_EPOCH;
     loop {

@@ -38,6 +38,8 @@ pub struct Cluster {
     /// Where the store's certificates are copied (`None`: no disk copy).
     cache_dir: Option<PathBuf>,
     heartbeat: Duration,
+    /// Set once the store was read from Redis (see [`Cluster::first_sync`]).
+    synced: tokio::sync::watch::Sender<bool>,
 }
 
 /// An ACME lock this node holds.
@@ -71,6 +73,7 @@ pub fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Cluster>>, String> {
         store,
         cache_dir: Some(storage.join("cluster")),
         heartbeat: cfg.heartbeat.0,
+        synced: tokio::sync::watch::Sender::new(false),
     });
     tokio::spawn(cluster.clone().follow());
     Ok(Some(cluster))
@@ -127,8 +130,17 @@ impl Cluster {
         }
     }
 
+    /// Waits until the store was read from Redis once, at most `max`: a node that just
+    /// started sees the cluster's certificates before it decides to order one (and its first
+    /// Redis call does not fail for a connection still being made).
+    pub async fn first_sync(&self, max: Duration) {
+        let mut rx = self.synced.subscribe();
+        let _ = tokio::time::timeout(max, rx.wait_for(|s| *s)).await;
+    }
+
     /// Reads the index and fetches every certificate that is new or changed; forgets those
-    /// that left it. With Redis unreachable nothing changes.
+    /// that left it (unless the index is empty altogether). With Redis unreachable nothing
+    /// changes.
     pub async fn sync_all(&self) {
         let index = match self.redis.hgetall(keys::CERTS).await {
             Ok(i) => i,
@@ -150,9 +162,16 @@ impl Cluster {
                 self.fetch(name).await;
             }
         }
-        for name in held.keys().filter(|n| !listed.contains_key(*n)) {
-            self.forget(name).await;
+        // An empty index is a Redis that lost its data (restarted without persistence), not a
+        // cluster that deleted every certificate: keep serving what we have.
+        if listed.is_empty() && !held.is_empty() {
+            tracing::debug!("the cluster's certificate index is empty; keeping the certificates held");
+        } else {
+            for name in held.keys().filter(|n| !listed.contains_key(*n)) {
+                self.forget(name).await;
+            }
         }
+        self.synced.send_replace(true);
     }
 
     /// Fetches the certificate `name` and serves it (or forgets it, when its record is gone).

@@ -125,6 +125,10 @@ async fn relay(redis_port: u16, domain: &str, nodes: Nodes) -> Relay {
     let log = sent.clone();
     tokio::spawn(async move {
         while let Ok((mut inbound, _)) = listener.accept().await {
+            // A node may order before the other one runs: hold the connection until both do.
+            let nodes = nodes.clone();
+            let both_known = eventually(WAIT, || async { nodes.lock().unwrap().len() >= 2 }).await;
+            assert!(both_known, "the nodes never started");
             let key = lock_key.clone();
             let holder = tokio::task::spawn_blocking(move || test_support::redis::command(redis_port, &["GET", &key]))
                 .await
@@ -287,9 +291,10 @@ async fn uploaded_certificates_reach_every_node_live_below_the_organizations_own
     let own_ca = TestCa::new("own files CA");
     let own = own_ca.server(&["own.test"], KeyKind::EcdsaP256);
     let orgs = format!(
-        "{}{}",
+        "{}{}{}",
         org("shop", &["shop.test", "*.shop.test"], None),
-        org("own", &["own.test"], Some("cert: own.pem\nkey: own.key"))
+        org("own", &["own.test"], Some("cert: own.pem\nkey: own.key")),
+        org("keep", &["keep.test"], None),
     );
     let files = [("own.pem", own.cert.as_str()), ("own.key", own.key.as_str())];
     let a = start(&node_yaml("node-a", &redis, None, &orgs), &files);
@@ -302,6 +307,8 @@ async fn uploaded_certificates_reach_every_node_live_below_the_organizations_own
     let stolen = ca.server(&["own.test"], KeyKind::EcdsaP256);
     upload(&redis, "shop.test", &["shop.test", "*.shop.test"], &first);
     upload(&redis, "own.test", &["own.test"], &stolen);
+    let keep = ca.server(&["keep.test"], KeyKind::EcdsaP256);
+    upload(&redis, "keep.test", &["keep.test"], &keep);
     for gw in [&a, &b] {
         let ok = eventually(WAIT, || async {
             served(gw, "shop.test", &roots).await.ok() == Some(der_of(&first.cert))
@@ -360,10 +367,26 @@ async fn uploaded_certificates_reach_every_node_live_below_the_organizations_own
         assert!(gone, "{}", dump(gw));
     }
 
-    // With Redis down, a node keeps what it serves, and a node that starts serves its disk copy.
+    // With Redis down, the nodes keep what they serve, and a node that starts serves its disk
+    // copy.
+    for gw in [&a, &b] {
+        let ok = eventually(WAIT, || async {
+            served(gw, "keep.test", &roots).await.ok() == Some(der_of(&keep.cert))
+        })
+        .await;
+        assert!(ok, "{}", dump(gw));
+    }
     let mut redis = redis;
     tokio::task::block_in_place(|| redis.stop());
-    assert_eq!(served(&a, "own.test", &roots).await.unwrap(), der_of(&own.cert));
+    for gw in [&a, &b] {
+        assert!(
+            wait_log(gw, &["the cluster's certificate channel closed"], 1, WAIT).await,
+            "{}",
+            dump(gw)
+        );
+        assert_eq!(served(gw, "keep.test", &roots).await.unwrap(), der_of(&keep.cert));
+        assert_eq!(served(gw, "own.test", &roots).await.unwrap(), der_of(&own.cert));
+    }
     let d = start(
         &node_yaml("node-d", &redis, None, &orgs),
         &[files[0], files[1], ("acme/cluster/shop.test.json", copy.as_str())],
@@ -428,4 +451,21 @@ async fn p384_keys_and_challenges_from_redis() {
     )
     .await;
     assert_eq!(r.status, 404);
+}
+
+/// The example of the docs' "Certificates in a cluster" passes `cratopus check --strict`.
+#[test]
+fn the_cluster_acme_example_passes_check_strictly() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cluster/acme.yaml");
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--strict", "-c"])
+        .arg(&example)
+        .output()
+        .expect("run cratopus check");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
