@@ -78,7 +78,8 @@ pub struct AcmeGatewayConfig {
     #[serde(default = "default_retry_max")]
     pub retry_max: Dur,
     /// Key of the certificates: `ecdsa_p256` (default) or `ecdsa_p384`; an organization's
-    /// `tls.acme.key_type` overrides it. A change applies from the next order.
+    /// `tls.acme.key_type` overrides it. A certificate with another key is ordered again (not
+    /// sooner than `retry_max` after the last order).
     #[serde(default)]
     pub key_type: Option<crate::cluster_certs::AcmeKeyType>,
 }

@@ -119,7 +119,7 @@ pub struct AcmeCert {
     pub current: ArcSwapOption<CertifiedKey>,
     pub status: Mutex<AcmeStatus>,
     /// Woken when another node's certificate for these names is adopted (a node waiting for
-    /// the cluster's order looks again at once).
+    /// the cluster's order looks again at once), and when the config changes.
     pub changed: tokio::sync::Notify,
 }
 

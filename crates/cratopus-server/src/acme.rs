@@ -46,6 +46,8 @@ pub fn start(engine: Arc<Engine>, cluster: Option<Arc<Cluster>>) {
                 seen = snap.version;
                 running.retain(|_, h| !h.is_finished());
                 for want in &snap.tls.acme_wants {
+                    // A running task looks at the new config at once (a new key type, say).
+                    want.cert.changed.notify_waiters();
                     let key = want.cert.domains.join(",");
                     running
                         .entry(key)
@@ -95,6 +97,15 @@ const FIRST_SYNC_WAIT: Duration = Duration::from_secs(10);
 fn serving(cert: &AcmeCert) -> Option<CertMeta> {
     let ck = cert.current.load_full()?;
     Some(CertMeta::of(ck.cert.first().map(|c| c.as_ref()).unwrap_or_default()))
+}
+
+/// Whether the key of `ck` is of `key_type` (the curve's scheme is the only one it can sign with).
+fn has_key_type(ck: &rustls::sign::CertifiedKey, key_type: AcmeKeyType) -> bool {
+    let scheme = match key_type {
+        AcmeKeyType::EcdsaP256 => rustls::SignatureScheme::ECDSA_NISTP256_SHA256,
+        AcmeKeyType::EcdsaP384 => rustls::SignatureScheme::ECDSA_NISTP384_SHA384,
+    };
+    ck.key.choose_scheme(&[scheme]).is_some()
 }
 
 /// Waits `wait`, or less when another node's certificate for `cert` arrives.
@@ -156,8 +167,15 @@ async fn worker(engine: Arc<Engine>, cert: Arc<AcmeCert>, cluster: Option<Arc<Cl
             Some(at) if meta.is_some() => quiet_until.max(at + settings.retry_max.0),
             _ => quiet_until,
         };
+        // A certificate with another key type than the one asked for is due now.
+        let right_key = cert
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|ck| has_key_type(ck, want.key_type));
         let due = meta
             .as_ref()
+            .filter(|_| right_key)
             .map_or(now, |m| renew_at(m, settings.renew_before.map(|d| d.0)))
             .max(quiet);
         set_status(&cert, |s| s.renew_at = meta.as_ref().map(|_| due));

@@ -52,7 +52,10 @@ async fn lock_refresh_release_and_records(l: &RedisLimiter, pttl: impl Fn(&str) 
     index.sort();
     assert_eq!(
         index,
-        [("api.acme.test".to_string(), b"17".to_vec()), ("www.acme.test".to_string(), b"18".to_vec())]
+        [
+            ("api.acme.test".to_string(), b"17".to_vec()),
+            ("www.acme.test".to_string(), b"18".to_vec())
+        ]
     );
     l.delete("cratopus:cert:api.acme.test").await.unwrap();
     assert_eq!(l.get_bytes("cratopus:cert:api.acme.test").await.unwrap(), None);

@@ -200,7 +200,10 @@ async fn one_order_for_the_cluster_answered_by_the_other_node_served_and_renewed
     .await;
     assert!(both, "both nodes serve pebble's certificate{}", logs(&a, &b));
     let first = served(&a, "api.gw.test", &roots).await.expect("served");
-    eprintln!("first certificate served by both nodes {:?} after they started", started.elapsed());
+    eprintln!(
+        "first certificate served by both nodes {:?} after they started",
+        started.elapsed()
+    );
     // Exactly one node ordered it.
     let orders = count_log(&a, &["ordering an ACME certificate"]) + count_log(&b, &["ordering an ACME certificate"]);
     let issued =
@@ -345,7 +348,10 @@ async fn uploaded_certificates_reach_every_node_live_below_the_organizations_own
     let pid_a = a.pid();
     // Listed by the admin API and exported with the certificates' expiry.
     let all_three = eventually(WAIT, || async {
-        admin(&a, "/api/certificates").await.json()["cluster"].as_array().map(Vec::len) == Some(3)
+        admin(&a, "/api/certificates").await.json()["cluster"]
+            .as_array()
+            .map(Vec::len)
+            == Some(3)
     })
     .await;
     assert!(all_three, "{}", dump(&a));
@@ -358,12 +364,17 @@ async fn uploaded_certificates_reach_every_node_live_below_the_organizations_own
         .collect();
     assert_eq!(names, ["keep.test", "own.test", "shop.test"], "{listed}");
     assert_eq!(listed["cluster"][2]["source"], "upload", "{listed}");
-    assert_eq!(listed["cluster"][2]["domains"], serde_json::json!(["shop.test", "*.shop.test"]));
+    assert_eq!(
+        listed["cluster"][2]["domains"],
+        serde_json::json!(["shop.test", "*.shop.test"])
+    );
     let metrics = admin(&a, "/metrics").await.text();
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("cratopus_certificate_expiry_timestamp_seconds{") && l.contains("source=\"cluster\"") && l.contains("shop.test")),
+            .any(|l| l.starts_with("cratopus_certificate_expiry_timestamp_seconds{")
+                && l.contains("source=\"cluster\"")
+                && l.contains("shop.test")),
         "{metrics}"
     );
 
@@ -379,7 +390,10 @@ async fn uploaded_certificates_reach_every_node_live_below_the_organizations_own
         assert!(ok, "the replacement is served{}", dump(gw));
     }
     // A measurement for the notes, not a condition (includes this test's own handshakes).
-    eprintln!("replacement served by both nodes {:?} after it was announced", announced.elapsed());
+    eprintln!(
+        "replacement served by both nodes {:?} after it was announced",
+        announced.elapsed()
+    );
     assert_eq!(a.pid(), pid_a, "no restart");
 
     // A node started later reads every stored certificate at start.
@@ -439,13 +453,14 @@ async fn uploaded_certificates_reach_every_node_live_below_the_organizations_own
     assert_eq!(served(&d, "shop.test", &roots).await.unwrap(), der_of(&second.cert));
 }
 
-/// `key_type: ecdsa_p384` gives a P-384 certificate; challenges are answered from Redis.
+/// `key_type: ecdsa_p384` gives a P-384 certificate, and a change of key type replaces it;
+/// challenges are answered from Redis.
 #[tokio::test(flavor = "multi_thread")]
-async fn p384_keys_and_challenges_from_redis() {
+async fn p384_keys_a_key_type_change_and_challenges_from_redis() {
     let redis = tokio::task::block_in_place(RedisServer::start);
     let http_port = test_support::free_port();
     let pebble = tokio::task::block_in_place(|| Pebble::start(http_port, 0));
-    let acme = pebble_acme(&pebble, "");
+    let acme = pebble_acme(&pebble, "retry_max: 2s\n");
     let shop = org(
         "shop",
         &["p384.test"],
@@ -467,6 +482,19 @@ async fn p384_keys_and_challenges_from_redis() {
         "{}",
         dump(&gw)
     );
+
+    // Another key type asked for: the certificate is replaced (once retry_max has passed).
+    gw.write_file(
+        "gateway.yaml",
+        &yaml.replace("key_type: ecdsa_p384", "key_type: ecdsa_p256"),
+    );
+    let replaced = eventually(ORDER_WAIT, || async {
+        served(&gw, "p384.test", &roots)
+            .await
+            .is_ok_and(|leaf| describe(&leaf).contains("P-256"))
+    })
+    .await;
+    assert!(replaced, "{}", dump(&gw));
 
     // A token another node wrote to Redis is answered; an unknown one is 404.
     redis_cmd(
