@@ -202,11 +202,6 @@ impl AcmeStore {
         let _ = self.cluster.set(redis);
     }
 
-    /// The cluster's Redis, on a node of a cluster.
-    pub fn cluster(&self) -> Option<&cratopus_state::RedisLimiter> {
-        self.cluster.get()
-    }
-
     /// The key authorization for a token: this node's, else (on a node of a cluster) the one
     /// another node wrote to Redis, within the Redis timeout. A token is base64url (RFC 8555
     /// §8.3); anything else is not looked up.
