@@ -94,6 +94,27 @@ pub mod keys {
     /// [`CONFIG_CURRENT`] and the versions the nodes report, so that two pushers never take the
     /// same number and a Redis that lost its data does not hand out numbers the nodes ignore).
     pub const CONFIG_NEXT: &str = "cratopus:config:next";
+    /// Hash: certificate name → `updated_ms` of its record (the index of stored certificates).
+    pub const CERTS: &str = "cratopus:certs";
+    /// Pub/sub channel: the name of a certificate just stored, replaced or deleted.
+    pub const CERTS_CHANNEL: &str = "cratopus:certs";
+
+    /// String: the JSON [`crate::cluster_certs::CertRecord`] of certificate `name`.
+    pub fn cert(name: &str) -> String {
+        format!("cratopus:cert:{name}")
+    }
+
+    /// String (`SET NX PX`, kept while the order runs): the node ordering the ACME certificate
+    /// whose first domain is `domain`, as `<node>/<random>`.
+    pub fn acme_lock(domain: &str) -> String {
+        format!("cratopus:acme:lock:{domain}")
+    }
+
+    /// String (`EX 600`): the key authorization of a pending HTTP-01 challenge, so that any
+    /// node the CA reaches can answer it.
+    pub fn acme_challenge(token: &str) -> String {
+        format!("cratopus:acme:challenge:{token}")
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod access;
 pub mod auth_limits;
 pub mod cache;
 pub mod cluster;
+pub mod cluster_certs;
 pub mod compose;
 pub mod compress;
 pub mod error;

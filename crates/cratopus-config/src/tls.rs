@@ -77,6 +77,11 @@ pub struct AcmeGatewayConfig {
     /// Longest wait between attempts after failures.
     #[serde(default = "default_retry_max")]
     pub retry_max: Dur,
+    /// Key of the certificates: `ecdsa_p256` (default) or `ecdsa_p384`; an organization's
+    /// `tls.acme.key_type` overrides it. A certificate with another key is ordered again (not
+    /// sooner than `retry_max` after the last order).
+    #[serde(default)]
+    pub key_type: Option<crate::cluster_certs::AcmeKeyType>,
 }
 
 impl Default for AcmeGatewayConfig {
@@ -88,6 +93,7 @@ impl Default for AcmeGatewayConfig {
             renew_before: None,
             retry_base: default_retry_base(),
             retry_max: default_retry_max(),
+            key_type: None,
         }
     }
 }
@@ -173,6 +179,9 @@ pub struct AcmeOrgConfig {
     #[serde(default)]
     #[schemars(with = "Vec<String>")]
     pub domains: Vec<Spanned<String>>,
+    /// Key of this certificate, instead of the gateway's `tls.acme.key_type`.
+    #[serde(default)]
+    pub key_type: Option<crate::cluster_certs::AcmeKeyType>,
 }
 
 /// HTTP Strict Transport Security.

@@ -94,7 +94,7 @@ pub async fn publish(
                 .set_persistent(&key(cluster_name), doc.to_string().as_bytes())
                 .await?;
             redis
-                .hash_set(INDEX, cluster_name, c.updated_ms.to_string().as_bytes())
+                .hset(INDEX, cluster_name, c.updated_ms.to_string().as_bytes())
                 .await?;
         }
         None => {
@@ -109,7 +109,7 @@ pub async fn publish(
 /// down during an upload, or restarted empty). Certificates Redis has and the database does
 /// not (ACME's, or one deleted while Redis was down) are left alone.
 pub async fn catch_up(redis: &cratopus_state::RedisLimiter, pool: &deadpool_postgres::Pool) -> Result<usize, String> {
-    let index = redis.hash_get_all(INDEX).await.map_err(|e| e.to_string())?;
+    let index = redis.hgetall(INDEX).await.map_err(|e| e.to_string())?;
     let have: std::collections::HashMap<String, i64> = index
         .into_iter()
         .filter_map(|(k, v)| Some((k, std::str::from_utf8(&v).ok()?.parse().ok()?)))

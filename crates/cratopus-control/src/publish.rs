@@ -116,7 +116,7 @@ const SUPERSEDED_TTL: Duration = Duration::from_secs(600);
 
 async fn publish(redis: &RedisLimiter, n: u64, bundle_json: &[u8]) -> Result<(), cratopus_state::StateError> {
     redis.set_persistent(&keys::config_version(n), bundle_json).await?;
-    redis.set_if_greater(keys::CONFIG_CURRENT, n).await?;
+    redis.raise_to(keys::CONFIG_CURRENT, n).await?;
     redis.publish(keys::CONFIG_CHANNEL, n.to_string().as_bytes()).await?;
     // A bundle holds every organization: keeping them all would grow Redis with each change.
     if n > 1 {

@@ -112,7 +112,7 @@ impl Engine {
         conn: &ConnInfo,
         ex: &mut Exchange<'_>,
     ) -> Result<Response<ResponseBody>, GatewayError> {
-        let (org, req) = match edge::phase(self, snap, req, conn, ex)? {
+        let (org, req) = match edge::phase(self, snap, req, conn, ex).await? {
             edge::Edge::Answered(res) => return Ok(res),
             edge::Edge::Pass(org, req) => (org, req),
         };

@@ -17,6 +17,7 @@ pub mod overrides;
 pub mod phases;
 mod route_backend;
 pub mod router;
+pub mod shared_certs;
 pub mod snapshot;
 pub mod tls;
 pub mod websocket;

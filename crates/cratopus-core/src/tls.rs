@@ -5,10 +5,13 @@
 //! The listener reads the ClientHello first, asks [`TlsSnapshot::config_for`] for the config of
 //! the name the client asked for, and finishes the handshake with it. Certificate files are
 //! read when the config is compiled; ACME certificates live in the [`AcmeStore`], which is
-//! carried from snapshot to snapshot and updated by the ACME manager while the gateway runs.
+//! carried from snapshot to snapshot and updated by the ACME manager while the gateway runs, as
+//! do a cluster's stored certificates ([`crate::shared_certs`]).
 
 use crate::router::HostTable;
+use crate::shared_certs::SharedCerts;
 use arc_swap::ArcSwapOption;
+use cratopus_config::cluster_certs::AcmeKeyType;
 use cratopus_config::{ClientAuthMode, ConfigError, LoadedConfig, UnknownSni, load::resolve_path};
 use cratopus_upstream::tls::{provider, read_certs, read_key, read_roots};
 use http::{HeaderName, HeaderValue};
@@ -115,6 +118,9 @@ pub struct AcmeCert {
     pub domains: Vec<String>,
     pub current: ArcSwapOption<CertifiedKey>,
     pub status: Mutex<AcmeStatus>,
+    /// Woken when another node's certificate for these names is adopted (a node waiting for
+    /// the cluster's order looks again at once), and when the config changes.
+    pub changed: tokio::sync::Notify,
 }
 
 /// Where an ACME certificate stands, for the log and the admin API.
@@ -130,12 +136,18 @@ pub struct AcmeStatus {
     pub issued: u32,
 }
 
-/// ACME certificates and pending HTTP-01 challenges; one per gateway, carried across reloads.
+/// ACME certificates, pending HTTP-01 challenges and, on a node of a cluster, the store's
+/// certificates and the Redis that holds every node's challenges; one per gateway, carried
+/// across reloads.
 #[derive(Debug, Default)]
 pub struct AcmeStore {
     certs: Mutex<HashMap<String, Arc<AcmeCert>>>,
     /// Token → key authorization, answered at `/.well-known/acme-challenge/<token>`.
     challenges: RwLock<HashMap<String, String>>,
+    /// The cluster's stored certificates (empty outside a cluster).
+    pub shared: SharedCerts,
+    /// The cluster's Redis, where a token this node does not hold is looked up.
+    cluster: std::sync::OnceLock<cratopus_state::RedisLimiter>,
 }
 
 impl AcmeStore {
@@ -153,6 +165,7 @@ impl AcmeStore {
                         state: "pending",
                         ..AcmeStatus::default()
                     }),
+                    changed: tokio::sync::Notify::new(),
                 })
             })
             .clone()
@@ -182,6 +195,66 @@ impl AcmeStore {
     pub fn challenge(&self, token: &str) -> Option<String> {
         self.challenges.read().ok()?.get(token).cloned()
     }
+
+    /// Makes this a node of a cluster whose challenges and certificates are in `redis` (once;
+    /// later calls keep the first).
+    pub fn join_cluster(&self, redis: cratopus_state::RedisLimiter) {
+        let _ = self.cluster.set(redis);
+    }
+
+    /// The key authorization for a token: this node's, else (on a node of a cluster) the one
+    /// another node wrote to Redis, within the Redis timeout. A token is base64url (RFC 8555
+    /// §8.3); anything else is not looked up.
+    pub async fn challenge_anywhere(&self, token: &str) -> Option<String> {
+        if let Some(k) = self.challenge(token) {
+            return Some(k);
+        }
+        let redis = self.cluster.get()?;
+        let valid = !token.is_empty()
+            && token.len() <= 256
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+        if !valid {
+            return None;
+        }
+        let key = cratopus_config::cluster::keys::acme_challenge(token);
+        match redis.get_bytes(&key).await {
+            Ok(found) => found.and_then(|b| String::from_utf8(b).ok()),
+            Err(e) => {
+                tracing::warn!(token = %token, error = %e, "cannot look up an ACME challenge in redis");
+                None
+            }
+        }
+    }
+
+    /// Serves `key` for the ACME certificates whose first name is `name` and whose names it
+    /// covers, when it ends later than the one they serve (a certificate another node of the
+    /// cluster ordered); whether any took it.
+    pub fn adopt(&self, name: &str, covers: impl Fn(&[String]) -> bool, key: &Arc<CertifiedKey>) -> bool {
+        let end = |k: &CertifiedKey| CertMeta::of(k.cert.first().map(|c| c.as_ref()).unwrap_or_default()).not_after;
+        let new_end = end(key);
+        let mut adopted = false;
+        for cert in self.all() {
+            if cert.domains.first().map(String::as_str) != Some(name) || !covers(&cert.domains) {
+                continue;
+            }
+            let newer = match cert.current.load_full() {
+                Some(cur) => !Arc::ptr_eq(&cur, key) && new_end > end(&cur),
+                None => true,
+            };
+            if newer {
+                cert.current.store(Some(key.clone()));
+                if let Ok(mut s) = cert.status.lock() {
+                    s.state = "valid";
+                    s.not_after = new_end;
+                }
+                cert.changed.notify_waiters();
+                adopted = true;
+            }
+        }
+        adopted
+    }
 }
 
 /// An organization that wants an ACME certificate.
@@ -190,6 +263,7 @@ pub struct AcmeWant {
     pub org: Arc<str>,
     pub email: String,
     pub cert: Arc<AcmeCert>,
+    pub key_type: AcmeKeyType,
 }
 
 /// The compiled TLS settings of one snapshot.
@@ -226,7 +300,7 @@ impl TlsSnapshot {
 
 /// Picks, among certificates for one name, the first whose key can sign with a scheme the
 /// client offers (an ECDSA one for a client that offers ECDSA first in our list, else RSA).
-fn choose(certs: &[Arc<CertifiedKey>], schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+pub(crate) fn choose(certs: &[Arc<CertifiedKey>], schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
     certs
         .iter()
         .find(|c| c.key.choose_scheme(schemes).is_some())
@@ -236,7 +310,7 @@ fn choose(certs: &[Arc<CertifiedKey>], schemes: &[SignatureScheme]) -> Option<Ar
 
 /// Chooses an organization's certificate by SNI: a certificate for the exact name, then for the
 /// longest wildcard, then the ACME certificate (once issued), then the organization-wide ones,
-/// then the gateway's default certificate.
+/// then one of the cluster's store (exact, then wildcard), then the gateway's default.
 #[derive(Debug)]
 struct OrgResolver {
     exact: HashMap<String, Vec<Arc<CertifiedKey>>>,
@@ -244,14 +318,17 @@ struct OrgResolver {
     wildcard: HashMap<String, Vec<Arc<CertifiedKey>>>,
     acme: Option<Arc<AcmeCert>>,
     org_wide: Vec<Arc<CertifiedKey>>,
+    store: Arc<AcmeStore>,
     default: Option<Arc<CertifiedKey>>,
 }
 
 impl ResolvesServerCert for OrgResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let schemes = hello.signature_schemes();
-        if let Some(name) = hello.server_name() {
-            let name = crate::router::lower_case(name.trim_end_matches('.'));
+        let sni = hello
+            .server_name()
+            .map(|n| crate::router::lower_case(n.trim_end_matches('.')));
+        if let Some(name) = &sni {
             let name = name.as_ref();
             if let Some(c) = self.exact.get(name).and_then(|c| choose(c, schemes)) {
                 return Some(c);
@@ -268,17 +345,29 @@ impl ResolvesServerCert for OrgResolver {
                 return Some(c);
             }
         }
-        choose(&self.org_wide, schemes).or_else(|| self.default.clone())
+        choose(&self.org_wide, schemes)
+            .or_else(|| sni.and_then(|n| self.store.shared.resolve(&n, schemes)))
+            .or_else(|| self.default.clone())
     }
 }
 
-/// The certificate for unknown names, or none (a refusal).
+/// Names of no organization with TLS settings: a certificate of the cluster's store for the
+/// name, else the gateway's default, or none (a refusal).
 #[derive(Debug)]
-struct Fallback(Option<Arc<CertifiedKey>>);
+struct Fallback {
+    store: Arc<AcmeStore>,
+    default: Option<Arc<CertifiedKey>>,
+}
 
 impl ResolvesServerCert for Fallback {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.clone()
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        hello
+            .server_name()
+            .and_then(|n| {
+                let n = crate::router::lower_case(n.trim_end_matches('.'));
+                self.store.shared.resolve(&n, hello.signature_schemes())
+            })
+            .or_else(|| self.default.clone())
     }
 }
 
@@ -492,6 +581,7 @@ pub fn compile(cfg: &LoadedConfig, acme: Arc<AcmeStore>, errors: &mut Vec<Config
                 org: org.clone(),
                 email: a.email.value.clone(),
                 cert: cert.clone(),
+                key_type: a.key_type.or(gw.tls.acme.key_type).unwrap_or_default(),
             });
             cert
         });
@@ -526,6 +616,7 @@ pub fn compile(cfg: &LoadedConfig, acme: Arc<AcmeStore>, errors: &mut Vec<Config
             wildcard,
             acme: acme_cert,
             org_wide,
+            store: acme.clone(),
             default: default.clone(),
         });
         match server_config(verifier, resolver) {
@@ -549,7 +640,13 @@ pub fn compile(cfg: &LoadedConfig, acme: Arc<AcmeStore>, errors: &mut Vec<Config
         });
     }
     let fallback_cert = if refuse { None } else { default };
-    let fallback = match server_config(None, Arc::new(Fallback(fallback_cert))) {
+    let fallback = match server_config(
+        None,
+        Arc::new(Fallback {
+            store: acme.clone(),
+            default: fallback_cert,
+        }),
+    ) {
         Ok(c) => Some(c),
         Err(e) => {
             errors.push(ConfigError::new(file, format!("tls: {e}")));

@@ -421,7 +421,7 @@ pub fn render_certificates(out: &mut String, certs: &[CertExpiry<'_>], acme: &[A
             out,
             name,
             "gauge",
-            "When a served certificate expires (Unix time), by organization, names and source (file or acme).",
+            "When a served certificate expires (Unix time), by organization, names and source (file, acme, or cluster: the store of a cluster).",
         );
         for c in certs {
             let labels = label_list(&[("org", c.org), ("names", c.names), ("source", c.source)]);

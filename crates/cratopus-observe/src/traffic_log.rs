@@ -491,6 +491,13 @@ pub fn format_line(l: &LogLine, buf: &mut Vec<u8>) {
     buf.extend_from_slice(b"}\n");
 }
 
+/// `2026-11-23T13:45:01.123Z`, as a string (for records that carry a time).
+pub fn rfc3339_string(ts: SystemTime) -> String {
+    let mut buf = Vec::with_capacity(24);
+    rfc3339(ts, &mut buf);
+    String::from_utf8(buf).unwrap_or_default()
+}
+
 /// `2026-11-23T13:45:01.123Z`
 fn rfc3339(ts: SystemTime, buf: &mut Vec<u8>) {
     use std::io::Write as _;

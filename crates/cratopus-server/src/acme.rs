@@ -11,7 +11,16 @@
 //! Storage (`tls.acme.storage`, relative to gateway.yaml): `accounts/<email>@<directory
 //! host>.json` (the account key), `<first name>/cert.pem` and `<first name>/key.pem`; keys are
 //! written with mode 0600.
+//!
+//! On a node of a cluster ([`crate::cluster_certs`]) an order is made once for the cluster: a
+//! node whose certificate is due takes the lock `cratopus:acme:lock:<first name>` (refreshed
+//! while the order runs), writes its challenges to Redis too (any node the CA reaches answers
+//! them), stores the certificate for every node and announces it; a node that finds the lock
+//! taken waits and is woken when the certificate arrives. A stored certificate counts as just
+//! issued everywhere: no node orders again before `retry_max` after it was written.
 
+use crate::cluster_certs::Cluster;
+use cratopus_config::cluster_certs::AcmeKeyType;
 use cratopus_config::files::read_text_limited;
 use cratopus_config::{AcmeGatewayConfig, acme_directory_url, load::resolve_path};
 use cratopus_core::Engine;
@@ -25,8 +34,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-/// Watches the config for organizations with `tls.acme` and runs one task per certificate.
-pub fn start(engine: Arc<Engine>) {
+/// Watches the config for organizations with `tls.acme` and runs one task per certificate
+/// (coordinated with the other nodes of `cluster`, if any).
+pub fn start(engine: Arc<Engine>, cluster: Option<Arc<Cluster>>) {
     tokio::spawn(async move {
         let mut running: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         let mut seen = 0;
@@ -36,10 +46,12 @@ pub fn start(engine: Arc<Engine>) {
                 seen = snap.version;
                 running.retain(|_, h| !h.is_finished());
                 for want in &snap.tls.acme_wants {
+                    // A running task looks at the new config at once (a new key type, say).
+                    want.cert.changed.notify_waiters();
                     let key = want.cert.domains.join(",");
                     running
                         .entry(key)
-                        .or_insert_with(|| tokio::spawn(worker(engine.clone(), want.cert.clone())));
+                        .or_insert_with(|| tokio::spawn(worker(engine.clone(), want.cert.clone(), cluster.clone())));
                 }
             }
             drop(snap);
@@ -73,25 +85,62 @@ fn cert_dir(storage: &Path, domains: &[String]) -> PathBuf {
     storage.join(domains.first().map_or("default", String::as_str))
 }
 
-async fn worker(engine: Arc<Engine>, cert: Arc<AcmeCert>) {
+/// How often a node that found the cluster's lock taken looks again (it is woken sooner when
+/// the certificate arrives).
+const LOCK_POLL: Duration = Duration::from_secs(2);
+
+/// How long a node of a cluster that just started waits to have read the cluster's store before
+/// it decides whether to order (with Redis down it goes on: the lock then fails and is retried).
+const FIRST_SYNC_WAIT: Duration = Duration::from_secs(10);
+
+/// The certificate `cert` serves now, as the gateway reads it.
+fn serving(cert: &AcmeCert) -> Option<CertMeta> {
+    let ck = cert.current.load_full()?;
+    Some(CertMeta::of(ck.cert.first().map(|c| c.as_ref()).unwrap_or_default()))
+}
+
+/// Whether the key of `ck` is of `key_type` (the curve's scheme is the only one it can sign with).
+fn has_key_type(ck: &rustls::sign::CertifiedKey, key_type: AcmeKeyType) -> bool {
+    let scheme = match key_type {
+        AcmeKeyType::EcdsaP256 => rustls::SignatureScheme::ECDSA_NISTP256_SHA256,
+        AcmeKeyType::EcdsaP384 => rustls::SignatureScheme::ECDSA_NISTP384_SHA384,
+    };
+    ck.key.choose_scheme(&[scheme]).is_some()
+}
+
+/// Waits `wait`, or less when another node's certificate for `cert` arrives.
+async fn nap(cert: &AcmeCert, wait: Duration) {
+    tokio::select! {
+        _ = cert.changed.notified() => {}
+        _ = tokio::time::sleep(wait) => {}
+    }
+}
+
+async fn worker(engine: Arc<Engine>, cert: Arc<AcmeCert>, cluster: Option<Arc<Cluster>>) {
     let names = cert.domains.join(",");
     let (file, settings) = {
         let snap = engine.snapshot();
         (snap.config.file.clone(), snap.config.gateway.tls.acme.clone())
     };
     let dir = cert_dir(&storage_dir(&file, &settings), &cert.domains);
-    let mut meta = match load_stored(&dir).await {
-        Some((ck, meta)) if cert.domains.iter().all(|d| meta.names.contains(d)) => {
+    if let Some((ck, meta)) = load_stored(&dir).await
+        && cert.domains.iter().all(|d| meta.names.contains(d))
+    {
+        // Unless the cluster's newer one was adopted meanwhile.
+        let newer_held = serving(&cert).is_some_and(|m| m.not_after >= meta.not_after);
+        if !newer_held {
             cert.current.store(Some(ck));
             set_status(&cert, |s| {
                 s.state = "valid";
                 s.not_after = meta.not_after;
             });
-            tracing::info!(names = %names, dir = %dir.display(), "ACME certificate loaded from disk");
-            Some(meta)
         }
-        _ => None,
-    };
+        tracing::info!(names = %names, dir = %dir.display(), "ACME certificate loaded from disk");
+    }
+    let first = cert.domains.first().cloned().unwrap_or_default();
+    if let Some(c) = &cluster {
+        c.first_sync(FIRST_SYNC_WAIT).await;
+    }
     let mut failures = 0u32;
     let mut quiet_until = SystemTime::UNIX_EPOCH;
     loop {
@@ -111,21 +160,79 @@ async fn worker(engine: Arc<Engine>, cert: Arc<AcmeCert>) {
         let store = snap.tls.acme.clone();
         drop(snap);
         let now = SystemTime::now();
+        // The certificate served: loaded from disk, ordered here, or adopted from the cluster.
+        let meta = serving(&cert);
+        // A certificate of the cluster's store counts as just issued everywhere.
+        let quiet = match cluster.as_ref().and_then(|c| c.stored_at(&first, &cert.domains)) {
+            Some(at) if meta.is_some() => quiet_until.max(at + settings.retry_max.0),
+            _ => quiet_until,
+        };
+        // A certificate with another key type than the one asked for is due now.
+        let right_key = cert
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|ck| has_key_type(ck, want.key_type));
         let due = meta
             .as_ref()
+            .filter(|_| right_key)
             .map_or(now, |m| renew_at(m, settings.renew_before.map(|d| d.0)))
-            .max(quiet_until);
+            .max(quiet);
         set_status(&cert, |s| s.renew_at = meta.as_ref().map(|_| due));
         if due > now {
             // Look again at least every minute: the config may have changed.
             let wait = due.duration_since(now).unwrap_or_default().min(Duration::from_secs(60));
-            tokio::time::sleep(wait).await;
+            nap(&cert, wait).await;
             continue;
         }
+        // In a cluster, one node orders; the others wait for its certificate.
+        let lock = match &cluster {
+            None => None,
+            Some(c) => match c.lock(&first).await {
+                Ok(Some(lock)) => {
+                    // Another node may have stored one just before we took the lock.
+                    c.fetch(&first).await;
+                    if serving(&cert).map(|m| m.not_after) != meta.as_ref().map(|m| m.not_after) {
+                        c.unlock(lock).await;
+                        continue;
+                    }
+                    Some(lock)
+                }
+                Ok(None) => {
+                    set_status(&cert, |s| s.state = if meta.is_some() { "renewing" } else { "issuing" });
+                    tracing::debug!(names = %names, "another node of the cluster orders this certificate");
+                    nap(&cert, LOCK_POLL).await;
+                    continue;
+                }
+                Err(e) => {
+                    failures = failed(&cert, &names, &settings, failures, e).await;
+                    continue;
+                }
+            },
+        };
         let renewing = meta.is_some();
         set_status(&cert, |s| s.state = if renewing { "renewing" } else { "issuing" });
-        tracing::info!(names = %names, organization = %want.org, renewing, "ordering an ACME certificate");
-        match issue(&file, &settings, &want.email, &cert.domains, &store).await {
+        tracing::info!(names = %names, organization = %want.org, renewing, key_type = ?want.key_type, clustered = lock.is_some(), "ordering an ACME certificate");
+        let order = issue(
+            &file,
+            &settings,
+            &want.email,
+            &cert.domains,
+            want.key_type,
+            &store,
+            cluster.as_deref(),
+        );
+        let result = match (&cluster, &lock) {
+            (Some(c), Some(l)) => {
+                tokio::select! {
+                    r = order => r,
+                    // `keep` never ends; the arm only completes the types.
+                    () = c.keep(l) => Err("the ACME lock keeper stopped".to_string()),
+                }
+            }
+            _ => order.await,
+        };
+        let error = match result {
             Ok((chain, key)) => match certified_key_from_pem(&chain, &key) {
                 Ok((ck, m)) => {
                     let dir = cert_dir(&storage_dir(&file, &settings), &cert.domains);
@@ -133,6 +240,11 @@ async fn worker(engine: Arc<Engine>, cert: Arc<AcmeCert>) {
                         tracing::warn!(names = %names, error = %e, "cannot store the ACME certificate; it is served from memory");
                     }
                     cert.current.store(Some(ck));
+                    if let Some(c) = &cluster
+                        && let Err(e) = c.publish_acme(&cert.domains, &chain, &key, m.not_after).await
+                    {
+                        tracing::warn!(names = %names, error = %e, "cannot store the ACME certificate for the cluster; the other nodes order their own later");
+                    }
                     failures = 0;
                     set_status(&cert, |s| {
                         s.state = "valid";
@@ -149,20 +261,18 @@ async fn worker(engine: Arc<Engine>, cert: Arc<AcmeCert>) {
                     );
                     // However `renew_before` is set, not again before `retry_max`.
                     quiet_until = SystemTime::now() + settings.retry_max.0;
-                    meta = Some(m);
+                    None
                 }
-                Err(e) => {
-                    failures = failed(
-                        &cert,
-                        &names,
-                        &settings,
-                        failures,
-                        format!("the issued certificate is unusable: {e}"),
-                    )
-                    .await
-                }
+                Err(e) => Some(format!("the issued certificate is unusable: {e}")),
             },
-            Err(e) => failures = failed(&cert, &names, &settings, failures, e).await,
+            Err(e) => Some(e),
+        };
+        // Released once the certificate is stored for the cluster (or the order failed).
+        if let (Some(c), Some(l)) = (&cluster, lock) {
+            c.unlock(l).await;
+        }
+        if let Some(e) = error {
+            failures = failed(&cert, &names, &settings, failures, e).await;
         }
     }
 }
@@ -201,7 +311,7 @@ async fn load_stored(dir: &Path) -> Option<(Arc<rustls::sign::CertifiedKey>, Cer
 }
 
 /// Writes `data` to `path` with `mode`, through a temporary file and a rename.
-fn write_private(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -305,7 +415,9 @@ async fn issue(
     settings: &AcmeGatewayConfig,
     email: &str,
     domains: &[String],
+    key_type: AcmeKeyType,
     store: &AcmeStore,
+    cluster: Option<&Cluster>,
 ) -> Result<(String, String), String> {
     let account = account(gateway_file, settings, email).await?;
     let identifiers: Vec<Identifier> = domains.iter().map(|d| Identifier::Dns(d.clone())).collect();
@@ -327,8 +439,12 @@ async fn issue(
                 let mut ch = authz
                     .challenge(ChallengeType::Http01)
                     .ok_or("the ACME server offers no HTTP-01 challenge")?;
-                store.set_challenge(&ch.token, ch.key_authorization().as_str());
+                let key_auth = ch.key_authorization();
+                store.set_challenge(&ch.token, key_auth.as_str());
                 tokens.push(ch.token.clone());
+                if let Some(c) = cluster {
+                    c.share_challenge(&ch.token, key_auth.as_str()).await?;
+                }
                 ch.set_ready().await.map_err(|e| format!("challenge: {e}"))?;
             }
         }
@@ -340,7 +456,8 @@ async fn issue(
                 challenge_errors(&mut order).await
             ));
         }
-        let key = order.finalize().await.map_err(|e| format!("finalize: {e}"))?;
+        let (csr, key) = csr(domains, key_type)?;
+        order.finalize_csr(&csr).await.map_err(|e| format!("finalize: {e}"))?;
         let chain = order
             .poll_certificate(&retry)
             .await
@@ -350,8 +467,25 @@ async fn issue(
     .await;
     for t in &tokens {
         store.clear_challenge(t);
+        if let Some(c) = cluster {
+            c.clear_challenge(t).await;
+        }
     }
     result
+}
+
+/// A certificate signing request for `domains` with a new key of `key_type`: the CSR (DER) and
+/// the key (PEM).
+fn csr(domains: &[String], key_type: AcmeKeyType) -> Result<(Vec<u8>, String), String> {
+    let alg = match key_type {
+        AcmeKeyType::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
+        AcmeKeyType::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
+    };
+    let key = rcgen::KeyPair::generate_for(alg).map_err(|e| format!("new key: {e}"))?;
+    let mut params = rcgen::CertificateParams::new(domains.to_vec()).map_err(|e| format!("CSR: {e}"))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params.serialize_request(&key).map_err(|e| format!("CSR: {e}"))?;
+    Ok((csr.der().to_vec(), key.serialize_pem()))
 }
 
 /// What the ACME server said about the failed challenges of an order.

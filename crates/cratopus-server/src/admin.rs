@@ -214,7 +214,25 @@ async fn certificates(State(s): State<Arc<AdminState>>) -> Response {
             })
         })
         .collect();
-    axum::Json(json!({"files": files, "acme": acme})).into_response()
+    // The cluster's store (empty outside a cluster).
+    let cluster: Vec<Value> = snap
+        .tls
+        .acme
+        .shared
+        .all()
+        .iter()
+        .map(|c| {
+            json!({
+                "name": c.name,
+                "domains": c.domains,
+                "source": c.source,
+                "names": c.meta.names,
+                "not_after": describe_time(c.meta.not_after),
+                "updated_ms": c.updated_ms,
+            })
+        })
+        .collect();
+    axum::Json(json!({"files": files, "acme": acme, "cluster": cluster})).into_response()
 }
 
 async fn organizations(State(s): State<Arc<AdminState>>) -> Response {
@@ -417,6 +435,14 @@ fn render_tls(out: &mut String, snap: &cratopus_core::Snapshot) {
             )
         })
         .collect();
+    let store: Vec<(String, u64)> = snap
+        .tls
+        .acme
+        .shared
+        .all()
+        .iter()
+        .filter_map(|c| Some((c.domains.join(","), secs(c.meta.not_after)?)))
+        .collect();
     let mut certs: Vec<CertExpiry<'_>> = files
         .iter()
         .map(|(org, names, t)| CertExpiry {
@@ -433,6 +459,12 @@ fn render_tls(out: &mut String, snap: &cratopus_core::Snapshot) {
             source: "acme",
             not_after: (*t)?,
         })
+    }));
+    certs.extend(store.iter().map(|(names, t)| CertExpiry {
+        org: "",
+        names,
+        source: "cluster",
+        not_after: *t,
     }));
     let failures: Vec<AcmeFailures<'_>> = acme
         .iter()
@@ -579,7 +611,7 @@ pub fn openapi_document() -> Value {
     let mut doc = openapi_base();
     let time = json!({"type": ["integer", "null"], "minimum": 0, "description": "seconds since the Unix epoch"});
     let names = json!({"type": "array", "items": {"type": "string"}});
-    let certificates = json!({"type": "object", "required": ["files", "acme"], "properties": {
+    let certificates = json!({"type": "object", "required": ["files", "acme", "cluster"], "properties": {
         "files": {"type": "array", "items": {"type": "object", "required": ["organization", "serves", "file", "names", "not_after"], "properties": {
             "organization": {"type": ["string", "null"]}, "serves": names, "file": {"type": "string"},
             "names": names, "not_after": time}}},
@@ -589,14 +621,20 @@ pub fn openapi_document() -> Value {
                 "organization": {"type": "string"}, "names": names,
                 "state": {"type": "string", "enum": ["pending", "issuing", "valid", "renewing", "failed"]},
                 "not_after": time, "renew_at": time, "last_error": {"type": ["string", "null"]},
-                "next_attempt": time, "failures": {"type": "integer", "minimum": 0}, "issued": {"type": "integer", "minimum": 0}}}}}});
+                "next_attempt": time, "failures": {"type": "integer", "minimum": 0}, "issued": {"type": "integer", "minimum": 0}}}},
+        "cluster": {"type": "array", "description": "certificates of the cluster's store served by this node (ACME orders of any node, uploads)", "items": {"type": "object",
+            "required": ["name", "domains", "source", "names", "not_after", "updated_ms"],
+            "properties": {
+                "name": {"type": "string"}, "domains": names,
+                "source": {"type": "string", "enum": ["acme", "upload"]},
+                "names": names, "not_after": time, "updated_ms": {"type": "integer", "minimum": 0}}}}}});
     doc["components"]["schemas"]["Certificates"] = certificates;
     crate::admin_split::openapi(&mut doc);
     crate::admin_cache::openapi(&mut doc);
     crate::admin_config::openapi(&mut doc);
     crate::admin_cluster::openapi(&mut doc);
     doc["paths"]["/api/certificates"] = json!({"get": {"operationId": "certificates",
-        "summary": "Certificates from files and from ACME, with their expiry and the state of ACME orders",
+        "summary": "Certificates from files, from ACME and from the cluster's store, with their expiry and the state of ACME orders",
         "responses": {
             "200": {"description": "certificates", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Certificates"}}}},
             "401": {"description": "missing or wrong bearer token", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}}}});

@@ -9,6 +9,7 @@ pub mod admin_config;
 pub mod admin_graphql;
 pub mod admin_split;
 pub mod cluster;
+pub mod cluster_certs;
 pub mod conn_io;
 pub mod h2_frames;
 pub mod listener;
@@ -50,8 +51,10 @@ pub async fn run(cfg: LoadedConfig, path: Option<PathBuf>) -> Result<(), String>
         }
     };
     let engine = Arc::new(Engine::new(snapshot));
-    // ACME certificates: loaded from disk, ordered and renewed in the background.
-    acme::start(engine.clone());
+    // The cluster's certificates (with `cluster:`), then ACME certificates: loaded from disk,
+    // ordered and renewed in the background.
+    let cluster = cluster_certs::start(&engine)?;
+    acme::start(engine.clone(), cluster);
 
     // Reload sources before the listeners: an edit made right after start-up is seen.
     let reloader = Arc::new(reload::Reloader::new(engine.clone(), path.clone()).with_bundle(bundle));

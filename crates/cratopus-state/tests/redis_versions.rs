@@ -52,7 +52,7 @@ async fn raise_to_only_goes_up_and_hashes_read_back() {
         Some(&b"4"[..])
     );
 
-    r.set_forever("cratopus:test:kept", b"x").await.unwrap();
+    r.set_persistent("cratopus:test:kept", b"x").await.unwrap();
     assert_eq!(redis.command(&["PTTL", "cratopus:test:kept"]).unwrap().int(), Some(-1));
 
     assert!(r.hgetall("cratopus:test:nodes").await.unwrap().is_empty());

@@ -154,7 +154,7 @@ async fn store(
 
     let json = serde_json::to_vec(&bundle).map_err(|e| format!("error: {e}"))?;
     redis
-        .set_forever(&keys::config_version(version), &json)
+        .set_persistent(&keys::config_version(version), &json)
         .await
         .map_err(unreachable)?;
     if !redis

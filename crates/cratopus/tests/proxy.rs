@@ -17,8 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const GIB: u64 = 1 << 30;
 const CHUNK: usize = 64 * 1024;
-/// The gateway's resident memory must stay under this while 1 GiB passes through.
-const RSS_LIMIT_KIB: u64 = 64 * 1024;
+/// How far the gateway's resident memory may rise above its idle size while 1 GiB passes
+/// through. Relative, not absolute: the idle size moves with the binary (a debug build with
+/// more features starts larger), while a body held even in part would rise by hundreds of MiB.
+const RSS_GROWTH_LIMIT_KIB: u64 = 64 * 1024;
 const BIG_TRANSFER_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn org_one_upstream(url: &str, extra_upstream: &str) -> String {
@@ -116,7 +118,7 @@ async fn streams_a_1gib_download_without_buffering() {
     assert_eq!(received, GIB, "bytes received");
     assert!(samples > 0 && max_rss > 0, "RSS was never sampled ({samples} samples)");
     assert!(
-        max_rss < RSS_LIMIT_KIB,
+        max_rss < baseline + RSS_GROWTH_LIMIT_KIB,
         "gateway RSS reached {max_rss} KiB (baseline {baseline} KiB, {samples} samples) during a 1 GiB download"
     );
 }
@@ -177,7 +179,7 @@ async fn streams_a_1gib_upload_without_buffering() {
     assert_eq!(res.json()["received"], GIB, "bytes the backend received");
     assert!(samples > 0 && max_rss > 0, "RSS was never sampled ({samples} samples)");
     assert!(
-        max_rss < RSS_LIMIT_KIB,
+        max_rss < baseline + RSS_GROWTH_LIMIT_KIB,
         "gateway RSS reached {max_rss} KiB (baseline {baseline} KiB, {samples} samples) during a 1 GiB upload"
     );
 }

@@ -202,7 +202,7 @@ async fn publish(state: &AppState, cluster_name: &str, row: Option<&Row>) {
 /// After an organization was deleted (its certificates with it): removes them from Redis.
 pub async fn forget_org(state: &AppState, org: &str) {
     let redis = state.publisher.redis();
-    let Ok(index) = redis.hash_get_all(crate::certs::INDEX).await else {
+    let Ok(index) = redis.hgetall(crate::certs::INDEX).await else {
         return;
     };
     let prefix = format!("{org}/");

@@ -133,7 +133,7 @@ pub async fn nodes(State(state): State<AppState>, headers: HeaderMap) -> ApiResu
     let current = latest(&state).await?;
     let redis = state.publisher.redis();
     let entries = redis
-        .hash_get_all(keys::NODES)
+        .hgetall(keys::NODES)
         .await
         .map_err(|e| ApiError::unavailable(format!("redis: {e}")))?;
     let mut nodes: Vec<Value> = entries

@@ -26,7 +26,7 @@ pub enum Edge<'s> {
     Pass(&'s Org, Request<ClientBody>),
 }
 
-pub fn phase<'s>(
+pub async fn phase<'s>(
     engine: &Engine,
     snap: &'s Snapshot,
     mut req: Request<ClientBody>,
@@ -40,10 +40,15 @@ pub fn phase<'s>(
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         return Ok(Edge::Answered(res));
     }
-    if conn.tls.is_none()
-        && let Some(answer) = plain_http(snap, &req, conn.redirect_https)
-    {
-        return answer.map(Edge::Answered);
+    if conn.tls.is_none() {
+        // Owned: the lookup may wait for Redis, and the request is not shared across it.
+        if let Some(token) = path.strip_prefix(CHALLENGE_PREFIX).map(str::to_string) {
+            if let Some(answer) = challenge(snap, &token, conn.redirect_https).await {
+                return answer.map(Edge::Answered);
+            }
+        } else if let Some(answer) = plain_http(&req, conn.redirect_https) {
+            return answer.map(Edge::Answered);
+        }
     }
     if engine.overrides.is_blocked(ex.client) {
         return Err(GatewayError::Blocked);
@@ -79,24 +84,31 @@ pub fn phase<'s>(
     Ok(Edge::Pass(org, req))
 }
 
-/// What a plain HTTP listener answers itself: an ACME HTTP-01 challenge (never redirected),
-/// and with `redirect_http_to_https` a 308 to the same host and path over HTTPS (the health
-/// path excepted, answered above).
-fn plain_http(
+/// What a plain HTTP listener answers at the ACME HTTP-01 challenge path: the key authorization
+/// (never redirected); an unknown token is 404 when the listener redirects, else routed as any
+/// path. On a node of a cluster a token this node does not hold is looked up in Redis (the node
+/// that ordered may be another one).
+async fn challenge(
     snap: &Snapshot,
+    token: &str,
+    redirect_to: Option<u16>,
+) -> Option<Result<Response<ResponseBody>, GatewayError>> {
+    if let Some(key_auth) = snap.tls.acme.challenge_anywhere(token).await {
+        tracing::info!(token = %token, "answering an ACME HTTP-01 challenge");
+        let mut res = Response::new(ResponseBody::full(Bytes::from(key_auth)));
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        return Some(Ok(res));
+    }
+    redirect_to.map(|_| Err(GatewayError::NoRoute))
+}
+
+/// What a plain HTTP listener answers itself besides challenges: with `redirect_http_to_https`
+/// a 308 to the same host and path over HTTPS (the health path excepted, answered above).
+fn plain_http(
     req: &Request<ClientBody>,
     redirect_to: Option<u16>,
 ) -> Option<Result<Response<ResponseBody>, GatewayError>> {
-    if let Some(token) = req.uri().path().strip_prefix(CHALLENGE_PREFIX) {
-        if let Some(key_auth) = snap.tls.acme.challenge(token) {
-            tracing::info!(token = %token, "answering an ACME HTTP-01 challenge");
-            let mut res = Response::new(ResponseBody::full(Bytes::from(key_auth)));
-            res.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-            return Some(Ok(res));
-        }
-        return redirect_to.map(|_| Err(GatewayError::NoRoute));
-    }
     let port = redirect_to?;
     Some(match https_location(req, port) {
         Some(loc) => redirect(StatusCode::PERMANENT_REDIRECT, &loc),

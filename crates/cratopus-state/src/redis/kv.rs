@@ -1,6 +1,9 @@
 //! Plain keys and pub/sub on the same Redis as the limits, for the response cache's second
 //! level (`GET`/`SET PX` of stored answers, a generation counter, and the purge channel every
 //! node subscribes to) and for the cluster's config versions (a version counter, a node hash).
+//! level: `GET`/`SET PX` of stored answers, a generation counter, and the purge channel every
+//! node subscribes to; and for a cluster's certificates, records without expiry, a hash
+//! index, and a lock (`SET NX PX`, kept and released only by its owner).
 //!
 //! Calls share the limiter's connection, its timeout and its down-marker: while Redis is
 //! marked down they answer [`StateError::Unavailable`] at once, so a dead Redis costs a cached
@@ -10,8 +13,22 @@
 use super::{Op, RedisLimiter, Target};
 use crate::StateError;
 use futures_util::StreamExt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
+
+/// `PEXPIRE` of a key that still holds the caller's value (a lock kept by its owner).
+static REFRESH_IF: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) else return 0 end",
+    )
+});
+
+/// `DEL` of a key that still holds the caller's value (a lock released by its owner only).
+static DELETE_IF: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+    )
+});
 
 /// The messages of one channel, on a connection of their own.
 pub struct Subscription {
@@ -86,9 +103,44 @@ impl RedisLimiter {
         }
     }
 
-    /// `SET key value`, without expiry (a config version is kept until someone removes it).
-    pub async fn set_forever(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
+    /// `SET key value` without expiry (a config version, a certificate record: kept until
+    /// replaced or deleted).
+    pub async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
         self.run::<()>(Op::Cmd(redis::cmd("SET").arg(key).arg(value))).await
+    }
+
+    /// `SET key value NX PX ttl`: whether the key was set (false: it exists already). A lock.
+    pub async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StateError> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let reply: Option<String> = self
+            .run(Op::Cmd(
+                redis::cmd("SET").arg(key).arg(value).arg("NX").arg("PX").arg(ms),
+            ))
+            .await?;
+        Ok(reply.is_some())
+    }
+
+    /// Sets the expiry of `key` to `ttl` if it still holds `value` (a lock's owner keeping it);
+    /// whether it did. One script on one key, atomic.
+    pub async fn refresh_if(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, StateError> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let mut inv = REFRESH_IF.prepare_invoke();
+        inv.key(key).arg(value).arg(ms);
+        let n: i64 = self.run(Op::Script(&inv)).await?;
+        Ok(n == 1)
+    }
+
+    /// Deletes `key` if it still holds `value` (a lock's owner releasing it); whether it did.
+    pub async fn delete_if(&self, key: &str, value: &[u8]) -> Result<bool, StateError> {
+        let mut inv = DELETE_IF.prepare_invoke();
+        inv.key(key).arg(value);
+        let n: i64 = self.run(Op::Script(&inv)).await?;
+        Ok(n == 1)
+    }
+
+    /// `DEL key`.
+    pub async fn delete(&self, key: &str) -> Result<(), StateError> {
+        self.run::<i64>(Op::Cmd(redis::cmd("DEL").arg(key))).await.map(drop)
     }
 
     /// `HSET key field value`.
@@ -143,45 +195,11 @@ impl RedisLimiter {
         self.inner.config.retry_interval
     }
 
-    // For the control plane (`cratopus control`): values that must outlive any TTL, a number
-    // that only goes up, and hashes (the node list, the certificate index).
-
-    /// `SET key value`, with no expiry.
-    pub async fn set_persistent(&self, key: &str, value: &[u8]) -> Result<(), StateError> {
-        self.run::<()>(Op::Cmd(redis::cmd("SET").arg(key).arg(value))).await
-    }
-
-    /// Sets `key` to the decimal `n` unless it already holds a number at least as large (one
-    /// script, so two writers cannot move it back). Whether it was set.
-    pub async fn set_if_greater(&self, key: &str, n: u64) -> Result<bool, StateError> {
-        let script = redis::cmd("EVAL")
-            .arg(SET_IF_GREATER_LUA)
-            .arg(1)
-            .arg(key)
-            .arg(n.to_string())
-            .clone();
-        self.run::<i64>(Op::Cmd(&script)).await.map(|set| set == 1)
-    }
-
-    /// `HSET key field value`.
-    pub async fn hash_set(&self, key: &str, field: &str, value: &[u8]) -> Result<(), StateError> {
-        self.run::<i64>(Op::Cmd(redis::cmd("HSET").arg(key).arg(field).arg(value)))
-            .await
-            .map(drop)
-    }
-
     /// `HDEL key field`.
     pub async fn hash_del(&self, key: &str, field: &str) -> Result<(), StateError> {
         self.run::<i64>(Op::Cmd(redis::cmd("HDEL").arg(key).arg(field)))
             .await
             .map(drop)
-    }
-
-    /// `HGETALL key`: every field and its value.
-    pub async fn hash_get_all(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
-        self.run::<std::collections::HashMap<String, Vec<u8>>>(Op::Cmd(redis::cmd("HGETALL").arg(key)))
-            .await
-            .map(|m| m.into_iter().collect())
     }
 
     /// `PEXPIRE key ttl`: the key goes after `ttl` (nothing happens if it does not exist).
@@ -190,11 +208,6 @@ impl RedisLimiter {
         self.run::<i64>(Op::Cmd(redis::cmd("PEXPIRE").arg(key).arg(ms)))
             .await
             .map(drop)
-    }
-
-    /// `DEL key`.
-    pub async fn delete(&self, key: &str) -> Result<(), StateError> {
-        self.run::<i64>(Op::Cmd(redis::cmd("DEL").arg(key))).await.map(drop)
     }
 }
 
@@ -219,5 +232,3 @@ if n <= floor then
 end
 return n
 ";
-/// KEYS[1] := ARGV[1] unless it holds a number >= ARGV[1]; 1 when set.
-const SET_IF_GREATER_LUA: &str = "local cur = tonumber(redis.call('GET', KEYS[1]) or '-1') or -1\nif cur >= tonumber(ARGV[1]) then return 0 end\nredis.call('SET', KEYS[1], ARGV[1])\nreturn 1";
