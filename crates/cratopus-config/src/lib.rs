@@ -16,6 +16,7 @@ pub mod cache;
 pub mod cluster;
 pub mod compose;
 pub mod compress;
+pub mod discovery;
 pub mod error;
 pub mod files;
 pub mod graphql;
@@ -42,6 +43,7 @@ pub mod websocket;
 
 pub use access::*;
 pub use auth_limits::*;
+pub use discovery::{DiscoveryConfig, SharedStateConfig};
 pub use error::{ConfigError, ConfigErrors};
 pub use grpc::GrpcCode;
 pub use load::{LoadedConfig, LoadedOrg, load_file, load_str, load_with_bundle};

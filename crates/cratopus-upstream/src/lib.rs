@@ -9,12 +9,14 @@
 pub mod balancer;
 pub mod breaker;
 pub mod bulkhead;
+pub mod discovery;
 pub mod grpc;
 pub mod grpc_health;
 pub mod health;
 pub mod outlier;
 pub mod pool;
 pub mod retry;
+pub mod shared_state;
 pub mod split;
 pub mod target;
 pub mod tls;

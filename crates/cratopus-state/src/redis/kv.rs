@@ -86,6 +86,39 @@ impl RedisLimiter {
         }
     }
 
+    /// `HSET key field value ...` (nothing for no pairs).
+    pub async fn hset_many(&self, key: &str, pairs: &[(String, String)]) -> Result<(), StateError> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(key);
+        for (f, v) in pairs {
+            cmd.arg(f).arg(v);
+        }
+        self.run::<i64>(Op::Cmd(&cmd)).await.map(drop)
+    }
+
+    /// `HGETALL key`.
+    pub async fn hgetall(&self, key: &str) -> Result<std::collections::HashMap<String, String>, StateError> {
+        self.run(Op::Cmd(redis::cmd("HGETALL").arg(key))).await
+    }
+
+    /// `HDEL key field`.
+    pub async fn hdel(&self, key: &str, field: &str) -> Result<(), StateError> {
+        self.run::<i64>(Op::Cmd(redis::cmd("HDEL").arg(key).arg(field)))
+            .await
+            .map(drop)
+    }
+
+    /// `PEXPIRE key ttl` (at least one millisecond).
+    pub async fn pexpire(&self, key: &str, ttl: Duration) -> Result<(), StateError> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.run::<i64>(Op::Cmd(redis::cmd("PEXPIRE").arg(key).arg(ms)))
+            .await
+            .map(drop)
+    }
+
     /// Whether `other` is this limiter or a clone of it (one connection, one down-marker).
     pub fn same_as(&self, other: &RedisLimiter) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
