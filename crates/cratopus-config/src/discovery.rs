@@ -85,6 +85,19 @@ fn default_scheme() -> String {
     "http".into()
 }
 
+/// What a template's source names the service with.
+pub const SERVICE: &str = "{service}";
+
+/// Whether `s` may name a service taken from a request path: 1 to 63 of `A-Z a-z 0-9 - _ .`,
+/// not starting with a dot (it becomes part of a DNS name, a key prefix or a URL path).
+pub fn is_service_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && !s.starts_with('.')
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
 /// The shortest refresh interval accepted: a source is not polled in a busy loop.
 pub const MIN_REFRESH: Duration = Duration::from_millis(100);
 
@@ -98,6 +111,30 @@ impl DiscoveryConfig {
             _ => default_refresh().0,
         }
         .max(MIN_REFRESH)
+    }
+
+    /// Whether this is a template for routes with `service_from_path`: `{service}` in the
+    /// SRV name, the etcd prefix or the registry's service.
+    pub fn is_template(&self) -> bool {
+        let has = |s: &str| s.contains(SERVICE);
+        self.dns_srv.as_ref().is_some_and(|d| has(&d.name))
+            || self.etcd.as_ref().is_some_and(|e| has(&e.prefix))
+            || self.registry.as_ref().is_some_and(|r| has(&r.service))
+    }
+
+    /// The template with `{service}` replaced by `service`.
+    pub fn for_service(&self, service: &str) -> DiscoveryConfig {
+        let mut d = self.clone();
+        if let Some(x) = &mut d.dns_srv {
+            x.name = x.name.replace(SERVICE, service);
+        }
+        if let Some(x) = &mut d.etcd {
+            x.prefix = x.prefix.replace(SERVICE, service);
+        }
+        if let Some(x) = &mut d.registry {
+            x.service = x.service.replace(SERVICE, service);
+        }
+        d
     }
 
     /// Whether the targets will be `https://` ones (only a `dns_srv` source can say so; the
@@ -153,7 +190,7 @@ impl DiscoveryConfig {
             if !is_http_url(&r.url) && !r.url.starts_with("https://") {
                 out.push(format!("registry: url `{}` is not an http:// or https:// URL", r.url));
             }
-            if r.service.is_empty() || r.service.contains(['/', '?', '#', ' ']) {
+            if !is_service_name(&r.service.replace(SERVICE, "x")) {
                 out.push(format!("registry: service `{}` is not a service name", r.service));
             }
             refresh(&mut out, "registry", &r.refresh);
@@ -203,12 +240,89 @@ fn yes() -> bool {
     true
 }
 
+/// A route's `service_from_path` and the templates it needs: such a route takes one
+/// `upstream`, a template; a template serves only such routes (its `{service}` is never a
+/// real name).
+pub(crate) fn check_route(
+    f: &std::path::Path,
+    here: &str,
+    what: &str,
+    o: &crate::model::OrganizationConfig,
+    r: &crate::model::RouteConfig,
+    errors: &mut Vec<crate::ConfigError>,
+) {
+    let template = |name: &str| {
+        o.upstreams
+            .get(name)
+            .and_then(|u| u.discovery.as_ref())
+            .is_some_and(DiscoveryConfig::is_template)
+    };
+    let at = |key: &str, msg: String| crate::ConfigError::at_key(f, format!("{here}/{key}"), msg);
+    if r.service_from_path {
+        match &r.upstream {
+            Some(u) if template(&u.value) => {}
+            Some(u) if o.upstreams.contains_key(&u.value) => errors.push(at(
+                "upstream",
+                format!(
+                    "{what} has service_from_path, but upstream `{}` is not a template: put `{SERVICE}` in its discovery source (dns_srv.name, etcd.prefix or registry.service)",
+                    u.value
+                ),
+            )),
+            Some(_) => {} // reported as an unknown upstream
+            None => errors.push(at(
+                "service_from_path",
+                format!("{what} has service_from_path, which needs an `upstream` (a discovery template), not a split or a composition"),
+            )),
+        }
+    } else {
+        for u in r.upstream_names() {
+            if template(&u.value) {
+                errors.push(crate::ConfigError::at(
+                    f,
+                    &u.referenced,
+                    format!(
+                        "{what} names upstream `{}`, a per-service template (`{SERVICE}` in its discovery); only a route with `service_from_path: true` can use it",
+                        u.value
+                    ),
+                ));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parse(yaml: &str) -> DiscoveryConfig {
         serde_saphyr::from_str(yaml).unwrap()
+    }
+
+    fn errors(org: &str) -> Vec<String> {
+        let yaml = format!("listeners: [{{name: h, bind: '127.0.0.1:0'}}]\norganizations:\n  - {org}\n");
+        match crate::load::load_str(std::path::Path::new("gw.yaml"), &yaml) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn targets_or_discovery_and_templates_only_with_service_from_path() {
+        let tpl = "upstreams: {t: {discovery: {registry: {url: 'http://c', service: '{service}'}}}}";
+        let ok = format!("{{name: a, {tpl}, routes: [{{path: '/{{*rest}}', upstream: t, service_from_path: true}}]}}");
+        assert_eq!(errors(&ok), Vec::<String>::new());
+        let plain = format!("{{name: a, {tpl}, routes: [{{path: /, upstream: t}}]}}");
+        let e = errors(&plain);
+        assert!(e.len() == 1 && e[0].contains("a per-service template"), "{e:?}");
+        let not_tpl = "{name: a, upstreams: {u: {targets: ['http://127.0.0.1:1']}}, routes: [{path: /, upstream: u, service_from_path: true}]}";
+        let e = errors(not_tpl);
+        assert!(e.len() == 1 && e[0].contains("is not a template"), "{e:?}");
+        let both = "{name: a, upstreams: {u: {targets: ['http://127.0.0.1:1'], discovery: {registry: {url: 'http://c', service: s}}}}, routes: [{path: /, upstream: u}]}";
+        let e = errors(both);
+        assert!(e.len() == 1 && e[0].contains("both `targets` and `discovery`"), "{e:?}");
+        let bad = "{name: a, upstreams: {u: {discovery: {etcd: {endpoints: [], prefix: /s/}}}}, routes: [{path: /, upstream: u}]}";
+        let e = errors(bad);
+        assert!(e.len() == 1 && e[0].contains("etcd: endpoints is empty"), "{e:?}");
     }
 
     #[test]

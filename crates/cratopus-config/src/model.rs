@@ -887,4 +887,8 @@ pub struct RouteConfig {
     /// The response cache on this route (its fields replace the organization's).
     #[serde(default)]
     pub cache: Option<crate::cache::CacheConfig>,
+    /// The request path's first segment names the service (`/users/123` → `users`) whose
+    /// instances answer: `upstream` must be a discovery template (`{service}` in its source).
+    #[serde(default)]
+    pub service_from_path: bool,
 }

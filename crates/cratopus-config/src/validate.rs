@@ -609,6 +609,7 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
             if let Some(c) = &r.compose {
                 crate::compose::check_route(f, &here, &what, o, r, c, &mut errors);
             }
+            crate::discovery::check_route(f, &here, &what, o, r, &mut errors);
             for u in r.upstream_names() {
                 if !o.upstreams.contains_key(&u.value) {
                     let known: Vec<&str> = o.upstreams.keys().map(String::as_str).collect();

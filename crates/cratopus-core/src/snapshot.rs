@@ -539,7 +539,11 @@ pub fn compile_only(
                 Some(u) => u,
                 None => match UpstreamPool::new(uname, ucfg.clone(), tls.clone()) {
                     Ok(pool) => {
-                        steps.push(StartStep::Pool(pool.clone()));
+                        // A per-service template (`{service}` in its discovery) serves no
+                        // request itself: its services' pools start when first used.
+                        if !ucfg.discovery.as_ref().is_some_and(|d| d.is_template()) {
+                            steps.push(StartStep::Pool(pool.clone()));
+                        }
                         Arc::new(Upstream {
                             name: uname.as_str().into(),
                             conns: ConnPool::new(pool_settings(ucfg, tls)),

@@ -308,6 +308,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     render_websockets(&mut out, &s.engine.sockets);
     crate::admin_graphql::render(&mut out, &snap);
     crate::admin_cache::render(&mut out, &snap);
+    crate::admin_discovery::render(&mut out, &snap);
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,

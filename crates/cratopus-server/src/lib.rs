@@ -4,6 +4,7 @@
 pub mod acme;
 pub mod admin;
 pub mod admin_cache;
+pub mod admin_discovery;
 pub mod admin_graphql;
 pub mod admin_split;
 pub mod conn_io;

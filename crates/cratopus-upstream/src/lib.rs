@@ -36,7 +36,7 @@ pub mod headers;
 pub mod resilience;
 
 pub use backend::{
-    Backend, BackendError, COMPLETED, Call, CallModifier, Compose, ComposeBackend, ErrorPolicy, MAX_ANSWER_BYTES,
-    ProxyLimit, Service, Split, Upstream, UpstreamCall,
+    Backend, BackendError, ByService, COMPLETED, Call, CallModifier, Compose, ComposeBackend, ErrorPolicy,
+    MAX_ANSWER_BYTES, ProxyLimit, Service, Split, Upstream, UpstreamCall,
 };
 pub use body::{BackendBody, BodyFault, BodyStats, ClientBody, RequestBody};

@@ -309,7 +309,8 @@ routes:
 ",
         etcd.url
     );
-    let gw = start_gateway(&gateway_with_org_files(""), &[("orgs/acme.yaml", &org)]);
+    let admin = "admin:\n  bind: 127.0.0.1:0\n  token: t0ken-t0ken-t0ken\n";
+    let gw = start_gateway(&gateway_with_org_files(admin), &[("orgs/acme.yaml", &org)]);
     assert!(
         wait_serving(&gw, "a", true).await && wait_serving(&gw, "b", true).await,
         "a and b serve{}",
@@ -347,6 +348,16 @@ routes:
         20,
         "{seen:?}"
     );
+    let m = common_ops::metrics(&gw, "t0ken-t0ken-t0ken").await;
+    assert!(
+        m.contains("cratopus_discovery_targets{org=\"acme\",upstream=\"users\"} 2"),
+        "{m}"
+    );
+    let failures = m
+        .lines()
+        .find_map(|l| l.strip_prefix("cratopus_discovery_failures_total{org=\"acme\",upstream=\"users\"} "))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(failures.is_some_and(|n| n >= 1), "{m}");
 }
 
 /// gateway.yaml of a cluster node named `node` on `redis`.
@@ -523,4 +534,68 @@ async fn backends_at(url: &str, n: usize) -> Vec<String> {
         out.push(get(url, None).await.header("x-backend").unwrap_or("-").to_string());
     }
     out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_first_path_segment_names_the_service() {
+    use test_support::http::Response;
+    use test_support::http_body_util::Full;
+    use test_support::hyper::body::Bytes;
+    // Each backend answers with its name and the path it was sent.
+    let backend = |name: &'static str| {
+        test_support::Backend::start(move |req, _| async move {
+            Response::builder()
+                .header("x-backend", name)
+                .header("x-path", req.uri().path())
+                .body(Full::new(Bytes::new()))
+                .unwrap()
+        })
+    };
+    let users = backend("users").await;
+    let orders = backend("orders").await;
+    let port = free_port();
+    let _dns = Dnsmasq::start(
+        port,
+        &[
+            ("_http._tcp.users.svc.test", "users.svc.test", users.addr.port(), 10, 1),
+            (
+                "_http._tcp.orders.svc.test",
+                "orders.svc.test",
+                orders.addr.port(),
+                10,
+                1,
+            ),
+        ],
+    );
+    let org = format!(
+        "name: acme
+upstreams:
+  services:
+    discovery:
+      dns_srv: {{name: '_http._tcp.{{service}}.svc.test', resolver: '127.0.0.1:{port}', refresh: 200ms}}
+routes:
+  - path: /{{*rest}}
+    upstream: services
+    service_from_path: true
+"
+    );
+    let gw = start_gateway(&gateway_with_org_files(""), &[("orgs/acme.yaml", &org)]);
+    for (path, name) in [
+        ("/users/123", "users"),
+        ("/orders/9?x=1", "orders"),
+        ("/users", "users"),
+    ] {
+        let r = get(&gw.url(path), None).await;
+        assert_eq!(r.status, 200, "{path}: {}{}", r.text(), dump(&gw));
+        assert_eq!(r.header("x-backend"), Some(name), "{path}");
+        // The path goes upstream as it came, the service's segment included.
+        assert_eq!(r.header("x-path"), path.split('?').next(), "{path}");
+    }
+    // No such service, or no service name at all: 503 with the gateway's JSON error.
+    for path in ["/nobody/1", "/", "/.hidden/x", "/a%20b/c"] {
+        let r = get(&gw.url(path), None).await;
+        assert_eq!(r.status, 503, "{path}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "no_healthy_target", "{path}: {}", r.text());
+    }
+    assert!(gw.wait_for_log("service found", WAIT));
 }
