@@ -54,7 +54,7 @@ type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes
 /// A configured discovery source.
 pub enum Source {
     DnsSrv {
-        resolver: TokioResolver,
+        resolver: Box<TokioResolver>,
         name: String,
     },
     Etcd {
@@ -106,7 +106,7 @@ impl Source {
                 name.push('.');
             }
             return Ok(Source::DnsSrv {
-                resolver: builder.with_options(opts).build(),
+                resolver: Box::new(builder.with_options(opts).build()),
                 name,
             });
         }
