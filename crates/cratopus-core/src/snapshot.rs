@@ -539,6 +539,11 @@ pub fn compile_only(
                 Some(u) => u,
                 None => match UpstreamPool::new(uname, ucfg.clone(), tls.clone()) {
                     Ok(pool) => {
+                        // What a discovery source said stays across a reload (the source may
+                        // be away just now).
+                        if let Some(old) = prev.and_then(|p| p.upstreams.get(&key)) {
+                            pool.seed_discovery(&old.pool);
+                        }
                         // A per-service template (`{service}` in its discovery) serves no
                         // request itself: its services' pools start when first used.
                         if !ucfg.discovery.as_ref().is_some_and(|d| d.is_template()) {

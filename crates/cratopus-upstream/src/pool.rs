@@ -240,6 +240,20 @@ impl UpstreamPool {
             .any(|e| matches!(e, Endpoint::Http { host, .. } if host.parse::<std::net::IpAddr>().is_err()))
     }
 
+    /// Takes over what `old`'s discovery source last said when both read the same source, so
+    /// that a reload that changes something else of the upstream while the source is away
+    /// keeps its targets. Does no I/O (compiling calls it).
+    pub fn seed_discovery(&self, old: &UpstreamPool) {
+        let (Some(d), Some(o)) = (&self.discovery, &old.discovery) else {
+            return;
+        };
+        if self.config.discovery != old.config.discovery {
+            return;
+        }
+        let last = o.last.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        *d.last.lock().unwrap_or_else(PoisonError::into_inner) = last;
+    }
+
     /// How many reads of the discovery source failed (0 without discovery), for metrics.
     pub fn discovery_failures(&self) -> u64 {
         self.discovery

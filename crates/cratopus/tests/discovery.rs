@@ -348,6 +348,20 @@ routes:
         20,
         "{seen:?}"
     );
+    // A reload that changes the upstream (a new pool) while etcd is away keeps the targets
+    // etcd last gave.
+    gw.write_file(
+        "orgs/acme.yaml",
+        &org.replace("  users:\n", "  users:\n    max_idle_per_target: 100\n"),
+    );
+    gw.signal("HUP");
+    assert!(gw.wait_for_log("config reloaded", WAIT), "reloaded{}", dump(&gw));
+    let seen = tally(&common_ops::backends_of_n(&gw, &gw.url("/x"), 20).await);
+    assert_eq!(
+        seen.get("b").unwrap_or(&0) + seen.get("c").unwrap_or(&0),
+        20,
+        "after the reload: {seen:?}"
+    );
     let m = common_ops::metrics(&gw, "t0ken-t0ken-t0ken").await;
     assert!(
         m.contains("cratopus_discovery_targets{org=\"acme\",upstream=\"users\"} 2"),
