@@ -15,6 +15,7 @@ use test_support::{Gateway, eventually, free_port, get};
 
 const WAIT: Duration = Duration::from_secs(20);
 const TAKEN_OUT: &str = "target is unhealthy, taken out";
+const ADMIN_TOKEN: &str = "t0ken-t0ken-t0ken";
 
 /// A dnsmasq in the foreground on a loopback port, answering only the records it is given.
 struct Dnsmasq {
@@ -309,8 +310,8 @@ routes:
 ",
         etcd.url
     );
-    let admin = "admin:\n  bind: 127.0.0.1:0\n  token: t0ken-t0ken-t0ken\n";
-    let gw = start_gateway(&gateway_with_org_files(admin), &[("orgs/acme.yaml", &org)]);
+    let admin = format!("admin:\n  bind: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\n");
+    let gw = start_gateway(&gateway_with_org_files(&admin), &[("orgs/acme.yaml", &org)]);
     assert!(
         wait_serving(&gw, "a", true).await && wait_serving(&gw, "b", true).await,
         "a and b serve{}",
@@ -362,7 +363,7 @@ routes:
         20,
         "after the reload: {seen:?}"
     );
-    let m = common_ops::metrics(&gw, "t0ken-t0ken-t0ken").await;
+    let m = common_ops::metrics(&gw, ADMIN_TOKEN).await;
     assert!(
         m.contains("cratopus_discovery_targets{org=\"acme\",upstream=\"users\"} 2"),
         "{m}"
@@ -377,7 +378,7 @@ routes:
 /// gateway.yaml of a cluster node named `node` on `redis`.
 fn cluster_node(node: &str, redis: &test_support::redis::RedisServer, org: &str) -> Gateway {
     let extra = format!(
-        "watch: false\ncluster:\n  node: {node}\n  redis:\n    urls: ['{}']\n    timeout: 2s\n    retry_interval: 300ms\n",
+        "watch: false\nadmin:\n  bind: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\ncluster:\n  node: {node}\n  redis:\n    urls: ['{}']\n    timeout: 2s\n    retry_interval: 300ms\n",
         redis.url()
     );
     start_gateway(&gateway_with_org_files(&extra), &[("orgs/acme.yaml", org)])
@@ -434,6 +435,17 @@ routes:
     assert!(
         node_b.log_lines_with(TAKEN_OUT).is_empty(),
         "B's own check did not run meanwhile"
+    );
+    // The admin API tells why: healthy by B's own check, down on the cluster's word.
+    let targets = common_ops::targets(&node_b, ADMIN_TOKEN).await;
+    let tb = targets
+        .iter()
+        .find(|t| t["target"] == b.addr().to_string())
+        .expect("b listed");
+    assert_eq!(
+        (tb["healthy"].as_bool(), tb["cluster_down"].as_bool()),
+        (Some(true), Some(true)),
+        "{tb}"
     );
 
     // b recovers: A's check says so, and B sends to it again.
@@ -612,4 +624,79 @@ routes:
         assert_eq!(r.json()["error"]["code"], "no_healthy_target", "{path}: {}", r.text());
     }
     assert!(gw.wait_for_log("service found", WAIT));
+}
+
+/// The registry source against a stand-in for `cratopus control`'s registry endpoint (the
+/// contract in the cluster brief: bearer token, `{"service", "instances": [{"id", "url",
+/// "expires_at"}]}`). The end-to-end test against the real control plane is the lead's, once
+/// both have landed.
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_instances_become_targets() {
+    use std::sync::{Arc, Mutex};
+    use test_support::http::{Response, StatusCode};
+    use test_support::http_body_util::Full;
+    use test_support::hyper::body::Bytes;
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let instances: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(vec![("a".into(), a.url())]));
+    let list = instances.clone();
+    let registry = test_support::Backend::start(move |req, _| {
+        let list = list.clone();
+        async move {
+            let authorized =
+                req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer reg-token-0123456789");
+            if !authorized {
+                return Response::builder()
+                    .status(StatusCode::UNAUTHORIZED)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+            }
+            if req.uri().path() != "/api/v1/registry/services/users" {
+                return Response::builder()
+                    .status(StatusCode::NOT_FOUND)
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+            }
+            let instances: Vec<serde_json::Value> = list
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(id, url)| serde_json::json!({"id": id, "url": url, "expires_at": "2099-01-01T00:00:00Z"}))
+                .collect();
+            let body = serde_json::json!({"service": "users", "instances": instances}).to_string();
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(body)))
+                .unwrap()
+        }
+    })
+    .await;
+    let org = format!(
+        "name: acme
+upstreams:
+  users:
+    discovery:
+      registry: {{url: '{}', token: '${{REGISTRY_TOKEN}}', service: users, refresh: 200ms}}
+routes:
+  - path: /{{*rest}}
+    upstream: users
+",
+        registry.url()
+    );
+    let gw = tokio::task::block_in_place(|| {
+        Gateway::start_with_env(
+            common_ops::BIN,
+            &gateway_with_org_files(""),
+            &[("orgs/acme.yaml", &org)],
+            &[("REGISTRY_TOKEN", "reg-token-0123456789")],
+        )
+    });
+    assert!(wait_serving(&gw, "a", true).await, "a serves{}", dump(&gw));
+    let (stop, load) = start_load(&gw);
+    instances.lock().unwrap().push(("b".into(), b.url()));
+    assert!(wait_serving(&gw, "b", true).await, "b registers{}", dump(&gw));
+    instances.lock().unwrap().retain(|(id, _)| id != "a");
+    assert!(wait_serving(&gw, "a", false).await, "a deregisters{}", dump(&gw));
+    let outcomes = stop_load(stop, load).await;
+    assert_no_failure(&outcomes, &gw);
 }
