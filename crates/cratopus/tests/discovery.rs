@@ -700,3 +700,70 @@ routes:
     let outcomes = stop_load(stop, load).await;
     assert_no_failure(&outcomes, &gw);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ejection_on_one_node_holds_on_the_other_for_the_ejection_time() {
+    let redis = test_support::redis::RedisServer::start();
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let org = |outlier: &str| {
+        format!(
+            "name: acme
+upstreams:
+  users:
+    targets: ['{}', '{}']
+{outlier}routes:
+  - path: /{{*rest}}
+    upstream: users
+",
+            a.url(),
+            b.url()
+        )
+    };
+    // Only node A detects outliers; B has no means of its own to notice b failing.
+    let node_a = cluster_node(
+        "node-a",
+        &redis,
+        &org("    outlier_detection: {consecutive_5xx: 2, base_ejection_time: 1s}\n"),
+    );
+    let node_b = cluster_node("node-b", &redis, &org(""));
+    let subscribed = eventually(WAIT, || async {
+        test_support::redis::command(redis.port(), &["PUBSUB", "NUMSUB", "cratopus:targets"])
+            .map(|r| format!("{r:?}").contains("Int(2)"))
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(subscribed, "both nodes subscribe to cratopus:targets");
+
+    b.knobs.set_status(500);
+    let url_a = node_a.url("/x");
+    let ejected = eventually(WAIT, || {
+        let url_a = url_a.clone();
+        let gw = &node_a;
+        async move {
+            get(&url_a, None).await;
+            gw.log_lines_with("target ejected (outlier detection)").len() == 1
+        }
+    })
+    .await;
+    assert!(ejected, "A ejects b{}", dump(&node_a));
+    assert!(
+        node_b.wait_for_log("cause=outlier", WAIT),
+        "B hears of the ejection{}",
+        dump(&node_b)
+    );
+    let seen = tally(&backends_at(&node_b.url("/x"), 20).await);
+    assert_eq!(seen.get("a"), Some(&20), "B sent to the ejected target: {seen:?}");
+    // The mark runs out with the ejection time.
+    assert!(
+        node_b.wait_for_log("another node's down mark ran out", WAIT),
+        "B's mark runs out{}",
+        dump(&node_b)
+    );
+    b.knobs.set_status(200);
+    assert!(
+        wait_serving(&node_b, "b", true).await,
+        "B sends to b again{}",
+        dump(&node_b)
+    );
+}
