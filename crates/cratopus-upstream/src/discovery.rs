@@ -182,10 +182,14 @@ impl Source {
 }
 
 async fn srv(resolver: &TokioResolver, name: &str) -> Result<Vec<Found>, String> {
-    let records = resolver
-        .srv_lookup(name)
-        .await
-        .map_err(|e| format!("SRV {name}: {e}"))?;
+    let records = match resolver.srv_lookup(name).await {
+        Ok(r) => r,
+        // The server says there are none (NXDOMAIN, or no SRV record at the name): every
+        // instance is gone, an answer like any other. A server that does not answer is a
+        // failure, which keeps the last targets.
+        Err(e) if says_none(&e) => return Ok(Vec::new()),
+        Err(e) => return Err(format!("SRV {name}: {e}")),
+    };
     let records: Vec<_> = records.iter().cloned().collect();
     let Some(best) = records.iter().map(|r| r.priority()).min() else {
         return Ok(Vec::new());
@@ -218,6 +222,22 @@ async fn srv(resolver: &TokioResolver, name: &str) -> Result<Vec<Found>, String>
         }
     }
     Ok(out)
+}
+
+/// NXDOMAIN, or NOERROR without the record: the name has no SRV record. (SERVFAIL, REFUSED
+/// and timeouts are failures.)
+fn says_none(e: &hickory_resolver::ResolveError) -> bool {
+    use hickory_resolver::proto::ProtoErrorKind;
+    use hickory_resolver::proto::op::ResponseCode;
+    e.proto().is_some_and(|p| {
+        matches!(
+            p.kind(),
+            ProtoErrorKind::NoRecordsFound {
+                response_code: ResponseCode::NXDomain | ResponseCode::NoError,
+                ..
+            }
+        )
+    })
 }
 
 async fn etcd_range(client: &HttpClient, endpoint: &str, prefix: &str) -> Result<Bytes, String> {

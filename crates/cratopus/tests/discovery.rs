@@ -38,6 +38,9 @@ impl Dnsmasq {
             "--bind-interfaces",
             "--listen-address=127.0.0.1",
             "--local-ttl=0",
+            // The test's zone is this server's own: a name without records gets NXDOMAIN
+            // (with no upstream server, dnsmasq would answer REFUSED, a failure).
+            "--local=/disc.test/",
         ])
         .arg(format!("--port={port}"));
         let mut hosts: Vec<&str> = Vec::new();
@@ -257,6 +260,13 @@ routes:
     let seen = tally(&common_ops::backends_of_n(&gw, &gw.url("/x"), 20).await);
     assert_eq!(seen.get("c"), Some(&20), "{seen:?}");
     assert_eq!(a.knobs.hits(), a_hits, "a left the records but got requests");
+
+    // Every record goes: the server says there are none, so the upstream has no target left.
+    dns.change(&[("_http._tcp.other.disc.test", "c.disc.test", pc, 10, 1)]);
+    let empty = eventually(WAIT, || async { get(&gw.url("/x"), None).await.status == 503 }).await;
+    assert!(empty, "no record, no target{}", dump(&gw));
+    dns.change(&[(name, "c.disc.test", pc, 10, 1)]);
+    assert!(wait_serving(&gw, "c", true).await, "c is back{}", dump(&gw));
 
     // The DNS server goes away: the last known targets stay.
     drop(dns);
