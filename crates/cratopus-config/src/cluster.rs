@@ -115,6 +115,19 @@ pub mod keys {
     pub fn acme_challenge(token: &str) -> String {
         format!("cratopus:acme:challenge:{token}")
     }
+
+    /// Pub/sub channel: a target one node found down or up again, JSON `{"i","node",
+    /// "upstream","target","down","cause","for_ms"}` (`upstream` is `org/name`, `target` the
+    /// address, `cause` `health`, `outlier` or `breaker`, `for_ms` how long the mark holds).
+    pub const TARGETS_CHANNEL: &str = "cratopus:targets";
+    /// Hash: node name → ms time of its last in-flight report (readers skip stale nodes).
+    pub const INFLIGHT_NODES: &str = "cratopus:inflight:nodes";
+
+    /// Hash of one node's in-flight requests: `org/upstream|address` → count. Rewritten every
+    /// second with a 3 s TTL, so a node that stops leaves nothing behind.
+    pub fn inflight(node: &str) -> String {
+        format!("cratopus:inflight:{node}")
+    }
 }
 
 #[cfg(test)]

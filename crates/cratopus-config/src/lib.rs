@@ -17,6 +17,7 @@ pub mod cluster;
 pub mod cluster_certs;
 pub mod compose;
 pub mod compress;
+pub mod discovery;
 pub mod error;
 pub mod files;
 pub mod graphql;
@@ -44,6 +45,7 @@ pub mod yaml_doc;
 
 pub use access::*;
 pub use auth_limits::*;
+pub use discovery::{DiscoveryConfig, SharedStateConfig};
 pub use error::{ConfigError, ConfigErrors};
 pub use grpc::GrpcCode;
 pub use load::{

@@ -497,7 +497,8 @@ pub struct OrganizationConfig {
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// `http://host:port` (port 80 if omitted), `https://host:port` (443) or `mirror://`, as
-    /// strings or `{url, weight}`.
+    /// strings or `{url, weight}`. Leave out with `discovery`.
+    #[serde(default)]
     pub targets: Vec<TargetConfig>,
     /// How a target is chosen for each request.
     #[serde(default)]
@@ -540,6 +541,12 @@ pub struct UpstreamConfig {
     /// TLS towards `https://` targets: verification, CA, SNI, client certificate.
     #[serde(default)]
     pub tls: Option<UpstreamTlsConfig>,
+    /// Targets from DNS SRV, etcd or the control plane's registry, instead of `targets`.
+    #[serde(default)]
+    pub discovery: Option<crate::discovery::DiscoveryConfig>,
+    /// In a cluster: share target state and in-flight counts with the other nodes.
+    #[serde(default)]
+    pub shared_state: crate::discovery::SharedStateConfig,
 }
 fn default_dns_refresh() -> Dur {
     Dur::secs(30)
@@ -880,4 +887,8 @@ pub struct RouteConfig {
     /// The response cache on this route (its fields replace the organization's).
     #[serde(default)]
     pub cache: Option<crate::cache::CacheConfig>,
+    /// The request path's first segment names the service (`/users/123` → `users`) whose
+    /// instances answer: `upstream` must be a discovery template (`{service}` in its source).
+    #[serde(default)]
+    pub service_from_path: bool,
 }

@@ -363,11 +363,23 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
         }
         for (uname, u) in &o.upstreams {
             let here = ptr(base, &["upstreams", uname]);
-            if u.targets.is_empty() {
-                errors.push(at(
+            match (&u.discovery, u.targets.is_empty()) {
+                (None, true) => errors.push(at(
                     &["upstreams", uname, "targets"],
                     format!("upstream `{uname}` has no targets"),
-                ));
+                )),
+                (Some(_), false) => errors.push(at(
+                    &["upstreams", uname, "targets"],
+                    format!("upstream `{uname}` has both `targets` and `discovery`; give one of them"),
+                )),
+                (Some(d), true) => section_problems(
+                    &mut errors,
+                    f,
+                    &ptr(&here, &["discovery"]),
+                    &format!("upstream `{uname}`: discovery: "),
+                    d.problems(),
+                ),
+                (None, false) => {}
             }
             for (i, t) in u.targets.iter().enumerate() {
                 let target = ptr(&here, &["targets", &i.to_string()]);
@@ -599,6 +611,7 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
             if let Some(c) = &r.compose {
                 crate::compose::check_route(f, &here, &what, o, r, c, &mut errors);
             }
+            crate::discovery::check_route(f, &here, &what, o, r, &mut errors);
             for u in r.upstream_names() {
                 if !o.upstreams.contains_key(&u.value) {
                     let known: Vec<&str> = o.upstreams.keys().map(String::as_str).collect();
@@ -928,7 +941,7 @@ fn check_upstream_tls(f: &Path, here: &str, uname: &str, u: &UpstreamConfig, err
             _ => None,
         })
         .collect();
-    let https = schemes.iter().any(|t| *t);
+    let https = schemes.iter().any(|t| *t) || u.discovery.as_ref().is_some_and(|d| d.https());
     if https && schemes.iter().any(|t| !*t) {
         errors.push(ConfigError::at_key(
             f,

@@ -276,7 +276,9 @@ const INVALID: &[(Kind, &str)] = &[
     (Gateway, "listeners: [{name: a}]"),
     (Gateway, "traffic_log: {keep: 3}"),
     (Org, "domains: [a.test]"),
-    (Org, "name: a\nupstreams: {u: {}}"),
+    // `targets` may be left out (with `discovery`; validation wants one of them), but a
+    // discovery source needs its keys.
+    (Org, "name: a\nupstreams: {u: {discovery: {dns_srv: {}}}}"),
     (Org, "name: a\nupstreams: {u: {targets: [{weight: 2}]}}"),
     // Units and names the parser does not know.
     (Gateway, "shutdown_timeout: 5 parsecs"),

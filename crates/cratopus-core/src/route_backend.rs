@@ -12,7 +12,7 @@ use crate::snapshot::{Services, Snapshot};
 use cratopus_config::RouteConfig;
 use cratopus_upstream::resilience::Retry;
 use cratopus_upstream::split::{SplitSettings, SplitState};
-use cratopus_upstream::{Backend, Compose, ComposeBackend, ErrorPolicy, Split, Upstream, UpstreamCall};
+use cratopus_upstream::{Backend, ByService, Compose, ComposeBackend, ErrorPolicy, Split, Upstream, UpstreamCall};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -81,6 +81,14 @@ pub(crate) fn route_backend(
         return compose_backend(r, c, org, upstreams, services, route_retry.clone());
     }
     match (&r.upstream, &r.split) {
+        (Some(u), _) if r.service_from_path => {
+            // Validation made `u` a discovery template; its services' pools are made on use.
+            let Some(Backend::Upstream(template)) = one(&u.value) else {
+                return Ok(None);
+            };
+            let config = template.upstream.pool.config.clone();
+            Ok(Some(Backend::ByService(Arc::new(ByService::new(template, config)))))
+        }
         (Some(u), _) => Ok(one(&u.value)),
         (None, Some(split)) => {
             let Some(arms) = split

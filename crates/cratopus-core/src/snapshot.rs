@@ -34,6 +34,7 @@ pub use cratopus_upstream::Upstream;
 use cratopus_upstream::backend::Shadow;
 use cratopus_upstream::conn_pool::{ConnPool, PoolSettings};
 use cratopus_upstream::resilience::{self, Retry};
+use cratopus_upstream::shared_state::ClusterTargets;
 use cratopus_upstream::{Backend, Service, UpstreamCall, UpstreamPool, UpstreamTls};
 use http::{HeaderName, Method};
 use std::collections::HashMap;
@@ -129,6 +130,9 @@ pub struct Snapshot {
     /// The response cache's store, when a route caches; kept across reloads while
     /// `cache.max_bytes` stays the same.
     pub cache: Option<Arc<CacheStore>>,
+    /// Target state shared with the other nodes (`cluster:`); kept across reloads while the
+    /// `cluster` section is unchanged.
+    pub cluster_targets: Option<Arc<ClusterTargets>>,
 }
 
 impl Snapshot {
@@ -263,12 +267,13 @@ fn pool_settings(cfg: &UpstreamConfig, tls: Option<Arc<UpstreamTls>>) -> PoolSet
 
 /// Whether an upstream's targets are `https://` (validation makes them all alike).
 fn upstream_is_https(cfg: &UpstreamConfig) -> bool {
-    cfg.targets.iter().any(|t| {
-        matches!(
-            cratopus_config::validate::parse_target(&t.url),
-            Ok(cratopus_config::validate::TargetUrl::Http { tls: true, .. })
-        )
-    })
+    cfg.discovery.as_ref().is_some_and(|d| d.https())
+        || cfg.targets.iter().any(|t| {
+            matches!(
+                cratopus_config::validate::parse_target(&t.url),
+                Ok(cratopus_config::validate::TargetUrl::Http { tls: true, .. })
+            )
+        })
 }
 
 /// What starting a compiled config does, kept apart from compiling it.
@@ -285,6 +290,8 @@ enum StartStep {
     Jwks(Arc<cratopus_policies::jwks::Jwks>),
     /// Give the cache its Redis second level (or none), subscribing to the purges.
     CacheSecondLevel(Arc<CacheStore>, Option<cratopus_state::RedisLimiter>),
+    /// Start sharing target state with the cluster.
+    ClusterTargets(Arc<ClusterTargets>),
 }
 
 /// A config compiled into a snapshot that has not started yet: compiling opened no file for
@@ -323,6 +330,7 @@ impl Compiled {
                 }
                 StartStep::Jwks(j) => j.start().await,
                 StartStep::CacheSecondLevel(store, redis) => store.set_second_level(redis.as_ref()),
+                StartStep::ClusterTargets(c) => c.start(),
             }
         }
         if errors.is_empty() {
@@ -433,6 +441,22 @@ pub fn compile_only(
         }
     }
 
+    // Shared target state: the running one while `cluster` is unchanged.
+    let cluster_targets = match (&gw.cluster, prev.and_then(|p| p.cluster_targets.as_ref())) {
+        (Some(c), Some(running)) if running.config == *c => Some(running.clone()),
+        (Some(c), _) => match ClusterTargets::new(c) {
+            Ok(ct) => {
+                steps.push(StartStep::ClusterTargets(ct.clone()));
+                Some(ct)
+            }
+            Err(e) => {
+                errors.push(ConfigError::new(&file, format!("cluster.redis: {e}")));
+                None
+            }
+        },
+        (None, _) => None,
+    };
+
     // TLS: certificate files are read here; ACME certificates carry over.
     let acme_store = prev.map(|p| p.tls.acme.clone()).unwrap_or_default();
     let (tls, mut org_tls) = crate::tls::compile(&cfg, acme_store, &mut errors);
@@ -515,7 +539,16 @@ pub fn compile_only(
                 Some(u) => u,
                 None => match UpstreamPool::new(uname, ucfg.clone(), tls.clone()) {
                     Ok(pool) => {
-                        steps.push(StartStep::Pool(pool.clone()));
+                        // What a discovery source said stays across a reload (the source may
+                        // be away just now).
+                        if let Some(old) = prev.and_then(|p| p.upstreams.get(&key)) {
+                            pool.seed_discovery(&old.pool);
+                        }
+                        // A per-service template (`{service}` in its discovery) serves no
+                        // request itself: its services' pools start when first used.
+                        if !ucfg.discovery.as_ref().is_some_and(|d| d.is_template()) {
+                            steps.push(StartStep::Pool(pool.clone()));
+                        }
                         Arc::new(Upstream {
                             name: uname.as_str().into(),
                             conns: ConnPool::new(pool_settings(ucfg, tls)),
@@ -535,6 +568,9 @@ pub fn compile_only(
                     }
                 },
             };
+            if let Some(ct) = &cluster_targets {
+                upstream.pool.join_cluster(ct, &format!("{org_name}/{uname}"));
+            }
             upstreams.insert(key, upstream);
         }
 
@@ -906,6 +942,7 @@ pub fn compile_only(
         upstreams,
         tls,
         cache: cache_store,
+        cluster_targets,
         config: Arc::new(cfg),
     };
     Ok(Compiled { snapshot, steps })

@@ -282,6 +282,8 @@ async fn upstreams(State(s): State<Arc<AdminState>>) -> Response {
                     "ejected": t.is_ejected(),
                     "circuit": t.breaker.as_ref().map(|b| b.state().as_str()),
                     "circuit_opens": t.breaker.as_ref().map(|b| b.opens()),
+                    "cluster_down": t.is_remote_down(),
+                    "cluster_in_flight": t.remote_inflight(),
                 })).collect::<Vec<_>>(),
             })
         })
@@ -352,6 +354,7 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
     crate::admin_graphql::render(&mut out, &snap);
     crate::admin_cache::render(&mut out, &snap);
     crate::admin_cluster::render(&mut out, s.cluster.as_deref());
+    crate::admin_discovery::render(&mut out, &snap);
     let mut res = out.into_response();
     res.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -686,7 +689,9 @@ fn openapi_base() -> Value {
         "in_flight": {"type": "integer", "minimum": 0}, "weight": {"type": "integer", "minimum": 1},
         "ejected": {"type": "boolean", "description": "taken out by outlier detection"},
         "circuit": {"type": ["string", "null"], "enum": ["closed", "open", "half_open", null], "description": "the circuit breaker's state; null without a breaker"},
-        "circuit_opens": {"type": ["integer", "null"], "minimum": 0, "description": "times the breaker opened"}}});
+        "circuit_opens": {"type": ["integer", "null"], "minimum": 0, "description": "times the breaker opened"},
+        "cluster_down": {"type": "boolean", "description": "taken out on another cluster node's word (shared target state)"},
+        "cluster_in_flight": {"type": "integer", "minimum": 0, "description": "the other cluster nodes' requests in flight to the target, as last exchanged"}}});
     // One route of `/api/organizations` (apart, for the same reason).
     let route_schema = json!({"type": "object", "required": ["name", "path", "methods", "upstream", "split"], "properties": {
         "name": {"type": "string"}, "path": {"type": "string"},

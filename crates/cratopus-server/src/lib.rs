@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admin_cache;
 pub mod admin_cluster;
 pub mod admin_config;
+pub mod admin_discovery;
 pub mod admin_graphql;
 pub mod admin_split;
 pub mod cluster;

@@ -162,9 +162,10 @@ fn round_robin(s: &[u32], targets: &[Arc<Target>], counter: &AtomicUsize) -> Opt
         .find(|&i| targets[i].is_available())
 }
 
-/// In-flight requests per unit of weight, scaled to stay integral.
+/// In-flight requests per unit of weight, scaled to stay integral. In a cluster with
+/// `shared_state.inflight`, the other nodes' requests (exchanged every second) count too.
 fn load(t: &Target) -> u64 {
-    (t.inflight() as u64 + 1) * 1_000_000 / u64::from(t.weight)
+    ((t.inflight() + t.remote_inflight()) as u64 + 1) * 1_000_000 / u64::from(t.weight)
 }
 
 /// The healthy target with the least load; ties go to the first after `start`.

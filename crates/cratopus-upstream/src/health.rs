@@ -3,6 +3,7 @@
 //! on a fresh connection so that a check sees what a new request would see.
 
 use crate::pool::UpstreamPool;
+use crate::shared_state::Cause;
 use crate::target::{Target, TargetKind};
 use crate::tls::UpstreamTls;
 use bytes::Bytes;
@@ -22,10 +23,13 @@ pub async fn check_all(pool: &Arc<UpstreamPool>, hc: &HealthCheckConfig) {
         let hc = hc.clone();
         let name = pool.name.clone();
         let tls = pool.tls.clone();
+        let pool = pool.clone();
         set.spawn(async move {
             let result = tokio::time::timeout(hc.timeout.0, check(&t, &hc, tls.as_deref())).await;
             let ok = matches!(result, Ok(Ok(())));
-            if let Some(now) = t.record_check(ok, hc.healthy_threshold, hc.unhealthy_threshold) {
+            let flip = t.record_check(ok, hc.healthy_threshold, hc.unhealthy_threshold);
+            share(&pool, &t, &hc, ok, flip);
+            if let Some(now) = flip {
                 if now {
                     tracing::info!(upstream = %name, target = %t.label, "target is healthy again");
                 } else {
@@ -40,6 +44,23 @@ pub async fn check_all(pool: &Arc<UpstreamPool>, hc: &HealthCheckConfig) {
         });
     }
     while set.join_next().await.is_some() {}
+}
+
+/// What a check tells the other nodes of a cluster (`shared_state`): a target that is down
+/// renews its lease of three intervals at every failed check; one that comes back is announced
+/// up. A passing check of this node also ends another node's mark on the target: a node trusts
+/// its own eyes over hearsay.
+fn share(pool: &UpstreamPool, t: &Target, hc: &HealthCheckConfig, ok: bool, flip: Option<bool>) {
+    let lease = (hc.interval.0 * 3).max(std::time::Duration::from_secs(1));
+    if !t.is_healthy() {
+        pool.announce(t, true, Cause::Health, lease);
+    } else if flip == Some(true) {
+        pool.announce(t, false, Cause::Health, lease);
+    }
+    if ok && t.is_remote_down() {
+        t.set_remote_down(None);
+        tracing::info!(upstream = %pool.name, target = %t.label, "own health check passes: another node's down mark dropped");
+    }
 }
 
 async fn check(t: &Target, hc: &HealthCheckConfig, tls: Option<&UpstreamTls>) -> Result<(), String> {

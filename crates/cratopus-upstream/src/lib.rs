@@ -9,12 +9,14 @@
 pub mod balancer;
 pub mod breaker;
 pub mod bulkhead;
+pub mod discovery;
 pub mod grpc;
 pub mod grpc_health;
 pub mod health;
 pub mod outlier;
 pub mod pool;
 pub mod retry;
+pub mod shared_state;
 pub mod split;
 pub mod target;
 pub mod tls;
@@ -34,7 +36,7 @@ pub mod headers;
 pub mod resilience;
 
 pub use backend::{
-    Backend, BackendError, COMPLETED, Call, CallModifier, Compose, ComposeBackend, ErrorPolicy, MAX_ANSWER_BYTES,
-    ProxyLimit, Service, Split, Upstream, UpstreamCall,
+    Backend, BackendError, ByService, COMPLETED, Call, CallModifier, Compose, ComposeBackend, ErrorPolicy,
+    MAX_ANSWER_BYTES, ProxyLimit, Service, Split, Upstream, UpstreamCall,
 };
 pub use body::{BackendBody, BodyFault, BodyStats, ClientBody, RequestBody};

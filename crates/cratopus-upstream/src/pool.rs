@@ -2,16 +2,18 @@
 
 use crate::balancer::{self, Tables};
 use crate::breaker::{Breaker, BreakerSettings};
+use crate::discovery::{Found, Source};
 use crate::health;
 use crate::outlier::{Outcome, OutlierDetector, OutlierSettings};
+use crate::shared_state::{Cause, ClusterTargets};
 use crate::target::{Target, TargetKind};
 use crate::tls::UpstreamTls;
 use arc_swap::ArcSwap;
 use cratopus_config::validate::{TargetUrl, parse_target};
 use cratopus_config::{HashOn, UpstreamConfig};
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 /// The targets of a pool at one moment, with the balancer tables built for them.
@@ -48,6 +50,25 @@ pub struct UpstreamPool {
     epoch: Instant,
     /// TLS towards `https://` targets (health checks use it too).
     pub tls: Option<Arc<UpstreamTls>>,
+    /// Service discovery, when the upstream has `discovery` (and then no `endpoints`).
+    discovery: Option<Discovered>,
+    /// The cluster's shared target state and this upstream's key in it (`org/name`), when
+    /// gateway.yaml has `cluster:`.
+    cluster: Mutex<Option<(Weak<ClusterTargets>, String)>>,
+    /// The ticker task runs.
+    ticking: AtomicBool,
+}
+
+/// A discovery source and what it last said.
+#[derive(Debug)]
+struct Discovered {
+    source: Source,
+    /// The last good answer; `None` until the source first answered.
+    last: Mutex<Option<Vec<Found>>>,
+    /// The source failed at its last read (so that a failure is logged once, not at every
+    /// refresh).
+    failing: AtomicBool,
+    failures: AtomicU64,
 }
 
 impl UpstreamPool {
@@ -60,6 +81,15 @@ impl UpstreamPool {
         for t in &config.targets {
             endpoints.push(parse_endpoint(&t.url, t.weight)?);
         }
+        let discovery = match &config.discovery {
+            Some(d) => Some(Discovered {
+                source: Source::new(d)?,
+                last: Mutex::new(None),
+                failing: AtomicBool::new(false),
+                failures: AtomicU64::new(0),
+            }),
+            None => None,
+        };
         let pool = Arc::new(UpstreamPool {
             name: name.into(),
             endpoints,
@@ -72,6 +102,9 @@ impl UpstreamPool {
             epoch: Instant::now(),
             config,
             tls,
+            discovery,
+            cluster: Mutex::new(None),
+            ticking: AtomicBool::new(false),
         });
         Ok(pool)
     }
@@ -99,6 +132,7 @@ impl UpstreamPool {
         };
         if let Some(e) = detector.record(i, outcome, now) {
             target.set_ejected(true);
+            self.announce(target, true, Cause::Outlier, e.duration);
             tracing::warn!(
                 upstream = %self.name,
                 target = %target.label,
@@ -114,6 +148,38 @@ impl UpstreamPool {
     /// recording).
     pub fn detects_outliers(&self) -> bool {
         self.set.load().outlier.is_some()
+    }
+
+    /// Shares this upstream's target state with the other nodes of a cluster, as upstream
+    /// `key` (`org/name`). Called at every compile (a kept pool joins the current cluster);
+    /// starts nothing: the pool's or the cluster's start runs the ticker that expires marks.
+    pub fn join_cluster(self: &Arc<Self>, cluster: &Arc<ClusterTargets>, key: &str) {
+        cluster.register(key, self);
+        *self.cluster.lock().unwrap_or_else(PoisonError::into_inner) = Some((Arc::downgrade(cluster), key.to_string()));
+    }
+
+    fn in_cluster(&self) -> bool {
+        self.cluster.lock().unwrap_or_else(PoisonError::into_inner).is_some()
+    }
+
+    /// Tells the other nodes that `target` is down (for `hold`) or up again; nothing outside a
+    /// cluster or with `shared_state.targets: false`. Called on state changes only, never per
+    /// request.
+    pub fn announce(&self, target: &Target, down: bool, cause: Cause, hold: Duration) {
+        if !self.config.shared_state.targets {
+            return;
+        }
+        let cluster = self.cluster.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((ct, key)) = &*cluster
+            && let Some(ct) = ct.upgrade()
+        {
+            ct.announce(key, target, down, cause, hold);
+        }
+    }
+
+    /// Milliseconds since the pool's epoch (the clock of remote marks).
+    pub fn now_ms(&self) -> u64 {
+        crate::breaker::millis(self.epoch.elapsed())
     }
 
     /// The instant breakers and outlier detection count from.
@@ -151,7 +217,11 @@ impl UpstreamPool {
                 }
             });
         }
+        let now_ms = self.now_ms();
         for t in &set.targets {
+            if t.expire_remote_down(now_ms) {
+                tracing::info!(upstream = %self.name, target = %t.label, "another node's down mark ran out");
+            }
             if t.breaker_blocks() && t.breaker.as_ref().is_none_or(|b| b.would_admit(now)) {
                 t.set_breaker_open(false);
                 tracing::info!(upstream = %self.name, target = %t.label, "circuit half-open: probing the target");
@@ -170,16 +240,73 @@ impl UpstreamPool {
             .any(|e| matches!(e, Endpoint::Http { host, .. } if host.parse::<std::net::IpAddr>().is_err()))
     }
 
-    /// Resolves every endpoint and swaps in the new set, keeping the `Target` (and so its health
-    /// and load) of every address that is still there.
+    /// Takes over what `old`'s discovery source last said when both read the same source, so
+    /// that a reload that changes something else of the upstream while the source is away
+    /// keeps its targets. Does no I/O (compiling calls it).
+    pub fn seed_discovery(&self, old: &UpstreamPool) {
+        let (Some(d), Some(o)) = (&self.discovery, &old.discovery) else {
+            return;
+        };
+        if self.config.discovery != old.config.discovery {
+            return;
+        }
+        let last = o.last.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        *d.last.lock().unwrap_or_else(PoisonError::into_inner) = last;
+    }
+
+    /// How many reads of the discovery source failed (0 without discovery), for metrics.
+    pub fn discovery_failures(&self) -> u64 {
+        self.discovery
+            .as_ref()
+            .map_or(0, |d| d.failures.load(Ordering::Relaxed))
+    }
+
+    /// Reads the discovery source, and returns the endpoints of its last good answer. A failure
+    /// keeps the last known targets; it is logged when it starts and when it ends.
+    async fn discover(&self, d: &Discovered) -> Vec<Endpoint> {
+        match d.source.fetch().await {
+            Ok(found) => {
+                if d.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(upstream = %self.name, source = ?d.source, targets = found.len(), "service discovery answers again");
+                }
+                *d.last.lock().unwrap_or_else(PoisonError::into_inner) = Some(found);
+            }
+            Err(e) => {
+                d.failures.fetch_add(1, Ordering::Relaxed);
+                if !d.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(upstream = %self.name, source = ?d.source, error = %e, "service discovery failed; keeping the last known targets");
+                }
+            }
+        }
+        let last = d.last.lock().unwrap_or_else(PoisonError::into_inner);
+        last.iter()
+            .flatten()
+            .filter_map(|f| {
+                Some(Endpoint::Http {
+                    host: f.ip.to_string(),
+                    port: f.port,
+                    authority: f.authority.parse().ok()?,
+                    weight: f.weight,
+                })
+            })
+            .collect()
+    }
+
+    /// Resolves every endpoint (reading the discovery source first, if any) and swaps in the
+    /// new set, keeping the `Target` (and so its health and load) of every address that is
+    /// still there with the same weight.
     pub async fn refresh(&self) {
         let old = self.set.load_full();
         let mut targets: Vec<Arc<Target>> = Vec::new();
-        for e in &self.endpoints {
+        let discovered = match &self.discovery {
+            Some(d) => self.discover(d).await,
+            None => Vec::new(),
+        };
+        for e in self.endpoints.iter().chain(&discovered) {
             match e {
                 Endpoint::Mirror { weight } => {
                     let kind = TargetKind::Mirror;
-                    targets.push(reuse(&old, &kind).unwrap_or_else(|| self.new_target(kind, *weight)));
+                    targets.push(reuse(&old, &kind, *weight).unwrap_or_else(|| self.new_target(kind, *weight)));
                 }
                 Endpoint::Http {
                     host,
@@ -215,7 +342,7 @@ impl UpstreamPool {
                             addr,
                             authority: authority.clone(),
                         };
-                        targets.push(reuse(&old, &kind).unwrap_or_else(|| self.new_target(kind, *weight)));
+                        targets.push(reuse(&old, &kind, *weight).unwrap_or_else(|| self.new_target(kind, *weight)));
                     }
                 }
             }
@@ -253,41 +380,66 @@ impl UpstreamPool {
 
     /// Starts DNS refresh and health checking, if configured. The task ends with the pool.
     pub fn start(self: &Arc<Self>) {
-        if self.config.circuit_breaker.is_some() || self.config.outlier_detection.is_some() {
-            let weak: Weak<UpstreamPool> = Arc::downgrade(self);
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(TICK);
-                loop {
-                    every.tick().await;
-                    let Some(pool) = weak.upgrade() else { return };
-                    pool.tick();
-                }
-            });
+        if self.config.circuit_breaker.is_some() || self.config.outlier_detection.is_some() || self.in_cluster() {
+            self.ensure_ticker();
         }
-        let needs_dns = self.has_names();
+        // Names are resolved again every `dns_refresh`, a discovery source read every its
+        // `refresh`; both are what `refresh` does.
+        let refresh_every = match &self.config.discovery {
+            Some(d) => Some(d.refresh()),
+            None => self
+                .has_names()
+                .then(|| self.config.dns_refresh.0.max(Duration::from_secs(1))),
+        };
         let hc = self.config.health_check.clone();
-        if !needs_dns && hc.is_none() {
+        if refresh_every.is_none() && hc.is_none() {
             return;
         }
         let weak: Weak<UpstreamPool> = Arc::downgrade(self);
-        let dns_every = self.config.dns_refresh.0.max(Duration::from_secs(1));
         tokio::spawn(async move {
-            let mut next_dns = tokio::time::Instant::now() + dns_every;
+            use tokio::time::Instant as TInstant;
+            let far = Duration::from_secs(3600);
+            let mut next_refresh = TInstant::now() + refresh_every.unwrap_or(far);
+            let mut next_check = TInstant::now();
             loop {
                 let Some(pool) = weak.upgrade() else { return };
-                if needs_dns && tokio::time::Instant::now() >= next_dns {
+                if let Some(every) = refresh_every
+                    && TInstant::now() >= next_refresh
+                {
                     pool.refresh().await;
-                    next_dns = tokio::time::Instant::now() + dns_every;
+                    next_refresh = TInstant::now() + every;
                 }
-                let wait = match &hc {
-                    Some(hc) => {
-                        health::check_all(&pool, hc).await;
-                        hc.interval.0
-                    }
-                    None => dns_every,
-                };
+                if let Some(hc) = &hc
+                    && TInstant::now() >= next_check
+                {
+                    health::check_all(&pool, hc).await;
+                    next_check = TInstant::now() + hc.interval.0;
+                }
                 drop(pool);
-                tokio::time::sleep(wait).await;
+                let until = match (&refresh_every, &hc) {
+                    (Some(_), Some(_)) => next_refresh.min(next_check),
+                    (Some(_), None) => next_refresh,
+                    _ => next_check,
+                };
+                tokio::time::sleep_until(until).await;
+            }
+        });
+    }
+}
+
+impl UpstreamPool {
+    /// Starts the ticker (ejections, breakers, remote marks) unless it runs.
+    pub(crate) fn ensure_ticker(self: &Arc<Self>) {
+        if self.ticking.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let weak: Weak<UpstreamPool> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TICK);
+            loop {
+                every.tick().await;
+                let Some(pool) = weak.upgrade() else { return };
+                pool.tick();
             }
         });
     }
@@ -297,8 +449,13 @@ impl UpstreamPool {
 /// breaker can outlast its configured time.
 const TICK: Duration = Duration::from_millis(100);
 
-fn reuse(old: &TargetSet, kind: &TargetKind) -> Option<Arc<Target>> {
-    old.targets.iter().find(|t| &t.kind == kind).cloned()
+/// The running target for `kind`, if its weight is still `weight` (a discovered target whose
+/// weight changed starts afresh: the balancer's tables hold weights per target).
+fn reuse(old: &TargetSet, kind: &TargetKind, weight: u32) -> Option<Arc<Target>> {
+    old.targets
+        .iter()
+        .find(|t| &t.kind == kind && t.weight == weight.max(1))
+        .cloned()
 }
 
 fn parse_endpoint(url: &str, weight: u32) -> Result<Endpoint, String> {
@@ -338,6 +495,8 @@ mod tests {
             retry: None,
             bulkhead: None,
             tls: None,
+            discovery: None,
+            shared_state: Default::default(),
         }
     }
 

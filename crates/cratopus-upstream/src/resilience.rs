@@ -95,6 +95,9 @@ fn breaker_moved(pool: &UpstreamPool, target: &Target, t: Option<Transition>) {
         Some(Transition::Opened) => {
             target.set_breaker_open(true);
             let open_for = target.breaker.as_ref().map(|b| b.settings().open_for);
+            if let Some(d) = open_for {
+                pool.announce(target, true, crate::shared_state::Cause::Breaker, d);
+            }
             tracing::warn!(upstream = %pool.name, target = %target.label, ?open_for, "circuit opened");
         }
         Some(Transition::Closed) => {

@@ -4,7 +4,7 @@ use crate::breaker::Breaker;
 use http::uri::Authority;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TargetKind {
@@ -35,6 +35,14 @@ pub struct Target {
     breaker_open: AtomicBool,
     /// Ejected by outlier detection (passive health); cleared by the pool's ticker.
     ejected: AtomicBool,
+    /// Another node of the cluster found this target down (`shared_state`): out of rotation
+    /// until `remote_until_ms` (ms since the pool's epoch), when the pool's ticker clears it,
+    /// or until that node announces it up, or this node's own health check passes.
+    remote_down: AtomicBool,
+    remote_until_ms: AtomicU64,
+    /// In-flight requests of the other nodes of the cluster to this target, as last exchanged
+    /// (`shared_state.inflight`); least-connections adds it to this node's own.
+    remote_inflight: AtomicUsize,
 }
 
 impl Target {
@@ -60,6 +68,9 @@ impl Target {
             breaker,
             breaker_open: AtomicBool::new(false),
             ejected: AtomicBool::new(false),
+            remote_down: AtomicBool::new(false),
+            remote_until_ms: AtomicU64::new(0),
+            remote_inflight: AtomicUsize::new(0),
         }
     }
 
@@ -85,7 +96,44 @@ impl Target {
 
     /// Healthy, not drained, not ejected and its breaker not open: new requests may go here.
     pub fn is_available(&self) -> bool {
-        self.is_healthy() && !self.is_drained() && !self.is_ejected() && !self.breaker_open.load(Ordering::Relaxed)
+        self.is_healthy()
+            && !self.is_drained()
+            && !self.is_ejected()
+            && !self.breaker_open.load(Ordering::Relaxed)
+            && !self.remote_down.load(Ordering::Relaxed)
+    }
+
+    /// Whether another node's announcement keeps this target out.
+    pub fn is_remote_down(&self) -> bool {
+        self.remote_down.load(Ordering::Relaxed)
+    }
+
+    /// Takes the target out on another node's word until `until_ms` (ms since the pool's
+    /// epoch), or puts it back (`None`).
+    pub fn set_remote_down(&self, until_ms: Option<u64>) {
+        match until_ms {
+            Some(t) => {
+                self.remote_until_ms.store(t, Ordering::Relaxed);
+                self.remote_down.store(true, Ordering::Relaxed);
+            }
+            None => self.remote_down.store(false, Ordering::Relaxed),
+        }
+    }
+
+    /// Clears a remote mark whose time is up at `now_ms`; true when it did.
+    pub fn expire_remote_down(&self, now_ms: u64) -> bool {
+        self.is_remote_down()
+            && now_ms >= self.remote_until_ms.load(Ordering::Relaxed)
+            && self.remote_down.swap(false, Ordering::Relaxed)
+    }
+
+    /// The other nodes' in-flight requests to this target, as last exchanged.
+    pub fn remote_inflight(&self) -> usize {
+        self.remote_inflight.load(Ordering::Relaxed)
+    }
+
+    pub fn set_remote_inflight(&self, n: usize) {
+        self.remote_inflight.store(n, Ordering::Relaxed);
     }
 
     pub fn is_ejected(&self) -> bool {

@@ -150,6 +150,19 @@ impl RedisLimiter {
             .map(drop)
     }
 
+    /// `HSET key field value ...` (nothing for no pairs).
+    pub async fn hset_many(&self, key: &str, pairs: &[(String, String)]) -> Result<(), StateError> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let mut cmd = redis::cmd("HSET");
+        cmd.arg(key);
+        for (f, v) in pairs {
+            cmd.arg(f).arg(v);
+        }
+        self.run::<i64>(Op::Cmd(&cmd)).await.map(drop)
+    }
+
     /// `HGETALL key`: every field and value (empty when the key does not exist).
     pub async fn hgetall(&self, key: &str) -> Result<Vec<(String, Vec<u8>)>, StateError> {
         self.run(Op::Cmd(redis::cmd("HGETALL").arg(key))).await

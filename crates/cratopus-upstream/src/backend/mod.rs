@@ -9,6 +9,8 @@
 //!   per request, a failing canary rolled back.
 //! - [`Compose`]: several backends per request, their answers shaped and merged into one
 //!   (KrakenD's composition); it needs the route's path parameters ([`Call::params`]).
+//! - [`ByService`]: the service named by the path's first segment (`service_from_path`), each
+//!   service an upstream made on first use from a discovery template.
 //! - [`Service`]: anything else that answers a request in process (the engine's tests). A new kind of backend is a new implementation here, never a
 //!   special case in the engine.
 //!
@@ -18,6 +20,7 @@
 //! Errors are the backend's own small enum ([`BackendError`]); the core turns them into the
 //! gateway's JSON answers in one place.
 
+mod by_service;
 mod compose;
 mod decompress;
 mod shadow;
@@ -25,6 +28,7 @@ mod split;
 mod upgrade;
 mod upstream;
 
+pub use by_service::ByService;
 pub use compose::{COMPLETED, CallModifier, Compose, ComposeBackend, ErrorPolicy, MAX_ANSWER_BYTES, ProxyLimit};
 pub use shadow::{Shadow, ShadowStats};
 pub use split::Split;
@@ -157,6 +161,7 @@ pub enum Backend {
     Split(Arc<Split>),
     Service(Arc<dyn Service>),
     Compose(Arc<Compose>),
+    ByService(Arc<ByService>),
 }
 
 impl std::fmt::Debug for Backend {
@@ -180,6 +185,7 @@ impl Backend {
             Backend::Split(s) => s.call(call, req).await,
             Backend::Service(s) => s.call(call, req).await,
             Backend::Compose(c) => Box::pin(c.call(call, req)).await,
+            Backend::ByService(b) => b.call(call, req).await,
         }
     }
 
@@ -191,6 +197,7 @@ impl Backend {
             Backend::Split(_) => "split",
             Backend::Service(s) => s.name(),
             Backend::Compose(c) => &c.name,
+            Backend::ByService(b) => &b.name,
         }
     }
 

@@ -45,6 +45,7 @@ impl Split {
             Backend::Upstream(u) => u.call(call, req).await,
             Backend::Service(s) => s.call(call, req).await,
             Backend::Shadow(s) => s.call(call, req).await,
+            Backend::ByService(b) => b.call(call, req).await,
             Backend::Split(_) | Backend::Compose(_) => Err(BackendError::Failed),
         };
         let error = match &res {

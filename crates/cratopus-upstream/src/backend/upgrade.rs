@@ -40,6 +40,7 @@ impl Backend {
             Backend::Service(s) => s.call(call, req).await,
             // A composed answer is a document made of several, not a socket to relay.
             Backend::Compose(_) => Err(BackendError::Failed),
+            Backend::ByService(b) => Box::pin(b.upgrade(call, req)).await,
         }
     }
 }
