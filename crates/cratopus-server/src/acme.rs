@@ -310,28 +310,12 @@ async fn load_stored(dir: &Path) -> Option<(Arc<rustls::sign::CertifiedKey>, Cer
     certified_key_from_pem(&chain, &key).ok()
 }
 
-/// Writes `data` to `path` with `mode`, through a temporary file and a rename.
-pub(crate) fn write_private(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    f.write_all(data)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
-}
-
 async fn save(dir: &Path, chain: &str, key: &str) -> std::io::Result<()> {
     let (dir, chain, key) = (dir.to_path_buf(), chain.to_string(), key.to_string());
     tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)?;
-        write_private(&dir.join("key.pem"), key.as_bytes(), 0o600)?;
-        write_private(&dir.join("cert.pem"), chain.as_bytes(), 0o644)
+        crate::atomic_file::write(&dir.join("key.pem"), key.as_bytes(), Some(0o600))?;
+        crate::atomic_file::write(&dir.join("cert.pem"), chain.as_bytes(), Some(0o644))
     })
     .await
     .map_err(std::io::Error::other)?
@@ -399,7 +383,7 @@ async fn account(gateway_file: &Path, settings: &AcmeGatewayConfig, email: &str)
         if let Some(d) = path.parent() {
             std::fs::create_dir_all(d)?;
         }
-        write_private(&path, &json, 0o600)
+        crate::atomic_file::write(&path, &json, Some(0o600))
     })
     .await;
     if !matches!(saved, Ok(Ok(()))) {

@@ -224,30 +224,6 @@ async fn check(gateway: PathBuf, overlay: Overlay) -> Result<(), Response> {
     })
 }
 
-/// Writes `text` to `file` so that a reader sees the old or the new file, never a part.
-fn write_atomically(file: &Path, text: &str) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = file.parent().unwrap_or(Path::new("."));
-    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("org");
-    let tmp = dir.join(format!(".{name}.cratopus-{}.tmp", std::process::id()));
-    let mode = std::fs::metadata(file).ok().map(|m| m.permissions());
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        if let Some(m) = mode {
-            f.set_permissions(m)?;
-        }
-        f.sync_all()?;
-        std::fs::rename(&tmp, file)?;
-        // The rename itself is durable once the directory is.
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
-
 /// One accepted change: `file` gets `new` (or is removed), then the gateway reloads; on a failed
 /// reload the file is put back (`old`).
 async fn apply(s: &AdminState, file: &Path, old: Option<&str>, new: Option<&str>) -> Result<u64, Response> {
@@ -259,7 +235,7 @@ async fn apply(s: &AdminState, file: &Path, old: Option<&str>, new: Option<&str>
         )
     };
     match new {
-        Some(text) => write_atomically(file, text).map_err(io_err)?,
+        Some(text) => crate::atomic_file::write(file, text.as_bytes(), None).map_err(io_err)?,
         None => std::fs::remove_file(file).map_err(io_err)?,
     }
     match s.reloader.reload().await {
@@ -267,7 +243,7 @@ async fn apply(s: &AdminState, file: &Path, old: Option<&str>, new: Option<&str>
         Err(e) => {
             // Checked a moment ago, so another file changed meanwhile: undo ours.
             let undone = match old {
-                Some(text) => write_atomically(file, text),
+                Some(text) => crate::atomic_file::write(file, text.as_bytes(), None),
                 None => std::fs::remove_file(file),
             };
             if let Err(u) = undone {

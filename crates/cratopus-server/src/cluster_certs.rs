@@ -234,7 +234,7 @@ impl Cluster {
             let (name, json) = (r.name.clone(), serde_json::to_vec(r).unwrap_or_default());
             let saved = tokio::task::spawn_blocking(move || {
                 std::fs::create_dir_all(&dir)?;
-                crate::acme::write_private(&dir.join(format!("{name}.json")), &json, 0o600)
+                crate::atomic_file::write(&dir.join(format!("{name}.json")), &json, Some(0o600))
             })
             .await;
             if !matches!(saved, Ok(Ok(()))) {

@@ -9,6 +9,7 @@ pub mod admin_config;
 pub mod admin_discovery;
 pub mod admin_graphql;
 pub mod admin_split;
+pub mod atomic_file;
 pub mod cluster;
 pub mod cluster_certs;
 pub mod conn_io;

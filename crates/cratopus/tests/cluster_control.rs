@@ -13,12 +13,9 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
 use test_support::control::ControlPlane;
-use test_support::http::Request;
-use test_support::http_body_util::Full;
-use test_support::hyper::body::Bytes;
 use test_support::postgres::PostgresServer;
 use test_support::redis::RedisServer;
-use test_support::{Gateway, Reply, client, eventually, get, send};
+use test_support::{Gateway, Reply, eventually, get};
 
 const OPERATOR: &str = "operator-token-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(60);
@@ -46,18 +43,7 @@ fn start_node(name: &str, redis: &RedisServer, dir: &Path) -> Gateway {
 }
 
 async fn api(cp: &ControlPlane, method: &str, path: &str, body: Option<Value>) -> Reply {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(cp.url(path))
-        .header("authorization", format!("Bearer {OPERATOR}"));
-    let body = match body {
-        Some(v) => {
-            b = b.header("content-type", "application/json");
-            Bytes::from(v.to_string())
-        }
-        None => Bytes::new(),
-    };
-    send(&client(), b.body(Full::new(body)).unwrap()).await
+    cp.call(method, path, OPERATOR, body, &[]).await
 }
 
 async fn serves(node: &Gateway, path: &str) -> bool {

@@ -12,12 +12,9 @@ use common_ops::BIN;
 use serde_json::{Value, json};
 use std::time::Duration;
 use test_support::control::ControlPlane;
-use test_support::http::Request;
-use test_support::http_body_util::Full;
-use test_support::hyper::body::Bytes;
 use test_support::postgres::PostgresServer;
 use test_support::redis::{RedisServer, Reply as RedisReply};
-use test_support::{Reply, client, eventually, send};
+use test_support::{Reply, eventually};
 
 const OPERATOR: &str = "operator-token-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(30);
@@ -53,21 +50,7 @@ async fn call(
     body: Option<Value>,
     headers: &[(&str, &str)],
 ) -> Reply {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(cp.url(path))
-        .header("authorization", format!("Bearer {token}"));
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let body = match body {
-        Some(v) => {
-            b = b.header("content-type", "application/json");
-            Bytes::from(v.to_string())
-        }
-        None => Bytes::new(),
-    };
-    send(&client(), b.body(Full::new(body)).unwrap()).await
+    cp.call(method, path, token, body, headers).await
 }
 
 async fn op(cp: &ControlPlane, method: &str, path: &str, body: Option<Value>) -> Reply {

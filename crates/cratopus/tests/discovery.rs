@@ -636,51 +636,44 @@ routes:
     assert!(gw.wait_for_log("service found", WAIT));
 }
 
-/// The registry source against a stand-in for `cratopus control`'s registry endpoint (the
-/// contract in the cluster brief: bearer token, `{"service", "instances": [{"id", "url",
-/// "expires_at"}]}`). The end-to-end test against the real control plane is the lead's, once
-/// both have landed.
+/// The registry source against the real `cratopus control` (on a real PostgreSQL): instances
+/// register and heartbeat through its API, deregister, or stop heartbeating and run out of
+/// their TTL; the gateway's targets follow while load runs, and no request fails.
 #[tokio::test(flavor = "multi_thread")]
 async fn registry_instances_become_targets() {
-    use std::sync::{Arc, Mutex};
-    use test_support::http::{Response, StatusCode};
-    use test_support::http_body_util::Full;
-    use test_support::hyper::body::Bytes;
+    use test_support::control::ControlPlane;
+    use test_support::postgres::PostgresServer;
+    use test_support::redis::RedisServer;
+    const OPERATOR: &str = "reg-token-0123456789";
+    let pg = PostgresServer::start();
+    pg.create_database("control");
+    let redis = RedisServer::start();
+    let control = tokio::task::block_in_place(|| {
+        ControlPlane::start(
+            common_ops::BIN,
+            &format!(
+                "bind: 127.0.0.1:0\ndatabase: {}\nredis: {{urls: [\"{}\"]}}\noperator_token: {OPERATOR}\n",
+                pg.url("control"),
+                redis.url()
+            ),
+            &[],
+        )
+    });
+    // One call to the registry API as the operator; its status.
+    let registry = |method: &'static str, id: &'static str, body: Option<serde_json::Value>| {
+        let path = format!("/api/v1/registry/services/users/instances/{id}");
+        let control = &control;
+        async move { control.call(method, &path, OPERATOR, body, &[]).await.status }
+    };
+    let register = |id: &'static str, url: String, ttl: &'static str| async move {
+        let status = registry("PUT", id, Some(serde_json::json!({"url": url, "ttl": ttl}))).await;
+        assert_eq!(status, 200, "register {id}");
+    };
     let a = TestBackend::start("a").await;
     let b = TestBackend::start("b").await;
-    let instances: Arc<Mutex<Vec<(String, String)>>> = Arc::new(Mutex::new(vec![("a".into(), a.url())]));
-    let list = instances.clone();
-    let registry = test_support::Backend::start(move |req, _| {
-        let list = list.clone();
-        async move {
-            let authorized =
-                req.headers().get("authorization").and_then(|v| v.to_str().ok()) == Some("Bearer reg-token-0123456789");
-            if !authorized {
-                return Response::builder()
-                    .status(StatusCode::UNAUTHORIZED)
-                    .body(Full::new(Bytes::new()))
-                    .unwrap();
-            }
-            if req.uri().path() != "/api/v1/registry/services/users" {
-                return Response::builder()
-                    .status(StatusCode::NOT_FOUND)
-                    .body(Full::new(Bytes::new()))
-                    .unwrap();
-            }
-            let instances: Vec<serde_json::Value> = list
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|(id, url)| serde_json::json!({"id": id, "url": url, "expires_at": "2099-01-01T00:00:00Z"}))
-                .collect();
-            let body = serde_json::json!({"service": "users", "instances": instances}).to_string();
-            Response::builder()
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body)))
-                .unwrap()
-        }
-    })
-    .await;
+    let c = TestBackend::start("c").await;
+    register("a", a.url(), "1h").await;
+
     let org = format!(
         "name: acme
 upstreams:
@@ -691,22 +684,27 @@ routes:
   - path: /{{*rest}}
     upstream: users
 ",
-        registry.url()
+        control.url("")
     );
     let gw = tokio::task::block_in_place(|| {
         Gateway::start_with_env(
             common_ops::BIN,
             &gateway_with_org_files(""),
             &[("orgs/acme.yaml", &org)],
-            &[("REGISTRY_TOKEN", "reg-token-0123456789")],
+            &[("REGISTRY_TOKEN", OPERATOR)],
         )
     });
     assert!(wait_serving(&gw, "a", true).await, "a serves{}", dump(&gw));
     let (stop, load) = start_load(&gw);
-    instances.lock().unwrap().push(("b".into(), b.url()));
+    register("b", b.url(), "1h").await;
     assert!(wait_serving(&gw, "b", true).await, "b registers{}", dump(&gw));
-    instances.lock().unwrap().retain(|(id, _)| id != "a");
+    // a deregisters (DELETE): its requests move to b.
+    assert_eq!(registry("DELETE", "a", None).await, 200, "deregister a");
     assert!(wait_serving(&gw, "a", false).await, "a deregisters{}", dump(&gw));
+    // c registers with a short TTL and never heartbeats: it serves, then runs out.
+    register("c", c.url(), "5s").await;
+    assert!(wait_serving(&gw, "c", true).await, "c registers{}", dump(&gw));
+    assert!(wait_serving(&gw, "c", false).await, "c's TTL runs out{}", dump(&gw));
     let outcomes = stop_load(stop, load).await;
     assert_no_failure(&outcomes, &gw);
 }

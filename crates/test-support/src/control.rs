@@ -3,8 +3,6 @@
 //! `control plane listening addr=...`. Its log is kept for assertions; the process is killed
 //! on drop. The control.yaml should bind `127.0.0.1:0`.
 
-use crate::field;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -43,28 +41,7 @@ impl ControlPlane {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start cratopus control");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-        for stream in [
-            Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stdout.take().expect("stdout")),
-        ] {
-            let log = log.clone();
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.contains("control plane listening")
-                        && let Some(a) = field(&line, "addr").and_then(|a| a.parse().ok())
-                    {
-                        let _ = tx.send(a);
-                    }
-                    if std::env::var_os("GATEWAY_LOG").is_some() {
-                        eprintln!("[control] {line}");
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
+        let (log, rx) = crate::follow_log(&mut child, "control", "control plane listening");
         match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(addr) => Ok(ControlPlane { child, addr, dir, log }),
             Err(_) => {
@@ -79,6 +56,34 @@ impl ControlPlane {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// One API call with a bearer token (none when empty), an optional JSON body and extra
+    /// headers.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> crate::Reply {
+        let mut b = http::Request::builder().method(method).uri(self.url(path));
+        if !token.is_empty() {
+            b = b.header("authorization", format!("Bearer {token}"));
+        }
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let body = match body {
+            Some(v) => {
+                b = b.header("content-type", "application/json");
+                bytes::Bytes::from(v.to_string())
+            }
+            None => bytes::Bytes::new(),
+        };
+        let req = b.body(http_body_util::Full::new(body)).expect("a valid request");
+        crate::send(&crate::client(), req).await
     }
 
     /// `http://ADDR{path}`

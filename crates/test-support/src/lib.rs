@@ -39,6 +39,45 @@ pub struct Gateway {
     log: Arc<Mutex<Vec<String>>>,
 }
 
+/// Reads a child's stdout and stderr line by line into a shared log (echoed as `[name] line`
+/// when `GATEWAY_LOG` is set), and sends the `addr=` of every line containing `listening`.
+pub(crate) fn follow_log(
+    child: &mut Child,
+    name: &'static str,
+    listening: &'static str,
+) -> (Arc<Mutex<Vec<String>>>, std::sync::mpsc::Receiver<SocketAddr>) {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+    let streams: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let log = log.clone();
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if line.contains(listening)
+                    && let Some(a) = field(&line, "addr").and_then(|a| a.parse().ok())
+                {
+                    let _ = tx.send(a);
+                }
+                if std::env::var_os("GATEWAY_LOG").is_some() {
+                    eprintln!("[{name}] {line}");
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+    }
+    (log, rx)
+}
+
 impl Gateway {
     /// Starts `bin run -c <dir>/gateway.yaml` after writing `gateway_yaml` and `files`
     /// (relative paths) into a fresh temp dir. Listeners in the config should bind
@@ -70,28 +109,7 @@ impl Gateway {
             cmd.env(k, v);
         }
         let mut child = cmd.spawn().expect("start cratopus");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
-        for stream in [
-            Box::new(child.stderr.take().expect("stderr")) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stdout.take().expect("stdout")),
-        ] {
-            let log = log.clone();
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if line.contains("listening")
-                        && let Some(a) = field(&line, "addr").and_then(|a| a.parse().ok())
-                    {
-                        let _ = tx.send(a);
-                    }
-                    if std::env::var_os("GATEWAY_LOG").is_some() {
-                        eprintln!("[gateway] {line}");
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
+        let (log, rx) = follow_log(&mut child, "gateway", "listening");
         let mut addrs = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while addrs.len() < listeners {

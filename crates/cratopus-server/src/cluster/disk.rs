@@ -5,35 +5,12 @@
 //! of one.
 
 use cratopus_config::cluster::Bundle;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Writes `bundle` to `path` atomically (blocking: call it off the runtime).
 pub fn write(path: &Path, bundle: &Bundle) -> std::io::Result<()> {
     let text = serde_json::to_vec(bundle).map_err(std::io::Error::other)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let written = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    crate::atomic_file::write(path, &text, Some(0o600))
 }
 
 /// Reads the copy at `path`: `Ok(None)` when there is none, `Err` when it cannot be read or
