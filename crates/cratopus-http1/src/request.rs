@@ -288,6 +288,7 @@ struct Framing {
     te_codings: usize,
     te_chunked: usize,
     te_last_chunked: bool,
+    te_empty: bool,
     close: bool,
     keep_alive_token: bool,
     connection_upgrade: bool,
@@ -306,6 +307,7 @@ impl Framing {
             te_codings: 0,
             te_chunked: 0,
             te_last_chunked: false,
+            te_empty: false,
             close: false,
             keep_alive_token: false,
             connection_upgrade: false,
@@ -334,11 +336,15 @@ impl Framing {
             }
             HeaderKind::TransferEncoding => {
                 self.te = true;
+                // An empty element (`chunked,`, an empty line) is refused: RFC 9110 §5.6.1 says to
+                // skip it, hyper refuses it, and two parsers must not disagree on framing.
+                if value.split(|&b| b == b',').any(|e| fields::trim_ows(e).is_empty()) {
+                    self.te_empty = true;
+                }
                 // Codings accumulate over lines (RFC 9110 §5.3); only the last may be chunked.
                 for coding in list(value) {
-                    // A coding's parameters (`;q=…`) do not change its name.
-                    let name = fields::trim_ows(coding.split(|&b| b == b';').next().unwrap_or(coding));
-                    let chunked = name.eq_ignore_ascii_case(b"chunked");
+                    // chunked takes no parameters: `chunked;x=y` is some other coding.
+                    let chunked = coding.eq_ignore_ascii_case(b"chunked");
                     self.te_codings += 1;
                     self.te_chunked += usize::from(chunked);
                     self.te_last_chunked = chunked;
@@ -383,7 +389,7 @@ impl Framing {
             }
             // RFC 9112 §6.3: chunked not final (or applied twice, or no coding at all) is 400;
             // a coding we do not implement, with chunked final, is 501 (§6.1).
-            if !self.te_last_chunked || self.te_chunked > 1 {
+            if !self.te_last_chunked || self.te_chunked > 1 || self.te_empty {
                 return Err(ParseError::ChunkedNotFinal);
             }
             if self.te_codings > 1 {

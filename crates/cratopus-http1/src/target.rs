@@ -16,6 +16,9 @@ pub(crate) fn classify(target: &[u8], at: usize, method: Method) -> Result<Targe
         return Err(ParseError::InvalidTarget);
     }
     let form = if target[0] == b'/' {
+        if !valid_path_and_query(target) {
+            return Err(ParseError::InvalidTarget);
+        }
         TargetForm::Origin
     } else if target == b"*" {
         TargetForm::Asterisk
@@ -58,7 +61,26 @@ fn absolute(target: &[u8], at: usize) -> Result<TargetForm, ParseError> {
     if authority.is_empty() || authority.starts_with(b":") || !valid_authority(authority, false) {
         return Err(ParseError::InvalidTarget);
     }
+    if !valid_path_and_query(&target[auth_start + auth_len..]) {
+        return Err(ParseError::InvalidTarget);
+    }
     Ok(TargetForm::Absolute {
         authority: Span::new(at + auth_start, at + auth_start + auth_len),
     })
+}
+
+/// The path and query bytes the `http` crate's `Uri` takes (WHATWG's path and query sets, which
+/// let `"`, `{`, `}`, `|` through in a path and `` ` ``, `{`, `|`, `}`, `^`, `\\` in a query, as
+/// clients send them), so that whatever the codec accepts can become an `http::Uri`. UTF-8 was
+/// checked by httparse; `#` was refused before.
+fn valid_path_and_query(bytes: &[u8]) -> bool {
+    let (path, query) = match bytes.iter().position(|&b| b == b'?') {
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+        None => (bytes, &[][..]),
+    };
+    let path_ok = |b: u8| {
+        matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x40..=0x5F | 0x61..=0x7A | 0x7C | 0x7E | 0x80..=0xFF | b'"' | b'{' | b'}')
+    };
+    let query_ok = |b: u8| matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x3F..=0x7E | 0x80..=0xFF);
+    path.iter().all(|&b| path_ok(b)) && query.iter().all(|&b| query_ok(b))
 }
