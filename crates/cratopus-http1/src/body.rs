@@ -25,7 +25,10 @@ enum State {
     /// `Content-Length` body: bytes still to come.
     Length(u64),
     /// chunk-size hex digits (how many so far).
-    Size { size: u64, digits: u8 },
+    Size {
+        size: u64,
+        digits: u8,
+    },
     /// Whitespace after the size, before `;` or CRLF.
     SizeWs(u64),
     /// A chunk extension, skipped.
@@ -144,7 +147,10 @@ impl BodyDecoder {
                         .checked_mul(16)
                         .and_then(|s| s.checked_add(d))
                         .ok_or(BodyError::ChunkSizeOverflow)?;
-                    State::Size { size, digits: digits + 1 }
+                    State::Size {
+                        size,
+                        digits: digits + 1,
+                    }
                 }
                 _ if digits == 0 => return Err(BodyError::InvalidChunkSize),
                 b' ' | b'\t' => State::SizeWs(size),

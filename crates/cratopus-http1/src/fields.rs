@@ -60,12 +60,24 @@ pub(crate) fn content_length(value: &[u8]) -> Result<u64, ParseError> {
 
 /// RFC 3986 `unreserved / sub-delims`, the bytes of a reg-name besides `%XX`.
 fn is_reg_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
-        )
+    REG_NAME[b as usize]
 }
+
+/// A table: Host is checked on every request.
+static REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+            );
+        i += 1;
+    }
+    t
+};
 
 /// `uri-host [ ":" port ]` (the Host field and an authority without userinfo); `require_port`
 /// for CONNECT's authority-form. An empty value is valid only as a Host field (RFC 9112 §3.2).
@@ -96,7 +108,7 @@ pub(crate) fn valid_authority(value: &[u8], require_port: bool) -> bool {
     match port {
         None => !require_port,
         // RFC 3986 allows an empty port; a CONNECT needs a real one.
-        Some(p) if p.is_empty() => !require_port,
+        Some([]) => !require_port,
         Some(p) => p.len() <= 5 && p.iter().all(u8::is_ascii_digit) && content_length(p).is_ok_and(|n| n <= 65535),
     }
 }
@@ -195,10 +207,28 @@ mod tests {
 
     #[test]
     fn authorities() {
-        for ok in [&b"example.com"[..], b"example.com:80", b"127.0.0.1:8080", b"[::1]", b"[::1]:443", b"a%41b", b""] {
+        for ok in [
+            &b"example.com"[..],
+            b"example.com:80",
+            b"127.0.0.1:8080",
+            b"[::1]",
+            b"[::1]:443",
+            b"a%41b",
+            b"",
+        ] {
             assert!(valid_authority(ok, false), "{}", String::from_utf8_lossy(ok));
         }
-        for bad in [&b"a b"[..], b"user@host", b"host:http", b"host:99999", b"[::1", b"[]", b"a%4", b"a/b", b"[::1]x"] {
+        for bad in [
+            &b"a b"[..],
+            b"user@host",
+            b"host:http",
+            b"host:99999",
+            b"[::1",
+            b"[]",
+            b"a%4",
+            b"a/b",
+            b"[::1]x",
+        ] {
             assert!(!valid_authority(bad, false), "{}", String::from_utf8_lossy(bad));
         }
         assert!(!valid_authority(b"example.com", true));

@@ -39,9 +39,7 @@ mod target;
 
 pub use body::{BodyDecoder, Step};
 pub use error::{BodyError, ParseError};
-pub use request::{
-    BodyFraming, HeaderKind, HeaderSpan, Method, RequestHead, TargetForm, Version, parse_request,
-};
+pub use request::{BodyFraming, HeaderKind, HeaderSpan, Method, RequestHead, TargetForm, Version, parse_request};
 
 /// The bounds of a request head, set by the caller (from the gateway's `limits`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

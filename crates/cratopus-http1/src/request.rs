@@ -177,8 +177,9 @@ impl RequestHead {
     }
 }
 
-/// httparse's header slots, on the stack up to this many.
-const STACK_HEADERS: usize = 64;
+/// httparse's header slots, on the stack (uninitialised, so free) up to this many: the default
+/// limit of 100 fields must not cost an allocation per request.
+const STACK_HEADERS: usize = 128;
 
 /// Parses the request head at the start of `buf`. `Ok(None)`: the head is not complete yet
 /// (read more and call again with the longer buffer), unless `buf` is already past a limit,
@@ -206,13 +207,20 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
         return Err(ParseError::HeadTooLarge);
     }
     let head = &buf[..len];
-    check_line_ends(head)?;
     let offset = |s: &[u8]| s.as_ptr() as usize - buf.as_ptr() as usize;
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(ParseError::MalformedRequestLine);
     };
     let line_start = offset(method.as_bytes());
     let line_end = line_start + memchr::memchr(b'\n', &head[line_start..]).map_or(0, |i| i + 1);
+    // httparse refuses a CR not followed by LF but takes a bare LF. In a complete head an LF
+    // can only end a line, so looking before each line's end is enough: the empty lines
+    // before the request line, the request line, each field line (below) and the last.
+    let crlf_before = |end: usize| end >= 2 && head[end - 2] == b'\r';
+    check_line_ends(&head[..line_start])?;
+    if !crlf_before(line_end) || !crlf_before(len) {
+        return Err(ParseError::BareLf);
+    }
     if line_end - line_start > limits.max_request_line {
         return Err(ParseError::RequestLineTooLong);
     }
@@ -239,6 +247,9 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>,
             Some(next) => offset(next.name.as_bytes()),
             None => len - 2,
         };
+        if !crlf_before(line_end) {
+            return Err(ParseError::BareLf);
+        }
         if line_end - name_start > limits.max_header_line {
             return Err(ParseError::HeaderLineTooLong);
         }
@@ -361,13 +372,11 @@ impl Framing {
                     }
                 }
             }
-            HeaderKind::Expect => {
-                if self.version == Version::Http11 {
-                    if value.eq_ignore_ascii_case(b"100-continue") {
-                        self.expect_continue = true;
-                    } else {
-                        self.expect_other = true;
-                    }
+            HeaderKind::Expect if self.version == Version::Http11 => {
+                if value.eq_ignore_ascii_case(b"100-continue") {
+                    self.expect_continue = true;
+                } else {
+                    self.expect_other = true;
                 }
             }
             HeaderKind::Upgrade if self.version == Version::Http11 => self.upgrade = Some(index),
@@ -449,7 +458,10 @@ fn explain(buf: &[u8], req: &httparse::Request<'_, '_>, e: httparse::Error, limi
         httparse::Error::Token if req.method.is_none() => {
             // A method of token bytes then something else than SP is a malformed line; a
             // non-token byte in the method is a bad method.
-            let end = line.iter().position(|&b| !fields::httparse_token(b)).unwrap_or(line.len());
+            let end = line
+                .iter()
+                .position(|&b| !fields::httparse_token(b))
+                .unwrap_or(line.len());
             if end == line.len() || matches!(line.get(end), Some(b' ' | b'\t' | b'\r' | b'\n')) {
                 ParseError::MalformedRequestLine
             } else {

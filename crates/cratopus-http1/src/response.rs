@@ -74,7 +74,11 @@ impl<'a> HeadWriter<'a> {
         }
         dst.reserve(64);
         dst.put_slice(b"HTTP/1.1 ");
-        let digits = [b'0' + (status / 100) as u8, b'0' + (status / 10 % 10) as u8, b'0' + (status % 10) as u8];
+        let digits = [
+            b'0' + (status / 100) as u8,
+            b'0' + (status / 10 % 10) as u8,
+            b'0' + (status % 10) as u8,
+        ];
         dst.put_slice(&digits);
         dst.put_u8(b' ');
         dst.put_slice(reason);
@@ -153,7 +157,11 @@ impl ChunkHead {
     pub fn new(len: usize) -> ChunkHead {
         let mut bytes = [0u8; 18];
         let hex = b"0123456789abcdef";
-        let digits = if len == 0 { 1 } else { (usize::BITS - len.leading_zeros()).div_ceil(4) as usize };
+        let digits = if len == 0 {
+            1
+        } else {
+            (usize::BITS - len.leading_zeros()).div_ceil(4) as usize
+        };
         for i in 0..digits {
             bytes[digits - 1 - i] = hex[(len >> (4 * i)) & 0xf];
         }
@@ -311,8 +319,14 @@ mod tests {
         assert!(has_body(Method::Connect, 407));
         assert!(has_body(Method::Get, 200));
         assert_eq!(framing(Method::Get, Version::Http10, 200, None), ResponseFraming::Close);
-        assert_eq!(framing(Method::Get, Version::Http11, 200, None), ResponseFraming::Chunked);
-        assert_eq!(framing(Method::Head, Version::Http11, 200, Some(5)), ResponseFraming::NoBody);
+        assert_eq!(
+            framing(Method::Get, Version::Http11, 200, None),
+            ResponseFraming::Chunked
+        );
+        assert_eq!(
+            framing(Method::Head, Version::Http11, 200, Some(5)),
+            ResponseFraming::NoBody
+        );
     }
 
     #[test]

@@ -42,10 +42,15 @@ pub(crate) fn classify(target: &[u8], at: usize, method: Method) -> Result<Targe
 /// `absolute-URI`: `scheme "://" authority path-abempty [ "?" query ]`. Only URIs with an
 /// authority are taken (an `http` URI without a host is invalid, RFC 9110 §4.2.1).
 fn absolute(target: &[u8], at: usize) -> Result<TargetForm, ParseError> {
-    let colon = target.iter().position(|&b| b == b':').ok_or(ParseError::InvalidTarget)?;
+    let colon = target
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(ParseError::InvalidTarget)?;
     let scheme = &target[..colon];
     let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
-        && scheme.iter().all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+        && scheme
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
     let rest = &target[colon + 1..];
     if !scheme_ok || !rest.starts_with(b"//") {
         return Err(ParseError::InvalidTarget);
@@ -78,9 +83,23 @@ fn valid_path_and_query(bytes: &[u8]) -> bool {
         Some(i) => (&bytes[..i], &bytes[i + 1..]),
         None => (bytes, &[][..]),
     };
-    let path_ok = |b: u8| {
-        matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x40..=0x5F | 0x61..=0x7A | 0x7C | 0x7E | 0x80..=0xFF | b'"' | b'{' | b'}')
-    };
-    let query_ok = |b: u8| matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x3F..=0x7E | 0x80..=0xFF);
-    path.iter().all(|&b| path_ok(b)) && query.iter().all(|&b| query_ok(b))
+    path.iter().all(|&b| PATH[b as usize]) && query.iter().all(|&b| QUERY[b as usize])
+}
+
+static PATH: [bool; 256] = table(false);
+static QUERY: [bool; 256] = table(true);
+
+const fn table(query: bool) -> [bool; 256] {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        let b = i as u8;
+        t[i] = if query {
+            matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x3F..=0x7E | 0x80..=0xFF)
+        } else {
+            matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x40..=0x5F | 0x61..=0x7A | 0x7C | 0x7E | 0x80..=0xFF | b'"' | b'{' | b'}')
+        };
+        i += 1;
+    }
+    t
 }

@@ -36,16 +36,40 @@ enum Outcome {
 
 /// Refusals where hyper accepts, on purpose (see the crate docs); each with its reason.
 const STRICTER: &[(ParseError, &str)] = &[
-    (ParseError::BareLf, "bare LF ends no line: the smuggling tool of disagreeing parsers"),
-    (ParseError::ContentLengthAndTransferEncoding, "CL+TE refused (RFC 9112 §6.1) rather than TE winning"),
-    (ParseError::DuplicateContentLength, "identical duplicates and lists refused (RFC 9110 §8.6), as nginx does"),
-    (ParseError::MissingHost, "HTTP/1.1 without Host (RFC 9112 §3.2 MUST); hyper does not look"),
+    (
+        ParseError::BareLf,
+        "bare LF ends no line: the smuggling tool of disagreeing parsers",
+    ),
+    (
+        ParseError::ContentLengthAndTransferEncoding,
+        "CL+TE refused (RFC 9112 §6.1) rather than TE winning",
+    ),
+    (
+        ParseError::DuplicateContentLength,
+        "identical duplicates and lists refused (RFC 9110 §8.6), as nginx does",
+    ),
+    (
+        ParseError::MissingHost,
+        "HTTP/1.1 without Host (RFC 9112 §3.2 MUST); hyper does not look",
+    ),
     (ParseError::DuplicateHost, "more than one Host (RFC 9112 §3.2 MUST)"),
     (ParseError::InvalidHost, "Host not uri-host[:port] (RFC 9112 §3.2 MUST)"),
-    (ParseError::UnsupportedTransferCoding, "a coding besides chunked is 501 (RFC 9112 §6.1); hyper decodes chunked and drops the rest"),
-    (ParseError::ChunkedNotFinal, "chunked applied twice (RFC 9112 §7: MUST NOT), or no coding at all"),
-    (ParseError::InvalidTarget, "a fragment, userinfo, an absolute URI without authority, CONNECT without a port"),
-    (ParseError::TargetFormMismatch, "asterisk-form without OPTIONS, CONNECT without authority-form"),
+    (
+        ParseError::UnsupportedTransferCoding,
+        "a coding besides chunked is 501 (RFC 9112 §6.1); hyper decodes chunked and drops the rest",
+    ),
+    (
+        ParseError::ChunkedNotFinal,
+        "chunked applied twice (RFC 9112 §7: MUST NOT), or no coding at all",
+    ),
+    (
+        ParseError::InvalidTarget,
+        "a fragment, userinfo, an absolute URI without authority, CONNECT without a port",
+    ),
+    (
+        ParseError::TargetFormMismatch,
+        "asterisk-form without OPTIONS, CONNECT without authority-form",
+    ),
 ];
 
 const STRICTER_BODY: &[(BodyError, &str)] = &[
@@ -182,7 +206,8 @@ fn hyper_outcome(rt: &tokio::runtime::Runtime, bytes: &[u8]) -> Outcome {
             let mut sink = Vec::new();
             let _ = client.read_to_end(&mut sink).await;
         };
-        let (result, ()) = match tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(conn, feed) }).await {
+        let (result, ()) = match tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(conn, feed) }).await
+        {
             Ok(r) => r,
             Err(_) => return Outcome::Incomplete,
         };
@@ -244,8 +269,13 @@ fn compare(bytes: &[u8], ours: &Outcome, theirs: &Outcome, tally: &mut BTreeMap<
         (Incomplete, RejectBody(None)) => note("agree: body cut short".into()),
         // hyper skips a Content-Length that follows a Transfer-Encoding without reading it; we
         // read every field (and refuse the pair anyway).
-        (RejectHead(Some(ParseError::InvalidContentLength | ParseError::DuplicateContentLength)), Accept { .. } | RejectBody(None) | Incomplete)
-            if bytes.to_ascii_lowercase().windows(18).any(|w| w == b"transfer-encoding:") =>
+        (
+            RejectHead(Some(ParseError::InvalidContentLength | ParseError::DuplicateContentLength)),
+            Accept { .. } | RejectBody(None) | Incomplete,
+        ) if bytes
+            .to_ascii_lowercase()
+            .windows(18)
+            .any(|w| w == b"transfer-encoding:") =>
         {
             note("stricter: a bad Content-Length beside Transfer-Encoding (hyper ignores it)".into())
         }
@@ -316,7 +346,11 @@ fn field() -> impl Strategy<Value = String> {
 }
 
 fn chunked_body() -> impl Strategy<Value = String> {
-    let chunk = (1usize..20, prop_oneof![6 => pick(&[""]), 1 => pick(&[";a=b", "; x", ";\u{1}", " "]), 1 => pick(&[";\"q\""])], prop_oneof![20 => pick(&["\r\n"]), 1 => pick(&["\n", "\r"])])
+    let chunk = (
+        1usize..20,
+        prop_oneof![6 => pick(&[""]), 1 => pick(&[";a=b", "; x", ";\u{1}", " "]), 1 => pick(&[";\"q\""])],
+        prop_oneof![20 => pick(&["\r\n"]), 1 => pick(&["\n", "\r"])],
+    )
         .prop_map(|(n, ext, eol)| format!("{n:x}{ext}{eol}{}\r\n", "d".repeat(n)));
     (
         proptest::collection::vec(chunk, 0..4),
@@ -365,28 +399,43 @@ fn request() -> impl Strategy<Value = Vec<u8>> {
             s.push_str(&body);
             s.into_bytes()
         });
-    let mutation = (any::<proptest::sample::Index>(), 0u8..3, proptest::sample::select(&b"\r\n \t:,0a\x00\x7f\x80;"[..]));
-    (text, proptest::collection::vec(mutation, 0..3), proptest::bool::weighted(0.3)).prop_map(|(mut bytes, muts, mutate)| {
-        if mutate {
-            for (at, op, b) in muts {
-                let i = at.index(bytes.len() + 1);
-                match op {
-                    0 if i < bytes.len() => bytes[i] = b,
-                    1 if i < bytes.len() => {
-                        bytes.remove(i);
+    let mutation = (
+        any::<proptest::sample::Index>(),
+        0u8..3,
+        proptest::sample::select(&b"\r\n \t:,0a\x00\x7f\x80;"[..]),
+    );
+    (
+        text,
+        proptest::collection::vec(mutation, 0..3),
+        proptest::bool::weighted(0.3),
+    )
+        .prop_map(|(mut bytes, muts, mutate)| {
+            if mutate {
+                for (at, op, b) in muts {
+                    let i = at.index(bytes.len() + 1);
+                    match op {
+                        0 if i < bytes.len() => bytes[i] = b,
+                        1 if i < bytes.len() => {
+                            bytes.remove(i);
+                        }
+                        _ => bytes.insert(i, b),
                     }
-                    _ => bytes.insert(i, b),
                 }
             }
-        }
-        bytes
-    })
+            bytes
+        })
 }
 
 #[test]
 fn agrees_with_hyper() {
-    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let tally = RefCell::new(BTreeMap::new());
     let mut runner = TestRunner::new(Config {
         cases,
@@ -397,7 +446,11 @@ fn agrees_with_hyper() {
         let o = ours(&bytes);
         for piece in [1, 7] {
             let p = ours_in_pieces(&bytes, piece);
-            prop_assert!(same_verdict(&o, &p), "whole: {o:?}\n{piece}-byte reads: {p:?}\n bytes {:?}", String::from_utf8_lossy(&bytes));
+            prop_assert!(
+                same_verdict(&o, &p),
+                "whole: {o:?}\n{piece}-byte reads: {p:?}\n bytes {:?}",
+                String::from_utf8_lossy(&bytes)
+            );
         }
         let h = hyper_outcome(&rt, &bytes);
         compare(&bytes, &o, &h, &mut tally.borrow_mut())
@@ -415,7 +468,10 @@ fn agrees_with_hyper() {
 /// Fixed cases that must agree, one per rule both parsers share.
 #[test]
 fn shared_rules_agree() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let mut tally = BTreeMap::new();
     for req in [
         &b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"[..],

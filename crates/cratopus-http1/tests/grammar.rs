@@ -3,8 +3,7 @@
 //! the outcome expected of the codec (accepted with its framing, or the exact refusal).
 
 use cratopus_http1::{
-    BodyDecoder, BodyError, BodyFraming, Limits, Method, ParseError, ParseError::*, TargetForm, Version,
-    parse_request,
+    BodyDecoder, BodyError, BodyFraming, Limits, Method, ParseError, ParseError::*, TargetForm, Version, parse_request,
 };
 
 /// The outcome of parsing `req` whole: the framing, or the refusal.
@@ -24,7 +23,13 @@ fn check(cases: &[(&str, Result<BodyFraming, ParseError>)]) {
             failures.push(format!("{req:?}: want {want:?}, got {got:?}"));
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
 }
 
 const E: Result<BodyFraming, ParseError> = Ok(BodyFraming::Empty);
@@ -33,10 +38,23 @@ const E: Result<BodyFraming, ParseError> = Ok(BodyFraming::Empty);
 fn methods_are_tokens() {
     let mut cases = vec![];
     let ok = [
-        "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "TRACE", "PATCH", "PROPFIND", "M-SEARCH", "get",
+        "GET",
+        "HEAD",
+        "POST",
+        "PUT",
+        "DELETE",
+        "OPTIONS",
+        "TRACE",
+        "PATCH",
+        "PROPFIND",
+        "M-SEARCH",
+        "get",
         "X!#$%&'*+-.^_`|~9",
     ];
-    let reqs: Vec<String> = ok.iter().map(|m| format!("{m} / HTTP/1.1\r\nHost: a\r\n\r\n")).collect();
+    let reqs: Vec<String> = ok
+        .iter()
+        .map(|m| format!("{m} / HTTP/1.1\r\nHost: a\r\n\r\n"))
+        .collect();
     for r in &reqs {
         cases.push((r.as_str(), E));
     }
@@ -74,7 +92,10 @@ fn target_forms() {
         ("GET http://example.com HTTP/1.1\r\nHost: example.com\r\n\r\n", E),
         ("GET https://example.com:8443/a?b HTTP/1.1\r\nHost: x\r\n\r\n", E),
         ("GET http://[::1]:80/ HTTP/1.1\r\nHost: x\r\n\r\n", E),
-        ("GET http://user@example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n", Err(InvalidTarget)),
+        (
+            "GET http://user@example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            Err(InvalidTarget),
+        ),
         ("GET http:///a HTTP/1.1\r\nHost: x\r\n\r\n", Err(InvalidTarget)),
         ("GET http:example.com/ HTTP/1.1\r\nHost: x\r\n\r\n", Err(InvalidTarget)),
         ("GET 1http://a/ HTTP/1.1\r\nHost: x\r\n\r\n", Err(InvalidTarget)),
@@ -96,8 +117,15 @@ fn target_forms() {
 fn non_utf8_bytes() {
     let l = Limits::default();
     // A target must be UTF-8 (httparse's rule; hyper's too), a field value may hold any obs-text.
-    assert_eq!(parse_request(b"GET /\xff HTTP/1.1\r\nHost: a\r\n\r\n", &l), Err(InvalidTarget));
-    assert!(parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nX: \x80\xff\r\n\r\n", &l).unwrap().is_some());
+    assert_eq!(
+        parse_request(b"GET /\xff HTTP/1.1\r\nHost: a\r\n\r\n", &l),
+        Err(InvalidTarget)
+    );
+    assert!(
+        parse_request(b"GET / HTTP/1.1\r\nHost: a\r\nX: \x80\xff\r\n\r\n", &l)
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[test]
@@ -161,7 +189,10 @@ fn field_lines() {
         ("GET / HTTP/1.1\r\nHost: a\r\nX!#$%&'*+-.^_`|~: v\r\n\r\n", E),
         // RFC 9112 §5.1: whitespace before the colon MUST be refused.
         ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", Err(WhitespaceBeforeColon)),
-        ("GET / HTTP/1.1\r\nHost: a\r\nContent-Length\t: 5\r\n\r\n", Err(WhitespaceBeforeColon)),
+        (
+            "GET / HTTP/1.1\r\nHost: a\r\nContent-Length\t: 5\r\n\r\n",
+            Err(WhitespaceBeforeColon),
+        ),
         // RFC 9112 §5.2: obs-fold.
         ("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n c\r\n\r\n", Err(ObsFold)),
         ("GET / HTTP/1.1\r\nHost: a\r\nX: b\r\n\tc\r\n\r\n", Err(ObsFold)),
@@ -171,9 +202,18 @@ fn field_lines() {
         ("GET / HTTP/1.1\r\nHost: a\r\n: b\r\n\r\n", Err(InvalidHeaderName)),
         ("GET / HTTP/1.1\r\nHost: a\r\nNoColon\r\n\r\n", Err(InvalidHeaderName)),
         ("GET / HTTP/1.1\r\nHost: a\r\nX\x00: b\r\n\r\n", Err(InvalidHeaderName)),
-        ("GET / HTTP/1.1\r\nHost: a\r\nX: b\x00c\r\n\r\n", Err(InvalidHeaderValue)),
-        ("GET / HTTP/1.1\r\nHost: a\r\nX: b\x7fc\r\n\r\n", Err(InvalidHeaderValue)),
-        ("GET / HTTP/1.1\r\nHost: a\r\nX: b\x1bc\r\n\r\n", Err(InvalidHeaderValue)),
+        (
+            "GET / HTTP/1.1\r\nHost: a\r\nX: b\x00c\r\n\r\n",
+            Err(InvalidHeaderValue),
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: a\r\nX: b\x7fc\r\n\r\n",
+            Err(InvalidHeaderValue),
+        ),
+        (
+            "GET / HTTP/1.1\r\nHost: a\r\nX: b\x1bc\r\n\r\n",
+            Err(InvalidHeaderValue),
+        ),
     ]);
 }
 
@@ -202,25 +242,67 @@ fn host_rules() {
 #[test]
 fn content_length_rules() {
     check(&[
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n", Ok(BodyFraming::Length(5))),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", Ok(BodyFraming::Length(0))),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 007\r\n\r\n", Ok(BodyFraming::Length(7))),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n",
+            Ok(BodyFraming::Length(5)),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            Ok(BodyFraming::Length(0)),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 007\r\n\r\n",
+            Ok(BodyFraming::Length(7)),
+        ),
         (
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551615\r\n\r\n",
             Ok(BodyFraming::Length(u64::MAX)),
         ),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551616\r\n\r\n", Err(InvalidContentLength)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n", Err(InvalidContentLength)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", Err(InvalidContentLength)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n", Err(InvalidContentLength)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5 5\r\n\r\n", Err(InvalidContentLength)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n", Err(InvalidContentLength)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1e3\r\n\r\n", Err(InvalidContentLength)),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 18446744073709551616\r\n\r\n",
+            Err(InvalidContentLength),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n",
+            Err(InvalidContentLength),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            Err(InvalidContentLength),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0x5\r\n\r\n",
+            Err(InvalidContentLength),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5 5\r\n\r\n",
+            Err(InvalidContentLength),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\r\n\r\n",
+            Err(InvalidContentLength),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1e3\r\n\r\n",
+            Err(InvalidContentLength),
+        ),
         // Duplicates, identical or not, and lists (RFC 9110 §8.6: we take the "reject" choice).
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", Err(DuplicateContentLength)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", Err(DuplicateContentLength)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n", Err(DuplicateContentLength)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5,6\r\n\r\n", Err(DuplicateContentLength)),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+            Err(DuplicateContentLength),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            Err(DuplicateContentLength),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5, 5\r\n\r\n",
+            Err(DuplicateContentLength),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5,6\r\n\r\n",
+            Err(DuplicateContentLength),
+        ),
     ]);
 }
 
@@ -231,29 +313,62 @@ fn transfer_encoding_rules() {
         ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", c),
         ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: CHUNKED\r\n\r\n", c),
         // Empty list elements: skipped by RFC 9110 §5.6.1, refused here as hyper does.
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked,\r\n\r\n", Err(ChunkedNotFinal)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , chunked\r\n\r\n", Err(ChunkedNotFinal)),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked,\r\n\r\n",
+            Err(ChunkedNotFinal),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: , chunked\r\n\r\n",
+            Err(ChunkedNotFinal),
+        ),
         (
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding:\r\n\r\n",
             Err(ChunkedNotFinal),
         ),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", Err(UnsupportedTransferCoding)),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            Err(UnsupportedTransferCoding),
+        ),
         (
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
             Err(UnsupportedTransferCoding),
         ),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", Err(ChunkedNotFinal)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", Err(ChunkedNotFinal)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", Err(ChunkedNotFinal)),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            Err(ChunkedNotFinal),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+            Err(ChunkedNotFinal),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+            Err(ChunkedNotFinal),
+        ),
         (
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             Err(ChunkedNotFinal),
         ),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n", Err(ChunkedNotFinal)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n", Err(ChunkedNotFinal)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;\r\n\r\n", Err(ChunkedNotFinal)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;a=b\r\n\r\n", Err(ChunkedNotFinal)),
-        ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", Err(TransferEncodingHttp10)),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n\r\n",
+            Err(ChunkedNotFinal),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: identity\r\n\r\n",
+            Err(ChunkedNotFinal),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;\r\n\r\n",
+            Err(ChunkedNotFinal),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked;a=b\r\n\r\n",
+            Err(ChunkedNotFinal),
+        ),
+        (
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            Err(TransferEncodingHttp10),
+        ),
     ]);
 }
 
@@ -272,20 +387,62 @@ fn smuggling_vectors() {
             Err(ContentLengthAndTransferEncoding),
         ),
         // TE.TE obfuscations.
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n", Err(ChunkedNotFinal)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n", Err(WhitespaceBeforeColon)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-encoding: x\r\n\r\n", Err(ChunkedNotFinal)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\tchunked\r\n\r\n", Ok(BodyFraming::Chunked)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nX: X\nTransfer-Encoding: chunked\r\n\r\n", Err(BareLf)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding\r\n : chunked\r\n\r\n", Err(InvalidHeaderName)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nX: y\r\n Transfer-Encoding: chunked\r\n\r\n", Err(ObsFold)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", Err(ChunkedNotFinal)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\nContent-Length: 1\r\n\r\n", Ok(BodyFraming::Length(1))),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n", Err(DuplicateContentLength)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 1\r\n\r\n", Err(WhitespaceBeforeColon)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\x0bContent-Length: 2\r\n\r\n", Err(InvalidHeaderName)),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \x0b1\r\n\r\n", Err(InvalidHeaderValue)),
-        ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n", Err(TransferEncodingHttp10)),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: xchunked\r\n\r\n",
+            Err(ChunkedNotFinal),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n",
+            Err(WhitespaceBeforeColon),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-encoding: x\r\n\r\n",
+            Err(ChunkedNotFinal),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\tchunked\r\n\r\n",
+            Ok(BodyFraming::Chunked),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nX: X\nTransfer-Encoding: chunked\r\n\r\n",
+            Err(BareLf),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding\r\n : chunked\r\n\r\n",
+            Err(InvalidHeaderName),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nX: y\r\n Transfer-Encoding: chunked\r\n\r\n",
+            Err(ObsFold),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: \"chunked\"\r\n\r\n",
+            Err(ChunkedNotFinal),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer_Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
+            Ok(BodyFraming::Length(1)),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            Err(DuplicateContentLength),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length : 1\r\n\r\n",
+            Err(WhitespaceBeforeColon),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\x0bContent-Length: 2\r\n\r\n",
+            Err(InvalidHeaderName),
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \x0b1\r\n\r\n",
+            Err(InvalidHeaderValue),
+        ),
+        (
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
+            Err(TransferEncodingHttp10),
+        ),
     ]);
 }
 
@@ -309,7 +466,10 @@ fn connection_expect_upgrade() {
     let req = "GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
     let h = p(req);
     assert!(h.connection_upgrade);
-    assert_eq!(h.upgrade.map(|i| h.headers[i].value.of(req.as_bytes())), Some(&b"websocket"[..]));
+    assert_eq!(
+        h.upgrade.map(|i| h.headers[i].value.of(req.as_bytes())),
+        Some(&b"websocket"[..])
+    );
     assert_eq!(p("GET / HTTP/1.0\r\nUpgrade: websocket\r\n\r\n").upgrade, None);
 }
 
@@ -341,19 +501,34 @@ fn limits() {
     let long_target = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(40));
     assert_eq!(parse_request(long_target.as_bytes(), &l), Err(RequestLineTooLong));
     // Refused before it completes, too.
-    assert_eq!(parse_request(&long_target.as_bytes()[..45], &l), Err(RequestLineTooLong));
+    assert_eq!(
+        parse_request(&long_target.as_bytes()[..45], &l),
+        Err(RequestLineTooLong)
+    );
     let many = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n";
     assert_eq!(parse_request(many.as_bytes(), &l), Err(TooManyHeaders));
     let three = "GET / HTTP/1.1\r\nHost: a\r\nA: 1\r\nB: 2\r\n\r\n";
     assert!(parse_request(three.as_bytes(), &l).unwrap().is_some());
     let long_line = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "v".repeat(50));
     assert_eq!(parse_request(long_line.as_bytes(), &l), Err(HeaderLineTooLong));
-    assert_eq!(parse_request(&long_line.as_bytes()[..long_line.len() - 4], &l), Err(HeaderLineTooLong));
-    let big = format!("GET / HTTP/1.1\r\nHost: a\r\n{}\r\n", "X: 0123456789012345678901234567890\r\n".repeat(5));
+    assert_eq!(
+        parse_request(&long_line.as_bytes()[..long_line.len() - 4], &l),
+        Err(HeaderLineTooLong)
+    );
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\n{}\r\n",
+        "X: 0123456789012345678901234567890\r\n".repeat(5)
+    );
     let l2 = Limits { max_headers: 100, ..l };
     assert_eq!(parse_request(big.as_bytes(), &l2), Err(HeadTooLarge));
     assert_eq!(parse_request(&big.as_bytes()[..big.len() - 2], &l2), Err(HeadTooLarge));
-    for (e, status) in [(RequestLineTooLong, 414), (TooManyHeaders, 431), (UnsupportedTransferCoding, 501), (UnsupportedVersion, 505), (BareLf, 400)] {
+    for (e, status) in [
+        (RequestLineTooLong, 414),
+        (TooManyHeaders, 431),
+        (UnsupportedTransferCoding, 501),
+        (UnsupportedVersion, 505),
+        (BareLf, 400),
+    ] {
         assert_eq!(e.status(), status);
     }
 }
@@ -370,7 +545,12 @@ fn heads_arrive_in_pieces() {
 }
 
 /// Decodes a whole body fed `piece` bytes at a time, as a connection would read it.
-fn decode_in_pieces(framing: BodyFraming, wire: &[u8], piece: usize, l: &Limits) -> Result<(Vec<u8>, usize), BodyError> {
+fn decode_in_pieces(
+    framing: BodyFraming,
+    wire: &[u8],
+    piece: usize,
+    l: &Limits,
+) -> Result<(Vec<u8>, usize), BodyError> {
     let mut dec = BodyDecoder::new(framing, l);
     let mut buf = Vec::new();
     let mut fed = 0;
@@ -409,8 +589,14 @@ fn chunked_bodies() {
         (b"5\r\nhello\n0\r\n\r\n", BodyError::BareLf),
         (b"5\r\nhelloX\r\n0\r\n\r\n", BodyError::MissingChunkCrlf),
         (b"5\r\nhello\r\n0\r\nX: y\n\r\n", BodyError::InvalidTrailer(BareLf)),
-        (b"5\r\nhello\r\n0\r\nX : y\r\n\r\n", BodyError::InvalidTrailer(WhitespaceBeforeColon)),
-        (b"5\r\nhello\r\n0\r\nX: y\r\n z\r\n\r\n", BodyError::InvalidTrailer(ObsFold)),
+        (
+            b"5\r\nhello\r\n0\r\nX : y\r\n\r\n",
+            BodyError::InvalidTrailer(WhitespaceBeforeColon),
+        ),
+        (
+            b"5\r\nhello\r\n0\r\nX: y\r\n z\r\n\r\n",
+            BodyError::InvalidTrailer(ObsFold),
+        ),
         (b"5\r\nhello\r\n0\n\r\n", BodyError::BareLf),
         (b"x\r\n", BodyError::InvalidChunkSize),
         (b"\r\n", BodyError::InvalidChunkSize),
@@ -424,7 +610,10 @@ fn chunked_bodies() {
         (b"1;a\x00\r\n", BodyError::InvalidChunkExtension),
         (b"1;aaaaaaaaaaaaaaaaaaaaaaaaa\r\n", BodyError::ChunkExtensionsTooLong),
     ];
-    let small_ext = Limits { max_chunk_ext_bytes: 16, ..l };
+    let small_ext = Limits {
+        max_chunk_ext_bytes: 16,
+        ..l
+    };
     for (wire, want) in cases {
         let mut dec = BodyDecoder::new(BodyFraming::Chunked, &small_ext);
         let mut buf = wire.to_vec();
@@ -443,7 +632,10 @@ fn chunked_bodies() {
     let (body, _) = decode_in_pieces(BodyFraming::Chunked, b"0000000001\r\nx\r\n0\r\n\r\n", 3, &l).unwrap();
     assert_eq!(body, b"x");
     // A trailer section past the head limit.
-    let tiny = Limits { max_head_bytes: 20, ..l };
+    let tiny = Limits {
+        max_head_bytes: 20,
+        ..l
+    };
     let mut dec = BodyDecoder::new(BodyFraming::Chunked, &tiny);
     let wire = format!("0\r\nX: {}\r\n", "a".repeat(40));
     assert_eq!(dec.decode(wire.as_bytes()), Err(BodyError::TrailersTooLarge));
