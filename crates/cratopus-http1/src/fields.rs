@@ -156,6 +156,10 @@ pub(crate) fn classify_field_error(buf: &[u8], from: usize, httparse_error: http
         if complete && !line.ends_with(b"\r") {
             return ParseError::BareLf;
         }
+        if !complete && httparse_error == httparse::Error::TooManyHeaders {
+            // The line being received is not what was refused.
+            break;
+        }
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.contains(&b'\r') {
             return ParseError::BareCr;

@@ -171,6 +171,40 @@ impl RequestHead {
         }
     }
 
+    /// The field lines a proxy forwards as they came, in runs of consecutive lines (one copy
+    /// each): hop-by-hop fields ([`HeaderKind::is_hop_by_hop`]) and the fields `Connection`
+    /// names are left out. Host, Content-Length and Expect are kept: whether to pass them is
+    /// the proxy's choice (a proxy that re-frames the body drops Content-Length itself).
+    pub fn forwarded_runs<'a>(&'a self, buf: &'a [u8]) -> impl Iterator<Item = Span> + 'a {
+        // Names listed in Connection besides the codec's own tokens; rarely any, so no
+        // allocation in the common case.
+        let listed: Vec<&[u8]> = self
+            .headers
+            .iter()
+            .filter(|h| h.kind == HeaderKind::Connection)
+            .flat_map(|h| list(h.value.of(buf)))
+            .filter(|t| {
+                !matches!(
+                    fields::kind_of(t),
+                    HeaderKind::Connection | HeaderKind::KeepAlive | HeaderKind::Upgrade
+                )
+            })
+            .filter(|t| !t.eq_ignore_ascii_case(b"close"))
+            .collect();
+        let kept = move |h: &&HeaderSpan| {
+            !h.kind.is_hop_by_hop() && !listed.iter().any(|t| t.eq_ignore_ascii_case(h.name.of(buf)))
+        };
+        let mut lines = self.headers.iter().filter(kept).peekable();
+        std::iter::from_fn(move || {
+            let first = lines.next()?;
+            let mut run = first.line;
+            while let Some(next) = lines.next_if(|n| n.line.start == run.end) {
+                run.end = next.line.end;
+            }
+            Some(run)
+        })
+    }
+
     /// The body of a request is never close-delimited: a head that says nothing has none.
     pub fn has_body(&self) -> bool {
         !matches!(self.body, BodyFraming::Empty | BodyFraming::Length(0))

@@ -673,3 +673,28 @@ fn decode_bytes_shares_the_buffer() {
     assert!(dec.is_done());
     assert_eq!(&buf[..], b"NEXT");
 }
+
+#[test]
+fn forwarded_runs_leave_hop_by_hop_out() {
+    let req = b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nConnection: keep-alive, X-Secret\r\nKeep-Alive: 5\r\nB: 2\r\nx-secret: s\r\nC: 3\r\nTE: trailers\r\nUpgrade: x\r\n\r\n";
+    let h = parse_request(req, &Limits::default()).unwrap().unwrap();
+    let runs: Vec<&[u8]> = h.forwarded_runs(req).map(|s| s.of(req)).collect();
+    assert_eq!(runs, vec![&b"Host: h\r\nA: 1\r\n"[..], b"B: 2\r\n", b"C: 3\r\n"]);
+    // Nothing to leave out: the whole field block in one run.
+    let req = b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\n\r\n";
+    let h = parse_request(req, &Limits::default()).unwrap().unwrap();
+    let runs: Vec<_> = h.forwarded_runs(req).collect();
+    assert_eq!(runs, vec![h.fields]);
+}
+
+#[test]
+fn too_many_fields_while_the_head_is_incomplete() {
+    let l = Limits {
+        max_headers: 2,
+        ..Limits::default()
+    };
+    assert_eq!(
+        parse_request(b"GET / HTTP/1.1\r\nHost: h\r\nA: 1\r\nB: 2\r\nC: 3\r\nD", &l),
+        Err(TooManyHeaders)
+    );
+}
