@@ -698,3 +698,131 @@ fn too_many_fields_while_the_head_is_incomplete() {
         Err(TooManyHeaders)
     );
 }
+
+/// RFC 9110 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Every byte in each place of the grammar: in a method and a field name (token), in a field
+/// value (field-vchar / obs-text / SP / HTAB), in a path and in a query.
+#[test]
+fn every_byte_in_every_place() {
+    let l = Limits::default();
+    let accepted = |req: Vec<u8>| matches!(parse_request(&req, &l), Ok(Some(_)));
+    for b in 0..=255u8 {
+        let mut method = b"G".to_vec();
+        method.push(b);
+        method.extend_from_slice(b"T / HTTP/1.1\r\nHost: h\r\n\r\n");
+        assert_eq!(accepted(method), is_tchar(b), "method byte {b:#04x}");
+
+        let mut name = b"GET / HTTP/1.1\r\nHost: h\r\nX".to_vec();
+        name.push(b);
+        name.extend_from_slice(b"Y: v\r\n\r\n");
+        // A colon ends the name early: `X:Y: v` is the field X.
+        assert_eq!(accepted(name), is_tchar(b) || b == b':', "field name byte {b:#04x}");
+
+        let mut value = b"GET / HTTP/1.1\r\nHost: h\r\nX: a".to_vec();
+        value.push(b);
+        value.extend_from_slice(b"b\r\n\r\n");
+        let field_byte = b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+        assert_eq!(accepted(value), field_byte, "field value byte {b:#04x}");
+
+        // Targets: visible ASCII that the http crate's Uri takes (WHATWG's sets), no `#`; raw
+        // bytes >= 0x80 only as UTF-8 (tested in non_utf8_bytes).
+        if b < 0x80 {
+            let mut path = b"GET /a".to_vec();
+            path.push(b);
+            path.extend_from_slice(b"b HTTP/1.1\r\nHost: h\r\n\r\n");
+            let path_byte = matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x40..=0x5F | 0x61..=0x7A | 0x7C | 0x7E | b'"' | b'{' | b'}' | b'?');
+            assert_eq!(accepted(path), path_byte, "path byte {b:#04x}");
+
+            let mut query = b"GET /a?".to_vec();
+            query.push(b);
+            query.extend_from_slice(b"b HTTP/1.1\r\nHost: h\r\n\r\n");
+            let query_byte = matches!(b, 0x21 | 0x24..=0x3B | 0x3D | 0x3F..=0x7E);
+            assert_eq!(accepted(query), query_byte, "query byte {b:#04x}");
+        }
+    }
+}
+
+/// The methods of IANA's HTTP Method Registry are all tokens; PRI (the HTTP/2 preface's) is a
+/// version this codec does not speak.
+#[test]
+fn registered_methods() {
+    let l = Limits::default();
+    for m in [
+        "ACL",
+        "BASELINE-CONTROL",
+        "BIND",
+        "CHECKIN",
+        "CHECKOUT",
+        "CONNECT",
+        "COPY",
+        "DELETE",
+        "GET",
+        "HEAD",
+        "LABEL",
+        "LINK",
+        "LOCK",
+        "MERGE",
+        "MKACTIVITY",
+        "MKCALENDAR",
+        "MKCOL",
+        "MKREDIRECTREF",
+        "MKWORKSPACE",
+        "MOVE",
+        "OPTIONS",
+        "ORDERPATCH",
+        "PATCH",
+        "POST",
+        "PROPFIND",
+        "PROPPATCH",
+        "PUT",
+        "QUERY",
+        "REBIND",
+        "REPORT",
+        "SEARCH",
+        "TRACE",
+        "UNBIND",
+        "UNCHECKOUT",
+        "UNLINK",
+        "UNLOCK",
+        "UPDATE",
+        "UPDATEREDIRECTREF",
+        "VERSION-CONTROL",
+    ] {
+        let target = match m {
+            "CONNECT" => "h:443",
+            _ => "/",
+        };
+        let req = format!("{m} {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+        let h = parse_request(req.as_bytes(), &l).unwrap().unwrap();
+        assert_eq!(h.method_bytes(req.as_bytes()), m.as_bytes());
+    }
+    assert_eq!(
+        parse_request(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", &l),
+        Err(UnsupportedVersion)
+    );
+}
+
+#[test]
+fn trailers_are_handed_out() {
+    let l = Limits::default();
+    let wire = b"3\r\nabc\r\n0\r\nX-A: 1\r\nX-B: 2\r\n\r\nNEXT";
+    let mut dec = BodyDecoder::new(BodyFraming::Chunked, &l);
+    let first = dec.decode(wire).unwrap();
+    assert_eq!(&wire[first.data.clone()], b"abc");
+    let rest = &wire[first.consumed..];
+    let last = dec.decode(rest).unwrap();
+    assert!(last.done);
+    assert_eq!(last.trailers.map(|t| t.of(rest)), Some(&b"X-A: 1\r\nX-B: 2\r\n"[..]));
+    assert_eq!(&rest[last.consumed..], b"NEXT");
+    // Trailers count against the field limit.
+    let two = Limits { max_headers: 1, ..l };
+    let mut dec = BodyDecoder::new(BodyFraming::Chunked, &two);
+    assert_eq!(
+        dec.decode(b"0\r\nX-A: 1\r\nX-B: 2\r\n\r\n"),
+        Err(BodyError::InvalidTrailer(TooManyHeaders))
+    );
+}

@@ -26,6 +26,12 @@ fn whole(input: &[u8]) -> Option<(RequestHead, Vec<u8>)> {
         }
     }
     assert!((head.target.end as usize) <= head.len && (head.request_line.end as usize) <= head.len);
+    // The runs to forward lie in the field block, in order, without overlap.
+    let mut at = head.fields.start;
+    for run in head.forwarded_runs(input) {
+        assert!(run.start >= at && run.start < run.end && run.end <= head.fields.end);
+        at = run.end;
+    }
     let mut dec = BodyDecoder::new(head.body, &limits());
     let mut rest = &input[head.len..];
     let mut body = Vec::new();
