@@ -29,6 +29,46 @@
 //!   refused; HTTP/1.2 and later minors are 505 like HTTP/2.0 (RFC 9110 §2.5 would treat them
 //!   as 1.1; no client sends them).
 
+//! How a connection loop uses it (stage two's shape, without the I/O):
+//!
+//! ```
+//! use cratopus_http1::response::{HeadWriter, ResponseFraming, framing};
+//! use cratopus_http1::{BodyDecoder, Limits, parse_request, pool};
+//!
+//! let limits = Limits::default();
+//! // Bytes arrive: only now does the connection take a buffer.
+//! let mut buf = pool::take();
+//! buf.extend_from_slice(b"POST /a HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nhi");
+//! buf.extend_from_slice(b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n");
+//! let mut out = pool::take();
+//! let mut served = Vec::new();
+//! while !buf.is_empty() {
+//!     let Some(head) = parse_request(&buf, &limits)? else {
+//!         break; // read more into `buf`, then parse again
+//!     };
+//!     served.push(head.target_bytes(&buf).to_vec());
+//!     let keep_alive = head.keep_alive;
+//!     let (method, version) = (head.method, head.version);
+//!     // The head's ranges point into `buf`: forward or convert them before dropping it.
+//!     let _ = buf.split_to(head.len);
+//!     let mut body = BodyDecoder::new(head.body, &limits);
+//!     while let Some(data) = body.decode_bytes(&mut buf)? {
+//!         assert_eq!(&data[..], b"hi"); // `Bytes` sharing `buf`'s memory
+//!     }
+//!     assert!(body.is_done()); // else: read more, decode again
+//!     let mut w = HeadWriter::new(&mut out, 200, None).expect("a valid status");
+//!     w.finish(framing(method, version, 200, Some(0)), keep_alive, version);
+//!     // ... write `out` to the socket, then:
+//!     out.clear();
+//! }
+//! assert_eq!(served, [b"/a".to_vec(), b"/b".to_vec()]);
+//! // The request is done and nothing else arrived: the buffers go back, the connection idles
+//! // without any.
+//! pool::give(buf);
+//! pool::give(out);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
 mod body;
 mod error;
 mod fields;

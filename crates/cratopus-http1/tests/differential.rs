@@ -489,3 +489,146 @@ fn shared_rules_agree() {
             .unwrap_or_else(|e| panic!("{e}\n{}", String::from_utf8_lossy(req)));
     }
 }
+
+/// PortSwigger's and RFC 9112 §11's smuggling vectors, whole requests with a second one
+/// hidden in the body: each must be refused by both, or by this codec alone for a listed
+/// reason; the verdicts are printed (`--nocapture`).
+#[test]
+fn smuggling_vectors_against_hyper() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let hidden = "GET /admin HTTP/1.1\r\nHost: h\r\n\r\n";
+    let vectors: Vec<(&str, String)> = vec![
+        (
+            "CL.TE",
+            format!(
+                "POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 6\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{hidden}"
+            ),
+        ),
+        (
+            "TE.CL",
+            format!(
+                "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n5c\r\n{hidden}\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "TE.TE space before colon",
+            format!(
+                "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding : chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n{hidden}"
+            ),
+        ),
+        (
+            "TE.TE xchunked",
+            format!(
+                "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: xchunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n{hidden}"
+            ),
+        ),
+        (
+            "TE.TE two fields",
+            format!(
+                "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-encoding: x\r\n\r\n0\r\n\r\n{hidden}"
+            ),
+        ),
+        (
+            "TE.TE tab",
+            format!(
+                "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\tchunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n{hidden}"
+            ),
+        ),
+        (
+            "TE.TE obs-fold",
+            format!("POST / HTTP/1.1\r\nHost: h\r\nX: y\r\n Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{hidden}"),
+        ),
+        (
+            "TE.TE vertical tab",
+            format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding:\x0bchunked\r\n\r\n0\r\n\r\n{hidden}"),
+        ),
+        (
+            "TE.TE quoted",
+            format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: \"chunked\"\r\n\r\n0\r\n\r\n{hidden}"),
+        ),
+        (
+            "TE gzip, chunked",
+            format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n{hidden}"),
+        ),
+        (
+            "TE chunked, chunked",
+            format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n{hidden}"),
+        ),
+        (
+            "CL.CL differing",
+            format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\nContent-Length: 33\r\n\r\n{hidden}"),
+        ),
+        (
+            "CL.CL same",
+            format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 33\r\nContent-Length: 33\r\n\r\n{hidden}"),
+        ),
+        (
+            "CL list",
+            format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 33, 33\r\n\r\n{hidden}"),
+        ),
+        (
+            "CL plus sign",
+            format!("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +33\r\n\r\n{hidden}"),
+        ),
+        (
+            "bare LF before TE",
+            format!("POST / HTTP/1.1\r\nHost: h\r\nX: y\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{hidden}"),
+        ),
+        (
+            "bare CR",
+            format!("POST / HTTP/1.1\r\nHost: h\r\nX: y\rTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{hidden}"),
+        ),
+        (
+            "HTTP/1.0 TE",
+            format!("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{hidden}"),
+        ),
+        (
+            "chunk size overflow",
+            format!(
+                "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000021\r\n{hidden}\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "chunk LF only",
+            format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\nab\r\n0\r\n\r\n{hidden}"),
+        ),
+        (
+            "chunk ext bare LF",
+            format!(
+                "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2;a\nb\r\nab\r\n0\r\n\r\n{hidden}"
+            ),
+        ),
+        (
+            "chunk data longer than size",
+            format!("POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n0\r\n\r\n{hidden}"),
+        ),
+        (
+            "duplicate Host",
+            format!("GET / HTTP/1.1\r\nHost: h\r\nHost: evil\r\n\r\n{hidden}"),
+        ),
+        (
+            "absolute-form with other Host",
+            format!("GET http://h/ HTTP/1.1\r\nHost: evil\r\n\r\n{hidden}"),
+        ),
+    ];
+    let mut tally = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (name, req) in &vectors {
+        let (o, h) = (ours(req.as_bytes()), hyper_outcome(&rt, req.as_bytes()));
+        let before = tally.clone();
+        if let Err(e) = compare(req.as_bytes(), &o, &h, &mut tally) {
+            failures.push(format!("{name}: {e}"));
+            continue;
+        }
+        let verdict = tally
+            .iter()
+            .find(|(k, n)| before.get(*k) != Some(n))
+            .map(|(k, _)| k.clone())
+            .unwrap_or_default();
+        eprintln!("{name:32} {verdict}");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
