@@ -28,7 +28,7 @@
 //! - a fragment (`#`) in the target and userinfo (`user@`) in an absolute-form authority are
 //!   refused; HTTP/1.2 and later minors are 505 like HTTP/2.0 (RFC 9110 §2.5 would treat them
 //!   as 1.1; no client sends them).
-
+//!
 //! How a connection loop uses it (stage two's shape, without the I/O):
 //!
 //! ```
