@@ -134,7 +134,8 @@ pub struct RequestHead {
     /// without `Connection: close`, HTTP/1.0 with `Connection: keep-alive`.
     pub keep_alive: bool,
     /// `Expect: 100-continue` on an HTTP/1.1 request (an HTTP/1.0 one's is ignored,
-    /// RFC 9110 §10.1.1).
+    /// RFC 9110 §10.1.1): send [`crate::response::CONTINUE`] before reading a body
+    /// ([`RequestHead::has_body`]), unless the final answer comes first.
     pub expect_continue: bool,
     /// An `Expect` other than 100-continue: the caller may answer 417.
     pub expect_other: bool,
@@ -174,7 +175,8 @@ impl RequestHead {
     /// The field lines a proxy forwards as they came, in runs of consecutive lines (one copy
     /// each): hop-by-hop fields ([`HeaderKind::is_hop_by_hop`]) and the fields `Connection`
     /// names are left out. Host, Content-Length and Expect are kept: whether to pass them is
-    /// the proxy's choice (a proxy that re-frames the body drops Content-Length itself).
+    /// the proxy's choice (a proxy that re-frames the body drops Content-Length itself; one that
+    /// forwards an upgrade writes its own `Connection: upgrade` and `Upgrade`).
     pub fn forwarded_runs<'a>(&'a self, buf: &'a [u8]) -> impl Iterator<Item = Span> + 'a {
         // Names listed in Connection besides the codec's own tokens; rarely any, so no
         // allocation in the common case.

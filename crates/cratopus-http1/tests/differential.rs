@@ -64,7 +64,7 @@ const STRICTER: &[(ParseError, &str)] = &[
     ),
     (
         ParseError::InvalidTarget,
-        "a fragment, userinfo, an absolute URI without authority, CONNECT without a port",
+        "a fragment, userinfo, an absolute URI without a host, authority-form outside CONNECT, CONNECT without a port",
     ),
     (
         ParseError::TargetFormMismatch,
