@@ -226,6 +226,13 @@ impl BodyDecoder {
             return Err(BodyError::TrailersTooLarge);
         }
         check_line_ends(section).map_err(BodyError::InvalidTrailer)?;
+        let mut line_start = 0;
+        for end in memchr::memchr_iter(b'\n', section) {
+            if end + 1 - line_start > self.limits.max_header_line {
+                return Err(BodyError::InvalidTrailer(ParseError::HeaderLineTooLong));
+            }
+            line_start = end + 1;
+        }
         let mut slots = vec![httparse::EMPTY_HEADER; self.limits.max_headers];
         match httparse::parse_headers(section, &mut slots) {
             Ok(httparse::Status::Complete(_)) => {}

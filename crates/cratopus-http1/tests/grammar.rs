@@ -818,6 +818,16 @@ fn trailers_are_handed_out() {
     assert!(last.done);
     assert_eq!(last.trailers.map(|t| t.of(rest)), Some(&b"X-A: 1\r\nX-B: 2\r\n"[..]));
     assert_eq!(&rest[last.consumed..], b"NEXT");
+    // Trailer lines are bounded like field lines.
+    let short = Limits {
+        max_header_line: 10,
+        ..l
+    };
+    let mut dec = BodyDecoder::new(BodyFraming::Chunked, &short);
+    assert_eq!(
+        dec.decode(b"0\r\nX-Long: 0123456789\r\n\r\n"),
+        Err(BodyError::InvalidTrailer(HeaderLineTooLong))
+    );
     // Trailers count against the field limit.
     let two = Limits { max_headers: 1, ..l };
     let mut dec = BodyDecoder::new(BodyFraming::Chunked, &two);
