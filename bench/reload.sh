@@ -6,6 +6,9 @@
 #   every reload's cost comes from the gateway's log line "config compiled and swapped in"
 #   (load_ms: read and validate, compile_ms: compile and start, total_ms), and wrk's errors
 #   and non-2xx answers count the requests the swaps failed.
+#   CHANGE says what changes before each reload: `one` organization file (a route added to
+#   the next file in turn; the others' parse is reused), `all` of them (a cold reload), or
+#   `none`. LOAD=0 reloads without wrk running.
 set -euo pipefail
 
 BENCH_TAG=reload
@@ -16,6 +19,9 @@ ORGS=${ORGS:-100}
 ROUTES=${ROUTES:-100}
 RELOADS=${RELOADS:-10}
 CONNECTIONS=${CONNECTIONS:-32}
+CHANGE=${CHANGE:-one}
+LOAD=${LOAD:-1}
+case "$CHANGE" in one | all | none) ;; *) die "CHANGE must be one, all or none" ;; esac
 
 bench_init
 ensure_pkgs wrk:wrk nginx:nginx curl:curl python3:python3
@@ -62,29 +68,48 @@ got=$(curl -s -H 'Host: org7.test' "http://127.0.0.1:$GW_PORT/svc0/items/1")
 [ "$got" = '{"ok":true}' ] || die "GET org7.test/svc0/items/1 gave '$got'"
 
 swapped() { grep -c "config compiled and swapped in" "$TMP/cratopus.log" || true; }
+# Before reload $1: a route added to one organization file (the next in turn) or to all.
+change() {
+  local files=()
+  case "$CHANGE" in
+    one) files=("$g/orgs/org$(($1 % ORGS)).yaml") ;;
+    all) files=("$g"/orgs/*.yaml) ;;
+    none) return 0 ;;
+  esac
+  for f in "${files[@]}"; do
+    printf '  - path: "/added%s/items/{id}"\n    upstream: svc\n' "$1" >>"$f"
+  done
+}
 wrk_secs=$((RELOADS * 3 + 6))
-"${CLIENT_PIN[@]}" wrk -t1 -c"$CONNECTIONS" -d"${wrk_secs}s" -H 'Host: org7.test' \
-  "http://127.0.0.1:$GW_PORT/svc0/items/1" >"$TMP/wrk.out" 2>&1 &
-WRK=$!
-CLIENT_PIDS=("$WRK")
+if [ "$LOAD" = 1 ]; then
+  "${CLIENT_PIN[@]}" wrk -t1 -c"$CONNECTIONS" -d"${wrk_secs}s" -H 'Host: org7.test' \
+    "http://127.0.0.1:$GW_PORT/svc0/items/1" >"$TMP/wrk.out" 2>&1 &
+  WRK=$!
+  CLIENT_PIDS=("$WRK")
+fi
 sleep 2
 for i in $(seq "$RELOADS"); do
+  change "$i"
   before=$(swapped)
   kill -HUP "$GW_PID"
   for _ in $(seq 1 600); do [ "$(swapped)" -gt "$before" ] && break; sleep 0.05; done
   [ "$(swapped)" -gt "$before" ] || die "reload $i did not complete; log tail: $(tail -3 "$TMP/cratopus.log")"
   sleep 2
 done
-wait "$WRK" || die "wrk failed: $(tail -3 "$TMP/wrk.out")"
-CLIENT_PIDS=()
+if [ "$LOAD" = 1 ]; then
+  wait "$WRK" || die "wrk failed: $(tail -3 "$TMP/wrk.out")"
+  CLIENT_PIDS=()
+fi
 grep "config compiled and swapped in" "$TMP/cratopus.log" | sed 's/\x1b\[[0-9;]*m//g' | python3 -c '
 import re, sys, statistics
 rows = [dict(re.findall(r"(\w+)=([0-9.]+)", l)) for l in sys.stdin]
+print("unchanged files per reload:", " ".join(r.get("unchanged_files", "-") for r in rows))
 for k in ("load_ms", "compile_ms", "total_ms"):
     v = sorted(float(r[k]) for r in rows)
     n = rows[0].get("routes")
     print(f"{k:>10}: median {statistics.median(v):7.1f}  min {v[0]:7.1f}  max {v[-1]:7.1f}  ({len(v)} reloads, {n} routes)")
 '
+[ "$LOAD" = 1 ] || exit 0
 reqs=$(awk '/requests in/ {print $1}' "$TMP/wrk.out")
 non2xx=$(awk '/Non-2xx/ {print $NF}' "$TMP/wrk.out"); non2xx=${non2xx:-0}
 errs=$(awk '/Socket errors/ {print}' "$TMP/wrk.out"); errs=${errs:-none}

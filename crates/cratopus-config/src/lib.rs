@@ -33,6 +33,7 @@ pub mod modify;
 pub mod policies;
 pub mod report;
 pub mod resilience;
+mod reuse;
 pub mod schema;
 pub mod shadow;
 mod shape;
@@ -49,7 +50,8 @@ pub use discovery::{DiscoveryConfig, SharedStateConfig};
 pub use error::{ConfigError, ConfigErrors};
 pub use grpc::GrpcCode;
 pub use load::{
-    LoadedConfig, LoadedOrg, Overlay, load_file, load_file_overlaid, load_str, load_with_bundle, load_with_documents,
+    LoadedConfig, LoadedOrg, Overlay, load_file, load_file_overlaid, load_file_reusing, load_str, load_with_bundle,
+    load_with_bundle_reusing, load_with_documents,
 };
 pub use matching::{MatchConfig, ValueMatch};
 pub use model::*;

@@ -5,6 +5,7 @@ use crate::error::{ConfigError, ConfigErrors};
 use crate::interpolate::interpolate_mapped;
 use crate::locate::Sources;
 use crate::model::{GatewayConfig, OrgSource, OrganizationConfig};
+use crate::reuse::Reuse;
 use crate::shape::Index;
 use crate::validate;
 use serde::de::DeserializeOwned;
@@ -15,7 +16,9 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct LoadedOrg {
     pub file: PathBuf,
-    pub config: OrganizationConfig,
+    /// Shared: a reload takes the organizations of the files that did not change from the
+    /// running config without copying them ([`crate::reuse`]).
+    pub config: Arc<OrganizationConfig>,
     /// Where in `file` the organization is written, as a key path: `""` for an organization
     /// file, `/organizations/2` (or `/organizations`) for an inline one. Validation names the
     /// values it refuses below it.
@@ -37,6 +40,9 @@ pub struct LoadedConfig {
     /// The text of the YAML files, to place the errors found later (by compiling) at their line
     /// ([`Sources::place`]).
     pub sources: Arc<Sources>,
+    /// How many organization files were taken from the previous config rather than parsed
+    /// ([`load_file_reusing`]); 0 for a first load.
+    pub reused_files: usize,
 }
 
 fn env_lookup(name: &str) -> Option<String> {
@@ -77,6 +83,22 @@ fn parse_text<T: DeserializeOwned>(
     sources: &mut Sources,
     errors: &mut Vec<ConfigError>,
 ) -> Option<T> {
+    if !substitute(file, written, interpolate, sources, errors) {
+        return None;
+    }
+    let text = sources.text(file).unwrap_or_default();
+    deserialize(file, text, schema, sources, errors)
+}
+
+/// Refuses a blank file, else replaces `${ENV}` (when `interpolate`) and keeps the text in
+/// `sources`. Whether the file can be parsed.
+fn substitute(
+    file: &Path,
+    written: &str,
+    interpolate: bool,
+    sources: &mut Sources,
+    errors: &mut Vec<ConfigError>,
+) -> bool {
     if is_blank(written) {
         errors.push(
             ConfigError::new(
@@ -85,22 +107,34 @@ fn parse_text<T: DeserializeOwned>(
             )
             .with_position(1, 1),
         );
-        return None;
+        return false;
     }
     let substituted = if interpolate {
         interpolate_mapped(file, written, &env_lookup)
     } else {
         Ok((written.to_string(), Default::default()))
     };
-    let (text, map) = match substituted {
-        Ok(t) => t,
+    match substituted {
+        Ok((text, map)) => {
+            sources.add(file, text, map);
+            true
+        }
         Err(e) => {
             errors.extend(e);
-            return None;
+            false
         }
-    };
-    sources.add(file, text, map);
-    let text = sources.text(file).unwrap_or_default();
+    }
+}
+
+/// The YAML of `file` (`text`, already substituted and kept in `sources`) into `T`; on failure
+/// serde's error and the schema's findings, placed, in `errors`.
+fn deserialize<T: DeserializeOwned>(
+    file: &Path,
+    text: &str,
+    schema: fn() -> serde_json::Value,
+    sources: &Sources,
+    errors: &mut Vec<ConfigError>,
+) -> Option<T> {
     let options = serde_saphyr::options! {
         strict_booleans: true,
         with_snippet: false,
@@ -264,9 +298,21 @@ pub fn load_file(path: &Path) -> Result<LoadedConfig, ConfigErrors> {
 
 /// [`load_file`] as if the changes of `overlay` were written.
 pub fn load_file_overlaid(path: &Path, overlay: &Overlay) -> Result<LoadedConfig, ConfigErrors> {
+    load_file_from(path, overlay, None)
+}
+
+/// [`load_file`] for a reload: the organization files whose text is the same as when `prev`
+/// (the running config) read them are not parsed again ([`crate::reuse`]). Every file is still
+/// read and the whole config validated, so the result, and every error, is what
+/// [`load_file`] would give.
+pub fn load_file_reusing(path: &Path, prev: &LoadedConfig) -> Result<LoadedConfig, ConfigErrors> {
+    load_file_from(path, &Overlay::default(), Some(prev))
+}
+
+fn load_file_from(path: &Path, overlay: &Overlay, prev: Option<&LoadedConfig>) -> Result<LoadedConfig, ConfigErrors> {
     let read_at = std::time::SystemTime::now();
     let text = read(path).map_err(|e| ConfigErrors::one(ConfigError::new(path, e)))?;
-    let mut cfg = load_all(path, &text, &[], overlay)?;
+    let mut cfg = load_all(path, &text, &[], overlay, prev)?;
     cfg.read_at = read_at;
     Ok(cfg)
 }
@@ -309,31 +355,53 @@ fn file_sources_of_broken(index: Option<&Index>) -> Vec<(String, String)> {
 
 /// One organization file, read and parsed on its own (see [`read_org_files`]).
 struct OrgFile {
-    config: Option<OrganizationConfig>,
+    config: Option<Arc<OrganizationConfig>>,
     sources: Sources,
     errors_found: Vec<ConfigError>,
+    /// The parse was the previous config's (the text had not changed).
+    reused: bool,
 }
 
 /// Reads and parses organization files, in their order. Parsing YAML is most of a large
 /// config's load time (10,000 routes in 100 files: about 100 ms of one core), and the files
 /// do not depend on each other, so with many files they are parsed on all cores; the results
 /// are taken in file order, so errors and organizations come out as with one thread.
-fn read_org_files(matched: Vec<PathBuf>, overlay: &Overlay) -> Vec<(PathBuf, Result<OrgFile, String>)> {
+///
+/// A file whose text (after `${ENV}` substitution) is the same as when `reuse`'s config read it
+/// is not parsed again: its organization is that config's, shared ([`crate::reuse`]).
+fn read_org_files(
+    matched: Vec<PathBuf>,
+    overlay: &Overlay,
+    reuse: Option<&Reuse<'_>>,
+) -> Vec<(PathBuf, Result<OrgFile, String>)> {
     let one = |file: PathBuf| {
-        let outcome = overlay.read(&file).map(|text| {
+        let outcome = overlay.read(&file).map(|written| {
             let mut sources = Sources::default();
             let mut errors_found = Vec::new();
-            let config = parse_file(
-                &file,
-                &text,
-                crate::schema::organization_schema,
-                &mut sources,
-                &mut errors_found,
-            );
+            let mut config = None;
+            let mut reused = false;
+            if substitute(&file, &written, true, &mut sources, &mut errors_found) {
+                let text = sources.text(&file).unwrap_or_default();
+                config = match reuse.and_then(|r| r.organization(&file, text)) {
+                    Some(c) => {
+                        reused = true;
+                        Some(c)
+                    }
+                    None => deserialize(
+                        &file,
+                        text,
+                        crate::schema::organization_schema,
+                        &sources,
+                        &mut errors_found,
+                    )
+                    .map(Arc::new),
+                };
+            }
             OrgFile {
                 config,
                 sources,
                 errors_found,
+                reused,
             }
         });
         (file, outcome)
@@ -370,7 +438,7 @@ fn read_org_files(matched: Vec<PathBuf>, overlay: &Overlay) -> Vec<(PathBuf, Res
 /// Every file is read and checked even when another has errors: all the shape errors of all
 /// files are reported, then those of validation, which runs over what parsed.
 pub fn load_str(path: &Path, text: &str) -> Result<LoadedConfig, ConfigErrors> {
-    load_all(path, text, &[], &Overlay::default())
+    load_all(path, text, &[], &Overlay::default(), None)
 }
 
 /// Loads a gateway config from `text` (as if read from `path`) with the organizations of a
@@ -382,7 +450,18 @@ pub fn load_with_bundle(
     text: &str,
     bundle: &crate::cluster::Bundle,
 ) -> Result<LoadedConfig, ConfigErrors> {
-    load_all(path, text, &bundle.documents(), &Overlay::default())
+    load_all(path, text, &bundle.documents(), &Overlay::default(), None)
+}
+
+/// [`load_with_bundle`] for a reload, reusing the parse of the organization files whose text
+/// did not change since `prev` read them, as [`load_file_reusing`] does.
+pub fn load_with_bundle_reusing(
+    path: &Path,
+    text: &str,
+    bundle: &crate::cluster::Bundle,
+    prev: &LoadedConfig,
+) -> Result<LoadedConfig, ConfigErrors> {
+    load_all(path, text, &bundle.documents(), &Overlay::default(), Some(prev))
 }
 
 /// [`load_with_bundle`] with the organization documents given as (file name, YAML or JSON
@@ -393,17 +472,21 @@ pub fn load_with_documents(
     text: &str,
     documents: &[(PathBuf, String)],
 ) -> Result<LoadedConfig, ConfigErrors> {
-    load_all(path, text, documents, &Overlay::default())
+    load_all(path, text, documents, &Overlay::default(), None)
 }
 
-/// gateway.yaml's text, the files it names (as changed by `overlay`), and `documents`.
+/// gateway.yaml's text, the files it names (as changed by `overlay`), and `documents`; the
+/// organization files unchanged since `prev` read them are taken from it rather than parsed.
 fn load_all(
     path: &Path,
     text: &str,
     documents: &[(PathBuf, String)],
     overlay: &Overlay,
+    prev: Option<&LoadedConfig>,
 ) -> Result<LoadedConfig, ConfigErrors> {
     let read_at = std::time::SystemTime::now();
+    let reuse = prev.map(Reuse::of);
+    let mut reused_files = 0;
     let mut sources = Sources::default();
     let mut errors = Vec::new();
     let gateway: Option<GatewayConfig> =
@@ -453,7 +536,7 @@ fn load_all(
                 sources.add_org(path, &pointer);
                 orgs.push(LoadedOrg {
                     file: path.to_path_buf(),
-                    config: org.clone(),
+                    config: Arc::new(org.clone()),
                     pointer,
                 });
                 continue;
@@ -491,7 +574,7 @@ fn load_all(
             ));
             org_files_failed = true;
         }
-        for (file, outcome) in read_org_files(matched, overlay) {
+        for (file, outcome) in read_org_files(matched, overlay, reuse.as_ref()) {
             files.push(file.clone());
             match outcome {
                 Err(e) => {
@@ -503,7 +586,9 @@ fn load_all(
                     config,
                     sources: read,
                     mut errors_found,
+                    reused,
                 }) => {
+                    reused_files += usize::from(reused);
                     sources.merge(read);
                     errors.append(&mut errors_found);
                     match config {
@@ -536,7 +621,7 @@ fn load_all(
                 sources.add_org(file, "");
                 orgs.push(LoadedOrg {
                     file: file.clone(),
-                    config,
+                    config: Arc::new(config),
                     pointer: String::new(),
                 });
             }
@@ -560,6 +645,7 @@ fn load_all(
         watch_dirs,
         read_at,
         sources: sources.clone(),
+        reused_files,
     };
     // Validation over what parsed; the checks that need every organization (the default
     // organization exists, there is one at all) only when all of them did.

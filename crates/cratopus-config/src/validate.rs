@@ -538,14 +538,12 @@ pub(crate) fn problems(cfg: &LoadedConfig, complete: bool) -> Vec<ConfigError> {
                 ("graphql", r.graphql.as_ref().map(|c| c.problems())),
                 ("cache", r.cache.as_ref().map(|c| c.problems())),
             ];
+            // The key path and prefix are built only for a section with problems: most routes
+            // have few sections and no problems (10,000 routes would build 160,000 strings).
             for (kind, list) in problems {
-                section_problems(
-                    &mut errors,
-                    f,
-                    &ptr(&here, &[kind]),
-                    &format!("{what}: {kind}: "),
-                    list.unwrap_or_default(),
-                );
+                if let Some(list) = list.filter(|l| !l.is_empty()) {
+                    section_problems(&mut errors, f, &ptr(&here, &[kind]), &format!("{what}: {kind}: "), list);
+                }
             }
             check_buffers(
                 f,

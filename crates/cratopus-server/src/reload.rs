@@ -5,7 +5,7 @@
 //! one keeps serving.
 
 use cratopus_config::cluster::Bundle;
-use cratopus_config::load_file;
+use cratopus_config::{LoadedConfig, load_file_reusing};
 use cratopus_core::Engine;
 use notify::{RecursiveMode, Watcher};
 use std::collections::HashSet;
@@ -59,14 +59,21 @@ impl Reloader {
         self.reload_with(Some(bundle)).await
     }
 
-    /// Loads gateway.yaml from `path` with the cluster's organizations, if any.
-    fn load(path: &Path, bundle: Option<&Bundle>) -> Result<cratopus_config::LoadedConfig, String> {
+    /// Loads gateway.yaml from `path` with the cluster's organizations, if any. The
+    /// organization files whose text is unchanged since `prev` (the running config) read them
+    /// are not parsed again (`cratopus_config::load_file_reusing`).
+    fn load(
+        path: &Path,
+        bundle: Option<&Bundle>,
+        prev: &LoadedConfig,
+    ) -> Result<cratopus_config::LoadedConfig, String> {
         let Some(bundle) = bundle else {
-            return load_file(path).map_err(|e| e.to_string());
+            return load_file_reusing(path, prev).map_err(|e| e.to_string());
         };
         let read_at = std::time::SystemTime::now();
         let text = cratopus_config::files::read_text_limited(path)?;
-        let mut cfg = cratopus_config::load_with_bundle(path, &text, bundle).map_err(|e| e.to_string())?;
+        let mut cfg =
+            cratopus_config::load_with_bundle_reusing(path, &text, bundle, prev).map_err(|e| e.to_string())?;
         cfg.read_at = read_at;
         Ok(cfg)
     }
@@ -90,7 +97,8 @@ impl Reloader {
         });
         let prev = self.engine.snapshot();
         let started = std::time::Instant::now();
-        let loaded = tokio::task::spawn_blocking(move || Self::load(&path, bundle.as_deref()))
+        let running = prev.config.clone();
+        let loaded = tokio::task::spawn_blocking(move || Self::load(&path, bundle.as_deref(), &running))
             .await
             .map_err(|e| e.to_string())?;
         let load_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -107,6 +115,7 @@ impl Reloader {
                 let sources = cfg.sources.clone();
                 let routes: usize = cfg.orgs.iter().map(|o| o.config.routes.len()).sum();
                 let organizations = cfg.orgs.len();
+                let unchanged_files = cfg.reused_files;
                 let compiling = std::time::Instant::now();
                 // Compiling 10,000 routes takes tens of milliseconds of CPU: off the runtime's
                 // threads, so that requests keep being served meanwhile (with `workers: 1` the
@@ -130,6 +139,7 @@ impl Reloader {
                             version,
                             organizations,
                             routes,
+                            unchanged_files,
                             load_ms = format_args!("{load_ms:.1}"),
                             compile_ms = format_args!("{compile_ms:.1}"),
                             total_ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1e3),
