@@ -173,14 +173,7 @@ fn state_store(cfg: &StateConfig) -> Result<Arc<SharedLimiter>, String> {
     let limiter = match &cfg.redis {
         None => SharedLimiter::local_only(LocalLimiter::new()),
         Some(r) => {
-            let redis = RedisLimiter::new(cratopus_state::RedisConfig {
-                urls: r.urls.clone(),
-                cluster: r.cluster,
-                timeout: r.timeout.0,
-                retry_interval: r.retry_interval.0,
-                ..Default::default()
-            })
-            .map_err(|e| e.to_string())?;
+            let redis = RedisLimiter::new(cratopus_state::RedisConfig::from(r)).map_err(|e| e.to_string())?;
             let mode = match r.on_failure {
                 FailMode::Open => cratopus_state::FailMode::Open,
                 FailMode::Closed => cratopus_state::FailMode::Closed,

@@ -105,6 +105,12 @@ fn ours(bytes: &[u8]) -> Outcome {
             }
         }
     }
+    accepted(&head, bytes, body)
+}
+
+/// What an accepted request came to, comparable with hyper's: header names lowercased, the
+/// fields sorted.
+fn accepted(head: &RequestHead, bytes: &[u8], body: Vec<u8>) -> Outcome {
     let mut headers: Vec<(Vec<u8>, Vec<u8>)> = head
         .header_pairs(bytes)
         .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
@@ -155,17 +161,7 @@ fn ours_in_pieces(bytes: &[u8], piece: usize) -> Outcome {
             }
         }
     }
-    let mut headers: Vec<(Vec<u8>, Vec<u8>)> = head
-        .header_pairs(bytes)
-        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_vec()))
-        .collect();
-    headers.sort();
-    Outcome::Accept {
-        method: head.method_bytes(bytes).to_vec(),
-        target: head.target_bytes(bytes).to_vec(),
-        headers,
-        body,
-    }
+    accepted(&head, bytes, body)
 }
 
 /// Same verdict, whatever the reads: the kinds of refusal may differ (a limit or a bare LF can

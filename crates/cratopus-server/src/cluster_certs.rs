@@ -56,14 +56,8 @@ pub fn start(engine: &Arc<Engine>) -> Result<Option<Arc<Cluster>>, String> {
     let Some(cfg) = snap.config.gateway.cluster.clone() else {
         return Ok(None);
     };
-    let redis = RedisLimiter::new(cratopus_state::RedisConfig {
-        urls: cfg.redis.urls.clone(),
-        cluster: cfg.redis.cluster,
-        timeout: cfg.redis.timeout.0,
-        retry_interval: cfg.redis.retry_interval.0,
-        ..Default::default()
-    })
-    .map_err(|e| format!("cluster.redis: {e}"))?;
+    let redis =
+        RedisLimiter::new(cratopus_state::RedisConfig::from(&cfg.redis)).map_err(|e| format!("cluster.redis: {e}"))?;
     let storage = cratopus_config::load::resolve_path(&snap.config.file, &snap.config.gateway.tls.acme.storage);
     let store = snap.tls.acme.clone();
     store.join_cluster(redis.clone());

@@ -52,6 +52,20 @@ pub struct RedisConfig {
     pub connect_timeout: Duration,
 }
 
+/// A `redis:` section of gateway.yaml (`state.redis`, `cluster.redis`): its URLs, mode,
+/// timeout and retry interval; the connect timeout keeps its default.
+impl From<&cratopus_config::RedisConfig> for RedisConfig {
+    fn from(r: &cratopus_config::RedisConfig) -> Self {
+        RedisConfig {
+            urls: r.urls.clone(),
+            cluster: r.cluster,
+            timeout: r.timeout.0,
+            retry_interval: r.retry_interval.0,
+            ..Default::default()
+        }
+    }
+}
+
 impl Default for RedisConfig {
     fn default() -> Self {
         RedisConfig {

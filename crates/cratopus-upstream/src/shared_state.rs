@@ -104,14 +104,7 @@ impl ClusterTargets {
     /// Prepares the shared state; connects nothing ([`ClusterTargets::start`] does).
     pub fn new(config: &cratopus_config::cluster::ClusterConfig) -> Result<Arc<ClusterTargets>, String> {
         let r = &config.redis;
-        let redis = RedisLimiter::new(cratopus_state::RedisConfig {
-            urls: r.urls.clone(),
-            cluster: r.cluster,
-            timeout: r.timeout.0,
-            retry_interval: r.retry_interval.0,
-            ..Default::default()
-        })
-        .map_err(|e| e.to_string())?;
+        let redis = RedisLimiter::new(cratopus_state::RedisConfig::from(r)).map_err(|e| e.to_string())?;
         let node = config.node.clone().unwrap_or_else(host_name);
         let (out, out_rx) = mpsc::unbounded_channel();
         let (alive_tx, alive) = watch::channel(());

@@ -79,11 +79,9 @@ impl ClusterNode {
         // at least a second.
         let patience = c.redis.timeout.0.max(Duration::from_secs(1));
         let redis = RedisLimiter::new(cratopus_state::RedisConfig {
-            urls: c.redis.urls.clone(),
-            cluster: c.redis.cluster,
             timeout: patience,
-            retry_interval: c.redis.retry_interval.0,
             connect_timeout: patience,
+            ..cratopus_state::RedisConfig::from(&c.redis)
         })
         .map_err(|e| format!("cluster.redis: {e}"))?;
         let base = config_file.parent().unwrap_or(Path::new("."));
