@@ -160,10 +160,16 @@ impl BodyError {
 
 impl fmt::Display for BodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BodyError::InvalidTrailer(e) => write!(f, "invalid trailer: {e}"),
-            other => write!(f, "{other:?}"),
-        }
+        f.write_str(match self {
+            BodyError::InvalidTrailer(e) => return write!(f, "invalid trailer: {e}"),
+            BodyError::InvalidChunkSize => "a chunk size is not hexadecimal",
+            BodyError::ChunkSizeOverflow => "a chunk size does not fit in 64 bits",
+            BodyError::BareLf => "a chunk line ends in LF without CR",
+            BodyError::InvalidChunkExtension => "a chunk extension has a control byte",
+            BodyError::ChunkExtensionsTooLong => "the chunk extensions are too long",
+            BodyError::MissingChunkCrlf => "chunk data is not followed by CRLF",
+            BodyError::TrailersTooLarge => "the trailers are too large",
+        })
     }
 }
 

@@ -34,6 +34,18 @@ use tokio::net::TcpStream;
 pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     /// Writes the 408 as the connection is dropped (its send buffer is empty then).
     fn answer_408(self, request_id: &HeaderValue);
+
+    /// TLS chose HTTP/2 by ALPN: the connection goes to the HTTP/2 server straight away.
+    fn alpn_h2(&self) -> bool {
+        false
+    }
+
+    /// Ready when a read would find bytes (or the end): an idle connection waits here without a
+    /// read buffer. A stream that cannot tell (TLS, which may hold decrypted bytes already) is
+    /// always ready.
+    fn poll_readable(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl ClientStream for TcpStream {
@@ -41,9 +53,17 @@ impl ClientStream for TcpStream {
         // A short non-blocking write goes out whole into an empty send buffer.
         let _ = self.try_write(&timeout_response(request_id));
     }
+
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_read_ready(cx)
+    }
 }
 
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn alpn_h2(&self) -> bool {
+        self.get_ref().1.alpn_protocol() == Some(b"h2")
+    }
+
     fn answer_408(mut self, request_id: &HeaderValue) {
         let response = timeout_response(request_id);
         tokio::spawn(async move {
@@ -99,6 +119,8 @@ pub struct Refusal {
     pub since: Option<Instant>,
     /// The id given in the answer (the 408 carries one).
     pub request_id: Option<HeaderValue>,
+    /// The log's error code, when the status's usual one is not precise enough.
+    pub code: Option<&'static str>,
 }
 
 impl ConnState {
@@ -328,7 +350,7 @@ impl<S: ClientStream> ConnIo<S> {
 }
 
 /// The 408 answer, with the request id `id` (a fresh one, like every answer of the gateway).
-fn timeout_response(id: &HeaderValue) -> Vec<u8> {
+pub(crate) fn timeout_response(id: &HeaderValue) -> Vec<u8> {
     let id = id.to_str().unwrap_or("");
     let body = format!(
         "{{\"error\":{{\"status\":408,\"code\":\"request_timeout\",\"message\":\"the request head did not arrive in time\",\"request_id\":\"{id}\"}}}}\n"
@@ -364,6 +386,7 @@ impl<S: ClientStream> Drop for ConnIo<S> {
             },
             since: if h1 { self.head.since } else { None },
             request_id,
+            code: None,
         };
         if let Ok(mut slot) = self.state.refusal.lock() {
             *slot = Some(refusal);

@@ -13,10 +13,12 @@ pub mod atomic_file;
 pub mod cluster;
 pub mod cluster_certs;
 pub mod conn_io;
+mod h1;
 pub mod h2_frames;
 pub mod listener;
 pub mod refusal;
 pub mod reload;
+pub mod rewind;
 pub mod watchdog;
 
 use cratopus_config::LoadedConfig;

@@ -145,6 +145,8 @@ pub async fn serve(
         .keep_alive_timeout(opts.idle_timeout.min(Duration::from_secs(20)))
         // WebSocket over HTTP/2 (RFC 8441): the client may CONNECT with `:protocol`.
         .enable_connect_protocol();
+    // Shared: each connection's task holds a pointer, not a copy of every setting.
+    let builder = Arc::new(builder);
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -180,16 +182,47 @@ pub async fn serve(
                 _ = stop.changed() => return,
             }
             if mode.tls {
-                let Some((stream, tls)) = tls_handshake(&engine, stream, peer, opts_header_timeout).await else {
+                // Boxed, like every path an idle HTTP/1 connection is not on: the task keeps
+                // room for its largest state for as long as the connection lives.
+                let Some((stream, tls)) = Box::pin(tls_handshake(&engine, stream, peer, opts_header_timeout)).await
+                else {
                     return;
                 };
                 let info = ConnInfo::new(peer, "https", Some(tls));
-                serve_client(&builder, stream, engine, info, None, &mut stop, &opts).await;
+                serve_any(&builder, stream, engine, info, None, &mut stop, &opts).await;
                 return;
             }
             let info = ConnInfo::new(peer, "http", None);
-            serve_client(&builder, stream, engine, info, mode.redirect_to_https, &mut stop, &opts).await;
+            serve_any(&builder, stream, engine, info, mode.redirect_to_https, &mut stop, &opts).await;
         });
+    }
+}
+
+/// Serves a client connection: HTTP/1.1 on the gateway's own loop ([`crate::h1`]), unless TLS
+/// chose HTTP/2, the connection opens with HTTP/2's preface, or `CRATOPUS_HTTP1=hyper`; those go
+/// to hyper ([`serve_client`]).
+async fn serve_any<S: ClientStream>(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: S,
+    engine: Arc<Engine>,
+    info: ConnInfo,
+    redirect: Option<u16>,
+    stop: &mut watch::Receiver<bool>,
+    opts: &ServeOptions,
+) {
+    // hyper's connection is large: boxed, so that the task of an HTTP/1 connection that never
+    // goes to hyper keeps no room for it.
+    if stream.alpn_h2() || !crate::h1::enabled() {
+        Box::pin(serve_client(builder, stream, engine, info, redirect, stop, opts)).await;
+        return;
+    }
+    let mut own = info.clone();
+    own.redirect_https = redirect;
+    match crate::h1::serve(stream, engine.clone(), Arc::new(own), stop, opts).await {
+        crate::h1::Ended::Closed => {}
+        crate::h1::Ended::Http2(stream) => {
+            Box::pin(serve_client(builder, stream, engine, info, redirect, stop, opts)).await;
+        }
     }
 }
 
@@ -199,6 +232,13 @@ pub async fn serve(
 pub struct ServedBody {
     body: ResponseBody,
     _stream: Option<StreamGuard>,
+}
+
+impl ServedBody {
+    /// A response body on HTTP/1, where no stream is counted.
+    pub fn h1(body: ResponseBody) -> ServedBody {
+        ServedBody { body, _stream: None }
+    }
 }
 
 impl Body for ServedBody {

@@ -1,5 +1,5 @@
-//! Requests refused before the engine saw them: a head hyper could not parse (400), one over its
-//! size limits (431, 414), one that did not arrive in time (408, written by the connection's IO,
+//! Requests refused before the engine saw them: a head hyper or the gateway's own HTTP/1 codec
+//! could not parse or will not take (400, 501, 505), one over its size limits (431, 414), one that did not arrive in time (408, written by the connection's IO,
 //! or an HTTP/2 header block cut off by the watchdog). Like every answer of the gateway they are
 //! counted (`cratopus_unrouted_requests_total`) and get a traffic-log line, with what is known:
 //! the client's address and, when the request line arrived, method and path.
@@ -23,11 +23,13 @@ pub fn status_of(e: &hyper::Error) -> Option<u16> {
 }
 
 /// The error code of the log line, as the engine names the same refusals.
-fn code(status: u16) -> &'static str {
+pub(crate) fn code(status: u16) -> &'static str {
     match status {
         408 => "request_timeout",
         414 => "uri_too_long",
         431 => "headers_too_large",
+        501 => "not_implemented",
+        505 => "http_version_not_supported",
         _ => "bad_request",
     }
 }
@@ -49,7 +51,7 @@ pub fn log(engine: &Engine, client: IpAddr, r: Refusal) {
         method,
         uri,
         total_ms: took.map_or(0.0, |t| t.as_secs_f64() * 1000.0),
-        error: Some(code(r.status)),
+        error: Some(r.code.unwrap_or_else(|| code(r.status))),
         ..line
     });
 }

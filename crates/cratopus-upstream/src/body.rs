@@ -363,7 +363,12 @@ impl RequestBody {
 /// The client's body as the server hands it over: hyper's, or (for requests made in process:
 /// the engine's own tests, later subrequests) any boxed stream.
 pub enum ClientBody {
+    /// hyper's (HTTP/2, and HTTP/1 when hyper serves it).
     Incoming(Incoming),
+    /// The gateway's own HTTP/1 server's, fed by the connection ([`crate::fed_body`]).
+    Fed(crate::fed_body::FedBody),
+    /// A request without a body (no allocation, unlike an empty boxed one).
+    Empty,
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
 
@@ -399,6 +404,8 @@ impl Body for ClientBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ClientBody::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ClientBody::Fed(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::Empty => Poll::Ready(None),
             ClientBody::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }
@@ -406,6 +413,8 @@ impl Body for ClientBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ClientBody::Incoming(b) => b.is_end_stream(),
+            ClientBody::Fed(b) => b.is_end_stream(),
+            ClientBody::Empty => true,
             ClientBody::Boxed(b) => b.is_end_stream(),
         }
     }
@@ -413,6 +422,8 @@ impl Body for ClientBody {
     fn size_hint(&self) -> SizeHint {
         match self {
             ClientBody::Incoming(b) => b.size_hint(),
+            ClientBody::Fed(b) => b.size_hint(),
+            ClientBody::Empty => SizeHint::with_exact(0),
             ClientBody::Boxed(b) => b.size_hint(),
         }
     }

@@ -32,6 +32,7 @@ pub use tls::UpstreamTls;
 pub mod backend;
 pub mod body;
 pub mod conn_pool;
+pub mod fed_body;
 pub mod headers;
 pub mod resilience;
 

@@ -28,6 +28,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
 static SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
@@ -121,10 +122,62 @@ pub fn intent<B>(req: &Request<B>) -> Option<Intent> {
 #[derive(Clone)]
 pub struct ConnHold(pub Arc<dyn std::any::Any + Send + Sync>);
 
+/// The client's connection once its `101` is written, whichever server wrote it.
+pub trait UpgradedIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> UpgradedIo for T {}
+
+/// The gateway's own HTTP/1 server puts this in a request that asks to upgrade (hyper's
+/// server puts its `OnUpgrade` instead): the connection arrives on it after the `101` has been
+/// written, with any bytes the client sent early in front of it.
+/// (Extensions must be `Clone`: a clone shares the one receiver, which the first taker gets.)
+#[derive(Clone)]
+pub struct ClientUpgrade(Arc<std::sync::Mutex<Option<UpgradeReceiver>>>);
+
+type UpgradeReceiver = tokio::sync::oneshot::Receiver<Box<dyn UpgradedIo>>;
+
+impl ClientUpgrade {
+    pub fn new(rx: UpgradeReceiver) -> ClientUpgrade {
+        ClientUpgrade(Arc::new(std::sync::Mutex::new(Some(rx))))
+    }
+
+    fn take(&self) -> Option<UpgradeReceiver> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+/// Where the client's side of an upgrade comes from.
+pub(crate) enum ClientSide {
+    Hyper(OnUpgrade),
+    Own(UpgradeReceiver),
+}
+
+impl ClientSide {
+    fn take<B>(req: &mut Request<B>) -> Option<ClientSide> {
+        let ext = req.extensions_mut();
+        match ext.remove::<ClientUpgrade>().and_then(|u| u.take()) {
+            Some(rx) => Some(ClientSide::Own(rx)),
+            None => ext.remove::<OnUpgrade>().map(ClientSide::Hyper),
+        }
+    }
+
+    /// The connection, once the server hands it over.
+    pub(crate) async fn into_io(self) -> Result<Box<dyn UpgradedIo>, String> {
+        match self {
+            ClientSide::Hyper(on) => on
+                .await
+                .map(|u| Box::new(hyper_util::rt::TokioIo::new(u)) as Box<dyn UpgradedIo>)
+                .map_err(|e| e.to_string()),
+            ClientSide::Own(rx) => rx
+                .await
+                .map_err(|_| "the connection closed before the upgrade".to_string()),
+        }
+    }
+}
+
 /// A WebSocket being set up, from the routing phase to the log phase.
 pub struct Upgrade {
     pub intent: Intent,
-    client: Option<OnUpgrade>,
+    client: Option<ClientSide>,
     hold: Option<ConnHold>,
     /// The backend's side, once it answered `101`.
     upstream: Option<(OnUpgrade, Option<SocketGuard>)>,
@@ -133,11 +186,12 @@ pub struct Upgrade {
 }
 
 impl Upgrade {
-    /// Takes the client's side out of the request (hyper's `OnUpgrade`, the connection hold).
+    /// Takes the client's side out of the request (the server's [`ClientUpgrade`] or hyper's
+    /// `OnUpgrade`, the connection hold).
     pub fn new<B>(intent: Intent, req: &mut Request<B>) -> Upgrade {
         Upgrade {
             intent,
-            client: req.extensions_mut().remove::<OnUpgrade>(),
+            client: ClientSide::take(req),
             hold: req.extensions_mut().remove::<ConnHold>(),
             upstream: None,
             limits: None,

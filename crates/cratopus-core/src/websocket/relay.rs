@@ -20,7 +20,7 @@
 //! counters and the log line's writer; a reload leaves it running.
 
 use super::registry::Sockets;
-use super::{ConnHold, Limits};
+use super::{ClientSide, ConnHold, Limits};
 use crate::body::PendingLog;
 use cratopus_observe::traffic_log::LogValue;
 use cratopus_observe::ws_metrics::WsMetrics;
@@ -46,7 +46,7 @@ const LINGER: Duration = Duration::from_secs(5);
 
 /// What the relay needs; see [`super::Upgrade::hand_over`].
 pub(super) struct Sides {
-    pub client: OnUpgrade,
+    pub client: ClientSide,
     pub upstream: OnUpgrade,
     pub limits: Option<Arc<Limits>>,
     pub sockets: Sockets,
@@ -92,7 +92,8 @@ async fn run(s: Sides) {
         log,
         held,
     } = s;
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
+    let upstream = async { upstream.await.map_err(|e| e.to_string()) };
+    let (client, upstream) = match tokio::try_join!(client.into_io(), upstream) {
         Ok(both) => both,
         Err(e) => {
             tracing::debug!(error = %e, "WebSocket upgrade failed after the handshake");
@@ -111,7 +112,7 @@ async fn run(s: Sides) {
     let ticket = sockets.enter(metrics);
     let counts = Arc::new(Counts::default());
     let client = Counted {
-        io: TokioIo::new(client),
+        io: client,
         counts: counts.clone(),
         metrics: ticket.metrics.clone(),
     };
