@@ -113,9 +113,11 @@ variant_yaml() {
     # (it answers the POSTs with 200).
     otel) printf 'tracing:\n  sample_ratio: 0.01\n  otlp:\n    endpoint: http://127.0.0.1:%s/v1/traces\n' "$BACKEND_PORT" ;;
     limit|apikey|jwt|split|shaped) ;;
+    # The same gateway with hyper's HTTP/1 server in place of its own (CRATOPUS_HTTP1=hyper).
+    hyper) ;;
     # The same limit counted in a local redis-server (started here, pinned like the servers).
     redis|redis2) printf 'state:\n  redis:\n    urls: ["redis://127.0.0.1:%s"]\n' "$REDIS_PORT" ;;
-    *) die "unknown variant $1 (known: otel, limit, redis, redis2, apikey, jwt, split, shaped)" ;;
+    *) die "unknown variant $1 (known: otel, limit, redis, redis2, apikey, jwt, split, shaped, hyper)" ;;
   esac
 }
 # variant_org_yaml NAME — what a variant adds inside the organization.
@@ -184,8 +186,10 @@ if [ "$SKIP_CRATOPUS" != 1 ]; then
     port=$(free_port)
     mkdir -p "$TMP/cratopus-$v"
     write_cratopus_conf "$TMP/cratopus-$v/gateway.yaml" "$port" 1 "$(variant_yaml "$v")" "$(variant_org_yaml "$v")"
+    server_env=""
+    [ "$v" = hyper ] && server_env="CRATOPUS_HTTP1=hyper"
     add_target "cratopus-$v" "$port" \
-      "env RUST_LOG=${RUST_LOG:-warn} $(printf '%q' "$CRATOPUS_BIN") run -c $TMP/cratopus-$v/gateway.yaml" /__health
+      "env RUST_LOG=${RUST_LOG:-warn} $server_env $(printf '%q' "$CRATOPUS_BIN") run -c $TMP/cratopus-$v/gateway.yaml" /__health
   done
 fi
 
@@ -199,23 +203,27 @@ run_wrk() {  # run_wrk NAME SECONDS ROUND (0 = warm-up, not recorded)
   if [ "$round" = 0 ]; then out="$TMP/warmup-$name.txt"; else out="$OUT_DIR/wrk/$name-r$round.txt"; fi
   local extra=()
   [ -n "${THEADER[$name]:-}" ] && extra=(-H "${THEADER[$name]}")
+  local cpu0 cpu1
+  cpu0=$(session_cpu_ticks "${TPID[$name]}")
   run_client "$out" timeout -k 5 $((secs + 30)) \
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"${secs}s" --latency "${extra[@]}" \
     "http://127.0.0.1:${TPORT[$name]}$BENCH_PATH" || rc=$?
+  cpu1=$(session_cpu_ticks "${TPID[$name]}")
   if ! kill -0 "${TPID[$name]}" 2>/dev/null; then
     msg "$name died during the run; log tail:"; tail -n 20 "$TMP/$name.log" >&2 || true
     die "$name is gone"
   fi
   [ "$round" = 0 ] && return 0
   [ "$rc" = 0 ] || { msg "wrk exited $rc for $name round $round:"; tail -n 5 "$out" >&2; }
-  line=$(python3 "$BENCH_DIR/wrk_report.py" parse "$out")
+  line=$(python3 "$BENCH_DIR/wrk_report.py" parse "$out" "$(awk -v d=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", d / hz }')")
   printf '{"target":"%s","round":%d,"run":%s}\n' "$name" "$round" "$line" >>"$RUNS"
   python3 - "$line" "$name" "$round" <<'PY' >&2
 import json, sys
 r = json.loads(sys.argv[1])
 f = lambda v, s: "n/a" if v is None else format(v, s)
-print("[run]   round %s %-12s %10s req/s  p50 %s ms  p99 %s ms%s" % (
+print("[run]   round %s %-12s %10s req/s  p50 %s ms  p99 %s ms  cpu %s us/req%s" % (
     sys.argv[3], sys.argv[2], f(r["rps"], ".0f"), f(r["p50_ms"], ".3f"), f(r["p99_ms"], ".3f"),
+    f(r.get("cpu_us_per_req"), ".2f"),
     "  errors %d" % (r["socket_errors"] + r["non_2xx_3xx"]) if r["socket_errors"] + r["non_2xx_3xx"] else ""))
 PY
 }

@@ -81,6 +81,7 @@ def report(runs_path, out_path):
             "rps": med("rps"),
             "p50_ms": med("p50_ms"),
             "p99_ms": med("p99_ms"),
+            "cpu_us_per_req": med("cpu_us_per_req"),
             "rps_min": min((x["rps"] for x in ok), default=None),
             "rps_max": max((x["rps"] for x in ok), default=None),
             "errors": sum(x.get("socket_errors", 0) + x.get("non_2xx_3xx", 0) for x in ok),
@@ -98,16 +99,18 @@ def report(runs_path, out_path):
     def fmt(v, spec):
         return "n/a" if v is None else format(v, spec)
 
-    hdr = "%-20s %12s %9s %9s %9s %8s %7s" % ("name", "req/s (med)", "p50 ms", "p99 ms", "vs direct", "spread", "errors")
+    hdr = "%-20s %12s %9s %9s %9s %8s %7s %11s" % (
+        "name", "req/s (med)", "p50 ms", "p99 ms", "vs direct", "spread", "errors", "cpu us/req")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         spread = None
         if r["rps"] and r["rps_min"] is not None:
             spread = (r["rps_max"] - r["rps_min"]) / r["rps"] * 100
-        print("%-20s %12s %9s %9s %9s %7s%% %7d" % (
+        print("%-20s %12s %9s %9s %9s %7s%% %7d %11s" % (
             r["name"], fmt(r["rps"], ".0f"), fmt(r["p50_ms"], ".3f"), fmt(r["p99_ms"], ".3f"),
-            fmt(r["ratio_vs_direct"], ".2f"), fmt(spread, ".1f"), r["errors"]))
+            fmt(r["ratio_vs_direct"], ".2f"), fmt(spread, ".1f"), r["errors"],
+            fmt(r.get("cpu_us_per_req"), ".2f")))
     bad = [r["name"] for r in rows if r["errors"] or r["failed_runs"]]
     if bad:
         print("WARNING: errors or failed runs for: %s (see %s)" % (", ".join(bad), out_path))
@@ -170,9 +173,19 @@ def selftest():
     print("wrk_report selftest: %d samples ok" % len(SAMPLES))
 
 
+def with_cpu(run, cpu_s):
+    """Adds the server's CPU time per request (user + system, microseconds) to a parsed run."""
+    run["cpu_s"] = cpu_s
+    run["cpu_us_per_req"] = (cpu_s * 1e6 / run["requests"]) if run.get("requests") else None
+    return run
+
+
 def main(argv):
     if len(argv) == 3 and argv[1] == "parse":
         print(json.dumps(parse(open(argv[2]).read())))
+    elif len(argv) == 4 and argv[1] == "parse":
+        # parse FILE CPU_SECONDS: the server's CPU time during the run, read from /proc
+        print(json.dumps(with_cpu(parse(open(argv[2]).read()), float(argv[3]))))
     elif len(argv) == 4 and argv[1] == "report":
         report(argv[2], argv[3])
     elif len(argv) == 2 and argv[1] == "selftest":

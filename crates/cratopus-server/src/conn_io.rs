@@ -41,8 +41,7 @@ pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     }
 
     /// Ready when a read would find bytes (or the end): an idle connection waits here without a
-    /// read buffer. A stream that cannot tell (TLS, which may hold decrypted bytes already) is
-    /// always ready.
+    /// read buffer. A stream that cannot tell is always ready.
     fn poll_readable(&self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
@@ -62,6 +61,17 @@ impl ClientStream for TcpStream {
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
     fn alpn_h2(&self) -> bool {
         self.get_ref().1.alpn_protocol() == Some(b"h2")
+    }
+
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let (tcp, tls) = self.get_ref();
+        // Decrypted bytes waiting in rustls: readable now. Otherwise (rustls wants TLS
+        // records) only the socket can bring any.
+        if tls.wants_read() {
+            tcp.poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
     }
 
     fn answer_408(mut self, request_id: &HeaderValue) {

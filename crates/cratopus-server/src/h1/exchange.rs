@@ -346,6 +346,10 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Exchange<'c, S> {
                     return false;
                 };
                 self.start(res);
+                // The body's first piece, when it is there already (a whole answer), goes out
+                // in the same write as the head: one syscall (one TLS record), and a client
+                // that reads the head finds the response complete.
+                self.poll_write(cx);
                 true
             }
             Write::Body { body, framing, left } => {

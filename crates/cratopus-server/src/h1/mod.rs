@@ -5,8 +5,7 @@
 //! as long as it lives, idle or not. Here a connection between requests holds no buffer at all:
 //! it waits for the socket to be readable ([`ClientStream::poll_readable`]), takes a buffer from
 //! the per-thread [`pool`] when bytes arrive, and gives it back when the response is out and
-//! nothing of a next request is waiting. (Over TLS the wait needs a buffer anyway: rustls may
-//! hold decrypted bytes already.)
+//! nothing of a next request is waiting (over TLS too, unless rustls holds decrypted bytes).
 //!
 //! One connection, one task, one request at a time (pipelined requests wait in the buffer):
 //! - the head is parsed in place ([`parse_request`]) and becomes the engine's request with its
