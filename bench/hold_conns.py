@@ -24,6 +24,10 @@ import sys
 import time
 
 
+# linux/in.h; not in every Python's socket module.
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
 def raise_nofile(want):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = want if hard == resource.RLIM_INFINITY else min(want, hard)
@@ -74,6 +78,12 @@ def establish(args):
             started += 1
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.setblocking(False)
+            if args.sources > 1:
+                # One loopback source address per ~25,000 connections: a source address has
+                # only ~28,000 ephemeral ports towards one server port. The port is chosen at
+                # connect (IP_BIND_ADDRESS_NO_PORT), per address.
+                s.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+                s.bind(("127.0.0.%d" % (1 + started % args.sources), 0))
             err = s.connect_ex((args.host, args.port))
             if err not in (0, errno.EINPROGRESS):
                 fail(s, "connect: " + errno.errorcode.get(err, str(err)))
@@ -150,6 +160,8 @@ def main():
     ap.add_argument("--window", type=int, default=256, help="connections being set up at once")
     ap.add_argument("--timeout", type=float, default=30.0, help="seconds per connection set-up")
     ap.add_argument("--hold-max", type=float, default=600.0, help="give up after this long without a command")
+    ap.add_argument("--sources", type=int, default=1,
+                    help="loopback source addresses to spread over (127.0.0.1 .. 127.0.0.N); one has ~28,000 ports")
     args = ap.parse_args()
 
     limit = raise_nofile(args.n + 256)

@@ -18,7 +18,9 @@ SETTLE=${SETTLE:-2}            # seconds to wait before each RSS reading
 HOLD_WINDOW=${HOLD_WINDOW:-256}  # connections being set up at once
 OUT_DIR=${OUT_DIR:-$BENCH_DIR/out}
 READY_WAIT=${READY_WAIT:-20}
-NOFILE=65536
+NOFILE=$(( CONNS + 4096 > 65536 ? CONNS + 4096 : 65536 ))
+# A loopback source address has ~28,000 ephemeral ports towards the gateway's one port.
+SOURCES=$(( (CONNS + 24999) / 25000 ))
 
 if ! [[ "$CONNS" =~ ^[0-9]+$ ]] || [ "$CONNS" -lt 1 ]; then die "CONNS must be a positive integer (got $CONNS)"; fi
 [[ "$SETTLE" =~ ^[0-9]+$ ]] || die "SETTLE must be whole seconds (got $SETTLE)"
@@ -28,7 +30,7 @@ ensure_pkgs nginx:nginx curl:curl python3:python3
 resolve_cratopus   # may build, before anything is started
 
 # Both the gateway and the python client inherit this limit.
-ulimit -n "$NOFILE" 2>/dev/null || ulimit -Sn "$(ulimit -Hn)" || true
+ulimit -n "$NOFILE" 2>/dev/null || ulimit -Sn "$(ulimit -Hn)" || true   # root may raise the hard limit too
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -ge $((CONNS + 1024)) ] ||
   die "open-file limit $(ulimit -n) is too low for $CONNS connections (could not raise it to $NOFILE)"
 
@@ -39,7 +41,9 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 start_backend
 port=$(free_port)
 mkdir -p "$TMP/cratopus"
-write_cratopus_conf "$TMP/cratopus/gateway.yaml" "$port" "$WORKERS"
+# Idle keep-alive connections are closed after `header_read_timeout` (10 s by default): long
+# enough here for every connection to be open when the memory is read.
+write_cratopus_conf "$TMP/cratopus/gateway.yaml" "$port" "$WORKERS" "$(printf 'limits:\n  header_read_timeout: 600s')"
 msg "starting cratopus on 127.0.0.1:$port (workers: ${WORKERS:-default})"
 start_proc cratopus env RUST_LOG="${RUST_LOG:-warn}" "$CRATOPUS_BIN" run -c "$TMP/cratopus/gateway.yaml"
 GW_PID=$LAST_PID
@@ -51,7 +55,7 @@ IDLE=$(rss_kib "$GW_PID")
 msg "idle RSS: $(mib "$IDLE") MiB"
 
 msg "opening $CONNS keep-alive connections"
-coproc HOLD { exec python3 "$BENCH_DIR/hold_conns.py" --port "$port" -n "$CONNS" --window "$HOLD_WINDOW" --hold-max 600 2>"$TMP/hold_conns.err"; }
+coproc HOLD { exec python3 "$BENCH_DIR/hold_conns.py" --port "$port" -n "$CONNS" --window "$HOLD_WINDOW" --sources "$SOURCES" --hold-max 600 2>"$TMP/hold_conns.err"; }
 HOLD_IN=${HOLD[1]}; HOLD_OUT=${HOLD[0]}
 CLIENT_PIDS=("$HOLD_PID")
 ready=""

@@ -115,9 +115,11 @@ variant_yaml() {
     limit|apikey|jwt|split|shaped) ;;
     # The same gateway with hyper's HTTP/1 server in place of its own (CRATOPUS_HTTP1=hyper).
     hyper) ;;
+    # Two runtime workers instead of one (with PIN=0, so that they have two cores to run on).
+    workers2) ;;
     # The same limit counted in a local redis-server (started here, pinned like the servers).
     redis|redis2) printf 'state:\n  redis:\n    urls: ["redis://127.0.0.1:%s"]\n' "$REDIS_PORT" ;;
-    *) die "unknown variant $1 (known: otel, limit, redis, redis2, apikey, jwt, split, shaped, hyper)" ;;
+    *) die "unknown variant $1 (known: otel, limit, redis, redis2, apikey, jwt, split, shaped, hyper, workers2)" ;;
   esac
 }
 # variant_org_yaml NAME — what a variant adds inside the organization.
@@ -185,7 +187,9 @@ if [ "$SKIP_CRATOPUS" != 1 ]; then
     esac
     port=$(free_port)
     mkdir -p "$TMP/cratopus-$v"
-    write_cratopus_conf "$TMP/cratopus-$v/gateway.yaml" "$port" 1 "$(variant_yaml "$v")" "$(variant_org_yaml "$v")"
+    workers=1
+    [ "$v" = workers2 ] && workers=2
+    write_cratopus_conf "$TMP/cratopus-$v/gateway.yaml" "$port" "$workers" "$(variant_yaml "$v")" "$(variant_org_yaml "$v")"
     server_env=""
     [ "$v" = hyper ] && server_env="CRATOPUS_HTTP1=hyper"
     add_target "cratopus-$v" "$port" \

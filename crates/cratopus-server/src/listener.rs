@@ -182,20 +182,33 @@ pub async fn serve(
                 _ = stop.changed() => return,
             }
             if mode.tls {
-                // Boxed, like every path an idle HTTP/1 connection is not on: the task keeps
-                // room for its largest state for as long as the connection lives.
-                let Some((stream, tls)) = Box::pin(tls_handshake(&engine, stream, peer, opts_header_timeout)).await
-                else {
-                    return;
-                };
-                let info = ConnInfo::new(peer, "https", Some(tls));
-                serve_any(&builder, stream, engine, info, None, &mut stop, &opts).await;
+                // Boxed: the task keeps room for its largest state for as long as the
+                // connection lives, and a TLS stream (rustls' connection state, kept by value
+                // at each level of the futures that serve it) is several KiB; a plain
+                // connection would pay for it too.
+                Box::pin(serve_tls(&builder, stream, peer, engine, &mut stop, &opts)).await;
                 return;
             }
             let info = ConnInfo::new(peer, "http", None);
             serve_any(&builder, stream, engine, info, mode.redirect_to_https, &mut stop, &opts).await;
         });
     }
+}
+
+/// The TLS handshake, then the connection over it.
+async fn serve_tls(
+    builder: &auto::Builder<TokioExecutor>,
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    engine: Arc<Engine>,
+    stop: &mut watch::Receiver<bool>,
+    opts: &ServeOptions,
+) {
+    let Some((stream, tls)) = tls_handshake(&engine, stream, peer, opts.header_read_timeout).await else {
+        return;
+    };
+    let info = ConnInfo::new(peer, "https", Some(tls));
+    serve_any(builder, stream, engine, info, None, stop, opts).await;
 }
 
 /// Serves a client connection: HTTP/1.1 on the gateway's own loop ([`crate::h1`]), unless TLS

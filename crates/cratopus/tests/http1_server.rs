@@ -567,9 +567,10 @@ const IDLE_CONNS: usize = 2000;
 /// The RSS an idle keep-alive connection may add to the gateway, in KiB. In a debug build,
 /// hyper's server costs 33–39 KiB per idle connection (its read and write buffers and its
 /// connection state stay with the connection); the own loop gives its buffers back between
-/// requests and measured 8.2 KiB (its task, sized for its largest state; far less in a release
-/// build). The bound sits between the two, with room for a loaded machine.
-const MAX_KIB_PER_IDLE_CONN: u64 = 16;
+/// requests and measured 3.2 KiB (its task, sized for its largest state, and the socket's
+/// registration). The bound leaves room for a loaded machine and catches a buffer kept per
+/// connection (4 KiB each) or a large state back in the task.
+const MAX_KIB_PER_IDLE_CONN: u64 = 8;
 
 /// Raises this process's soft limit on open files to at least `need` (up to the hard limit),
 /// so that the gateway started after it inherits the limit too.

@@ -81,6 +81,11 @@ pub(crate) async fn serve<S: ClientStream>(
     opts: &ServeOptions,
 ) -> Ended<S> {
     let limits = limits(opts);
+    // The server stopping, watched once for the connection's whole life: a wait made anew for
+    // every request would take the channel's lock (shared by every connection) twice a request.
+    let mut stopping = stop.clone();
+    let stopped = stopping.changed();
+    tokio::pin!(stopped);
     let mut buf: Option<BytesMut> = None;
     let mut first = true;
     loop {
@@ -126,7 +131,7 @@ pub(crate) async fn serve<S: ClientStream>(
                     }
                     return Ended::Closed;
                 }
-                _ = stop.changed(), if !partial => return Ended::Closed,
+                _ = &mut stopped, if !partial => return Ended::Closed,
             };
             match read {
                 Ok(n) if n > 0 => {}
@@ -348,4 +353,32 @@ fn log_refusal(
             code: Some(code),
         },
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What an idle connection costs is mostly its task, sized for the largest state of this
+    /// loop (the future's size is fixed at compile time, whatever the connection is doing):
+    /// this prints it and keeps it bounded. The bound is for this test build (no optimisation
+    /// of the workspace's own crates, where futures are larger than in a release build).
+    #[tokio::test]
+    async fn the_connection_future_stays_small() {
+        let cfg = cratopus_config::load_str(std::path::Path::new("<default>"), cratopus_config::EMBEDDED_DEFAULT)
+            .expect("the embedded default loads");
+        let snapshot = cratopus_core::compile(cfg, None, 1).await.expect("compiles");
+        let engine = Arc::new(Engine::new(snapshot));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let (stream, peer) = listener.accept().await.expect("accept");
+        let info = Arc::new(ConnInfo::new(peer, "http", None));
+        let (_tx, mut stop) = watch::channel(false);
+        let opts = ServeOptions::from_limits(&cratopus_config::Limits::default());
+        let fut = serve(stream, engine, info, &mut stop, &opts);
+        let size = std::mem::size_of_val(&fut);
+        eprintln!("h1::serve future: {size} bytes");
+        assert!(size < 4096, "h1::serve's future is {size} bytes");
+    }
 }
