@@ -5,7 +5,7 @@
 
 mod common_ops;
 
-use common_ops::{BIN, dump, metrics, read_lines};
+use common_ops::{BIN, hash_key, metrics};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -54,14 +54,6 @@ impl Holding {
     }
 }
 
-fn hash_key(key: &str) -> String {
-    let out = std::process::Command::new(BIN)
-        .args(["hash-key", key])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// A gateway with an API-key route `/slow` to `upstream`, a traffic log and the admin API.
 fn gateway(upstream: &str) -> Gateway {
     let org = format!(
@@ -90,18 +82,7 @@ routes:
 
 /// Waits for a traffic-log line with `status` and returns it.
 async fn wait_for_line(gw: &Gateway, status: u64) -> Value {
-    let path = gw.path("logs/traffic.log");
-    let found = eventually(WAIT, || async {
-        read_lines(&path).iter().any(|l| l["status"] == status)
-    })
-    .await;
-    assert!(
-        found,
-        "no line with status {status} in the traffic log: {:?}{}",
-        read_lines(&path),
-        dump(gw)
-    );
-    read_lines(&path).into_iter().find(|l| l["status"] == status).unwrap()
+    common_ops::wait_for_status_line(gw, status, WAIT).await
 }
 
 fn assert_abandoned_line(line: &Value) {

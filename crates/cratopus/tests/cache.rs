@@ -4,7 +4,7 @@
 
 mod common_ops;
 
-use common_ops::{BIN, metrics, read_lines};
+use common_ops::{BIN, hash_key, metrics, read_lines};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -147,14 +147,6 @@ async fn backend() -> (Backend, Arc<Seen>) {
     })
     .await;
     (b, seen)
-}
-
-fn hash_key(key: &str) -> String {
-    let out = std::process::Command::new(BIN)
-        .args(["hash-key", key])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// A gateway with every route cached, a traffic log and the admin API; `upstream_extra`

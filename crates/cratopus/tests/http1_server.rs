@@ -11,7 +11,7 @@
 mod common_ops;
 mod common_proxy;
 
-use common_ops::{dump, read_lines};
+use common_ops::{dump, hash_key};
 use common_proxy::{BIN, Raw, RawResponse};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -21,7 +21,7 @@ use test_support::http::Response;
 use test_support::http_body_util::{BodyExt, Full};
 use test_support::hyper::body::Bytes;
 use test_support::raw::RawBackend;
-use test_support::{Backend, Gateway, eventually};
+use test_support::{Backend, Gateway};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -33,14 +33,6 @@ const KEY: &str = "http1-key-0123456789abcdef";
 /// Which HTTP/1 server the gateways run: the own loop unless the environment says otherwise.
 fn http1_mode() -> String {
     std::env::var("CRATOPUS_HTTP1").unwrap_or_else(|_| "own".to_string())
-}
-
-fn hash_key(key: &str) -> String {
-    let out = std::process::Command::new(BIN)
-        .args(["hash-key", key])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
 /// A gateway with a traffic log, `limits` (YAML lines indented by two, or empty), and one
@@ -141,18 +133,7 @@ impl Drop for Tripwire {
 
 /// Waits for a traffic-log line with `status` and returns it.
 async fn wait_for_line(gw: &Gateway, status: u64) -> Value {
-    let path = gw.path("logs/traffic.log");
-    let found = eventually(WAIT, || async {
-        read_lines(&path).iter().any(|l| l["status"] == status)
-    })
-    .await;
-    assert!(
-        found,
-        "no line with status {status} in the traffic log: {:?}{}",
-        read_lines(&path),
-        dump(gw)
-    );
-    read_lines(&path).into_iter().find(|l| l["status"] == status).unwrap()
+    common_ops::wait_for_status_line(gw, status, WAIT).await
 }
 
 /// Checks a gateway error: `status`, `content-type: application/json`, and the body

@@ -7,7 +7,7 @@
 
 mod common_ops;
 
-use common_ops::{BIN, dump, start_gateway};
+use common_ops::{BIN, dump, hash_key, start_gateway};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -31,11 +31,6 @@ async fn get(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Reply {
 /// The request headers the mirror received, one value or a list.
 fn seen(reply: &Reply) -> Value {
     reply.json()["headers"].clone()
-}
-
-fn hash_key(key: &str) -> String {
-    let out = Command::new(BIN).args(["hash-key", key]).output().expect("hash-key");
-    String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
 }
 
 fn indent(pem: &str, n: usize) -> String {

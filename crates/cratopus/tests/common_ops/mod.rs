@@ -322,6 +322,35 @@ impl Drop for CpuHog {
 }
 
 /// Every line of the JSON-lines file at `path`, parsed (panics on a line that is not JSON).
+/// The stored form of API key `key`, as `cratopus hash-key` prints it.
+pub fn hash_key(key: &str) -> String {
+    let out = std::process::Command::new(BIN)
+        .args(["hash-key", key])
+        .output()
+        .expect("cratopus hash-key");
+    String::from_utf8(out.stdout).expect("utf-8").trim().to_string()
+}
+
+/// Waits up to `wait` for a line with `status` in the gateway's `logs/traffic.log` and returns
+/// it.
+pub async fn wait_for_status_line(gw: &Gateway, status: u64, wait: Duration) -> serde_json::Value {
+    let path = gw.path("logs/traffic.log");
+    let found = eventually(wait, || async {
+        read_lines(&path).iter().any(|l| l["status"] == status)
+    })
+    .await;
+    assert!(
+        found,
+        "no line with status {status} in the traffic log: {:?}{}",
+        read_lines(&path),
+        dump(gw)
+    );
+    read_lines(&path)
+        .into_iter()
+        .find(|l| l["status"] == status)
+        .expect("found above")
+}
+
 pub fn read_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
