@@ -235,7 +235,7 @@ impl Drop for StreamGuard {
 
 /// How much of an HTTP/1 request's start is kept for the log of a refusal: of a request line
 /// longer than this, the path is not logged.
-const HEAD_KEPT: usize = 256;
+pub(crate) const HEAD_KEPT: usize = 256;
 
 /// The start of the HTTP/1 request being read: its bytes up to the end of the request line.
 #[derive(Debug)]
@@ -359,17 +359,15 @@ impl<S: ClientStream> ConnIo<S> {
     }
 }
 
-/// The 408 answer, with the request id `id` (a fresh one, like every answer of the gateway).
-pub(crate) fn timeout_response(id: &HeaderValue) -> Vec<u8> {
-    let id = id.to_str().unwrap_or("");
-    let body = format!(
-        "{{\"error\":{{\"status\":408,\"code\":\"request_timeout\",\"message\":\"the request head did not arrive in time\",\"request_id\":\"{id}\"}}}}\n"
-    );
-    format!(
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nx-request-id: {id}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+/// What a 408 says: the head did not come within `header_read_timeout`.
+pub(crate) const HEAD_TIMEOUT_MESSAGE: &str = "the request head did not arrive in time";
+
+/// The 408 answer, with the request id `id` (a fresh one, like every answer of the gateway):
+/// written like every refusal of the own HTTP/1 server.
+fn timeout_response(id: &HeaderValue) -> Vec<u8> {
+    let mut out = bytes::BytesMut::new();
+    crate::h1::message::refusal(&mut out, 408, crate::refusal::code(408), HEAD_TIMEOUT_MESSAGE, id);
+    out.to_vec()
 }
 
 impl<S: ClientStream> Drop for ConnIo<S> {

@@ -50,17 +50,29 @@ pub struct ServeOptions {
     /// hyper's read buffer: a request head larger than this gets hyper's own 431.
     pub max_buf_size: usize,
     pub max_headers: usize,
+    /// The own HTTP/1 server's limits ([`crate::h1`]), the same room above `max_header_bytes`
+    /// as hyper's buffer: the engine answers most oversized heads itself (with its JSON body),
+    /// the codec's 431 is the backstop.
+    pub http1: cratopus_http1::Limits,
 }
 
 impl ServeOptions {
     pub fn from_limits(l: &Limits) -> ServeOptions {
+        // Room above the limit so that the engine, not hyper, answers most oversized heads
+        // (with the JSON error body); hyper's 431 is the backstop.
+        let max_buf_size = (l.max_header_bytes.0 as usize).saturating_mul(2).max(16 * 1024);
         ServeOptions {
             header_read_timeout: l.header_read_timeout.0,
             idle_timeout: l.idle_timeout.0,
-            // Room above the limit so that the engine, not hyper, answers most oversized heads
-            // (with the JSON error body); hyper's 431 is the backstop.
-            max_buf_size: (l.max_header_bytes.0 as usize).saturating_mul(2).max(16 * 1024),
+            max_buf_size,
             max_headers: l.max_headers,
+            http1: cratopus_http1::Limits {
+                max_head_bytes: max_buf_size,
+                max_headers: l.max_headers,
+                max_request_line: max_buf_size,
+                max_header_line: max_buf_size,
+                ..cratopus_http1::Limits::default()
+            },
         }
     }
 }

@@ -78,7 +78,6 @@ enum Write {
 struct Queue {
     segments: VecDeque<Bytes>,
     staged: BytesMut,
-    len: usize,
 }
 
 impl Queue {
@@ -89,8 +88,13 @@ impl Queue {
         &mut self.staged
     }
 
+    /// Bytes not written yet (a handful of segments at most: each is over [`COPY_MAX`] and
+    /// the queue is filled only up to [`QUEUE_HIGH`]).
+    fn len(&self) -> usize {
+        self.staged.len() + self.segments.iter().map(Bytes::len).sum::<usize>()
+    }
+
     fn push_bytes(&mut self, b: &[u8]) {
-        self.len += b.len();
         self.stage().extend_from_slice(b);
     }
 
@@ -103,7 +107,6 @@ impl Queue {
             let staged = self.staged.split().freeze();
             self.segments.push_back(staged);
         }
-        self.len += b.len();
         self.segments.push_back(b);
     }
 
@@ -121,13 +124,11 @@ impl Queue {
                 self.staged.advance(n);
                 n
             } else {
-                self.len = 0;
                 return Pin::new(&mut *io).poll_flush(cx);
             };
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.len = self.len.saturating_sub(n);
         }
     }
 
@@ -149,8 +150,10 @@ pub(super) struct Exchange<'c, S> {
     queue: Queue,
     method: Method,
     version: Version,
-    /// The request allows keeping the connection (lowered when the server stops).
+    /// The request allows keeping the connection.
     keep_alive: bool,
+    /// The server stopping: read once, when the response head is written (its `Connection`).
+    stopping: &'c tokio::sync::watch::Receiver<bool>,
     /// `Expect: 100-continue` not answered yet.
     continue_due: bool,
     written: Option<Written>,
@@ -169,6 +172,7 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Exchange<'c, S> {
         version: Version,
         keep_alive: bool,
         expect_continue: bool,
+        stopping: &'c tokio::sync::watch::Receiver<bool>,
     ) -> Exchange<'c, S> {
         Exchange {
             io,
@@ -182,26 +186,16 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Exchange<'c, S> {
             method,
             version,
             keep_alive,
+            stopping,
             continue_due: expect_continue,
             written: None,
             broken: false,
         }
     }
 
-    /// The connection will not be kept after this response (the server is stopping).
-    pub(super) fn close_after(&mut self) {
-        self.keep_alive = false;
-    }
-
     /// Runs the exchange to its end.
-    pub(super) async fn run(mut self, stopping: &tokio::sync::watch::Receiver<bool>) -> Outcome {
-        std::future::poll_fn(|cx| {
-            if *stopping.borrow() {
-                self.close_after();
-            }
-            self.poll(cx)
-        })
-        .await
+    pub(super) async fn run(mut self) -> Outcome {
+        std::future::poll_fn(|cx| self.poll(cx)).await
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
@@ -215,11 +209,11 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Exchange<'c, S> {
                 return Poll::Ready(Outcome::Gone);
             }
             progressed |= self.poll_write(cx);
-            let queued = self.queue.len;
+            let queued = self.queue.len();
             let flushed = self.queue.poll_flush(self.io, cx);
             // Room made in the queue is progress: the body, not polled while the queue was
             // full, must be polled again (nothing else would wake the task for it).
-            progressed |= self.queue.len < queued;
+            progressed |= self.queue.len() < queued;
             match flushed {
                 Poll::Ready(Ok(())) => {
                     if matches!(self.write, Write::Flushing) {
@@ -354,7 +348,7 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Exchange<'c, S> {
             }
             Write::Body { body, framing, left } => {
                 let mut progressed = false;
-                while self.queue.len < QUEUE_HIGH {
+                while self.queue.len() < QUEUE_HIGH {
                     match Pin::new(&mut *body).poll_frame(cx) {
                         Poll::Pending => break,
                         Poll::Ready(Some(Ok(frame))) => {
@@ -447,6 +441,10 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Exchange<'c, S> {
         let (parts, body) = res.into_parts();
         // The invitation was not taken up: the client learns from the answer instead.
         self.continue_due = false;
+        // A server that is stopping closes the connection after this answer, and says so.
+        if *self.stopping.borrow() {
+            self.keep_alive = false;
+        }
         let written = message::response_head(
             self.queue.stage(),
             &parts,
@@ -455,7 +453,6 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Exchange<'c, S> {
             self.version,
             self.keep_alive,
         );
-        self.queue.len = self.queue.staged.len() + self.queue.segments.iter().map(Bytes::len).sum::<usize>();
         self.written = Some(written);
         self.write = match written.framing {
             ResponseFraming::NoBody => Write::Flushing,

@@ -142,7 +142,7 @@ pub(super) fn response_head(
 pub(super) const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// A refusal with the gateway's JSON error body, and the connection closed after it.
-pub(super) fn refusal(out: &mut BytesMut, status: u16, code: &str, message: &str, request_id: &HeaderValue) {
+pub(crate) fn refusal(out: &mut BytesMut, status: u16, code: &str, message: &str, request_id: &HeaderValue) {
     let status_code = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_REQUEST);
     let body = cratopus_core::error::error_body(status_code, code, message, request_id);
     if let Ok(mut w) = HeadWriter::new(out, status, None) {

@@ -21,7 +21,7 @@
 //!   HTTP/2 server with the bytes read so far put back in front ([`Ended::Http2`]).
 
 mod exchange;
-mod message;
+pub(crate) mod message;
 
 use crate::conn_io::{ClientStream, Refusal};
 use crate::h2_frames::PREFACE;
@@ -54,18 +54,6 @@ pub(crate) enum Ended<S> {
     Http2(Rewind<S>),
 }
 
-/// The codec's limits from the gateway's: room above `max_header_bytes`, as hyper had, so that
-/// the engine answers most oversized heads itself; the codec's 431 is the backstop.
-fn limits(opts: &ServeOptions) -> cratopus_http1::Limits {
-    cratopus_http1::Limits {
-        max_head_bytes: opts.max_buf_size,
-        max_headers: opts.max_headers,
-        max_request_line: opts.max_buf_size,
-        max_header_line: opts.max_buf_size,
-        ..cratopus_http1::Limits::default()
-    }
-}
-
 /// How long a connection that is shut down waits for the client to read the last response
 /// while what it still sends is thrown away (a close with unread bytes would reset the
 /// connection and could destroy the response in flight).
@@ -77,10 +65,10 @@ pub(crate) async fn serve<S: ClientStream>(
     mut io: S,
     engine: Arc<Engine>,
     info: Arc<ConnInfo>,
-    stop: &mut watch::Receiver<bool>,
+    stop: &watch::Receiver<bool>,
     opts: &ServeOptions,
 ) -> Ended<S> {
-    let limits = limits(opts);
+    let limits = &opts.http1;
     // The server stopping, watched once for the connection's whole life: a wait made anew for
     // every request would take the channel's lock (shared by every connection) twice a request.
     let mut stopping = stop.clone();
@@ -107,7 +95,7 @@ pub(crate) async fn serve<S: ClientStream>(
                     }
                 }
                 if !first {
-                    match parse_request(b, &limits) {
+                    match parse_request(b, limits) {
                         Ok(Some(head)) => break head,
                         Ok(None) => {}
                         Err(e) => {
@@ -127,7 +115,8 @@ pub(crate) async fn serve<S: ClientStream>(
                 r = read_more(&mut io, &mut buf) => r,
                 _ = tokio::time::sleep_until(deadline) => {
                     if let Some(b) = buf.as_ref().filter(|b| !b.is_empty()) {
-                        Box::pin(timed_out(&mut io, &engine, &info, b, since)).await;
+                        let why = Refused::new(408, crate::conn_io::HEAD_TIMEOUT_MESSAGE.to_string());
+                        Box::pin(refuse(&mut io, &engine, &info, b, since, why)).await;
                     }
                     return Ended::Closed;
                 }
@@ -156,7 +145,7 @@ pub(crate) async fn serve<S: ClientStream>(
         };
         // A chunked body whose framing is already wrong in what arrived with the head (a
         // smuggling attempt's usual shape) is refused before anything reaches a backend.
-        if let Some(e) = buf.as_deref().and_then(|rest| framing_error(&head, &limits, rest)) {
+        if let Some(e) = buf.as_deref().and_then(|rest| framing_error(&head, limits, rest)) {
             // Named as the engine names a body it could not read.
             let why = Refused {
                 status: e.status(),
@@ -171,7 +160,7 @@ pub(crate) async fn serve<S: ClientStream>(
             req.extensions_mut().insert(ClientUpgrade::new(rx));
             tx
         });
-        let (body, fed) = request_body(&head, &limits);
+        let (body, fed) = request_body(&head, limits);
         let req = req.map(|()| body);
         let answer: Answer = {
             let engine = engine.clone();
@@ -179,7 +168,7 @@ pub(crate) async fn serve<S: ClientStream>(
             Box::pin(async move { engine.handle(req, &info).await.map(ServedBody::h1) })
         };
         let expect_continue = head.expect_continue && head.version == cratopus_http1::Version::Http11;
-        let mut exchange = Exchange::new(
+        let exchange = Exchange::new(
             &mut io,
             &mut buf,
             fed,
@@ -188,13 +177,11 @@ pub(crate) async fn serve<S: ClientStream>(
             head.version,
             head.keep_alive,
             expect_continue,
+            stop,
         );
-        if *stop.borrow() {
-            exchange.close_after();
-        }
         drop(head_bytes);
         // Boxed: allocated per request, so that an idle connection keeps no room for it.
-        match Box::pin(exchange.run(stop)).await {
+        match Box::pin(exchange.run()).await {
             Outcome::KeepAlive => {
                 // Nothing of a next request waits: the connection idles without a buffer.
                 if buf.as_ref().is_some_and(BytesMut::is_empty)
@@ -322,14 +309,6 @@ async fn refuse<S: ClientStream>(
     close(io, None).await;
 }
 
-/// The head did not complete in time: 408, logged, closed.
-async fn timed_out<S: ClientStream>(io: &mut S, engine: &Engine, info: &ConnInfo, seen: &[u8], since: Option<Instant>) {
-    let id = cratopus_core::forward::new_request_id();
-    let _ = tokio::time::timeout(LINGER, io.write_all(&crate::conn_io::timeout_response(&id))).await;
-    log_refusal(engine, info, seen, since, 408, crate::refusal::code(408), id);
-    close(io, None).await;
-}
-
 fn log_refusal(
     engine: &Engine,
     info: &ConnInfo,
@@ -339,9 +318,10 @@ fn log_refusal(
     code: &'static str,
     id: http::HeaderValue,
 ) {
-    // The request line, as far as it came, names the request in the log.
+    // The request line, as far as it came, names the request in the log (kept as long as the
+    // hyper path keeps it).
     let line_end = seen.iter().position(|&b| b == b'\n').map_or(seen.len(), |i| i + 1);
-    let head = seen[..line_end.min(256)].to_vec();
+    let head = seen[..line_end.min(crate::conn_io::HEAD_KEPT)].to_vec();
     crate::refusal::log(
         engine,
         info.peer.ip(),
@@ -374,9 +354,9 @@ mod tests {
         let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let (stream, peer) = listener.accept().await.expect("accept");
         let info = Arc::new(ConnInfo::new(peer, "http", None));
-        let (_tx, mut stop) = watch::channel(false);
+        let (_tx, stop) = watch::channel(false);
         let opts = ServeOptions::from_limits(&cratopus_config::Limits::default());
-        let fut = serve(stream, engine, info, &mut stop, &opts);
+        let fut = serve(stream, engine, info, &stop, &opts);
         let size = std::mem::size_of_val(&fut);
         eprintln!("h1::serve future: {size} bytes");
         assert!(size < 4096, "h1::serve's future is {size} bytes");
