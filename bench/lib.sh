@@ -116,15 +116,15 @@ start_proc() {
   PIDS+=("$LAST_PID"); PNAME[$LAST_PID]=$name
 }
 
-# session_cpu_ticks PID — user + system CPU time, in clock ticks, of every process in the
+# session_cpu_ticks PID — "USER SYSTEM": CPU time, in clock ticks, of every process in the
 # session PID leads (a server started by start_proc: nginx's master and workers, the gateway).
 session_cpu_ticks() {
-  local t=0 p v
+  local u=0 s=0 p v
   for p in $(pgrep -s "$1" 2>/dev/null); do
-    v=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat" 2>/dev/null) || v=0
-    t=$((t + ${v:-0}))
+    v=$(awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$p/stat" 2>/dev/null) || v="0 0"
+    u=$((u + ${v%% *})); s=$((s + ${v##* }))
   done
-  echo "$t"
+  echo "$u $s"
 }
 
 # run_client OUTFILE CMD ARGS... — run a client in the background (pinned to

@@ -219,15 +219,18 @@ run_wrk() {  # run_wrk NAME SECONDS ROUND (0 = warm-up, not recorded)
   fi
   [ "$round" = 0 ] && return 0
   [ "$rc" = 0 ] || { msg "wrk exited $rc for $name round $round:"; tail -n 5 "$out" >&2; }
-  line=$(python3 "$BENCH_DIR/wrk_report.py" parse "$out" "$(awk -v d=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.3f", d / hz }')")
+  local user sys
+  read -r user sys <<<"$(awk -v a="$cpu0" -v b="$cpu1" -v hz="$(getconf CLK_TCK)" \
+    'BEGIN { split(a, x, " "); split(b, y, " "); printf "%.3f %.3f", (y[1] - x[1]) / hz, (y[2] - x[2]) / hz }')"
+  line=$(python3 "$BENCH_DIR/wrk_report.py" parse "$out" "$user" "$sys")
   printf '{"target":"%s","round":%d,"run":%s}\n' "$name" "$round" "$line" >>"$RUNS"
   python3 - "$line" "$name" "$round" <<'PY' >&2
 import json, sys
 r = json.loads(sys.argv[1])
 f = lambda v, s: "n/a" if v is None else format(v, s)
-print("[run]   round %s %-12s %10s req/s  p50 %s ms  p99 %s ms  cpu %s us/req%s" % (
+print("[run]   round %s %-12s %10s req/s  p50 %s ms  p99 %s ms  cpu %s us/req (user %s)%s" % (
     sys.argv[3], sys.argv[2], f(r["rps"], ".0f"), f(r["p50_ms"], ".3f"), f(r["p99_ms"], ".3f"),
-    f(r.get("cpu_us_per_req"), ".2f"),
+    f(r.get("cpu_us_per_req"), ".2f"), f(r.get("user_us_per_req"), ".2f"),
     "  errors %d" % (r["socket_errors"] + r["non_2xx_3xx"]) if r["socket_errors"] + r["non_2xx_3xx"] else ""))
 PY
 }

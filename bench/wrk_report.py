@@ -82,6 +82,7 @@ def report(runs_path, out_path):
             "p50_ms": med("p50_ms"),
             "p99_ms": med("p99_ms"),
             "cpu_us_per_req": med("cpu_us_per_req"),
+            "user_us_per_req": med("user_us_per_req"),
             "rps_min": min((x["rps"] for x in ok), default=None),
             "rps_max": max((x["rps"] for x in ok), default=None),
             "errors": sum(x.get("socket_errors", 0) + x.get("non_2xx_3xx", 0) for x in ok),
@@ -99,18 +100,19 @@ def report(runs_path, out_path):
     def fmt(v, spec):
         return "n/a" if v is None else format(v, spec)
 
-    hdr = "%-20s %12s %9s %9s %9s %8s %7s %11s" % (
-        "name", "req/s (med)", "p50 ms", "p99 ms", "vs direct", "spread", "errors", "cpu us/req")
+    hdr = "%-20s %12s %9s %9s %9s %8s %7s %11s %12s" % (
+        "name", "req/s (med)", "p50 ms", "p99 ms", "vs direct", "spread", "errors", "cpu us/req",
+        "user us/req")
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         spread = None
         if r["rps"] and r["rps_min"] is not None:
             spread = (r["rps_max"] - r["rps_min"]) / r["rps"] * 100
-        print("%-20s %12s %9s %9s %9s %7s%% %7d %11s" % (
+        print("%-20s %12s %9s %9s %9s %7s%% %7d %11s %12s" % (
             r["name"], fmt(r["rps"], ".0f"), fmt(r["p50_ms"], ".3f"), fmt(r["p99_ms"], ".3f"),
             fmt(r["ratio_vs_direct"], ".2f"), fmt(spread, ".1f"), r["errors"],
-            fmt(r.get("cpu_us_per_req"), ".2f")))
+            fmt(r.get("cpu_us_per_req"), ".2f"), fmt(r.get("user_us_per_req"), ".2f")))
     bad = [r["name"] for r in rows if r["errors"] or r["failed_runs"]]
     if bad:
         print("WARNING: errors or failed runs for: %s (see %s)" % (", ".join(bad), out_path))
@@ -173,10 +175,16 @@ def selftest():
     print("wrk_report selftest: %d samples ok" % len(SAMPLES))
 
 
-def with_cpu(run, cpu_s):
-    """Adds the server's CPU time per request (user + system, microseconds) to a parsed run."""
+def with_cpu(run, user_s, sys_s=None):
+    """Adds the server's CPU time per request (user + system, and user alone: microseconds)
+    to a parsed run. The kernel's share is about the same for every proxy doing the same
+    socket calls; the user share is what the proxy's own code costs."""
+    cpu_s = user_s + (sys_s or 0.0)
+    n = run.get("requests")
     run["cpu_s"] = cpu_s
-    run["cpu_us_per_req"] = (cpu_s * 1e6 / run["requests"]) if run.get("requests") else None
+    run["cpu_us_per_req"] = (cpu_s * 1e6 / n) if n else None
+    if sys_s is not None:
+        run["user_us_per_req"] = (user_s * 1e6 / n) if n else None
     return run
 
 
@@ -186,6 +194,9 @@ def main(argv):
     elif len(argv) == 4 and argv[1] == "parse":
         # parse FILE CPU_SECONDS: the server's CPU time during the run, read from /proc
         print(json.dumps(with_cpu(parse(open(argv[2]).read()), float(argv[3]))))
+    elif len(argv) == 5 and argv[1] == "parse":
+        # parse FILE USER_SECONDS SYSTEM_SECONDS
+        print(json.dumps(with_cpu(parse(open(argv[2]).read()), float(argv[3]), float(argv[4]))))
     elif len(argv) == 4 and argv[1] == "report":
         report(argv[2], argv[3])
     elif len(argv) == 2 and argv[1] == "selftest":

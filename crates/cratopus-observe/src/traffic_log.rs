@@ -393,13 +393,25 @@ fn warn_once(sink: &Sink, result: io::Result<()>, warned: &mut bool) {
     }
 }
 
+/// `s` as a JSON string. Paths, hosts and ids almost never hold a byte JSON escapes, and are
+/// copied as they are; serde_json escapes the rest (the same bytes as it would have).
 fn push_str(buf: &mut Vec<u8>, s: &str) {
-    // serde_json escapes as JSON requires; writing to a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *buf, s);
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        buf.reserve(s.len() + 2);
+        buf.push(b'"');
+        buf.extend_from_slice(s.as_bytes());
+        buf.push(b'"');
+    } else {
+        // Writing to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, s);
+    }
 }
 
 fn push_header(buf: &mut Vec<u8>, v: &http::HeaderValue) {
-    push_str(buf, &String::from_utf8_lossy(v.as_bytes()));
+    match std::str::from_utf8(v.as_bytes()) {
+        Ok(s) => push_str(buf, s),
+        Err(_) => push_str(buf, &String::from_utf8_lossy(v.as_bytes())),
+    }
 }
 
 fn push_field(buf: &mut Vec<u8>, name: &str) {
@@ -408,9 +420,66 @@ fn push_field(buf: &mut Vec<u8>, name: &str) {
     buf.extend_from_slice(b"\":");
 }
 
+fn push_int(buf: &mut Vec<u8>, n: impl itoa::Integer) {
+    buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// Milliseconds with three decimals (`0.187`), from whole microseconds: without `f64`'s
+/// `Display`, which is most of a line's formatting time.
+fn push_ms(buf: &mut Vec<u8>, ms: f64) {
+    if !ms.is_finite() {
+        buf.extend_from_slice(b"null");
+        return;
+    }
+    if !(0.0..1e12).contains(&ms) {
+        use std::io::Write as _;
+        let _ = write!(buf, "{ms:.3}");
+        return;
+    }
+    let micros = (ms * 1000.0).round() as u64;
+    push_int(buf, micros / 1000);
+    buf.push(b'.');
+    push_digits(buf, micros % 1000, 3);
+}
+
+/// `n` in exactly `width` digits, zero-padded (`n` has no more).
+fn push_digits(buf: &mut Vec<u8>, n: u64, width: u32) {
+    let mut div = 10u64.pow(width.saturating_sub(1));
+    while div > 0 {
+        buf.push(b'0' + (n / div % 10) as u8);
+        div /= 10;
+    }
+}
+
+fn push_ip(buf: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            buf.push(b'"');
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf.push(b'.');
+                }
+                push_int(buf, octet);
+            }
+            buf.push(b'"');
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write as _;
+            let _ = write!(buf, "\"{v6}\"");
+        }
+    }
+}
+
+fn push_hex(buf: &mut Vec<u8>, bytes: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        buf.push(HEX[usize::from(b >> 4)]);
+        buf.push(HEX[usize::from(b & 0xf)]);
+    }
+}
+
 /// One JSON object and a newline.
 pub fn format_line(l: &LogLine, buf: &mut Vec<u8>) {
-    use std::io::Write as _;
     buf.extend_from_slice(b"{\"ts\":\"");
     rfc3339(l.ts, buf);
     buf.push(b'"');
@@ -441,25 +510,26 @@ pub fn format_line(l: &LogLine, buf: &mut Vec<u8>) {
         Some(u) => push_str(buf, u.path()),
         None => buf.extend_from_slice(b"null"),
     }
-    let _ = write!(
-        buf,
-        ",\"status\":{},\"bytes_in\":{},\"bytes_out\":{}",
-        l.status, l.bytes_in, l.bytes_out
-    );
+    push_field(buf, "status");
+    push_int(buf, l.status);
+    push_field(buf, "bytes_in");
+    push_int(buf, l.bytes_in);
+    push_field(buf, "bytes_out");
+    push_int(buf, l.bytes_out);
     push_field(buf, "upstream");
     match &l.upstream {
         Some(u) => push_str(buf, u),
         None => buf.extend_from_slice(b"null"),
     }
-    let _ = write!(buf, ",\"total_ms\":{:.3}", l.total_ms);
+    push_field(buf, "total_ms");
+    push_ms(buf, l.total_ms);
+    push_field(buf, "upstream_ms");
     match l.upstream_ms {
-        Some(ms) => {
-            let _ = write!(buf, ",\"upstream_ms\":{ms:.3}");
-        }
-        None => buf.extend_from_slice(b",\"upstream_ms\":null"),
+        Some(ms) => push_ms(buf, ms),
+        None => buf.extend_from_slice(b"null"),
     }
     push_field(buf, "client_ip");
-    push_str(buf, &l.client_ip.to_string());
+    push_ip(buf, l.client_ip);
     push_field(buf, "user_agent");
     match &l.user_agent {
         Some(h) => push_header(buf, h),
@@ -484,9 +554,7 @@ pub fn format_line(l: &LogLine, buf: &mut Vec<u8>) {
     match &l.trace_id {
         Some(id) => {
             buf.push(b'"');
-            for b in id {
-                let _ = write!(buf, "{b:02x}");
-            }
+            push_hex(buf, id);
             buf.push(b'"');
         }
         None => buf.extend_from_slice(b"null"),
@@ -495,10 +563,9 @@ pub fn format_line(l: &LogLine, buf: &mut Vec<u8>) {
         push_field(buf, name);
         match value {
             LogValue::Str(s) => push_str(buf, s),
-            LogValue::Int(n) => {
-                let _ = write!(buf, "{n}");
-            }
+            LogValue::Int(n) => push_int(buf, *n),
             LogValue::Float(f) if f.is_finite() => {
+                use std::io::Write as _;
                 let _ = write!(buf, "{f:.3}");
             }
             LogValue::Float(_) => buf.extend_from_slice(b"null"),
@@ -517,7 +584,6 @@ pub fn rfc3339_string(ts: SystemTime) -> String {
 
 /// `2026-11-23T13:45:01.123Z`
 fn rfc3339(ts: SystemTime, buf: &mut Vec<u8>) {
-    use std::io::Write as _;
     let d = ts.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let days = (secs / 86400) as i64;
@@ -533,14 +599,20 @@ fn rfc3339(ts: SystemTime, buf: &mut Vec<u8>) {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = if month <= 2 { y + 1 } else { y };
-    let _ = write!(
-        buf,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    );
+    push_digits(buf, year.clamp(0, 9999) as u64, 4);
+    buf.push(b'-');
+    push_digits(buf, month as u64, 2);
+    buf.push(b'-');
+    push_digits(buf, day as u64, 2);
+    buf.push(b'T');
+    push_digits(buf, rem / 3600, 2);
+    buf.push(b':');
+    push_digits(buf, rem % 3600 / 60, 2);
+    buf.push(b':');
+    push_digits(buf, rem % 60, 2);
+    buf.push(b'.');
+    push_digits(buf, u64::from(d.subsec_millis()), 3);
+    buf.push(b'Z');
 }
 
 #[cfg(test)]
@@ -604,6 +676,34 @@ mod tests {
         assert_eq!(v["route"], serde_json::Value::Null);
         assert_eq!(v["trace_id"], "abababababababababababababababab");
         assert!(!text.contains("secret"));
+    }
+
+    #[test]
+    fn numbers_strings_and_addresses_are_written_as_json_would() {
+        let fmt = |f: &dyn Fn(&mut Vec<u8>)| {
+            let mut b = Vec::new();
+            f(&mut b);
+            String::from_utf8(b).unwrap()
+        };
+        assert_eq!(fmt(&|b| push_ms(b, 0.187_345)), "0.187");
+        assert_eq!(fmt(&|b| push_ms(b, 1.5)), "1.500");
+        assert_eq!(fmt(&|b| push_ms(b, 12_345.000_6)), "12345.001");
+        assert_eq!(fmt(&|b| push_ms(b, 0.0)), "0.000");
+        assert_eq!(fmt(&|b| push_ms(b, f64::NAN)), "null");
+        for s in [
+            "/plain/path",
+            "quote \" and \\ back",
+            "tab\tnew\nline\u{1}",
+            "ünïcode ✓",
+            "",
+        ] {
+            assert_eq!(fmt(&|b| push_str(b, s)), serde_json::to_string(s).unwrap(), "{s:?}");
+        }
+        assert_eq!(fmt(&|b| push_ip(b, "10.0.255.1".parse().unwrap())), "\"10.0.255.1\"");
+        assert_eq!(fmt(&|b| push_ip(b, "::1".parse().unwrap())), "\"::1\"");
+        assert_eq!(fmt(&|b| push_hex(b, &[0x00, 0x0f, 0xa5])), "000fa5");
+        let latin1 = http::HeaderValue::from_bytes(b"caf\xe9").unwrap();
+        assert_eq!(fmt(&|b| push_header(b, &latin1)), "\"caf\u{fffd}\"");
     }
 
     #[test]

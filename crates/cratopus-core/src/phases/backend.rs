@@ -36,7 +36,9 @@ pub async fn phase(
         Some(ws) => {
             let mut req = req;
             crate::websocket::prepare(ws, &route.websocket, req.headers_mut());
-            match route.backend.upgrade(call, req).await {
+            // Boxed, as every rare path of the request's future: held in place, it would make
+            // every request's future as large as this one's (see `Backend::call`).
+            match Box::pin(route.backend.upgrade(call, req)).await {
                 Ok(mut res) => {
                     if ws.accept(&mut res) {
                         Ok(res)

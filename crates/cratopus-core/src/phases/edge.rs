@@ -43,7 +43,8 @@ pub async fn phase<'s>(
     if conn.tls.is_none() {
         // Owned: the lookup may wait for Redis, and the request is not shared across it.
         if let Some(token) = path.strip_prefix(CHALLENGE_PREFIX).map(str::to_string) {
-            if let Some(answer) = challenge(snap, &token, conn.redirect_https).await {
+            // Boxed: a rare path, kept out of every request's future (see `Backend::call`).
+            if let Some(answer) = Box::pin(challenge(snap, &token, conn.redirect_https)).await {
                 return answer.map(Edge::Answered);
             }
         } else if let Some(answer) = plain_http(&req, conn.redirect_https) {

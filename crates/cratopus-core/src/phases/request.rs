@@ -12,7 +12,7 @@ use crate::forward;
 use crate::host::host_value;
 use crate::snapshot::{Org, Route, Snapshot};
 use bytes::Bytes;
-use cratopus_policies::chain::Halt;
+use cratopus_policies::chain::{Answer, Halt, RequestCx};
 use http::header;
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -44,20 +44,18 @@ pub async fn phase(
     {
         cx.cert = t.client_cert.as_ref().map(|c| c.id.clone());
     }
-    for (i, policy) in route.chain.iter().enumerate().skip(from) {
-        match policy.on_request(cx, &mut parts).await {
-            Ok(()) => {}
-            Err(Halt::Refuse(r)) => return Err(r.into()),
-            Err(Halt::Answer(answer)) => {
-                let answer = *answer;
-                // The policies before the answering one run their response side on it.
-                ex.chain_end = i;
-                if let (Some(bg), Some(route)) = (answer.background, ex.route.clone()) {
-                    super::background::spawn(route, i, &parts, bg, conn, ex);
-                }
-                return Ok(Requested::Answered(answer.response.map(ResponseBody::backend)));
-            }
+    // The chain runs boxed, and only when it has steps: a policy's future (~2 KB) held in
+    // this one would make every request's future larger, and a future is copied whole at
+    // every level that awaits it (see `cratopus_upstream::Backend::call`).
+    if route.chain.len() > from
+        && let Some((i, answer)) = Box::pin(run_chain(route, from, cx, &mut parts)).await?
+    {
+        // The policies before the answering one run their response side on it.
+        ex.chain_end = i;
+        if let (Some(bg), Some(route)) = (answer.background, ex.route.clone()) {
+            super::background::spawn(route, i, &parts, bg, conn, ex);
         }
+        return Ok(Requested::Answered(answer.response.map(ResponseBody::backend)));
     }
 
     // The body: read whole once if a policy must see it, else streamed with the route's limit.
@@ -70,7 +68,7 @@ pub async fn phase(
         }
         Some(limit) => {
             let limit = route.max_body.map_or(limit, |m| m.min(limit));
-            let mut bytes = read_whole(body, limit, snap.client_body_timeout).await?;
+            let mut bytes = Box::pin(read_whole(body, limit, snap.client_body_timeout)).await?;
             let read = (bytes.as_ptr(), bytes.len());
             for policy in route.chain.iter() {
                 policy.on_body(cx, &parts, &mut bytes)?;
@@ -118,6 +116,24 @@ pub async fn phase(
     }
     ex.client_host = client_host;
     Ok(Requested::Forward(Request::from_parts(parts, body)))
+}
+
+/// The route's policies from step `from` on, in order: `Some((i, answer))` when step `i`
+/// answered the request itself.
+async fn run_chain(
+    route: &Route,
+    from: usize,
+    cx: &mut RequestCx,
+    parts: &mut http::request::Parts,
+) -> Result<Option<(usize, Answer)>, GatewayError> {
+    for (i, policy) in route.chain.iter().enumerate().skip(from) {
+        match policy.on_request(cx, parts).await {
+            Ok(()) => {}
+            Err(Halt::Refuse(r)) => return Err(r.into()),
+            Err(Halt::Answer(answer)) => return Ok(Some((i, *answer))),
+        }
+    }
+    Ok(None)
 }
 
 /// Reads a request body whole, up to `limit` bytes (413 beyond), the client pausing no longer

@@ -92,7 +92,8 @@ pub async fn phase(
         req.headers_mut().remove(h);
     }
     let (route, upstream_path, mut req) = if route.conditions.as_ref().is_some_and(|c| c.needs_identity()) {
-        by_identity(engine, org, route, req, conn, ex).await?
+        // Boxed: a rare path, kept out of every request's future (see `Backend::call`).
+        Box::pin(by_identity(engine, org, route, req, conn, ex)).await?
     } else {
         (route, upstream_path, req)
     };

@@ -171,21 +171,22 @@ impl std::fmt::Debug for Backend {
 }
 
 impl Backend {
-    /// Calls the backend. An upstream is called directly, and so is a split's upstream arm (the
-    /// common canary): no future is boxed on their path. What holds arbitrary backends (a
-    /// shadow, a split's other arms) boxes that inner call, which recursion needs.
+    /// Calls the backend. Each kind's call is boxed, the common upstream's too: a future held
+    /// in place is copied whole at every level of the engine that awaits it, and an
+    /// upstream's call (~4 KB) inline made the request's future ~10 KB, copied level by
+    /// level (perf: 8% of a proxied request's CPU in `memmove`); one allocation is cheaper.
     pub async fn call(
         &self,
         call: &mut Call,
         req: Request<RequestBody>,
     ) -> Result<Response<BackendBody>, BackendError> {
         match self {
-            Backend::Upstream(u) => u.call(call, req).await,
-            Backend::Shadow(s) => s.call(call, req).await,
-            Backend::Split(s) => s.call(call, req).await,
+            Backend::Upstream(u) => Box::pin(u.call(call, req)).await,
+            Backend::Shadow(s) => Box::pin(s.call(call, req)).await,
+            Backend::Split(s) => Box::pin(s.call(call, req)).await,
             Backend::Service(s) => s.call(call, req).await,
             Backend::Compose(c) => Box::pin(c.call(call, req)).await,
-            Backend::ByService(b) => b.call(call, req).await,
+            Backend::ByService(b) => Box::pin(b.call(call, req)).await,
         }
     }
 
