@@ -241,11 +241,15 @@ async fn serve_any<S: ClientStream>(
         Box::pin(serve_client(builder, stream, engine, info, redirect, stop, opts)).await;
         return;
     }
-    let mut own = info.clone();
-    own.redirect_https = redirect;
-    match crate::h1::serve(stream, engine.clone(), Arc::new(own), stop, opts).await {
+    // One copy of the connection's facts, shared: a second kept by value for the HTTP/2 case
+    // would be room in every connection's task.
+    let mut info = info;
+    info.redirect_https = redirect;
+    let info = Arc::new(info);
+    match crate::h1::serve(stream, engine.clone(), info.clone(), stop, opts).await {
         crate::h1::Ended::Closed => {}
         crate::h1::Ended::Http2(stream) => {
+            let info = Arc::unwrap_or_clone(info);
             Box::pin(serve_client(builder, stream, engine, info, redirect, stop, opts)).await;
         }
     }
