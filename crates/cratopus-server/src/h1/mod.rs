@@ -373,6 +373,14 @@ fn log_refusal(
 mod tests {
     use super::*;
 
+    /// An engine on the embedded default config.
+    async fn default_engine() -> Arc<Engine> {
+        let cfg = cratopus_config::load_str(std::path::Path::new("<default>"), cratopus_config::EMBEDDED_DEFAULT)
+            .expect("the embedded default loads");
+        let snapshot = cratopus_core::compile(cfg, None, 1).await.expect("compiles");
+        Arc::new(Engine::new(snapshot))
+    }
+
     /// What an idle connection costs is mostly its task, sized for the largest state of this
     /// loop (the future's size is fixed at compile time, whatever the connection is doing):
     /// this prints it and keeps it bounded (576 B in this test build since a request is served
@@ -380,10 +388,7 @@ mod tests {
     /// the exchange's locals were kept in the connection's future between requests too).
     #[tokio::test]
     async fn the_connection_future_stays_small() {
-        let cfg = cratopus_config::load_str(std::path::Path::new("<default>"), cratopus_config::EMBEDDED_DEFAULT)
-            .expect("the embedded default loads");
-        let snapshot = cratopus_core::compile(cfg, None, 1).await.expect("compiles");
-        let engine = Arc::new(Engine::new(snapshot));
+        let engine = default_engine().await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
@@ -396,6 +401,7 @@ mod tests {
         eprintln!("h1::serve future: {size} bytes");
         assert!(size < 1024, "h1::serve's future is {size} bytes");
     }
+
     /// A request's future is allocated and copied whole once per request, and each level of
     /// the engine that awaits a future held in place copies it again: large ones cost more
     /// than the allocation that boxing a rare path costs (perf: 8% of a proxied request's CPU
@@ -403,10 +409,7 @@ mod tests {
     /// test build as in a release build).
     #[tokio::test]
     async fn the_request_future_stays_small() {
-        let cfg = cratopus_config::load_str(std::path::Path::new("<default>"), cratopus_config::EMBEDDED_DEFAULT)
-            .expect("the embedded default loads");
-        let snapshot = cratopus_core::compile(cfg, None, 1).await.expect("compiles");
-        let engine = Arc::new(Engine::new(snapshot));
+        let engine = default_engine().await;
         let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
         let info = Arc::new(ConnInfo::new(peer, "http", None));
         let req = http::Request::new(cratopus_upstream::ClientBody::Empty);
