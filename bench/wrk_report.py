@@ -2,6 +2,8 @@
 """Parse wrk's text output and summarise benchmark rounds.
 
     wrk_report.py parse WRK_OUTPUT_FILE        -> one JSON object on stdout
+    wrk_report.py parse WRK_OUTPUT_FILE USER_S SYS_S
+                                               -> the same, with the server's CPU per request
     wrk_report.py report RUNS.jsonl OUT.json   -> table on stdout, JSON file written
     wrk_report.py selftest                     -> checks the parser on sample outputs
 
@@ -175,27 +177,23 @@ def selftest():
     print("wrk_report selftest: %d samples ok" % len(SAMPLES))
 
 
-def with_cpu(run, user_s, sys_s=None):
+def with_cpu(run, user_s, sys_s):
     """Adds the server's CPU time per request (user + system, and user alone: microseconds)
     to a parsed run. The kernel's share is about the same for every proxy doing the same
     socket calls; the user share is what the proxy's own code costs."""
-    cpu_s = user_s + (sys_s or 0.0)
+    cpu_s = user_s + sys_s
     n = run.get("requests")
     run["cpu_s"] = cpu_s
     run["cpu_us_per_req"] = (cpu_s * 1e6 / n) if n else None
-    if sys_s is not None:
-        run["user_us_per_req"] = (user_s * 1e6 / n) if n else None
+    run["user_us_per_req"] = (user_s * 1e6 / n) if n else None
     return run
 
 
 def main(argv):
     if len(argv) == 3 and argv[1] == "parse":
         print(json.dumps(parse(open(argv[2]).read())))
-    elif len(argv) == 4 and argv[1] == "parse":
-        # parse FILE CPU_SECONDS: the server's CPU time during the run, read from /proc
-        print(json.dumps(with_cpu(parse(open(argv[2]).read()), float(argv[3]))))
     elif len(argv) == 5 and argv[1] == "parse":
-        # parse FILE USER_SECONDS SYSTEM_SECONDS
+        # parse FILE USER_SECONDS SYSTEM_SECONDS: the server's CPU time during the run (/proc)
         print(json.dumps(with_cpu(parse(open(argv[2]).read()), float(argv[3]), float(argv[4]))))
     elif len(argv) == 4 and argv[1] == "report":
         report(argv[2], argv[3])

@@ -424,8 +424,8 @@ fn push_int(buf: &mut Vec<u8>, n: impl itoa::Integer) {
     buf.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
-/// Milliseconds with three decimals (`0.187`), from whole microseconds: without `f64`'s
-/// `Display`, which is most of a line's formatting time.
+/// A number with three decimals (`0.187`, milliseconds mostly), from whole thousandths:
+/// without `f64`'s `Display`, which was most of a line's formatting time. Not finite: `null`.
 fn push_ms(buf: &mut Vec<u8>, ms: f64) {
     if !ms.is_finite() {
         buf.extend_from_slice(b"null");
@@ -564,11 +564,7 @@ pub fn format_line(l: &LogLine, buf: &mut Vec<u8>) {
         match value {
             LogValue::Str(s) => push_str(buf, s),
             LogValue::Int(n) => push_int(buf, *n),
-            LogValue::Float(f) if f.is_finite() => {
-                use std::io::Write as _;
-                let _ = write!(buf, "{f:.3}");
-            }
-            LogValue::Float(_) => buf.extend_from_slice(b"null"),
+            LogValue::Float(f) => push_ms(buf, *f),
             LogValue::Bool(b) => buf.extend_from_slice(if *b { b"true" } else { b"false" }),
         }
     }

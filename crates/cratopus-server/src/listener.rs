@@ -58,8 +58,7 @@ pub struct ServeOptions {
 
 impl ServeOptions {
     pub fn from_limits(l: &Limits) -> ServeOptions {
-        // Room above the limit so that the engine, not hyper, answers most oversized heads
-        // (with the JSON error body); hyper's 431 is the backstop.
+        // Room above the limit, for both servers (see `http1`).
         let max_buf_size = (l.max_header_bytes.0 as usize).saturating_mul(2).max(16 * 1024);
         ServeOptions {
             header_read_timeout: l.header_read_timeout.0,

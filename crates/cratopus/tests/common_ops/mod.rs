@@ -321,7 +321,6 @@ impl Drop for CpuHog {
     }
 }
 
-/// Every line of the JSON-lines file at `path`, parsed (panics on a line that is not JSON).
 /// The stored form of API key `key`, as `cratopus hash-key` prints it.
 pub fn hash_key(key: &str) -> String {
     let out = std::process::Command::new(BIN)
@@ -351,6 +350,7 @@ pub async fn wait_for_status_line(gw: &Gateway, status: u64, wait: Duration) -> 
         .expect("found above")
 }
 
+/// Every line of the JSON-lines file at `path`, parsed (panics on a line that is not JSON).
 pub fn read_lines(path: &std::path::Path) -> Vec<serde_json::Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
