@@ -8,7 +8,8 @@
 //! and settles the attempt for the breaker when it ends), or any other stream.
 
 use crate::bulkhead::BulkheadPermit;
-use crate::conn_pool::PoolReturn;
+use crate::conn_pool::UpstreamBody;
+use crate::h1_client::H1Body;
 use crate::resilience::PendingAttempt;
 use crate::target::InflightGuard;
 use bytes::Bytes;
@@ -277,6 +278,15 @@ impl RequestBody {
         }
     }
 
+    /// The whole body when it is all in hand (none, or read whole), so that it can be sent
+    /// again; `None` for a body still streaming from the client.
+    pub fn whole(&self) -> Option<Bytes> {
+        if self.buffered.is_some() {
+            return self.inner.is_none().then(|| self.buffered.clone()).flatten();
+        }
+        self.is_end_stream().then(Bytes::new)
+    }
+
     /// A body already read whole (for validation), sent as it is.
     pub fn full(bytes: Bytes) -> RequestBody {
         RequestBody {
@@ -463,8 +473,6 @@ pub struct BackendBody {
     kind: Kind,
     /// The read timeout, for an upstream's streamed body.
     read_idle: Option<ReadIdle>,
-    /// The upstream connection, handed back to its pool when the body has been read whole.
-    conn: Option<PoolReturn>,
     /// The attempt, when the breaker or outlier detection waits for the body to judge it.
     attempt: Option<PendingAttempt>,
     /// Keeps the target's in-flight count until the body is done.
@@ -475,6 +483,10 @@ pub struct BackendBody {
 
 enum Kind {
     Full(Option<Bytes>),
+    /// From the gateway's own HTTP/1.1 client, which hands its connection back to the pool
+    /// when the body ends.
+    Own(H1Body),
+    /// From hyper's client (HTTP/2, upgrades).
     Upstream(Incoming),
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
@@ -499,18 +511,18 @@ impl BackendBody {
         BackendBody::of(Kind::Boxed(UnsyncBoxBody::new(body.map_err(Into::into))))
     }
 
-    /// An upstream's body; `conn` goes back to the pool once the body ends, `attempt` is
-    /// judged then.
+    /// An upstream's body; `attempt` is judged once it ends.
     pub fn upstream(
-        body: Incoming,
-        conn: Option<PoolReturn>,
+        body: UpstreamBody,
         attempt: Option<PendingAttempt>,
         inflight: Option<InflightGuard>,
     ) -> BackendBody {
         BackendBody {
-            kind: Kind::Upstream(body),
+            kind: match body {
+                UpstreamBody::Own(b) => Kind::Own(b),
+                UpstreamBody::Hyper(b) => Kind::Upstream(b),
+            },
             read_idle: None,
-            conn,
             attempt,
             inflight,
             permit: None,
@@ -521,7 +533,6 @@ impl BackendBody {
         BackendBody {
             kind,
             read_idle: None,
-            conn: None,
             attempt: None,
             inflight: None,
             permit: None,
@@ -586,12 +597,13 @@ impl BackendBody {
 
     /// The body is over: read whole (`whole`), cut by the target (`target_cut`), or neither
     /// (abandoned by the client, or cut by the client's fault: that counts as nothing). Judges
-    /// the pending attempt, hands the connection back when it can be reused, and releases the
-    /// target's in-flight count.
+    /// the pending attempt and releases the target's in-flight count. (An HTTP/1.1 connection
+    /// has gone back to its pool on its own, at the body's end.)
     pub fn settle(&mut self, target_cut: bool) {
         // A wrapped body (`wrap`) is whole when its wrapper has ended.
         let whole = !target_cut
             && match &self.kind {
+                Kind::Own(b) => b.is_end_stream(),
                 Kind::Upstream(b) => b.is_end_stream(),
                 Kind::Boxed(b) => b.is_end_stream(),
                 Kind::Full(_) => false,
@@ -602,11 +614,6 @@ impl BackendBody {
                 (false, true) => a.finish(true),
                 (false, false) => drop(a),
             }
-        }
-        if let Some(conn) = self.conn.take()
-            && whole
-        {
-            conn.put_back();
         }
         self.inflight = None;
         self.permit = None;
@@ -669,6 +676,7 @@ impl Body for Kind {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             Kind::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Own(b) => Pin::new(b).poll_frame(cx),
             Kind::Upstream(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
@@ -677,6 +685,7 @@ impl Body for Kind {
     fn is_end_stream(&self) -> bool {
         match self {
             Kind::Full(b) => b.is_none(),
+            Kind::Own(b) => b.is_end_stream(),
             Kind::Upstream(b) => b.is_end_stream(),
             Kind::Boxed(b) => b.is_end_stream(),
         }
@@ -685,6 +694,7 @@ impl Body for Kind {
     fn size_hint(&self) -> SizeHint {
         match self {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Own(b) => b.size_hint(),
             Kind::Upstream(b) => b.size_hint(),
             Kind::Boxed(b) => b.size_hint(),
         }

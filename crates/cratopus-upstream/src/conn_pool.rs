@@ -1,16 +1,18 @@
 //! Keep-alive connections to upstream targets.
 //!
-//! A request takes an idle connection to its target (or opens one), sends on it, and the
-//! connection goes back to the idle list when the response body has been read to its end. A
-//! connection whose response was abandoned half-way is not reused. For `h2c` one multiplexed
-//! connection per target is shared by every request.
+//! A request takes an idle connection to its target (or opens one), sends on it with the
+//! gateway's own HTTP/1.1 client ([`crate::h1_client`]), and the connection goes back to the
+//! idle list when the response body has been read to its end. A connection whose response was
+//! abandoned half-way is not reused. For `h2c` one multiplexed connection per target, on
+//! hyper's HTTP/2 client, is shared by every request; upgrades (WebSocket) use a fresh hyper
+//! HTTP/1.1 connection of their own.
 //!
-//! Built on hyper's connection API rather than hyper-util's pooled client: the pool is keyed by
-//! the resolved address (no URI parsing or hashing of authorities per request), and errors are
-//! ours to classify (refused → 502, connect timeout → 504).
+//! The pool is keyed by the resolved address (no URI parsing or hashing of authorities per
+//! request), and errors are ours to classify (refused → 502, connect timeout → 504).
 
 use crate::backend::BackendError;
 use crate::body::RequestBody;
+use crate::h1_client::{Conn, Exchange, H1Body, Io, RequestError};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -33,7 +35,7 @@ pub struct PoolSettings {
 }
 
 struct Idle {
-    sender: http1::SendRequest<RequestBody>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -45,24 +47,28 @@ pub struct ConnPool {
     h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>>>,
 }
 
-/// Hands an HTTP/1.1 connection back to its pool once the response body is done with it.
-pub struct PoolReturn {
-    pool: Arc<ConnPool>,
-    addr: SocketAddr,
-    sender: http1::SendRequest<RequestBody>,
-}
-
-impl PoolReturn {
-    pub fn put_back(self) {
-        self.pool.put(self.addr, self.sender);
-    }
-}
-
 /// Why a send failed, and whether the request may have reached the target.
 #[derive(Debug)]
 pub enum SendError {
     Connect(BackendError),
-    Request(hyper::Error),
+    Request(RequestError),
+}
+
+/// A response body from a target: from the gateway's own HTTP/1.1 client, or hyper's (HTTP/2,
+/// upgrades).
+pub enum UpstreamBody {
+    Own(H1Body),
+    Hyper(Incoming),
+}
+
+impl UpstreamBody {
+    pub fn is_end_stream(&self) -> bool {
+        use http_body::Body;
+        match self {
+            UpstreamBody::Own(b) => b.is_end_stream(),
+            UpstreamBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
 }
 
 impl ConnPool {
@@ -74,65 +80,61 @@ impl ConnPool {
         })
     }
 
-    /// Sends `req` to `addr`, whose URL names `host` (the TLS server name). For HTTP/1.1 the
-    /// returned [`PoolReturn`] must be used when the response body ends for the connection to
-    /// be reused.
+    /// Sends `req` to `addr`, whose URL names `host` (the TLS server name). An HTTP/1.1
+    /// connection goes back to the idle list when the response body has been read to its end.
     pub async fn send(
         self: &Arc<Self>,
         addr: SocketAddr,
         host: &str,
         req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<PoolReturn>), SendError> {
+    ) -> Result<Response<UpstreamBody>, SendError> {
         if self.settings.http2 {
-            return Box::pin(self.send_h2(addr, host, req)).await.map(|r| (r, None));
+            return Box::pin(self.send_h2(addr, host, req))
+                .await
+                .map(|r| r.map(UpstreamBody::Hyper));
         }
-        let mut req = req;
-        // A pooled connection may have been closed by the target just now; the request then
-        // comes back unsent and goes out once more on a new connection.
+        let (parts, body) = req.into_parts();
+        let mut body = body;
+        // A pooled connection may have been closed by the target just as it was taken; a
+        // request whose body is all in hand then goes once more on a new connection.
         loop {
-            let (mut sender, reused) = match self.checkout(addr).await {
-                Some(s) => (s, true),
+            let (conn, reused) = match self.checkout(addr) {
+                Some(c) => (c, true),
                 // Connecting is the cold path: boxed, so that every request's future stays small.
-                None => (Box::pin(self.connect_h1(addr, host, false)).await?, false),
+                None => (Box::pin(self.connect_own(addr, host)).await?, false),
             };
-            match sender.try_send_request(req).await {
-                Ok(res) => {
-                    let back = PoolReturn {
-                        pool: self.clone(),
-                        addr,
-                        sender,
-                    };
-                    return Ok((res, Some(back)));
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(SendError::Request(e.into_error())),
+            let replay = if reused { body.whole() } else { None };
+            let exchange = Exchange::new(self.clone(), addr, conn, &parts, body);
+            match exchange.response(reused).await {
+                Ok(res) => return Ok(res.map(UpstreamBody::Own)),
+                Err(f) => match replay {
+                    Some(bytes) if f.stale => {
+                        tracing::debug!(target_addr = %addr, error = %f.error, "pooled upstream connection was closed; sending again on a new one");
+                        body = RequestBody::full(bytes);
+                    }
+                    _ => return Err(SendError::Request(f.error)),
                 },
             }
         }
     }
 
-    /// An idle connection that is still open and ready, if any.
-    async fn checkout(&self, addr: SocketAddr) -> Option<http1::SendRequest<RequestBody>> {
+    /// An idle connection that is still open, if any.
+    fn checkout(&self, addr: SocketAddr) -> Option<Conn> {
         loop {
             let idle = {
                 let mut map = self.idle.lock().ok()?;
                 map.get_mut(&addr)?.pop_back()?
             };
-            if idle.since.elapsed() > self.settings.idle_timeout || idle.sender.is_closed() {
-                continue; // dropping it closes the connection
+            let mut conn = idle.conn;
+            if idle.since.elapsed() <= self.settings.idle_timeout && conn.is_usable() {
+                return Some(conn);
             }
-            let mut sender = idle.sender;
-            if sender.is_ready() || sender.ready().await.is_ok() {
-                return Some(sender);
-            }
+            // dropping it closes the connection
         }
     }
 
-    fn put(&self, addr: SocketAddr, sender: http1::SendRequest<RequestBody>) {
-        if sender.is_closed() {
-            return;
-        }
+    /// A connection whose exchange is over, ready for the next request to `addr`.
+    pub(crate) fn put_h1(&self, addr: SocketAddr, conn: Conn) {
         let now = Instant::now();
         let Ok(mut map) = self.idle.lock() else { return };
         let list = map.entry(addr).or_default();
@@ -144,7 +146,7 @@ impl ConnPool {
             list.pop_front();
         }
         if list.len() < self.settings.max_idle_per_target {
-            list.push_back(Idle { sender, since: now });
+            list.push_back(Idle { conn, since: now });
         }
     }
 
@@ -181,42 +183,30 @@ impl ConnPool {
         }
     }
 
-    /// A new HTTP/1.1 connection to `addr`, plain or TLS; with `upgrades`, one that may switch
-    /// protocols (on a `101` its task hands the stream to the response's `OnUpgrade`).
-    async fn connect_h1(
-        &self,
-        addr: SocketAddr,
-        host: &str,
-        upgrades: bool,
-    ) -> Result<http1::SendRequest<RequestBody>, SendError> {
+    /// A new connection for the gateway's own HTTP/1.1 client, plain or TLS.
+    async fn connect_own(&self, addr: SocketAddr, host: &str) -> Result<Conn, SendError> {
         let stream = self.connect_tcp(addr).await?;
-        let mut builder = http1::Builder::new();
-        // Heads (and small bodies) copied into one buffer and sent with one `write`, rather
-        // than queued and sent with `writev`: cheaper per request in the load benchmark
-        // (~4% less gateway CPU per request with the server side, see `listener::serve`).
-        builder.max_buf_size(1024 * 1024).max_headers(1000).writev(false);
-        match &self.settings.tls {
-            None => handshake_h1(&builder, addr, stream, upgrades).await,
-            Some(tls) => {
-                handshake_h1(
-                    &builder,
-                    addr,
-                    self.connect_tls(tls, stream, addr, host).await?,
-                    upgrades,
-                )
-                .await
-            }
-        }
+        Ok(Conn::new(match &self.settings.tls {
+            None => Io::Plain(stream),
+            Some(tls) => Io::Tls(Box::new(self.connect_tls(tls, stream, addr, host).await?)),
+        }))
     }
 
-    /// A fresh HTTP/1.1 connection to `addr` that may switch protocols (a WebSocket upgrade):
-    /// never taken from nor given back to the idle list, whatever the upstream's protocol.
+    /// A fresh HTTP/1.1 connection to `addr` that may switch protocols (a WebSocket upgrade),
+    /// on hyper's client: never taken from nor given back to the idle list, whatever the
+    /// upstream's protocol. On a `101` its task hands the stream to the response's `OnUpgrade`.
     pub async fn connect_upgradable(
         &self,
         addr: SocketAddr,
         host: &str,
     ) -> Result<http1::SendRequest<RequestBody>, SendError> {
-        self.connect_h1(addr, host, true).await
+        let stream = self.connect_tcp(addr).await?;
+        let mut builder = http1::Builder::new();
+        builder.max_buf_size(1024 * 1024).max_headers(1000);
+        match &self.settings.tls {
+            None => handshake_h1(&builder, addr, stream).await,
+            Some(tls) => handshake_h1(&builder, addr, self.connect_tls(tls, stream, addr, host).await?).await,
+        }
     }
 
     async fn send_h2(
@@ -246,28 +236,26 @@ impl ConnPool {
                 sender
             }
         };
-        sender.ready().await.map_err(SendError::Request)?;
-        sender.send_request(req).await.map_err(SendError::Request)
+        sender.ready().await.map_err(|e| SendError::Request(e.into()))?;
+        sender.send_request(req).await.map_err(|e| SendError::Request(e.into()))
     }
 }
 
-/// HTTP/1.1 over a connected stream, plain or TLS; the connection is driven by its own task
-/// (with `upgrades`, one that hands the stream over on a `101`).
+/// HTTP/1.1 on hyper over a connected stream, plain or TLS, driven by its own task, which
+/// hands the stream over on a `101`.
 async fn handshake_h1<S>(
     builder: &http1::Builder,
     addr: SocketAddr,
     io: S,
-    upgrades: bool,
 ) -> Result<http1::SendRequest<RequestBody>, SendError>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let (sender, conn) = builder.handshake(TokioIo::new(io)).await.map_err(SendError::Request)?;
-    if upgrades {
-        spawn_conn(addr, conn.with_upgrades());
-    } else {
-        spawn_conn(addr, conn);
-    }
+    let (sender, conn) = builder
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| SendError::Request(e.into()))?;
+    spawn_conn(addr, conn.with_upgrades());
     Ok(sender)
 }
 
@@ -280,7 +268,10 @@ async fn handshake_h2<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
-    let (sender, conn) = builder.handshake(TokioIo::new(io)).await.map_err(SendError::Request)?;
+    let (sender, conn) = builder
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| SendError::Request(e.into()))?;
     spawn_conn(addr, conn);
     Ok(sender)
 }

@@ -86,7 +86,7 @@ impl UpstreamCall {
         let started = call.begin();
         let send = async {
             let mut sender = upstream.conns.connect_upgradable(addr, target.host()).await?;
-            sender.send_request(req).await.map_err(SendError::Request)
+            sender.send_request(req).await.map_err(|e| SendError::Request(e.into()))
         };
         let result = tokio::time::timeout(self.timeout, send).await;
         call.elapsed = Some(started.elapsed());
@@ -114,7 +114,7 @@ impl UpstreamCall {
             });
             BackendBody::empty()
         } else {
-            BackendBody::upstream(body, None, None, Some(guard))
+            BackendBody::upstream(crate::conn_pool::UpstreamBody::Hyper(body), None, Some(guard))
         };
         Ok(Response::from_parts(parts, body))
     }

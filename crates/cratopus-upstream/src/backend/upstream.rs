@@ -215,18 +215,18 @@ impl UpstreamCall {
                         (AttemptEnd::Reset, Err(BackendError::Failed))
                     }
                 }
-                Ok(Ok(r)) if r.0.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
+                Ok(Ok(r)) if r.status() == http::StatusCode::SWITCHING_PROTOCOLS => {
                     // The gateway never asks for an upgrade (`Upgrade` is hop-by-hop), so a 101
                     // is the target's error; relayed, it would switch the client to nothing.
                     tracing::debug!(upstream = %upstream.name, target = %target.label, "unsolicited 101 from the upstream");
                     (AttemptEnd::Reset, Err(BackendError::Failed))
                 }
-                Ok(Ok(r)) => (AttemptEnd::Status(r.0.status().as_u16()), Ok(r)),
+                Ok(Ok(r)) => (AttemptEnd::Status(r.status().as_u16()), Ok(r)),
             };
             // A good head with a body still to come is judged when the body ends (the target
             // may yet cut it short); anything else now.
             let attempt = match &outcome {
-                Ok((r, _)) if end.failure().is_none() && !r.body().is_end_stream() => {
+                Ok(r) if end.failure().is_none() && !r.body().is_end_stream() => {
                     PendingAttempt::new(&upstream.pool, &target, breaker)
                 }
                 _ => {
@@ -241,7 +241,7 @@ impl UpstreamCall {
             // A gRPC failure is an answer of status 200 whose head carries `grpc-status`
             // (Trailers-Only); it is retried only when the request's bytes were all kept.
             let failure = end.failure().or_else(|| match (&outcome, retry) {
-                (Ok((r, _)), Some(rt)) if rt.policy.on_grpc != 0 && call.grpc => crate::grpc::head_status(r.headers())
+                (Ok(r), Some(rt)) if rt.policy.on_grpc != 0 && call.grpc => crate::grpc::head_status(r.headers())
                     .filter(|s| *s != 0)
                     .map(Failure::Grpc),
                 _ => None,
@@ -266,11 +266,9 @@ impl UpstreamCall {
                 guard = target.begin();
                 continue;
             }
-            let (res, conn) = outcome?;
-            let (mut parts, body) = res.into_parts();
+            let (mut parts, body) = outcome?.into_parts();
             crate::headers::strip_hop_by_hop(&mut parts.headers);
-            let mut body =
-                BackendBody::upstream(body, conn, attempt, Some(guard)).read_timeout(Some(self.read_timeout));
+            let mut body = BackendBody::upstream(body, attempt, Some(guard)).read_timeout(Some(self.read_timeout));
             body.hold_permit(permit);
             return Ok(Response::from_parts(parts, body));
         }
