@@ -781,3 +781,175 @@ fn parse_trailers(section: &[u8]) -> HeaderMap {
     }
     map
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Reads a body framed as `framing` out of `buf` the way [`H1Body`] does, with `buf`
+    /// holding everything the target sent.
+    fn decode_all(framing: RespFraming, buf: &mut BytesMut) -> Result<(Vec<u8>, Option<HeaderMap>), RequestError> {
+        let mut d = match framing {
+            RespFraming::Empty => return Ok((Vec::new(), None)),
+            RespFraming::UntilClose => return Ok((buf.split().to_vec(), None)),
+            RespFraming::Framed(f) => BodyDecoder::new(f, &BODY_LIMITS),
+        };
+        let (mut data, mut trailers) = (Vec::new(), None);
+        while !d.is_done() {
+            let step = d.decode(buf)?;
+            data.extend_from_slice(&buf[step.data.clone()]);
+            if let Some(t) = step.trailers {
+                trailers = Some(parse_trailers(&buf[t.start as usize..t.end as usize + 2]));
+            }
+            buf.advance(step.consumed);
+            if step.consumed == 0 && !step.done {
+                return Err(RequestError::Incomplete);
+            }
+        }
+        Ok((data, trailers))
+    }
+
+    fn parse(
+        bytes: &[u8],
+        head_request: bool,
+    ) -> Result<Option<(http::response::Parts, RespFraming, bool, BytesMut)>, RequestError> {
+        let mut buf = BytesMut::from(bytes);
+        loop {
+            match parse_head(&mut buf, head_request)? {
+                None => return Ok(None),
+                Some(Parsed::Interim) => continue,
+                Some(Parsed::Final(parts, framing, keep)) => return Ok(Some((parts, framing, keep, buf))),
+            }
+        }
+    }
+
+    #[test]
+    fn heads_and_framings() {
+        let (p, f, keep, mut rest) = parse(
+            b"HTTP/1.1 201 Made\r\nContent-Length: 3\r\nX-A: b\r\n\r\nabcNEXT",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.status, 201);
+        assert_eq!(p.headers["x-a"], "b");
+        assert_eq!(
+            p.extensions.get::<hyper::ext::ReasonPhrase>().unwrap().as_bytes(),
+            b"Made"
+        );
+        assert!(keep);
+        assert_eq!(decode_all(f, &mut rest).unwrap().0, b"abc");
+        assert_eq!(&rest[..], b"NEXT");
+        // Bare LF ends lines as hyper accepted; an empty CRLF line in the body does not end the head.
+        let (_, f, _, mut rest) = parse(b"HTTP/1.1 200 OK\nContent-Length: 6\n\nab\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(decode_all(f, &mut rest).unwrap().0, b"ab\r\n\r\n");
+        // HTTP/1.0 keeps the connection only when it says so; no length: to the close.
+        let (p, f, keep, _) = parse(b"HTTP/1.0 200 OK\r\n\r\n", false).unwrap().unwrap();
+        assert_eq!(p.version, Version::HTTP_10);
+        assert!(matches!(f, RespFraming::UntilClose) && !keep);
+        let (_, _, keep, _) = parse(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(keep);
+        let (_, _, keep, _) = parse(
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!keep);
+        // A list of one length is that length; the same twice too.
+        let (_, f, _, _) = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\n\r\n", false)
+            .unwrap()
+            .unwrap();
+        assert!(matches!(f, RespFraming::Framed(BodyFraming::Length(4))));
+        // Partial heads wait for more.
+        assert!(parse(b"HTTP/1.1 200 OK\r\nContent-Le", false).unwrap().is_none());
+        // A head past the limit is refused rather than read on.
+        let mut huge = b"HTTP/1.1 200 OK\r\n".to_vec();
+        huge.extend(std::iter::repeat_n(b'a', MAX_HEAD + 1));
+        assert!(parse(&huge, false).is_err());
+        // Many fields are taken up to the bound.
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..200 {
+            many.extend_from_slice(format!("x-{i}: {i}\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        assert_eq!(parse(&many, false).unwrap().unwrap().0.headers.len(), 201);
+    }
+
+    /// A response as a target might send it: status, fields, and a body framed by length,
+    /// by chunks (with trailers), or by the close.
+    fn response() -> impl Strategy<Value = (Vec<u8>, Vec<u8>, u8)> {
+        let body = proptest::collection::vec(any::<u8>(), 0..300);
+        let chunks = proptest::collection::vec(1usize..80, 0..5);
+        (200u16..600, body, 0u8..3, chunks, proptest::bool::ANY).prop_map(|(status, body, framing, chunks, trailer)| {
+            let mut out = format!("HTTP/1.1 {status} X\r\nserver: t\r\n").into_bytes();
+            match framing {
+                0 => {
+                    out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+                    out.extend_from_slice(&body);
+                }
+                1 => {
+                    out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+                    let mut rest = &body[..];
+                    for n in chunks.iter().copied().chain(std::iter::repeat(64)) {
+                        if rest.is_empty() {
+                            break;
+                        }
+                        let (piece, more) = rest.split_at(n.min(rest.len()));
+                        out.extend_from_slice(format!("{:x};e=1\r\n", piece.len()).as_bytes());
+                        out.extend_from_slice(piece);
+                        out.extend_from_slice(b"\r\n");
+                        rest = more;
+                    }
+                    out.extend_from_slice(if trailer { b"0\r\nx-t: 1\r\n\r\n" } else { b"0\r\n\r\n" });
+                }
+                _ => {
+                    out.extend_from_slice(b"\r\n");
+                    out.extend_from_slice(&body);
+                }
+            }
+            (out, body, framing)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Whatever a target sends, parsing and reading never panic.
+        #[test]
+        fn any_bytes_are_taken_or_refused(bytes in proptest::collection::vec(any::<u8>(), 0..600), head in proptest::bool::ANY) {
+            if let Ok(Some((_, f, _, mut rest))) = parse(&bytes, head) {
+                let _ = decode_all(f, &mut rest);
+            }
+        }
+
+        /// A well-framed response's body comes out exactly, whatever the framing, and a
+        /// mutated one is read or refused without panicking.
+        #[test]
+        fn framed_bodies_come_out_whole((bytes, body, framing) in response(), flip in any::<prop::sample::Index>(), to in any::<u8>()) {
+            let (parts, f, keep, mut rest) = parse(&bytes, false).unwrap().unwrap();
+            let status = parts.status.as_u16();
+            let (data, _) = decode_all(f, &mut rest).unwrap();
+            if matches!(status, 204 | 304) {
+                prop_assert!(data.is_empty());
+            } else {
+                prop_assert_eq!(&data, &body);
+                prop_assert_eq!(keep, framing != 2);
+            }
+            let mut mutated = bytes.clone();
+            let i = flip.index(mutated.len());
+            mutated[i] = to;
+            if let Ok(Some((_, f, _, mut rest))) = parse(&mutated, false) {
+                let _ = decode_all(f, &mut rest);
+            }
+        }
+    }
+}
