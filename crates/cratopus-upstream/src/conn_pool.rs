@@ -95,15 +95,21 @@ impl ConnPool {
         }
         let (parts, body) = req.into_parts();
         let mut body = body;
-        // A pooled connection may have been closed by the target just as it was taken; a
-        // request whose body is all in hand then goes once more on a new connection.
+        // A pooled connection may have been closed by the target just as it was taken; an
+        // idempotent request whose body is all in hand then goes once more on a new connection.
         loop {
             let (conn, reused) = match self.checkout(addr) {
                 Some(c) => (c, true),
                 // Connecting is the cold path: boxed, so that every request's future stays small.
                 None => (Box::pin(self.connect_own(addr, host)).await?, false),
             };
-            let replay = if reused { body.whole() } else { None };
+            // Only an idempotent request goes again: the target may have acted on the first
+            // copy before it closed (nginx likewise never resends a POST that went out).
+            let replay = if reused && parts.method.is_idempotent() {
+                body.whole()
+            } else {
+                None
+            };
             let exchange = Exchange::new(self.clone(), addr, conn, &parts, body);
             match exchange.response(reused).await {
                 Ok(res) => return Ok(res.map(UpstreamBody::Own)),

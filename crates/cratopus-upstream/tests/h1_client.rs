@@ -324,6 +324,58 @@ async fn a_connection_the_target_closed_while_idle_is_not_used() {
     }
 }
 
+/// A backend whose first connection answers one request and then closes on the next one
+/// without answering (a close in flight as the pool reuses it); later connections answer all.
+async fn closes_on_reuse() -> (SocketAddr, Arc<AtomicUsize>) {
+    let first = Arc::new(AtomicUsize::new(0));
+    backend(move |mut s| {
+        let first = first.fetch_add(1, Ordering::SeqCst) == 0;
+        async move {
+            let mut pending = Vec::new();
+            let mut answered = 0;
+            while read_request(&mut s, &mut pending).await.is_some() {
+                if first && answered == 1 {
+                    return; // dropped: the request got nothing
+                }
+                answered += 1;
+                if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_idempotent_request_lost_on_a_reused_connection_goes_again_and_a_post_does_not() {
+    let (addr, accepted) = closes_on_reuse().await;
+    let pool = pool();
+    let res = send(&pool, addr, get("/")).await;
+    assert_eq!(read_body(res.into_body()).await.0, b"ok");
+    // The GET is lost on the reused connection and sent again on a new one.
+    let res = send(&pool, addr, get("/")).await;
+    assert_eq!(read_body(res.into_body()).await.0, b"ok");
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+
+    let (addr, accepted) = closes_on_reuse().await;
+    let pool = self::pool();
+    let res = send(&pool, addr, get("/")).await;
+    assert_eq!(read_body(res.into_body()).await.0, b"ok");
+    // The POST may have been acted on: it is not sent twice.
+    let post = Request::post("/pay")
+        .body(RequestBody::full(Bytes::from_static(b"1")))
+        .unwrap();
+    let res = tokio::time::timeout(DEADLINE, pool.send(addr, "backend", post))
+        .await
+        .unwrap();
+    assert!(matches!(res, Err(SendError::Request(_))), "the POST went again");
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
 #[tokio::test]
 async fn an_early_answer_is_relayed_while_the_upload_is_still_coming() {
     // Refuses the upload after its head, without reading the body, and closes.
