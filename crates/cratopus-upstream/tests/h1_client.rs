@@ -176,9 +176,7 @@ async fn request_bodies_are_framed_by_their_length_or_chunked() {
     assert!(req.contains("content-length: 0\r\n"), "{req}");
     // A stream of unknown length: chunked, piece by piece, with its trailers.
     let (tx, rx) = mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(4);
-    let stream = http_body_util::StreamBody::new(tokio_stream_of(rx));
-    let body = RequestBody::new(ClientBody::boxed(stream), None, None).0;
-    let req = Request::post("/c").body(body).unwrap();
+    let req = Request::post("/c").body(streamed(rx)).unwrap();
     tokio::spawn(async move {
         for piece in [&b"one"[..], b"two!"] {
             tx.send(Ok(http_body::Frame::data(Bytes::from_static(piece))))
@@ -195,6 +193,31 @@ async fn request_bodies_are_framed_by_their_length_or_chunked() {
         req.contains("transfer-encoding: chunked\r\n\r\n3\r\none\r\n4\r\ntwo!\r\n0\r\nx-sum: 7\r\n\r\n"),
         "{req:?}"
     );
+}
+
+/// The bytes read from `s` up to the end of a request head (and whatever came with it);
+/// `None` if the connection closed first.
+async fn read_head_only(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut b = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while find(&got, b"\r\n\r\n").is_none() {
+        match s.read(&mut b).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&b[..n]),
+        }
+    }
+    Some(got)
+}
+
+/// A request body of the frames sent on `rx`, of no declared length; it ends when `rx`'s
+/// sender is dropped.
+fn streamed(rx: mpsc::Receiver<Result<http_body::Frame<Bytes>, std::io::Error>>) -> RequestBody {
+    RequestBody::new(
+        ClientBody::boxed(http_body_util::StreamBody::new(tokio_stream_of(rx))),
+        None,
+        None,
+    )
+    .0
 }
 
 /// A stream of frames from a channel, as a body takes them.
@@ -380,14 +403,7 @@ async fn an_idempotent_request_lost_on_a_reused_connection_goes_again_and_a_post
 async fn an_early_answer_is_relayed_while_the_upload_is_still_coming() {
     // Refuses the upload after its head, without reading the body, and closes.
     let (addr, _) = backend(|mut s| async move {
-        let mut b = vec![0u8; 4096];
-        let mut got = Vec::new();
-        while find(&got, b"\r\n\r\n").is_none() {
-            match s.read(&mut b).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&b[..n]),
-            }
-        }
+        let Some(_) = read_head_only(&mut s).await else { return };
         let _ = s
             .write_all(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!")
             .await;
@@ -395,12 +411,7 @@ async fn an_early_answer_is_relayed_while_the_upload_is_still_coming() {
     .await;
     // The client's body never ends.
     let (_tx, rx) = mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(1);
-    let body = RequestBody::new(
-        ClientBody::boxed(http_body_util::StreamBody::new(tokio_stream_of(rx))),
-        None,
-        None,
-    )
-    .0;
+    let body = streamed(rx);
     let req = Request::post("/upload").body(body).unwrap();
     let res = send(&pool(), addr, req).await;
     assert_eq!(res.status(), 413);
@@ -411,14 +422,10 @@ async fn an_early_answer_is_relayed_while_the_upload_is_still_coming() {
 async fn the_upload_keeps_going_while_the_answer_streams() {
     // Echoes each chunk of the request body as a chunk of its response, as it comes.
     let (addr, _) = backend(|mut s| async move {
+        let Some(mut got) = read_head_only(&mut s).await else {
+            return;
+        };
         let mut b = vec![0u8; 4096];
-        let mut got = Vec::new();
-        while find(&got, b"\r\n\r\n").is_none() {
-            match s.read(&mut b).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => got.extend_from_slice(&b[..n]),
-            }
-        }
         let _ = s
             .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
             .await;
@@ -440,12 +447,7 @@ async fn the_upload_keeps_going_while_the_answer_streams() {
     })
     .await;
     let (tx, rx) = mpsc::channel::<Result<http_body::Frame<Bytes>, std::io::Error>>(1);
-    let body = RequestBody::new(
-        ClientBody::boxed(http_body_util::StreamBody::new(tokio_stream_of(rx))),
-        None,
-        None,
-    )
-    .0;
+    let body = streamed(rx);
     let req = Request::post("/echo").body(body).unwrap();
     tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"ping"))))
         .await
