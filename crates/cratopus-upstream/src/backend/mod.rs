@@ -181,7 +181,7 @@ impl Backend {
         req: Request<RequestBody>,
     ) -> Result<Response<BackendBody>, BackendError> {
         match self {
-            Backend::Upstream(u) => Box::pin(u.call(call, req)).await,
+            Backend::Upstream(u) => u.call(call, req).await, // boxed by `call`
             Backend::Shadow(s) => Box::pin(s.call(call, req)).await,
             Backend::Split(s) => Box::pin(s.call(call, req)).await,
             Backend::Service(s) => s.call(call, req).await,
