@@ -350,10 +350,9 @@ impl Writer {
                 if n == 0 {
                     return Poll::Ready(Err(WriteFault::Io(std::io::ErrorKind::WriteZero.into())));
                 }
+                // Written bytes leave the front; the next `put` reclaims the room (the buffer
+                // is ours alone).
                 self.out.advance(n);
-                if self.out.is_empty() {
-                    self.out.clear(); // back to the buffer's start
-                }
                 continue;
             }
             if !self.data.is_empty() {
