@@ -17,18 +17,19 @@
 //!
 //! docs/architecture.md draws this chart from [`PHASES`].
 
-use crate::body::{ClientBody, ResponseBody};
+use crate::body::{ClientBody, RequestBody, ResponseBody};
 use crate::error::GatewayError;
 use crate::forward;
 use crate::overrides::Overrides;
 use crate::phases::{backend, edge, exchange::Exchange, request, routing};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Route, Snapshot};
 use crate::tls::TlsConn;
 use arc_swap::ArcSwap;
 use cratopus_observe::metrics::GatewayMetrics;
 use http::header::HeaderValue;
 use http::{Request, Response};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::Arc;
 
 /// The phases in the order they run, for docs and `cratopus routes`.
@@ -96,36 +97,81 @@ impl Engine {
 
     /// Answers one request. The [`Exchange`] is the request's context from its first phase to
     /// its last: dropped before an answer exists (the client went away), it still logs.
-    pub async fn handle<B: Into<ClientBody>>(&self, req: Request<B>, conn: &ConnInfo) -> Response<ResponseBody> {
-        let snap = self.current.load_full();
-        let req = req.map(Into::into);
-        let mut ex = Exchange::begin(self, &snap, conn, &req);
-        let answer = self.phases(&snap, req, conn, &mut ex).await;
-        ex.finish(answer) // response policies in reverse, the edge's headers, the log
+    pub fn handle<B: Into<ClientBody>>(
+        &self,
+        req: Request<B>,
+        conn: &ConnInfo,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send {
+        exchange(self, conn, req.map(Into::into))
     }
 
-    /// The phases up to the backend's answer; any may answer (or refuse) instead.
+    /// [`Engine::handle`] for a server that boxes the request's future: this one owns its
+    /// engine and connection, so it is boxed as it is, not inside another future that would
+    /// hold the request a second time (and copy it, and this future, once more).
+    pub fn handle_owned(
+        self: Arc<Self>,
+        req: Request<ClientBody>,
+        conn: Arc<ConnInfo>,
+    ) -> impl Future<Output = Response<ResponseBody>> + Send + 'static {
+        exchange(self, conn, req)
+    }
+
+    /// The phases up to the backend; any may answer (or refuse) instead.
     async fn phases(
         &self,
         snap: &Snapshot,
-        req: Request<ClientBody>,
+        parts: &mut http::request::Parts,
+        body: &mut ClientBody,
         conn: &ConnInfo,
         ex: &mut Exchange<'_>,
-    ) -> Result<Response<ResponseBody>, GatewayError> {
-        let (org, req) = match edge::phase(self, snap, req, conn, ex).await? {
-            edge::Edge::Answered(res) => return Ok(res),
-            edge::Edge::Pass(org, req) => (org, req),
+    ) -> Result<Phased, GatewayError> {
+        let org = match edge::phase(self, snap, parts, conn, ex).await? {
+            edge::Edge::Answered(res) => return Ok(Phased::Answered(res)),
+            edge::Edge::Pass(org) => org,
         };
-        let (route, req) = match routing::phase(self, org, req, conn, ex).await? {
-            routing::Routed::Answered(res) => return Ok(res),
-            routing::Routed::Route(route, req) => (route, req),
+        let route = match routing::phase(self, org, parts, conn, ex).await? {
+            routing::Routed::Answered(res) => return Ok(Phased::Answered(res)),
+            routing::Routed::Route(route) => route,
         };
-        let req = match request::phase(snap, org, &route, req, conn, ex).await? {
-            request::Requested::Forward(req) => req,
-            request::Requested::Answered(res) => return Ok(res),
-        };
-        backend::phase(&route, req, conn, ex).await
+        match request::phase(snap, org, &route, parts, body, conn, ex).await? {
+            request::Requested::Forward(body) => Ok(Phased::Forward(route, body)),
+            request::Requested::Answered(res) => Ok(Phased::Answered(res)),
+        }
     }
+}
+
+/// One request through the phases: held as its parts, which each phase borrows, until the
+/// backend takes it whole. (Not an `async fn`: that would keep the request twice in the future,
+/// as the argument and as the parts; this future is allocated and copied once per request, and
+/// each phase that took the request by value held another copy.)
+fn exchange<E, C>(engine: E, conn: C, req: Request<ClientBody>) -> impl Future<Output = Response<ResponseBody>> + Send
+where
+    E: Deref<Target = Engine> + Send + Sync,
+    C: Deref<Target = ConnInfo> + Send + Sync,
+{
+    let (mut parts, mut body) = req.into_parts();
+    async move {
+        let (engine, conn) = (&*engine, &*conn);
+        let snap = engine.current.load_full();
+        let mut ex = Exchange::begin(engine, &snap, conn, &parts);
+        let answer = match engine.phases(&snap, &mut parts, &mut body, conn, &mut ex).await {
+            Ok(Phased::Forward(route, body)) => {
+                let answer = backend::call(&route, Request::from_parts(parts, body), conn, &mut ex).await;
+                backend::settle(&route, answer, &mut ex)
+            }
+            Ok(Phased::Answered(res)) => Ok(*res),
+            Err(e) => Err(e),
+        };
+        ex.finish(answer) // response policies in reverse, the edge's headers, the log
+    }
+}
+
+/// How the phases before the backend end.
+enum Phased {
+    /// The request goes to the route's backend with this body.
+    Forward(Arc<Route>, RequestBody),
+    /// A phase answered (or a policy did).
+    Answered(Box<Response<ResponseBody>>),
 }
 
 #[cfg(test)]

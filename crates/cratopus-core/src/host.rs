@@ -27,9 +27,56 @@ pub enum HostError {
     Invalid,
 }
 
+/// A request's head, whole (`Request`) or taken apart (`Parts`): the engine's phases hold a
+/// request as its parts, lent to each phase, so that the request (~260 bytes) is not moved into
+/// and out of every phase's future (a future keeps an argument twice, as captured and as local).
+pub trait RequestHead {
+    fn method(&self) -> &http::Method;
+    fn uri(&self) -> &Uri;
+    fn version(&self) -> Version;
+    fn headers(&self) -> &HeaderMap;
+    fn extensions(&self) -> &http::Extensions;
+}
+
+impl<B> RequestHead for Request<B> {
+    fn method(&self) -> &http::Method {
+        Request::method(self)
+    }
+    fn uri(&self) -> &Uri {
+        Request::uri(self)
+    }
+    fn version(&self) -> Version {
+        Request::version(self)
+    }
+    fn headers(&self) -> &HeaderMap {
+        Request::headers(self)
+    }
+    fn extensions(&self) -> &http::Extensions {
+        Request::extensions(self)
+    }
+}
+
+impl RequestHead for http::request::Parts {
+    fn method(&self) -> &http::Method {
+        &self.method
+    }
+    fn uri(&self) -> &Uri {
+        &self.uri
+    }
+    fn version(&self) -> Version {
+        self.version
+    }
+    fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+    fn extensions(&self) -> &http::Extensions {
+        &self.extensions
+    }
+}
+
 /// The host (with its port, if any) `req` is for: the target's authority, else the `Host`
 /// header; `""` when there is neither and that is allowed.
-pub fn request_host<B>(req: &Request<B>) -> Result<&str, HostError> {
+pub fn request_host(req: &impl RequestHead) -> Result<&str, HostError> {
     let mut lines = req.headers().get_all(header::HOST).iter();
     let header = lines.next();
     if lines.next().is_some() {

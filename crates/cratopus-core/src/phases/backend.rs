@@ -1,21 +1,28 @@
 //! The backend phase: the route's backend answers. The engine does not know which kind it is
 //! (an upstream, a split, a shadow, an in-process service); it hands over what the backend may
 //! read of the request ([`Call`]) and keeps what the backend reports for the log.
+//!
+//! The phase is two plain functions around the backend's own future: [`call`] prepares the
+//! call and returns that future (boxed by the backend), which the engine awaits, and [`settle`]
+//! turns its outcome into the engine's. An `async fn` here would hold the request and the
+//! backend's future in one more future of its own, copied whole when the engine awaits it.
 
 use super::exchange::Exchange;
 use crate::body::{RequestBody, ResponseBody};
 use crate::engine::ConnInfo;
 use crate::error::GatewayError;
 use crate::snapshot::Route;
-use cratopus_upstream::{BackendError, Call};
+use cratopus_upstream::backend::Answer;
+use cratopus_upstream::{BackendBody, BackendError, Call};
 use http::{Request, Response};
 
-pub async fn phase(
-    route: &Route,
-    req: Request<RequestBody>,
+/// The backend's call for `req`: the future the engine awaits, then hands to [`settle`].
+pub fn call<'x>(
+    route: &'x Route,
+    mut req: Request<RequestBody>,
     conn: &ConnInfo,
-    ex: &mut Exchange<'_>,
-) -> Result<Response<ResponseBody>, GatewayError> {
+    ex: &'x mut Exchange<'_>,
+) -> Answer<'x> {
     let mut call = Call::new(ex.client, conn.peer);
     call.client_host = ex.client_host.take();
     call.consumer = ex.cx.as_ref().and_then(|cx| cx.consumer.clone());
@@ -31,25 +38,32 @@ pub async fn phase(
         call.params = cx.params.clone();
     }
     let call = ex.call.insert(call);
-    let answer = match &mut ex.websocket {
-        None => route.backend.call(call, req).await,
+    match &mut ex.websocket {
+        None => route.backend.call(call, req),
         Some(ws) => {
-            let mut req = req;
             crate::websocket::prepare(ws, &route.websocket, req.headers_mut());
-            // Boxed, as every rare path of the request's future: held in place, it would make
-            // every request's future as large as this one's (see `Backend::call`).
-            match Box::pin(route.backend.upgrade(call, req)).await {
-                Ok(mut res) => {
-                    if ws.accept(&mut res) {
-                        Ok(res)
-                    } else {
-                        tracing::debug!(status = %res.status(), "the backend did not switch to WebSocket");
-                        Err(BackendError::Failed)
-                    }
+            Box::pin(async move {
+                let mut res = route.backend.upgrade(call, req).await?;
+                if ws.accept(&mut res) {
+                    Ok(res)
+                } else {
+                    tracing::debug!(status = %res.status(), "the backend did not switch to WebSocket");
+                    Err(BackendError::Failed)
                 }
-                Err(e) => Err(e),
-            }
+            })
         }
+    }
+}
+
+/// The backend's answer as the engine's: what the backend reported goes to the log, and a
+/// failure becomes the gateway's error, unless a policy answers for the failed backend.
+pub fn settle(
+    route: &Route,
+    answer: Result<Response<BackendBody>, BackendError>,
+    ex: &mut Exchange<'_>,
+) -> Result<Response<ResponseBody>, GatewayError> {
+    let Some(call) = ex.call.as_mut() else {
+        return Err(GatewayError::UpstreamFailed);
     };
     if !call.log_fields.is_empty()
         && let Some(cx) = ex.cx.as_mut()

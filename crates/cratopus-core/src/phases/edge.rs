@@ -4,17 +4,18 @@
 //! header size limit, and path normalization (with its redirect).
 
 use super::exchange::Exchange;
-use crate::body::{ClientBody, ResponseBody};
+use crate::body::ResponseBody;
 use crate::engine::{ConnInfo, Engine};
 use crate::error::GatewayError;
 use crate::forward;
-use crate::host::request_host;
+use crate::host::{RequestHead, request_host};
 use crate::normalize::normalize;
 use crate::snapshot::{Org, Snapshot};
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::uri::Uri;
-use http::{Request, Response, StatusCode};
+use http::{Response, StatusCode};
 use std::borrow::Cow;
 
 /// Where ACME HTTP-01 challenges are asked.
@@ -22,40 +23,41 @@ pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 /// The edge's outcome: its own answer, or the organization the request goes on to.
 pub enum Edge<'s> {
-    Answered(Response<ResponseBody>),
-    Pass(&'s Org, Request<ClientBody>),
+    /// Boxed: the answer (384 bytes) is the rare outcome.
+    Answered(Box<Response<ResponseBody>>),
+    Pass(&'s Org),
 }
 
 pub async fn phase<'s>(
     engine: &Engine,
     snap: &'s Snapshot,
-    mut req: Request<ClientBody>,
+    req: &mut Parts,
     conn: &ConnInfo,
     ex: &mut Exchange<'_>,
 ) -> Result<Edge<'s>, GatewayError> {
-    let path = req.uri().path();
+    let path = req.uri.path();
     if path == snap.health_path {
         let mut res = Response::new(ResponseBody::full(Bytes::from_static(b"{\"status\":\"ok\"}\n")));
         res.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        return Ok(Edge::Answered(res));
+        return Ok(Edge::Answered(Box::new(res)));
     }
     if conn.tls.is_none() {
         // Owned: the lookup may wait for Redis, and the request is not shared across it.
         if let Some(token) = path.strip_prefix(CHALLENGE_PREFIX).map(str::to_string) {
             // Boxed: a rare path, kept out of every request's future (see `Backend::call`).
             if let Some(answer) = Box::pin(challenge(snap, &token, conn.redirect_https)).await {
-                return answer.map(Edge::Answered);
+                return answer.map(|res| Edge::Answered(Box::new(res)));
             }
-        } else if let Some(answer) = plain_http(&req, conn.redirect_https) {
-            return answer.map(Edge::Answered);
+        } else if let Some(answer) = plain_http(req, conn.redirect_https) {
+            return answer.map(|res| Edge::Answered(Box::new(res)));
         }
     }
     if engine.overrides.is_blocked(ex.client) {
         return Err(GatewayError::Blocked);
     }
 
-    let host = request_host(&req).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+    let host = request_host(req).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
     let org = snap
         .org_for_host(host)
         .ok_or_else(|| GatewayError::UnknownHost(host.to_string()))?;
@@ -64,25 +66,28 @@ pub async fn phase<'s>(
     }
     tls_rules(org, conn, ex)?;
 
-    let target_len = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
-    if forward::head_size(target_len, req.headers()) > snap.max_header_bytes {
+    let target_len = req.uri.path_and_query().map_or(1, |p| p.as_str().len());
+    if forward::head_size(target_len, &req.headers) > snap.max_header_bytes {
         return Err(GatewayError::HeadersTooLarge(snap.max_header_bytes));
     }
 
     // The path is routed and forwarded as normalized, so the upstream reads the path that was
     // routed (see `normalize`).
-    let normalized = normalize(req.uri().path(), &org.paths).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+    let normalized = normalize(req.uri.path(), &org.paths).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
     if let Cow::Owned(p) = normalized.path {
-        let target = match req.uri().query() {
+        let target = match req.uri.query() {
             Some(q) => format!("{p}?{q}"),
             None => p,
         };
         if normalized.redirect {
-            return Ok(Edge::Answered(redirect(StatusCode::TEMPORARY_REDIRECT, &target)?));
+            return Ok(Edge::Answered(Box::new(redirect(
+                StatusCode::TEMPORARY_REDIRECT,
+                &target,
+            )?)));
         }
-        set_path(req.uri_mut(), target)?;
+        set_path(&mut req.uri, target)?;
     }
-    Ok(Edge::Pass(org, req))
+    Ok(Edge::Pass(org))
 }
 
 /// What a plain HTTP listener answers at the ACME HTTP-01 challenge path: the key authorization
@@ -106,10 +111,7 @@ async fn challenge(
 
 /// What a plain HTTP listener answers itself besides challenges: with `redirect_http_to_https`
 /// a 308 to the same host and path over HTTPS (the health path excepted, answered above).
-fn plain_http(
-    req: &Request<ClientBody>,
-    redirect_to: Option<u16>,
-) -> Option<Result<Response<ResponseBody>, GatewayError>> {
+fn plain_http(req: &Parts, redirect_to: Option<u16>) -> Option<Result<Response<ResponseBody>, GatewayError>> {
     let port = redirect_to?;
     Some(match https_location(req, port) {
         Some(loc) => redirect(StatusCode::PERMANENT_REDIRECT, &loc),
@@ -121,7 +123,7 @@ fn plain_http(
 
 /// `https://<host>[:port]<path and query>`; the host (the target's authority over `Host`) must
 /// be a plain name or address.
-pub fn https_location<B>(req: &Request<B>, port: u16) -> Option<String> {
+pub fn https_location(req: &impl RequestHead, port: u16) -> Option<String> {
     let host = request_host(req).ok()?;
     let name = match host.strip_prefix('[') {
         Some(v6) => &host[..v6.find(']')? + 2],
@@ -187,6 +189,7 @@ fn redirect(status: StatusCode, target: &str) -> Result<Response<ResponseBody>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Request;
 
     fn loc(host: &str, uri: &str, port: u16) -> Option<String> {
         let req = Request::get(uri).header(header::HOST, host).body(()).unwrap();

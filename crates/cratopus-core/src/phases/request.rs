@@ -13,8 +13,9 @@ use crate::host::host_value;
 use crate::snapshot::{Org, Route, Snapshot};
 use bytes::Bytes;
 use cratopus_policies::chain::{Answer, Halt, RequestCx};
+use http::Response;
 use http::header;
-use http::{Request, Response};
+use http::request::Parts;
 use http_body_util::BodyExt;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -22,21 +23,22 @@ use std::time::Duration;
 
 /// What the request phase ends with.
 pub enum Requested {
-    /// The request as the backend gets it.
-    Forward(Request<RequestBody>),
-    /// A policy answered it (a cache hit).
-    Answered(Response<ResponseBody>),
+    /// The body the backend gets, with the request's head as the phase left it.
+    Forward(RequestBody),
+    /// A policy answered it (a cache hit). Boxed: the response is 384 bytes.
+    Answered(Box<Response<ResponseBody>>),
 }
 
 pub async fn phase(
     snap: &Snapshot,
     org: &Org,
     route: &Route,
-    req: Request<ClientBody>,
+    parts: &mut Parts,
+    body: &mut ClientBody,
     conn: &ConnInfo,
     ex: &mut Exchange<'_>,
 ) -> Result<Requested, GatewayError> {
-    let (mut parts, body) = req.into_parts();
+    let body = std::mem::replace(body, ClientBody::Empty);
     let from = ex.chain_from;
     let cx = ex.cx.as_mut().ok_or(GatewayError::NoRoute)?;
     if let Some(t) = &conn.tls
@@ -48,18 +50,20 @@ pub async fn phase(
     // this one would make every request's future larger, and a future is copied whole at
     // every level that awaits it (see `cratopus_upstream::Backend::call`).
     if route.chain.len() > from
-        && let Some((i, answer)) = Box::pin(run_chain(route, from, cx, &mut parts)).await?
+        && let Some((i, answer)) = Box::pin(run_chain(route, from, cx, parts)).await?
     {
         // The policies before the answering one run their response side on it.
         ex.chain_end = i;
         if let (Some(bg), Some(route)) = (answer.background, ex.route.clone()) {
-            super::background::spawn(route, i, &parts, bg, conn, ex);
+            super::background::spawn(route, i, parts, bg, conn, ex);
         }
-        return Ok(Requested::Answered(answer.response.map(ResponseBody::backend)));
+        return Ok(Requested::Answered(Box::new(
+            answer.response.map(ResponseBody::backend),
+        )));
     }
 
     // The body: read whole once if a policy must see it, else streamed with the route's limit.
-    let wanted = route.chain.iter().filter_map(|p| p.body_limit(&parts)).min();
+    let wanted = route.chain.iter().filter_map(|p| p.body_limit(parts)).min();
     let body = match wanted {
         None => {
             let (body, stats) = RequestBody::new(body, route.max_body, snap.client_body_timeout);
@@ -71,7 +75,7 @@ pub async fn phase(
             let mut bytes = Box::pin(read_whole(body, limit, snap.client_body_timeout)).await?;
             let read = (bytes.as_ptr(), bytes.len());
             for policy in route.chain.iter() {
-                policy.on_body(cx, &parts, &mut bytes)?;
+                policy.on_body(cx, parts, &mut bytes)?;
             }
             // A policy replaced the body (a persisted query filled in): its own length goes on.
             // (A replaced body is a new buffer, so comparing where it is costs no byte read.)
@@ -115,7 +119,7 @@ pub async fn phase(
         parts.headers.insert(auth.header.clone(), v);
     }
     ex.client_host = client_host;
-    Ok(Requested::Forward(Request::from_parts(parts, body)))
+    Ok(Requested::Forward(body))
 }
 
 /// The route's policies from step `from` on, in order: `Some((i, answer))` when step `i`

@@ -10,7 +10,7 @@
 //! the router picks again knowing the identity.
 
 use super::exchange::Exchange;
-use crate::body::{ClientBody, ResponseBody};
+use crate::body::ResponseBody;
 use crate::engine::{ConnInfo, Engine};
 use crate::error::GatewayError;
 use crate::forward;
@@ -20,36 +20,38 @@ use crate::snapshot::{Org, Route};
 use bytes::Bytes;
 use cratopus_policies::chain::{Policy, RequestCx};
 use cratopus_policies::cors::Preflight;
+use http::Response;
 use http::header;
-use http::{Request, Response};
+use http::request::Parts;
 use std::sync::Arc;
 
 pub enum Routed {
-    Answered(Response<ResponseBody>),
-    Route(Arc<Route>, Request<ClientBody>),
+    /// Boxed: the answer (384 bytes) is the rare outcome.
+    Answered(Box<Response<ResponseBody>>),
+    Route(Arc<Route>),
 }
 
 pub async fn phase(
     engine: &Engine,
     org: &Org,
-    mut req: Request<ClientBody>,
+    req: &mut Parts,
     conn: &ConnInfo,
     ex: &mut Exchange<'_>,
 ) -> Result<Routed, GatewayError> {
-    if let Some(answer) = preflight(org, &req, ex) {
-        return answer.map(Routed::Answered);
+    if let Some(answer) = preflight(org, req, ex) {
+        return answer.map(|res| Routed::Answered(Box::new(res)));
     }
     // A WebSocket ask, noted before its hop-by-hop headers go; an HTTP/2 CONNECT is routed as
     // the `GET` it stands for (as Envoy does).
-    let websocket = crate::websocket::intent(&req);
+    let websocket = crate::websocket::intent(req);
     if websocket == Some(crate::websocket::Intent::Http2) {
-        *req.method_mut() = http::Method::GET;
+        req.method = http::Method::GET;
     }
-    let path = req.uri().path();
-    let head = Head::new(req.headers(), req.uri().query());
-    let (route, upstream_path) = match org.router.find_for(req.method(), path, &head) {
+    let path = req.uri.path();
+    let head = Head::new(&req.headers, req.uri.query());
+    let (route, upstream_path) = match org.router.find_for(&req.method, path, &head) {
         Match::Found(route, params) => {
-            let p = forward::upstream_path(route, &params, path, req.uri().query());
+            let p = forward::upstream_path(route, &params, path, req.uri.query());
             let mut cx = RequestCx::new(ex.client, ex.request_id.clone(), route.name.clone());
             if route.keeps_params {
                 cx.params = params.iter().map(|(k, v)| (Arc::from(k), v.to_string())).collect();
@@ -59,7 +61,7 @@ pub async fn phase(
         }
         Match::NotFound => return Err(GatewayError::NoRoute),
         Match::MethodNotAllowed(allow) => {
-            return Err(GatewayError::MethodNotAllowed(req.method().to_string(), allow));
+            return Err(GatewayError::MethodNotAllowed(req.method.to_string(), allow));
         }
     };
     route.metrics.request_started();
@@ -71,13 +73,13 @@ pub async fn phase(
         if !route.websocket.enabled {
             return Err(GatewayError::Forbidden("WebSocket is switched off on this route"));
         }
-        if let Some(Err(d)) = route.cors.as_ref().map(|c| c.check_websocket_origin(req.headers())) {
+        if let Some(Err(d)) = route.cors.as_ref().map(|c| c.check_websocket_origin(&req.headers)) {
             return Err(GatewayError::Cors {
                 code: d.code(),
                 message: d.to_string(),
             });
         }
-        ex.websocket = Some(crate::websocket::Upgrade::new(intent, &mut req));
+        ex.websocket = Some(crate::websocket::Upgrade::new(intent, &mut req.extensions));
         if let Some(cx) = ex.cx.as_mut() {
             cx.upgrade = true;
         }
@@ -87,20 +89,20 @@ pub async fn phase(
     // client's own copies of those the gateway sets from an identity (on every route, with
     // authentication or not): what the gateway adds later can then be neither forged nor
     // removed by a `Connection: X-Consumer-Id`.
-    forward::strip_hop_by_hop(req.headers_mut());
+    forward::strip_hop_by_hop(&mut req.headers);
     for h in &org.identity_headers {
-        req.headers_mut().remove(h);
+        req.headers.remove(h);
     }
-    let (route, upstream_path, mut req) = if route.conditions.as_ref().is_some_and(|c| c.needs_identity()) {
+    let (route, upstream_path) = if route.conditions.as_ref().is_some_and(|c| c.needs_identity()) {
         // Boxed: a rare path, kept out of every request's future (see `Backend::call`).
         Box::pin(by_identity(engine, org, route, req, conn, ex)).await?
     } else {
-        (route, upstream_path, req)
+        (route, upstream_path)
     };
     if let Some(p) = upstream_path {
-        *req.uri_mut() = http::Uri::from(p);
+        req.uri = http::Uri::from(p);
     }
-    Ok(Routed::Route(route, req))
+    Ok(Routed::Route(route))
 }
 
 /// The route chosen by the consumer or tier: `first` (the first candidate whose header, query
@@ -115,11 +117,10 @@ async fn by_identity(
     engine: &Engine,
     org: &Org,
     first: Arc<Route>,
-    req: Request<ClientBody>,
+    parts: &mut Parts,
     conn: &ConnInfo,
     ex: &mut Exchange<'_>,
-) -> Result<(Arc<Route>, Option<http::uri::PathAndQuery>, Request<ClientBody>), GatewayError> {
-    let (mut parts, body) = req.into_parts();
+) -> Result<(Arc<Route>, Option<http::uri::PathAndQuery>), GatewayError> {
     let cx = ex.cx.as_mut().ok_or(GatewayError::NoRoute)?;
     if let Some(t) = &conn.tls
         && t.org.as_deref() == Some(&*org.name)
@@ -127,7 +128,7 @@ async fn by_identity(
         cx.cert = t.client_cert.as_ref().map(|c| c.id.clone());
     }
     for policy in &first.chain[..through_authentication(&first)] {
-        policy.admit(cx, &mut parts).await?;
+        policy.admit(cx, parts).await?;
     }
     let path = parts.uri.path();
     let head = Head::new(&parts.headers, parts.uri.query());
@@ -159,11 +160,11 @@ async fn by_identity(
             .iter()
             .filter(|p| matches!(p, Policy::Cors(_) | Policy::GrpcWeb))
         {
-            policy.admit(cx, &mut parts).await?;
+            policy.admit(cx, parts).await?;
         }
     }
     ex.chain_from = skip;
-    Ok((route, upstream_path, Request::from_parts(parts, body)))
+    Ok((route, upstream_path))
 }
 
 /// How many steps of the route's chain run up to and including authentication.
@@ -176,23 +177,19 @@ fn through_authentication(route: &Route) -> usize {
 }
 
 /// A CORS preflight, answered by the route of the method it asks about.
-fn preflight(
-    org: &Org,
-    req: &Request<ClientBody>,
-    ex: &mut Exchange<'_>,
-) -> Option<Result<Response<ResponseBody>, GatewayError>> {
-    if req.method() != http::Method::OPTIONS || !req.headers().contains_key(header::ORIGIN) {
+fn preflight(org: &Org, req: &Parts, ex: &mut Exchange<'_>) -> Option<Result<Response<ResponseBody>, GatewayError>> {
+    if req.method != http::Method::OPTIONS || !req.headers.contains_key(header::ORIGIN) {
         return None;
     }
     let asked = req
-        .headers()
+        .headers
         .get(header::ACCESS_CONTROL_REQUEST_METHOD)
         .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())?;
-    let head = Head::new(req.headers(), req.uri().query());
-    let Match::Found(route, _) = org.router.find_for(&asked, req.uri().path(), &head) else {
+    let head = Head::new(&req.headers, req.uri.query());
+    let Match::Found(route, _) = org.router.find_for(&asked, req.uri.path(), &head) else {
         return None;
     };
-    let answer = route.cors.as_ref()?.preflight(req.headers(), req.method())?;
+    let answer = route.cors.as_ref()?.preflight(&req.headers, &req.method)?;
     if ex.keeps_names {
         ex.route_name = Some(route.name.clone());
     }

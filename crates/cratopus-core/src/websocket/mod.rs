@@ -24,7 +24,7 @@ use crate::body::PendingLog;
 use cratopus_config::websocket::WebSocketConfig;
 use cratopus_upstream::{BackendBody, backend::SocketGuard};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,7 +94,7 @@ pub enum Intent {
 
 /// Whether `req` asks for a WebSocket. Two cheap tests (an `Upgrade` header, the CONNECT
 /// method) before anything is read, so plain requests pay one branch each.
-pub fn intent<B>(req: &Request<B>) -> Option<Intent> {
+pub fn intent(req: &impl crate::host::RequestHead) -> Option<Intent> {
     if req.method() == Method::CONNECT {
         let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
         return protocol
@@ -152,8 +152,7 @@ pub(crate) enum ClientSide {
 }
 
 impl ClientSide {
-    fn take<B>(req: &mut Request<B>) -> Option<ClientSide> {
-        let ext = req.extensions_mut();
+    fn take(ext: &mut http::Extensions) -> Option<ClientSide> {
         match ext.remove::<ClientUpgrade>().and_then(|u| u.take()) {
             Some(rx) => Some(ClientSide::Own(rx)),
             None => ext.remove::<OnUpgrade>().map(ClientSide::Hyper),
@@ -186,13 +185,13 @@ pub struct Upgrade {
 }
 
 impl Upgrade {
-    /// Takes the client's side out of the request (the server's [`ClientUpgrade`] or hyper's
-    /// `OnUpgrade`, the connection hold).
-    pub fn new<B>(intent: Intent, req: &mut Request<B>) -> Upgrade {
+    /// Takes the client's side out of the request's extensions (the server's
+    /// [`ClientUpgrade`] or hyper's `OnUpgrade`, the connection hold).
+    pub fn new(intent: Intent, ext: &mut http::Extensions) -> Upgrade {
         Upgrade {
             intent,
-            client: ClientSide::take(req),
-            hold: req.extensions_mut().remove::<ConnHold>(),
+            client: ClientSide::take(ext),
+            hold: ext.remove::<ConnHold>(),
             upstream: None,
             limits: None,
         }
@@ -270,6 +269,7 @@ pub fn prepare(up: &mut Upgrade, route: &WsRoute, headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::Request;
 
     fn req(method: Method, headers: &[(&str, &str)]) -> Request<()> {
         let mut r = Request::builder().method(method).uri("/ws");

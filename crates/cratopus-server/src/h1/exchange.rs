@@ -19,7 +19,7 @@ use std::task::{Context, Poll, ready};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The engine's answer, boxed so that an idle connection keeps no room for it.
-pub(super) type Answer = Pin<Box<dyn Future<Output = http::Response<ServedBody>> + Send>>;
+pub(super) type Answer = Pin<Box<dyn Future<Output = http::Response<cratopus_core::body::ResponseBody>> + Send>>;
 
 /// Bytes of body read at once once a body is being read (the head's buffer is smaller).
 const BODY_READ: usize = 16 * 1024;
@@ -193,9 +193,10 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Exchange<'c, S> {
         }
     }
 
-    /// Runs the exchange to its end.
-    pub(super) async fn run(mut self) -> Outcome {
-        std::future::poll_fn(|cx| self.poll(cx)).await
+    /// Runs the exchange to its end. (Not an `async fn`: its future would keep the exchange
+    /// twice, as the argument and as the local the poll borrows, 1,024 bytes against 504.)
+    pub(super) fn run(mut self) -> impl Future<Output = Outcome> {
+        std::future::poll_fn(move |cx| self.poll(cx))
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Outcome> {
@@ -339,7 +340,7 @@ impl<'c, S: AsyncRead + AsyncWrite + Unpin> Exchange<'c, S> {
                 let Poll::Ready(res) = answer.as_mut().poll(cx) else {
                     return false;
                 };
-                self.start(res);
+                self.start(res.map(ServedBody::h1));
                 // The body's first piece, when it is there already (a whole answer), goes out
                 // in the same write as the head: one syscall (one TLS record), and a client
                 // that reads the head finds the response complete.

@@ -25,7 +25,7 @@ pub(crate) mod message;
 
 use crate::conn_io::{ClientStream, Refusal};
 use crate::h2_frames::PREFACE;
-use crate::listener::{ServeOptions, ServedBody};
+use crate::listener::ServeOptions;
 use crate::rewind::Rewind;
 use bytes::BytesMut;
 use cratopus_core::body::ClientBody;
@@ -169,8 +169,12 @@ enum Next {
 
 /// One request whose head has arrived (`head`, at the front of `buf`), from its engine's
 /// request to its response's last byte.
+///
+/// Not an `async fn`: that would keep the head (136 bytes) twice in the future, as the
+/// argument and as a local; the future is allocated and copied whole once per request.
 #[allow(clippy::too_many_arguments)] // the connection's parts, lent for one request
-async fn one_request<S: ClientStream>(
+#[allow(clippy::manual_async_fn)] // see above
+fn one_request<S: ClientStream>(
     io: &mut S,
     buf: &mut Option<BytesMut>,
     head: RequestHead,
@@ -179,64 +183,62 @@ async fn one_request<S: ClientStream>(
     info: &Arc<ConnInfo>,
     stop: &watch::Receiver<bool>,
     limits: &cratopus_http1::Limits,
-) -> Next {
-    let Some(b) = buf.as_mut() else {
-        return Next::Closed;
-    };
-    let head_bytes = b.split_to(head.len).freeze();
-    let mut req = match message::request(&head, &head_bytes) {
-        Ok(r) => r,
-        Err(why) => {
-            let why = Refused::new(400, why.to_string());
+) -> impl Future<Output = Next> {
+    async move {
+        let Some(b) = buf.as_mut() else {
+            return Next::Closed;
+        };
+        let head_bytes = b.split_to(head.len).freeze();
+        let mut req = match message::request(&head, &head_bytes) {
+            Ok(r) => r,
+            Err(why) => {
+                let why = Refused::new(400, why.to_string());
+                Box::pin(refuse(io, engine, info, &head_bytes, since, why)).await;
+                return Next::Closed;
+            }
+        };
+        // A chunked body whose framing is already wrong in what arrived with the head (a
+        // smuggling attempt's usual shape) is refused before anything reaches a backend.
+        if let Some(e) = buf.as_deref().and_then(|rest| framing_error(&head, limits, rest)) {
+            // Named as the engine names a body it could not read.
+            let why = Refused {
+                status: e.status(),
+                code: "bad_request_body",
+                message: format!("the chunked request body is malformed: {e}"),
+            };
             Box::pin(refuse(io, engine, info, &head_bytes, since, why)).await;
             return Next::Closed;
         }
-    };
-    // A chunked body whose framing is already wrong in what arrived with the head (a
-    // smuggling attempt's usual shape) is refused before anything reaches a backend.
-    if let Some(e) = buf.as_deref().and_then(|rest| framing_error(&head, limits, rest)) {
-        // Named as the engine names a body it could not read.
-        let why = Refused {
-            status: e.status(),
-            code: "bad_request_body",
-            message: format!("the chunked request body is malformed: {e}"),
-        };
-        Box::pin(refuse(io, engine, info, &head_bytes, since, why)).await;
-        return Next::Closed;
-    }
-    let upgrade = (head.upgrade.is_some() && head.connection_upgrade).then(|| {
-        let (tx, rx) = tokio::sync::oneshot::channel::<Box<dyn UpgradedIo>>();
-        req.extensions_mut().insert(ClientUpgrade::new(rx));
-        tx
-    });
-    let (body, fed) = request_body(&head, limits);
-    let req = req.map(|()| body);
-    let answer: Answer = {
-        let engine = engine.clone();
-        let info = info.clone();
-        Box::pin(async move { engine.handle(req, &info).await.map(ServedBody::h1) })
-    };
-    let expect_continue = head.expect_continue && head.version == cratopus_http1::Version::Http11;
-    let exchange = Exchange::new(
-        io,
-        buf,
-        fed,
-        answer,
-        head.method,
-        head.version,
-        head.keep_alive,
-        expect_continue,
-        stop,
-    );
-    drop(head_bytes);
-    match exchange.run().await {
-        Outcome::KeepAlive => Next::KeepAlive,
-        Outcome::Gone => Next::Closed,
-        Outcome::Close => {
-            Box::pin(close(io, buf.take())).await;
-            Next::Closed
+        let upgrade = (head.upgrade.is_some() && head.connection_upgrade).then(|| {
+            let (tx, rx) = tokio::sync::oneshot::channel::<Box<dyn UpgradedIo>>();
+            req.extensions_mut().insert(ClientUpgrade::new(rx));
+            tx
+        });
+        let (body, fed) = request_body(&head, limits);
+        let req = req.map(|()| body);
+        let answer: Answer = Box::pin(engine.clone().handle_owned(req, info.clone()));
+        let expect_continue = head.expect_continue && head.version == cratopus_http1::Version::Http11;
+        let exchange = Exchange::new(
+            io,
+            buf,
+            fed,
+            answer,
+            head.method,
+            head.version,
+            head.keep_alive,
+            expect_continue,
+            stop,
+        );
+        drop(head_bytes);
+        match exchange.run().await {
+            Outcome::KeepAlive => Next::KeepAlive,
+            Outcome::Gone => Next::Closed,
+            Outcome::Close => {
+                Box::pin(close(io, buf.take())).await;
+                Next::Closed
+            }
+            Outcome::Upgrade => Next::Upgrade(upgrade),
         }
-        Outcome::Upgrade => Next::Upgrade(upgrade),
     }
 }
 
@@ -413,7 +415,7 @@ mod tests {
         let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
         let info = Arc::new(ConnInfo::new(peer, "http", None));
         let req = http::Request::new(cratopus_upstream::ClientBody::Empty);
-        let fut = async move { engine.handle(req, &info).await.map(ServedBody::h1) };
+        let fut = engine.handle_owned(req, info);
         let size = std::mem::size_of_val(&fut);
         eprintln!("a request's future: {size} bytes");
         assert!(size < 6_144, "a request's future is {size} bytes");
