@@ -407,8 +407,8 @@ mod tests {
     /// A request's future is allocated and copied whole once per request, and each level of
     /// the engine that awaits a future held in place copies it again: large ones cost more
     /// than the allocation that boxing a rare path costs (perf: 8% of a proxied request's CPU
-    /// went to `memmove` when this one was ~10 KB in a release build; 4.2 KB since, in this
-    /// test build as in a release build).
+    /// went to `memmove` when this one was ~10 KB in a release build; 4.2 KB later; 2.3 KB in
+    /// this test build since the engine lends the request's parts to its phases).
     #[tokio::test]
     async fn the_request_future_stays_small() {
         let engine = default_engine().await;
@@ -418,6 +418,6 @@ mod tests {
         let fut = engine.handle_owned(req, info);
         let size = std::mem::size_of_val(&fut);
         eprintln!("a request's future: {size} bytes");
-        assert!(size < 6_144, "a request's future is {size} bytes");
+        assert!(size < 3_072, "a request's future is {size} bytes");
     }
 }
