@@ -36,15 +36,16 @@ const CLIENT_CLOSED: u16 = 499;
 /// One request from its arrival to its response.
 pub struct Exchange<'a> {
     engine: &'a Engine,
-    snap: &'a Snapshot,
     conn: &'a ConnInfo,
     pub start: Instant,
     pub request_id: HeaderValue,
     pub trace: forward::TraceContext,
     pub client: IpAddr,
     method: http::Method,
-    /// The log line as far as it is known; `None` with the traffic log off.
-    log: Option<LogLine>,
+    /// The log line as far as it is known, already in the box the response body carries it
+    /// in (allocated here rather than at the end, so that the exchange, copied whole with the
+    /// request's future, holds 8 bytes for it rather than 448); `None` with the traffic log off.
+    log: Option<Box<PendingLog>>,
     /// Span export of a sampled request: the sink, the path and the host.
     span: Option<(Arc<SpanSink>, String, String)>,
     /// Whether names are kept for the log or the spans.
@@ -86,13 +87,21 @@ impl<'a> Exchange<'a> {
         let request_id = forward::request_id(req.headers());
         let trace = forward::TraceContext::from_headers(req.headers(), snap.sample_ratio);
         let client = client_ip(conn.peer.ip(), req.headers(), &snap.trusted_proxies);
-        let log = snap.traffic_log.enabled().then(|| LogLine {
-            method: Some(req.method().clone()),
-            host: host_value(req.headers(), req.uri()),
-            uri: Some(req.uri().clone()),
-            user_agent: req.headers().get(header::USER_AGENT).cloned(),
-            trace_id: Some(trace.trace_id),
-            ..LogLine::answered(request_id.clone(), client, 0)
+        let start = Instant::now();
+        let log = snap.traffic_log.enabled().then(|| {
+            Box::new(PendingLog {
+                line: LogLine {
+                    method: Some(req.method().clone()),
+                    host: host_value(req.headers(), req.uri()),
+                    uri: Some(req.uri().clone()),
+                    user_agent: req.headers().get(header::USER_AGENT).cloned(),
+                    trace_id: Some(trace.trace_id),
+                    ..LogLine::answered(request_id.clone(), client, 0)
+                },
+                log: snap.traffic_log.clone(),
+                start,
+                request: None,
+            })
         });
         // Spans are built only for sampled requests, and only when an exporter is configured.
         let span = snap.spans.as_ref().filter(|_| trace.sampled()).map(|sink| {
@@ -104,9 +113,8 @@ impl<'a> Exchange<'a> {
         });
         Exchange {
             engine,
-            snap,
             conn,
-            start: Instant::now(),
+            start,
             keeps_names: log.is_some() || span.is_some(),
             request_id,
             trace,
@@ -174,21 +182,17 @@ impl<'a> Exchange<'a> {
         let code = status.as_u16();
         let upstream_time = self.call.as_ref().and_then(|c| c.elapsed);
         let client_fault = self.call.as_ref().is_some_and(|c| c.client_fault);
-        let mut pending = self.log.take().map(|mut line| {
-            self.fill(&mut line, code);
+        let mut pending = self.log.take().map(|mut pending| {
+            self.fill(&mut pending.line, code);
             // A gRPC call's status: here when it is in the head (the gateway's errors, a
             // Trailers-Only answer); else the response body adds it from the trailers.
             if self.grpc
                 && let Some(s) = cratopus_upstream::grpc::head_status(&parts.headers)
             {
-                line.fields.push((GRPC_STATUS_FIELD, LogValue::Int(s.into())));
+                pending.line.fields.push((GRPC_STATUS_FIELD, LogValue::Int(s.into())));
             }
-            Box::new(PendingLog {
-                line,
-                log: self.snap.traffic_log.clone(),
-                start: self.start,
-                request: self.stats.clone(),
-            })
+            pending.request = self.stats.clone();
+            pending
         });
         // A switched socket: its relay writes the log line when it closes. (The request itself
         // is counted in the route's metrics now, with the handshake's time.)
@@ -337,11 +341,12 @@ impl Drop for Exchange<'_> {
                 .request_finished(&self.method, CLIENT_CLOSED, elapsed, None, bytes_in, 0),
             None => self.engine.metrics.unrouted(CLIENT_CLOSED),
         }
-        if let Some(mut line) = self.log.take() {
+        if let Some(pending) = self.log.take() {
+            let mut line = pending.line;
             self.fill(&mut line, CLIENT_CLOSED);
             line.bytes_in = bytes_in;
             line.total_ms = elapsed.as_secs_f64() * 1000.0;
-            self.snap.traffic_log.log(line);
+            pending.log.log(line);
         }
     }
 }
