@@ -14,7 +14,8 @@
 //! come from [`request_host`] / [`host_value`], the edge's redirects to HTTPS too.
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Request, Uri, Version};
+use http::request::Parts;
+use http::{Uri, Version};
 
 /// Why a request names no usable host (answered 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -27,57 +28,10 @@ pub enum HostError {
     Invalid,
 }
 
-/// A request's head, whole (`Request`) or taken apart (`Parts`): the engine's phases hold a
-/// request as its parts, lent to each phase, so that the request (~260 bytes) is not moved into
-/// and out of every phase's future (a future keeps an argument twice, as captured and as local).
-pub trait RequestHead {
-    fn method(&self) -> &http::Method;
-    fn uri(&self) -> &Uri;
-    fn version(&self) -> Version;
-    fn headers(&self) -> &HeaderMap;
-    fn extensions(&self) -> &http::Extensions;
-}
-
-impl<B> RequestHead for Request<B> {
-    fn method(&self) -> &http::Method {
-        Request::method(self)
-    }
-    fn uri(&self) -> &Uri {
-        Request::uri(self)
-    }
-    fn version(&self) -> Version {
-        Request::version(self)
-    }
-    fn headers(&self) -> &HeaderMap {
-        Request::headers(self)
-    }
-    fn extensions(&self) -> &http::Extensions {
-        Request::extensions(self)
-    }
-}
-
-impl RequestHead for http::request::Parts {
-    fn method(&self) -> &http::Method {
-        &self.method
-    }
-    fn uri(&self) -> &Uri {
-        &self.uri
-    }
-    fn version(&self) -> Version {
-        self.version
-    }
-    fn headers(&self) -> &HeaderMap {
-        &self.headers
-    }
-    fn extensions(&self) -> &http::Extensions {
-        &self.extensions
-    }
-}
-
 /// The host (with its port, if any) `req` is for: the target's authority, else the `Host`
 /// header; `""` when there is neither and that is allowed.
-pub fn request_host(req: &impl RequestHead) -> Result<&str, HostError> {
-    let mut lines = req.headers().get_all(header::HOST).iter();
+pub fn request_host(req: &Parts) -> Result<&str, HostError> {
+    let mut lines = req.headers.get_all(header::HOST).iter();
     let header = lines.next();
     if lines.next().is_some() {
         return Err(HostError::Repeated);
@@ -85,10 +39,10 @@ pub fn request_host(req: &impl RequestHead) -> Result<&str, HostError> {
     // Checked even when the authority wins: a request with a broken Host is broken.
     let header = match header {
         Some(v) => v.to_str().ok().filter(|h| is_host(h)).ok_or(HostError::Invalid)?,
-        None if req.version() == Version::HTTP_11 => return Err(HostError::Missing),
+        None if req.version == Version::HTTP_11 => return Err(HostError::Missing),
         None => "",
     };
-    match req.uri().authority() {
+    match req.uri.authority() {
         Some(a) if is_host(a.as_str()) => Ok(a.as_str()),
         Some(_) => Err(HostError::Invalid),
         None => Ok(header),
@@ -156,19 +110,19 @@ fn is_name_byte(b: u8) -> bool {
 mod tests {
     use super::*;
 
-    fn req(version: Version, uri: &str, hosts: &[&str]) -> Request<()> {
-        let mut r = Request::get(uri).version(version).body(()).unwrap();
+    fn req(version: Version, uri: &str, hosts: &[&str]) -> Parts {
+        let mut r = http::Request::get(uri).version(version).body(()).unwrap();
         for h in hosts {
             r.headers_mut().append(header::HOST, HeaderValue::from_str(h).unwrap());
         }
-        r
+        r.into_parts().0
     }
 
     #[test]
     fn the_target_wins_over_host() {
         let r = req(Version::HTTP_11, "http://a.test/x", &["b.test"]);
         assert_eq!(request_host(&r), Ok("a.test"));
-        assert_eq!(host_value(r.headers(), r.uri()).unwrap(), "a.test");
+        assert_eq!(host_value(&r.headers, &r.uri).unwrap(), "a.test");
         let r = req(Version::HTTP_2, "https://a.test:8443/x", &["b.test"]);
         assert_eq!(request_host(&r), Ok("a.test:8443"));
         let r = req(Version::HTTP_11, "/x", &["B.test:80"]);

@@ -8,7 +8,7 @@ use crate::body::ResponseBody;
 use crate::engine::{ConnInfo, Engine};
 use crate::error::GatewayError;
 use crate::forward;
-use crate::host::{RequestHead, request_host};
+use crate::host::request_host;
 use crate::normalize::normalize;
 use crate::snapshot::{Org, Snapshot};
 use bytes::Bytes;
@@ -123,7 +123,7 @@ fn plain_http(req: &Parts, redirect_to: Option<u16>) -> Option<Result<Response<R
 
 /// `https://<host>[:port]<path and query>`; the host (the target's authority over `Host`) must
 /// be a plain name or address.
-pub fn https_location(req: &impl RequestHead, port: u16) -> Option<String> {
+pub fn https_location(req: &Parts, port: u16) -> Option<String> {
     let host = request_host(req).ok()?;
     let name = match host.strip_prefix('[') {
         Some(v6) => &host[..v6.find(']')? + 2],
@@ -136,7 +136,7 @@ pub fn https_location(req: &impl RequestHead, port: u16) -> Option<String> {
     if !valid {
         return None;
     }
-    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
     Some(if port == 443 {
         format!("https://{name}{path}")
     } else {
@@ -193,7 +193,7 @@ mod tests {
 
     fn loc(host: &str, uri: &str, port: u16) -> Option<String> {
         let req = Request::get(uri).header(header::HOST, host).body(()).unwrap();
-        https_location(&req, port)
+        https_location(&req.into_parts().0, port)
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::body::{BodyStats, GRPC_STATUS_FIELD, PendingLog, PendingMetrics, Pend
 use crate::engine::{ConnInfo, Engine};
 use crate::error::GatewayError;
 use crate::forward::{self, X_REQUEST_ID};
-use crate::host::{RequestHead, host_value, request_host};
+use crate::host::{host_value, request_host};
 use crate::snapshot::{Route, Snapshot};
 use cratopus_observe::LogLine;
 use cratopus_observe::spans::{RequestSpan, SpanSink, UpstreamSpan};
@@ -83,18 +83,23 @@ pub struct Exchange<'a> {
 }
 
 impl<'a> Exchange<'a> {
-    pub fn begin(engine: &'a Engine, snap: &'a Snapshot, conn: &'a ConnInfo, req: &impl RequestHead) -> Exchange<'a> {
-        let request_id = forward::request_id(req.headers());
-        let trace = forward::TraceContext::from_headers(req.headers(), snap.sample_ratio);
-        let client = client_ip(conn.peer.ip(), req.headers(), &snap.trusted_proxies);
+    pub fn begin(
+        engine: &'a Engine,
+        snap: &'a Snapshot,
+        conn: &'a ConnInfo,
+        req: &http::request::Parts,
+    ) -> Exchange<'a> {
+        let request_id = forward::request_id(&req.headers);
+        let trace = forward::TraceContext::from_headers(&req.headers, snap.sample_ratio);
+        let client = client_ip(conn.peer.ip(), &req.headers, &snap.trusted_proxies);
         let start = Instant::now();
         let log = snap.traffic_log.enabled().then(|| {
             Box::new(PendingLog {
                 line: LogLine {
-                    method: Some(req.method().clone()),
-                    host: host_value(req.headers(), req.uri()),
-                    uri: Some(req.uri().clone()),
-                    user_agent: req.headers().get(header::USER_AGENT).cloned(),
+                    method: Some(req.method.clone()),
+                    host: host_value(&req.headers, &req.uri),
+                    uri: Some(req.uri.clone()),
+                    user_agent: req.headers.get(header::USER_AGENT).cloned(),
                     trace_id: Some(trace.trace_id),
                     ..LogLine::answered(request_id.clone(), client, 0)
                 },
@@ -107,7 +112,7 @@ impl<'a> Exchange<'a> {
         let span = snap.spans.as_ref().filter(|_| trace.sampled()).map(|sink| {
             (
                 sink.clone(),
-                req.uri().path().to_string(),
+                req.uri.path().to_string(),
                 request_host(req).unwrap_or("").to_string(),
             )
         });
@@ -119,7 +124,7 @@ impl<'a> Exchange<'a> {
             request_id,
             trace,
             client,
-            method: req.method().clone(),
+            method: req.method.clone(),
             log,
             span,
             org: None,
@@ -133,14 +138,14 @@ impl<'a> Exchange<'a> {
             error: None,
             chain_from: 0,
             websocket: None,
-            grpc: cratopus_upstream::grpc::is_grpc(req.headers()),
+            grpc: cratopus_upstream::grpc::is_grpc(&req.headers),
             chain_end: usize::MAX,
             answered: false,
         }
     }
 
     /// The response phase and the log phase: runs on every answer. (Borrowing, not taking,
-    /// the exchange: moved into this call, its 1.5 KB would be copied once more per request.)
+    /// the exchange: moved into this call, its 1.1 KB would be copied once more per request.)
     pub fn finish(&mut self, answer: Result<Response<ResponseBody>, GatewayError>) -> Response<ResponseBody> {
         self.answered = true;
         let res = match answer {

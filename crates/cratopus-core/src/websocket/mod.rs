@@ -94,26 +94,26 @@ pub enum Intent {
 
 /// Whether `req` asks for a WebSocket. Two cheap tests (an `Upgrade` header, the CONNECT
 /// method) before anything is read, so plain requests pay one branch each.
-pub fn intent(req: &impl crate::host::RequestHead) -> Option<Intent> {
-    if req.method() == Method::CONNECT {
-        let protocol = req.extensions().get::<hyper::ext::Protocol>()?;
+pub fn intent(req: &http::request::Parts) -> Option<Intent> {
+    if req.method == Method::CONNECT {
+        let protocol = req.extensions.get::<hyper::ext::Protocol>()?;
         return protocol
             .as_str()
             .eq_ignore_ascii_case("websocket")
             .then_some(Intent::Http2);
     }
-    let upgrade = req.headers().get(header::UPGRADE)?;
+    let upgrade = req.headers.get(header::UPGRADE)?;
     let websocket = upgrade
         .to_str()
         .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket")));
     let connection_upgrade = req
-        .headers()
+        .headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    (websocket && connection_upgrade && req.method() == Method::GET).then_some(Intent::Http1)
+    (websocket && connection_upgrade && req.method == Method::GET).then_some(Intent::Http1)
 }
 
 /// Keeps something of the client's connection alive for as long as its socket is open; the
@@ -271,12 +271,12 @@ mod tests {
     use super::*;
     use http::Request;
 
-    fn req(method: Method, headers: &[(&str, &str)]) -> Request<()> {
+    fn req(method: Method, headers: &[(&str, &str)]) -> http::request::Parts {
         let mut r = Request::builder().method(method).uri("/ws");
         for (k, v) in headers {
             r = r.header(*k, *v);
         }
-        r.body(()).unwrap()
+        r.body(()).unwrap().into_parts().0
     }
 
     #[test]
@@ -293,7 +293,7 @@ mod tests {
         let mut connect = req(Method::CONNECT, &[]);
         assert_eq!(intent(&connect), None);
         connect
-            .extensions_mut()
+            .extensions
             .insert(hyper::ext::Protocol::from_static("websocket"));
         assert_eq!(intent(&connect), Some(Intent::Http2));
     }

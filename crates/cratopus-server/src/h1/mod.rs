@@ -407,8 +407,9 @@ mod tests {
     /// A request's future is allocated and copied whole once per request, and each level of
     /// the engine that awaits a future held in place copies it again: large ones cost more
     /// than the allocation that boxing a rare path costs (perf: 8% of a proxied request's CPU
-    /// went to `memmove` when this one was ~10 KB in a release build; 4.2 KB later; 2.3 KB in
-    /// this test build since the engine lends the request's parts to its phases).
+    /// went to `memmove` when this one was ~10 KB in a release build; 4.2 KB later; 1.9 KB in
+    /// this test build since the engine lends the request's parts to its phases and the log
+    /// line waits in its own box).
     #[tokio::test]
     async fn the_request_future_stays_small() {
         let engine = default_engine().await;
