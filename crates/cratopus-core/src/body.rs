@@ -37,6 +37,12 @@ pub struct PendingLog {
     pub request: Option<Arc<BodyStats>>,
 }
 
+impl cratopus_observe::traffic_log::Logged for PendingLog {
+    fn line(&self) -> &LogLine {
+        &self.line
+    }
+}
+
 /// The route's metrics waiting for the response to end.
 pub struct PendingMetrics {
     pub route: Arc<RouteMetrics>,
@@ -182,8 +188,10 @@ impl ResponseBody {
             if target_cut && p.line.error.is_none() {
                 p.line.error = Some(cut_code);
             }
-            let PendingLog { line, log, .. } = *p;
-            log.log(line);
+            // The box goes to the writer as it is (the handle taken out first: dropped here,
+            // on the thread that cloned it).
+            let log = std::mem::take(&mut p.log);
+            log.send(p);
         }
     }
 

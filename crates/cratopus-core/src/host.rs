@@ -83,28 +83,40 @@ fn is_host(h: &str) -> bool {
     name_ok && port.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// RFC 3986 `reg-name` (unreserved, sub-delims, percent-escapes).
+/// RFC 3986 `reg-name` (unreserved, sub-delims, percent-escapes). A table, looked up once per
+/// byte: every request's host goes through here.
 fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.'
-                | b'_'
-                | b'~'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b';'
-                | b'='
-                | b'%'
-        )
+    NAME_BYTES[usize::from(b)]
 }
+
+static NAME_BYTES: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'-' | b'.'
+                    | b'_'
+                    | b'~'
+                    | b'!'
+                    | b'$'
+                    | b'&'
+                    | b'\''
+                    | b'('
+                    | b')'
+                    | b'*'
+                    | b'+'
+                    | b','
+                    | b';'
+                    | b'='
+                    | b'%'
+            );
+        b += 1;
+    }
+    t
+};
 
 #[cfg(test)]
 mod tests {

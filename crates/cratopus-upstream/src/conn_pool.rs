@@ -12,7 +12,7 @@
 
 use crate::backend::BackendError;
 use crate::body::RequestBody;
-use crate::h1_client::{Conn, Exchange, H1Body, Io, RequestError};
+use crate::h1_client::{Added, Conn, Exchange, H1Body, Io, RequestError};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -43,8 +43,10 @@ struct Idle {
 pub struct ConnPool {
     settings: PoolSettings,
     /// Per target, oldest first: reuse takes the newest, pruning drops from the front.
-    idle: Mutex<HashMap<SocketAddr, VecDeque<Idle>>>,
-    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>>>,
+    /// Hashed with foldhash: looked up twice a request, where SipHash cost ~400 instructions;
+    /// the keys are the configured targets' addresses, not chosen by clients.
+    idle: Mutex<HashMap<SocketAddr, VecDeque<Idle>, foldhash::fast::RandomState>>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<RequestBody>, foldhash::fast::RandomState>>,
 }
 
 /// Why a send failed, and whether the request may have reached the target.
@@ -75,8 +77,8 @@ impl ConnPool {
     pub fn new(settings: PoolSettings) -> Arc<ConnPool> {
         Arc::new(ConnPool {
             settings,
-            idle: Mutex::new(HashMap::new()),
-            h2: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
+            h2: Mutex::new(HashMap::default()),
         })
     }
 
@@ -91,6 +93,7 @@ impl ConnPool {
         addr: SocketAddr,
         host: &'a str,
         req: Request<RequestBody>,
+        added: Added<'a>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, SendError>> + Send + 'a {
         let (parts, mut body) = req.into_parts();
         async move {
@@ -115,7 +118,7 @@ impl ConnPool {
                 } else {
                     None
                 };
-                let exchange = Exchange::new(self.clone(), addr, conn, &parts, body);
+                let exchange = Exchange::new(self.clone(), addr, conn, &parts, body, added);
                 match exchange.response(reused).await {
                     Ok(res) => return Ok(res.map(UpstreamBody::Own)),
                     Err(f) => match replay {

@@ -29,6 +29,7 @@
 
 use crate::body::{BoxError, RequestBody};
 use crate::conn_pool::ConnPool;
+use crate::forwarded::Forwarded;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use cratopus_http1::{BodyDecoder, BodyFraming, Limits};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -179,10 +180,22 @@ enum ReqFraming {
     Chunked,
 }
 
+/// What the gateway writes into a request's head besides the request's own headers, each
+/// replacing the client's lines of its name.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Added<'a> {
+    /// `Host`.
+    pub host: Option<&'a HeaderValue>,
+    /// `X-Forwarded-*`, `X-Request-Id`, `traceparent`.
+    pub forwarded: Option<&'a Forwarded>,
+    /// `X-Forwarded-Host`, with `forwarded`.
+    pub forwarded_host: Option<&'a HeaderValue>,
+}
+
 /// Writes the request head: the request line with the URI's path and query, every header but
-/// the framing ones, and the framing this body gets: its exact length when known, else the
-/// client's `Content-Length`, else `chunked`.
-fn encode_head(out: &mut BytesMut, parts: &http::request::Parts, body: &RequestBody) -> ReqFraming {
+/// the framing ones and those `added` replaces, then `added`'s, and the framing this body gets:
+/// its exact length when known, else the client's `Content-Length`, else `chunked`.
+fn encode_head(out: &mut BytesMut, parts: &http::request::Parts, body: &RequestBody, added: Added<'_>) -> ReqFraming {
     out.put_slice(parts.method.as_str().as_bytes());
     out.put_u8(b' ');
     out.put_slice(parts.uri.path_and_query().map_or("/", |p| p.as_str()).as_bytes());
@@ -195,13 +208,26 @@ fn encode_head(out: &mut BytesMut, parts: &http::request::Parts, body: &RequestB
                 .and_then(|v| v.trim().parse::<u64>().ok());
             continue;
         }
-        if *name == header::TRANSFER_ENCODING {
+        if *name == header::TRANSFER_ENCODING
+            || (*name == header::HOST && added.host.is_some())
+            || added
+                .forwarded
+                .is_some_and(|f| f.replaces(name, added.forwarded_host.is_some()))
+        {
             continue;
         }
         out.put_slice(name.as_str().as_bytes());
         out.put_slice(b": ");
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
+    }
+    if let Some(h) = added.host {
+        out.put_slice(b"host: ");
+        out.put_slice(h.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if let Some(f) = added.forwarded {
+        f.write(out, added.forwarded_host);
     }
     let framing = match (body.size_hint().exact(), declared) {
         (Some(0), None) if body.is_end_stream() && !has_payload_semantics(&parts.method) => ReqFraming::Length(0),
@@ -244,9 +270,9 @@ enum WriteFault {
 
 impl Writer {
     /// Writes the head of `parts` into a buffer from the pool, where a small body joins it.
-    fn new(parts: &http::request::Parts, body: RequestBody) -> Writer {
+    fn new(parts: &http::request::Parts, body: RequestBody, added: Added<'_>) -> Writer {
         let mut out = cratopus_http1::pool::take();
-        let framing = encode_head(&mut out, parts, &body);
+        let framing = encode_head(&mut out, parts, &body, added);
         let body = (!body.is_end_stream()).then_some(body);
         let mut w = Writer {
             out,
@@ -424,10 +450,11 @@ impl Exchange {
         conn: Conn,
         parts: &http::request::Parts,
         body: RequestBody,
+        added: Added<'_>,
     ) -> Box<Exchange> {
         Box::new(Exchange {
             conn: Some(conn),
-            writer: Writer::new(parts, body),
+            writer: Writer::new(parts, body, added),
             reading: Reading::Done,
             trailers: None,
             keep_alive: false,

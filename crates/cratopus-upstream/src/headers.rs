@@ -40,7 +40,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // none; most upstream responses carry just `Connection: keep-alive`.
     let mut present = 0u16;
     for k in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == k) {
+        if let Some(i) = hop_index(k) {
             present |= 1 << i;
         }
     }
@@ -78,6 +78,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 
+/// `name`'s place in [`HOP_BY_HOP`]: told by its length first, so that most names cost one
+/// comparison of a number (nine comparisons of names, each header, cost ~300 instructions a
+/// response).
+fn hop_index(name: &HeaderName) -> Option<usize> {
+    let s = name.as_str();
+    Some(match s.len() {
+        10 if s == "connection" => 0,
+        10 if s == "keep-alive" => 1,
+        16 if s == "proxy-connection" => 2,
+        2 if s == "te" => 3,
+        7 if s == "trailer" => 4,
+        17 if s == "transfer-encoding" => 5,
+        7 if s == "upgrade" => 6,
+        19 if s == "proxy-authorization" => 7,
+        18 if s == "proxy-authenticate" => 8,
+        _ => return None,
+    })
+}
+
 /// Whether the `TE` headers name `trailers` (among other codings, which are dropped).
 fn asks_trailers(headers: &HeaderMap) -> bool {
     headers
@@ -107,6 +126,28 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_hop_by_hop_name_is_found_at_its_place_and_no_other() {
+        for (i, h) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(h), Some(i), "{h}");
+        }
+        for other in [
+            "host",
+            "date",
+            "x-connection",
+            "connectio",
+            "tE-x",
+            "server",
+            "content-length",
+        ] {
+            assert_eq!(
+                hop_index(&HeaderName::from_bytes(other.as_bytes()).unwrap()),
+                None,
+                "{other}"
+            );
+        }
+    }
 
     #[test]
     fn hop_by_hop_is_stripped() {

@@ -33,6 +33,7 @@ pub mod backend;
 pub mod body;
 pub mod conn_pool;
 pub mod fed_body;
+pub mod forwarded;
 pub mod h1_client;
 pub mod headers;
 pub mod resilience;

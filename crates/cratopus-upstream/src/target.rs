@@ -1,6 +1,7 @@
 //! One target: an address requests can go to, with its health and load.
 
 use crate::breaker::Breaker;
+use http::HeaderValue;
 use http::uri::Authority;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +21,11 @@ pub struct Target {
     pub kind: TargetKind,
     /// `10.0.0.1:8080` or `mirror`: the name in logs and metrics.
     pub label: Arc<str>,
+    /// The host of an HTTP target's URL without IPv6 brackets (the TLS server name), found
+    /// once here: `Authority::host` scans the authority again on every call.
+    host: Box<str>,
+    /// An HTTP target's `host:port` as a `Host` value, made once here rather than per request.
+    authority_value: Option<HeaderValue>,
     pub weight: u32,
     healthy: AtomicBool,
     /// Taken out by an operator (admin API): no new requests, in-flight ones finish.
@@ -56,8 +62,17 @@ impl Target {
             TargetKind::Http { addr, .. } => addr.to_string().into(),
             TargetKind::Mirror => "mirror".into(),
         };
+        let (host, authority_value) = match &kind {
+            TargetKind::Http { authority, .. } => (
+                crate::tls::host_of(authority).into(),
+                HeaderValue::from_str(authority.as_str()).ok(),
+            ),
+            TargetKind::Mirror => ("".into(), None),
+        };
         Target {
             kind,
+            host,
+            authority_value,
             label,
             weight: weight.max(1),
             healthy: AtomicBool::new(true),
@@ -76,10 +91,12 @@ impl Target {
 
     /// The host named by an HTTP target's URL (the TLS server name), without IPv6 brackets.
     pub fn host(&self) -> &str {
-        match &self.kind {
-            TargetKind::Http { authority, .. } => crate::tls::host_of(authority),
-            TargetKind::Mirror => "",
-        }
+        &self.host
+    }
+
+    /// An HTTP target's configured `host:port`, as the `Host` it is sent.
+    pub fn authority_value(&self) -> Option<&HeaderValue> {
+        self.authority_value.as_ref()
     }
 
     /// The socket address of an HTTP target.

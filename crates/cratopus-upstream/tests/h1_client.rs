@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use cratopus_upstream::conn_pool::{ConnPool, PoolSettings, SendError};
+use cratopus_upstream::h1_client::Added;
 use cratopus_upstream::{BackendBody, ClientBody, RequestBody};
 use http::Request;
 use http_body::Body;
@@ -116,7 +117,7 @@ fn get(path: &str) -> Request<RequestBody> {
 }
 
 async fn send(pool: &Arc<ConnPool>, addr: SocketAddr, req: Request<RequestBody>) -> http::Response<BackendBody> {
-    let res = tokio::time::timeout(DEADLINE, pool.send(addr, "backend", req))
+    let res = tokio::time::timeout(DEADLINE, pool.send(addr, "backend", req, Added::default()))
         .await
         .expect("an answer in time")
         .unwrap_or_else(|e| panic!("send failed: {e:?}"));
@@ -298,7 +299,7 @@ async fn bad_response_heads_are_errors() {
         b"NOT HTTP\r\n\r\n",
     ] {
         let (addr, _, _seen) = scripted(head).await;
-        let res = tokio::time::timeout(DEADLINE, pool().send(addr, "backend", get("/")))
+        let res = tokio::time::timeout(DEADLINE, pool().send(addr, "backend", get("/"), Added::default()))
             .await
             .unwrap();
         assert!(
@@ -392,7 +393,7 @@ async fn an_idempotent_request_lost_on_a_reused_connection_goes_again_and_a_post
     let post = Request::post("/pay")
         .body(RequestBody::full(Bytes::from_static(b"1")))
         .unwrap();
-    let res = tokio::time::timeout(DEADLINE, pool.send(addr, "backend", post))
+    let res = tokio::time::timeout(DEADLINE, pool.send(addr, "backend", post, Added::default()))
         .await
         .unwrap();
     assert!(matches!(res, Err(SendError::Request(_))), "the POST went again");

@@ -13,13 +13,14 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod alloc;
 mod import;
 mod push_cmd;
 mod routes_cmd;
 mod schema_cmd;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: alloc::Allocator = alloc::Allocator;
 
 #[derive(Parser)]
 #[command(name = "cratopus", version, about = "An API gateway: one binary, one YAML config")]

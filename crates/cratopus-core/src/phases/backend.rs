@@ -11,6 +11,7 @@ use super::exchange::Exchange;
 use crate::body::{RequestBody, ResponseBody};
 use crate::engine::ConnInfo;
 use crate::error::GatewayError;
+use crate::forward::Forwarded;
 use crate::snapshot::Route;
 use cratopus_upstream::backend::Answer;
 use cratopus_upstream::{BackendBody, BackendError, Call};
@@ -24,6 +25,14 @@ pub fn call<'x>(
     ex: &'x mut Exchange<'_>,
 ) -> Answer<'x> {
     let mut call = Call::new(ex.client, conn.peer);
+    // Made here, from the request as the policies left it; the backend adds them.
+    call.forwarded = Some(Forwarded::new(
+        req.headers(),
+        &conn.peer_ip,
+        conn.scheme,
+        &ex.request_id,
+        ex.trace.traceparent(),
+    ));
     call.client_host = ex.client_host.take();
     call.consumer = ex.cx.as_ref().and_then(|cx| cx.consumer.clone());
     call.body = ex.stats.clone();

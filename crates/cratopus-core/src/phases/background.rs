@@ -31,7 +31,7 @@ pub fn spawn(
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
     let (mut parts, ()) = req.into_parts();
-    let (request_id, trace) = (ex.request_id.clone(), ex.trace.header());
+    let (request_id, trace) = (ex.request_id.clone(), ex.trace);
     let conn = conn.clone();
     tokio::spawn(async move {
         for p in route.chain.iter().skip(at + 1) {
@@ -47,8 +47,8 @@ pub fn spawn(
             conn.scheme,
             client_host.as_ref(),
             &request_id,
+            &trace,
         );
-        parts.headers.insert(forward::TRACEPARENT.clone(), trace);
         let mut call = Call::new(cx.client, conn.peer);
         call.client_host = client_host;
         call.consumer = cx.consumer.clone();

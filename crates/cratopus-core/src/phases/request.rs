@@ -8,7 +8,6 @@ use super::exchange::Exchange;
 use crate::body::{BodyStats, ClientBody, RequestBody, ResponseBody, fault_of};
 use crate::engine::ConnInfo;
 use crate::error::GatewayError;
-use crate::forward;
 use crate::host::host_value;
 use crate::snapshot::{Org, Route, Snapshot};
 use bytes::Bytes;
@@ -96,17 +95,11 @@ pub async fn phase(
         body
     };
 
-    // Headers as every backend sees them, the mirror included.
+    // Headers as every backend sees them, the mirror included. The gateway's own
+    // (`X-Forwarded-*`, `X-Request-Id`, `traceparent`) go with the backend's call, which adds
+    // them (`phases::backend`).
     let client_host = host_value(&parts.headers, &parts.uri);
-    parts.headers.remove(header::EXPECT); // hyper answered it when the body was first read
-    forward::set_forwarded(
-        &mut parts.headers,
-        &conn.peer_ip,
-        conn.scheme,
-        client_host.as_ref(),
-        &ex.request_id,
-    );
-    parts.headers.insert(forward::TRACEPARENT.clone(), ex.trace.header());
+    parts.headers.remove(header::EXPECT); // the server answered it when the body was first read
     // The gateway's own header, never the client's (its copy went with the identity headers).
     if let Some(auth) = &org.tls.client_auth
         && let Some(v) = conn

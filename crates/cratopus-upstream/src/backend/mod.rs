@@ -36,6 +36,7 @@ pub use upgrade::SocketGuard;
 pub use upstream::{Upstream, UpstreamCall};
 
 use crate::body::{BackendBody, BodyFault, BodyStats, RequestBody};
+use crate::forwarded::Forwarded;
 use http::{HeaderValue, Request, Response};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -72,8 +73,12 @@ pub enum BackendError {
 pub struct Call {
     pub client: IpAddr,
     pub peer: SocketAddr,
-    /// The client's `Host`, for upstreams that preserve it.
+    /// The client's `Host`, for upstreams that preserve it (and `X-Forwarded-Host`).
     pub client_host: Option<HeaderValue>,
+    /// The headers the gateway adds, for the backend to add: see [`crate::forwarded`]. Every
+    /// kind but an upstream's puts them in the request's map at once ([`Call::apply_forwarded`]);
+    /// an upstream's HTTP/1.1 client writes them into the head it sends.
+    pub forwarded: Option<Forwarded>,
     /// The consumer the request was authenticated as, for stickiness by consumer.
     pub consumer: Option<Arc<str>>,
     /// The client's body as it streams: its bytes and faults.
@@ -110,6 +115,7 @@ impl Call {
             client,
             peer,
             client_host: None,
+            forwarded: None,
             consumer: None,
             body: None,
             body_limit: None,
@@ -123,6 +129,15 @@ impl Call {
             elapsed: None,
             client_fault: false,
             whole: false,
+        }
+    }
+
+    /// Puts the gateway's headers ([`Call::forwarded`]) into `headers`, for a backend that
+    /// passes them on as a map. They are taken: whatever this backend calls in turn gets them
+    /// in the map, as the request is.
+    pub fn apply_forwarded(&mut self, headers: &mut http::HeaderMap) {
+        if let Some(f) = self.forwarded.take() {
+            f.apply(headers, self.client_host.as_ref());
         }
     }
 
@@ -177,7 +192,11 @@ impl Backend {
     /// engine and the upstream's call), and an upstream's call (~4 KB) inline once made the
     /// request's future ~10 KB, copied level by level (perf: 8% of a proxied request's CPU in
     /// `memmove`); one allocation is cheaper.
-    pub fn call<'a>(&'a self, call: &'a mut Call, req: Request<RequestBody>) -> Answer<'a> {
+    pub fn call<'a>(&'a self, call: &'a mut Call, mut req: Request<RequestBody>) -> Answer<'a> {
+        // An upstream adds the gateway's headers itself (its HTTP/1.1 client writes them).
+        if !matches!(self, Backend::Upstream(_)) {
+            call.apply_forwarded(req.headers_mut());
+        }
         match self {
             Backend::Upstream(u) => u.call(call, req), // boxed by `call`
             Backend::Shadow(s) => s.call(call, req),   // likewise

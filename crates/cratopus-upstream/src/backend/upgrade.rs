@@ -25,8 +25,9 @@ impl Backend {
     pub async fn upgrade(
         &self,
         call: &mut Call,
-        req: Request<RequestBody>,
+        mut req: Request<RequestBody>,
     ) -> Result<Response<BackendBody>, BackendError> {
+        call.apply_forwarded(req.headers_mut());
         match self {
             Backend::Upstream(u) => u.upgrade(call, req).await,
             Backend::Shadow(s) => Box::pin(s.primary.upgrade(call, req)).await,
@@ -59,7 +60,7 @@ impl UpstreamCall {
         let guard = target.begin();
         call.target = Some(target.label.clone());
         // The mirror answers requests, not sockets.
-        let (Some(addr), TargetKind::Http { authority, .. }) = (target.addr(), &target.kind) else {
+        let (Some(addr), TargetKind::Http { .. }) = (target.addr(), &target.kind) else {
             return Err(BackendError::Failed);
         };
         let breaker = upstream.breaker_permit(&target)?;
@@ -71,7 +72,7 @@ impl UpstreamCall {
             .path_and_query()
             .cloned()
             .map_or_else(|| http::Uri::from_static("/"), http::Uri::from);
-        if let Some(h) = upstream.host(authority, call.client_host.clone()) {
+        if let Some(h) = upstream.host(&target, call.client_host.as_ref()) {
             parts.headers.insert(header::HOST, h);
         }
         parts

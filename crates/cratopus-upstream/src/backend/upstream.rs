@@ -6,6 +6,7 @@ use super::{BackendError, Call};
 use crate::body::{BackendBody, BodyFault, RequestBody, fault_of};
 use crate::bulkhead::Bulkhead;
 use crate::conn_pool::{ConnPool, SendError, UpstreamBody};
+use crate::h1_client::Added;
 use crate::resilience::{self, AttemptEnd, PendingAttempt, Retry};
 use crate::retry::Failure;
 use crate::{InflightGuard, Target, TargetKind, UpstreamPool, balancer::hash_key};
@@ -71,15 +72,11 @@ impl Upstream {
 
     /// The `Host` an HTTP/1.1 request to a target at `authority` carries: the client's with
     /// `preserve_host`, else the target's.
-    pub(super) fn host(
-        &self,
-        authority: &http::uri::Authority,
-        client_host: Option<HeaderValue>,
-    ) -> Option<HeaderValue> {
+    pub(super) fn host(&self, target: &Target, client_host: Option<&HeaderValue>) -> Option<HeaderValue> {
         if self.preserve_host {
-            client_host
+            client_host.cloned()
         } else {
-            HeaderValue::from_str(authority.as_str()).ok()
+            target.authority_value().cloned()
         }
     }
 }
@@ -160,10 +157,12 @@ impl UpstreamCall {
             };
             let breaker = upstream.breaker_permit(&target)?;
             let (parts, body) = req.into_parts();
-            let req = upstream_request(upstream, &target, parts, body, call.client_host.clone())?;
+            let (req, host) = upstream_request(upstream, &target, parts, body, call)?;
             let sent = tokio::time::timeout(
                 self.attempt_timeout(call),
-                upstream.conns.send(addr, target.host(), req),
+                upstream
+                    .conns
+                    .send(addr, target.host(), req, added(call, host.as_ref())),
             )
             .await;
             call.elapsed = Some(started.elapsed());
@@ -318,10 +317,12 @@ impl UpstreamCall {
                 return Box::pin(mirror(call, parts, body, started, guard, permit)).await;
             };
             let breaker = upstream.breaker_permit(&target)?;
-            let req = upstream_request(upstream, &target, parts, body, call.client_host.clone())?;
+            let (req, host) = upstream_request(upstream, &target, parts, body, call)?;
             let result = tokio::time::timeout(
                 self.attempt_timeout(call),
-                upstream.conns.send(addr, target.host(), req),
+                upstream
+                    .conns
+                    .send(addr, target.host(), req, added(call, host.as_ref())),
             )
             .await;
             call.elapsed = Some(started.elapsed());
@@ -367,12 +368,16 @@ impl UpstreamCall {
 /// The mirror's answer, in process: a target of a mixed upstream that is `mirror://`.
 async fn mirror(
     call: &mut Call,
-    parts: http::request::Parts,
+    mut parts: http::request::Parts,
     body: RequestBody,
     started: Instant,
     guard: InflightGuard,
     permit: Option<crate::BulkheadPermit>,
 ) -> Result<Response<BackendBody>, BackendError> {
+    // The echo shows the request as a target would get it, the gateway's headers in it.
+    if let Some(f) = &call.forwarded {
+        f.apply(&mut parts.headers, call.client_host.as_ref());
+    }
     let res = cratopus_mirror::echo(Request::from_parts(parts, body), call.peer).await;
     call.elapsed = Some(started.elapsed());
     call.whole = true;
@@ -420,14 +425,26 @@ fn pick_other(pool: &UpstreamPool, hash: Option<u64>, last: &Arc<Target>) -> Opt
     Some(next)
 }
 
-/// Builds the request the target receives: the URI in the form its protocol wants, and `Host`.
+/// What the HTTP/1.1 client writes into the head besides the request's headers: `host` and
+/// the call's forwarded headers.
+fn added<'a>(call: &'a Call, host: Option<&'a HeaderValue>) -> Added<'a> {
+    Added {
+        host,
+        forwarded: call.forwarded.as_ref(),
+        forwarded_host: call.client_host.as_ref(),
+    }
+}
+
+/// Builds the request the target receives: the URI in the form its protocol wants. Over
+/// HTTP/2 the gateway's headers go into its map; over HTTP/1.1 the client writes them and the
+/// `Host` returned here into the head (see [`crate::forwarded`]).
 fn upstream_request(
     upstream: &Upstream,
     target: &Target,
     mut parts: http::request::Parts,
     body: RequestBody,
-    client_host: Option<HeaderValue>,
-) -> Result<Request<RequestBody>, BackendError> {
+    call: &Call,
+) -> Result<(Request<RequestBody>, Option<HeaderValue>), BackendError> {
     let TargetKind::Http { authority, .. } = &target.kind else {
         return Err(BackendError::Failed);
     };
@@ -447,13 +464,15 @@ fn upstream_request(
     if upstream.http2 {
         parts.version = Version::HTTP_2;
         parts.headers.remove(header::HOST);
+        if let Some(f) = &call.forwarded {
+            f.apply(&mut parts.headers, call.client_host.as_ref());
+        }
+        Ok((Request::from_parts(parts, body), None))
     } else {
         parts.version = Version::HTTP_11;
-        if let Some(h) = upstream.host(authority, client_host) {
-            parts.headers.insert(header::HOST, h);
-        }
+        let host = upstream.host(target, call.client_host.as_ref());
+        Ok((Request::from_parts(parts, body), host))
     }
-    Ok(Request::from_parts(parts, body))
 }
 
 /// The consistent-hash key of a request.
