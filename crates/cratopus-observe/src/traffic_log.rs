@@ -429,6 +429,12 @@ fn push_str(buf: &mut Vec<u8>, s: &str) {
 /// Whether no byte of `b` needs escaping in a JSON string (a control byte, `"` or `\`).
 /// Eight bytes at a time: every line's strings (ids, path, host, agent) pass through here.
 fn plain_json(b: &[u8]) -> bool {
+    plain_json_with(b, false)
+}
+
+/// [`plain_json`], and, with `ascii`, no byte above 0x7f either (bytes that are then UTF-8
+/// without checking).
+fn plain_json_with(b: &[u8], ascii: bool) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // A byte of `x` is zero, or below `n` (n <= 128): its high bit in the result is set.
@@ -439,15 +445,28 @@ fn plain_json(b: &[u8]) -> bool {
         let mut eight = [0u8; 8];
         eight.copy_from_slice(w);
         let x = u64::from_le_bytes(eight);
-        if below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\'))) != 0 {
+        let high = if ascii { x & HIGH } else { 0 };
+        if below(x, 0x20) | zero(x ^ (ONES * u64::from(b'"'))) | zero(x ^ (ONES * u64::from(b'\\'))) | high != 0 {
             return false;
         }
     }
-    words.remainder().iter().all(|&c| c >= 0x20 && c != b'"' && c != b'\\')
+    words
+        .remainder()
+        .iter()
+        .all(|&c| c >= 0x20 && c != b'"' && c != b'\\' && !(ascii && c > 0x7f))
 }
 
 fn push_header(buf: &mut Vec<u8>, v: &http::HeaderValue) {
-    match std::str::from_utf8(v.as_bytes()) {
+    // Almost always plain ASCII: copied as it is, without a UTF-8 check of its own.
+    let b = v.as_bytes();
+    if plain_json_with(b, true) {
+        buf.reserve(b.len() + 2);
+        buf.push(b'"');
+        buf.extend_from_slice(b);
+        buf.push(b'"');
+        return;
+    }
+    match std::str::from_utf8(b) {
         Ok(s) => push_str(buf, s),
         Err(_) => push_str(buf, &String::from_utf8_lossy(v.as_bytes())),
     }
@@ -605,10 +624,33 @@ pub fn rfc3339_string(ts: SystemTime) -> String {
     String::from_utf8(buf).unwrap_or_default()
 }
 
+thread_local! {
+    /// The last second [`rfc3339`] wrote, and its text up to the seconds: the writer thread
+    /// writes many lines a second, and the calendar arithmetic was a sixth of a line's cost.
+    static SECOND: std::cell::Cell<(u64, [u8; 19])> = const { std::cell::Cell::new((u64::MAX, [0; 19])) };
+}
+
 /// `2026-11-23T13:45:01.123Z`
 fn rfc3339(ts: SystemTime, buf: &mut Vec<u8>) {
     let d = ts.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
+    let (last, text) = SECOND.get();
+    if last == secs {
+        buf.extend_from_slice(&text);
+    } else {
+        let start = buf.len();
+        date_time(secs, buf);
+        if let Ok(t) = <[u8; 19]>::try_from(&buf[start..]) {
+            SECOND.set((secs, t));
+        }
+    }
+    buf.push(b'.');
+    push_digits(buf, u64::from(d.subsec_millis()), 3);
+    buf.push(b'Z');
+}
+
+/// `2026-11-23T13:45:01` for `secs` since the epoch.
+fn date_time(secs: u64, buf: &mut Vec<u8>) {
     let days = (secs / 86400) as i64;
     let rem = secs % 86400;
     // Howard Hinnant's civil_from_days.
@@ -633,9 +675,6 @@ fn rfc3339(ts: SystemTime, buf: &mut Vec<u8>) {
     push_digits(buf, rem % 3600 / 60, 2);
     buf.push(b':');
     push_digits(buf, rem % 60, 2);
-    buf.push(b'.');
-    push_digits(buf, u64::from(d.subsec_millis()), 3);
-    buf.push(b'Z');
 }
 
 #[cfg(test)]
@@ -732,11 +771,9 @@ mod tests {
             for c in 0..=255u8 {
                 let mut b = *b"abcdefghijk";
                 b[at] = c;
-                assert_eq!(
-                    plain_json(&b),
-                    b.iter().all(|&c| c >= 0x20 && c != b'"' && c != b'\\'),
-                    "{c} at {at}"
-                );
+                let plain = b.iter().all(|&c| c >= 0x20 && c != b'"' && c != b'\\');
+                assert_eq!(plain_json(&b), plain, "{c} at {at}");
+                assert_eq!(plain_json_with(&b, true), plain && b.is_ascii(), "{c} at {at}");
             }
         }
         assert_eq!(fmt(&|b| push_ip(b, "10.0.255.1".parse().unwrap())), "\"10.0.255.1\"");
@@ -744,6 +781,21 @@ mod tests {
         assert_eq!(fmt(&|b| push_hex(b, &[0x00, 0x0f, 0xa5])), "000fa5");
         let latin1 = http::HeaderValue::from_bytes(b"caf\xe9").unwrap();
         assert_eq!(fmt(&|b| push_header(b, &latin1)), "\"caf\u{fffd}\"");
+    }
+
+    /// Times in one second share the cached date; the next second, and a jump back, do not.
+    #[test]
+    fn timestamps_are_rfc3339_in_utc() {
+        for (ms, text) in [
+            (1_795_442_701_123, "2026-11-23T14:05:01.123Z"),
+            (1_795_442_701_999, "2026-11-23T14:05:01.999Z"),
+            (1_795_442_702_000, "2026-11-23T14:05:02.000Z"),
+            (951_782_400_000, "2000-02-29T00:00:00.000Z"),
+            (4_102_444_799_999, "2099-12-31T23:59:59.999Z"),
+            (1_795_442_701_000, "2026-11-23T14:05:01.000Z"),
+        ] {
+            assert_eq!(rfc3339_string(UNIX_EPOCH + Duration::from_millis(ms)), text);
+        }
     }
 
     #[test]

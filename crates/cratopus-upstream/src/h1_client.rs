@@ -721,6 +721,8 @@ fn head_parts(head: &Bytes, res: &httparse::Response<'_, '_>, head_request: bool
     };
     let mut headers = HeaderMap::with_capacity(res.headers.len() + 4);
     let (mut length, mut chunked, mut te, mut close, mut keep) = (None::<u64>, false, false, false, false);
+    // `Connection` names a field besides its own tokens: it stays for `strip_hop_by_hop`.
+    let mut listed = false;
     for h in res.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| RequestError::Head("bad field name"))?;
         if name == header::CONTENT_LENGTH {
@@ -745,13 +747,25 @@ fn head_parts(head: &Bytes, res: &httparse::Response<'_, '_>, head_request: bool
                 .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONNECTION {
             for t in h.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
-                close |= t.eq_ignore_ascii_case(b"close");
-                keep |= t.eq_ignore_ascii_case(b"keep-alive");
+                let (c, k) = (t.eq_ignore_ascii_case(b"close"), t.eq_ignore_ascii_case(b"keep-alive"));
+                close |= c;
+                keep |= k;
+                listed |= !c && !k && !t.is_empty();
             }
+        }
+        // Hop-by-hop fields are the gateway's to read, never to pass on (RFC 9110 §7.6.1): not
+        // kept, so that the answer's `strip_hop_by_hop` has nothing to look up and remove (the
+        // usual `Connection: keep-alive` cost ~400 instructions a response that way).
+        if crate::headers::hop_index(&name).is_some() && !(listed && name == header::CONNECTION) {
+            continue;
         }
         let value = HeaderValue::from_maybe_shared(head.slice_ref(h.value))
             .map_err(|_| RequestError::Head("bad field value"))?;
         headers.append(name, value);
+    }
+    if te && length.is_some() {
+        // Framed by Transfer-Encoding, the length is wrong for the body as it is sent on.
+        headers.remove(header::CONTENT_LENGTH);
     }
     let mut keep_alive = !close && (version == Version::HTTP_11 || keep);
     let framing = if head_request || code == 101 || code == 204 || code == 304 {
@@ -847,6 +861,32 @@ mod tests {
                 Some(Parsed::Interim) => continue,
                 Some(Parsed::Final(parts, framing, keep)) => return Ok(Some((parts, framing, keep, buf))),
             }
+        }
+    }
+
+    /// A response's hop-by-hop fields, and those its `Connection` names, do not reach the map
+    /// as the answer leaves it (parsed, then `strip_hop_by_hop`), nor does a length that
+    /// Transfer-Encoding overrides.
+    #[test]
+    fn hop_by_hop_fields_are_not_passed_on() {
+        for (head, kept) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n"[..],
+                &["x-kept", "content-length"][..],
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nX-Hop: 1\r\nConnection: keep-alive, x-hop\r\nTrailer: x-t\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n",
+                &["x-kept", "content-length"],
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nUpgrade: h2c\r\nX-Kept: 1\r\n\r\n0\r\n\r\n",
+                &["x-kept"],
+            ),
+        ] {
+            let (mut p, ..) = parse(head, false).unwrap().unwrap();
+            crate::headers::strip_hop_by_hop(&mut p.headers);
+            let names: Vec<&str> = p.headers.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, kept, "{}", String::from_utf8_lossy(head));
         }
     }
 

@@ -81,7 +81,7 @@ static TRAILERS: HeaderValue = HeaderValue::from_static("trailers");
 /// `name`'s place in [`HOP_BY_HOP`]: told by its length first, so that most names cost one
 /// comparison of a number (nine comparisons of names, each header, cost ~300 instructions a
 /// response).
-fn hop_index(name: &HeaderName) -> Option<usize> {
+pub(crate) fn hop_index(name: &HeaderName) -> Option<usize> {
     let s = name.as_str();
     Some(match s.len() {
         10 if s == "connection" => 0,
