@@ -167,10 +167,13 @@ impl ResponseBody {
         let target_cut = self.cut.is_some() && fault_of(self.request_stats()).is_none();
         let cut_code = self.cut.unwrap_or(UPSTREAM_BODY_INCOMPLETE);
         self.body.settle(target_cut);
-        if let Some(m) = self.metrics.take() {
+        // One clock read for both the metrics and the log line.
+        let now = (self.metrics.is_some() || self.pending.is_some()).then(Instant::now);
+        if let (Some(m), Some(now)) = (self.metrics.take(), now) {
             let bytes_in = m.request.as_ref().map_or(0, |s| s.bytes.load(Ordering::Relaxed));
+            let took = now.saturating_duration_since(m.start);
             m.route
-                .request_finished(&m.method, m.status, m.start.elapsed(), m.upstream, bytes_in, self.sent);
+                .request_finished(&m.method, m.status, took, m.upstream, bytes_in, self.sent);
         }
         self.permits.clear();
         if let Some(mut s) = self.span.take() {
@@ -181,7 +184,8 @@ impl ResponseBody {
         }
         if let Some(mut p) = self.pending.take() {
             p.line.bytes_out = self.sent;
-            p.line.total_ms = p.start.elapsed().as_secs_f64() * 1000.0;
+            let took = now.map_or_else(|| p.start.elapsed(), |n| n.saturating_duration_since(p.start));
+            p.line.total_ms = took.as_secs_f64() * 1000.0;
             if let Some(s) = &p.request {
                 p.line.bytes_in = s.bytes.load(Ordering::Relaxed);
             }

@@ -59,7 +59,7 @@ pub(crate) fn content_length(value: &[u8]) -> Result<u64, ParseError> {
 }
 
 /// RFC 3986 `unreserved / sub-delims`, the bytes of a reg-name besides `%XX`.
-fn is_reg_name_byte(b: u8) -> bool {
+pub fn is_reg_name_byte(b: u8) -> bool {
     REG_NAME[b as usize]
 }
 

@@ -79,6 +79,7 @@ mod target;
 
 pub use body::{BodyDecoder, Step};
 pub use error::{BodyError, ParseError};
+pub use fields::is_reg_name_byte;
 pub use request::{BodyFraming, HeaderKind, HeaderSpan, Method, RequestHead, TargetForm, Version, parse_request};
 
 /// The bounds of a request head, set by the caller (from the gateway's `limits`).
