@@ -168,8 +168,8 @@ impl ResponseBody {
         let cut_code = self.cut.unwrap_or(UPSTREAM_BODY_INCOMPLETE);
         self.body.settle(target_cut);
         // One clock read for both the metrics and the log line.
-        let now = (self.metrics.is_some() || self.pending.is_some()).then(Instant::now);
-        if let (Some(m), Some(now)) = (self.metrics.take(), now) {
+        let now = Instant::now();
+        if let Some(m) = self.metrics.take() {
             let bytes_in = m.request.as_ref().map_or(0, |s| s.bytes.load(Ordering::Relaxed));
             let took = now.saturating_duration_since(m.start);
             m.route
@@ -184,8 +184,7 @@ impl ResponseBody {
         }
         if let Some(mut p) = self.pending.take() {
             p.line.bytes_out = self.sent;
-            let took = now.map_or_else(|| p.start.elapsed(), |n| n.saturating_duration_since(p.start));
-            p.line.total_ms = took.as_secs_f64() * 1000.0;
+            p.line.total_ms = now.saturating_duration_since(p.start).as_secs_f64() * 1000.0;
             if let Some(s) = &p.request {
                 p.line.bytes_in = s.bytes.load(Ordering::Relaxed);
             }

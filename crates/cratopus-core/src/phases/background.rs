@@ -8,7 +8,7 @@
 use super::exchange::Exchange;
 use crate::body::RequestBody;
 use crate::engine::ConnInfo;
-use crate::forward;
+use crate::forward::Forwarded;
 use crate::host::host_value;
 use crate::snapshot::Route;
 use cratopus_policies::chain::RequestCx;
@@ -41,15 +41,15 @@ pub fn spawn(
         }
         let client_host = host_value(&parts.headers, &parts.uri);
         parts.headers.remove(http::header::CONTENT_LENGTH);
-        forward::set_forwarded(
-            &mut parts.headers,
+        let mut call = Call::new(cx.client, conn.peer);
+        // As for any request: the backend adds the gateway's headers.
+        call.forwarded = Some(Forwarded::new(
+            &parts.headers,
             &conn.peer_ip,
             conn.scheme,
-            client_host.as_ref(),
             &request_id,
-            &trace,
-        );
-        let mut call = Call::new(cx.client, conn.peer);
+            trace.traceparent(),
+        ));
         call.client_host = client_host;
         call.consumer = cx.consumer.clone();
         let Ok(res) = route

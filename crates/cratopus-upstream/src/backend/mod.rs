@@ -136,7 +136,14 @@ impl Call {
     /// passes them on as a map. They are taken: whatever this backend calls in turn gets them
     /// in the map, as the request is.
     pub fn apply_forwarded(&mut self, headers: &mut http::HeaderMap) {
-        if let Some(f) = self.forwarded.take() {
+        self.forwarded_into(headers);
+        self.forwarded = None;
+    }
+
+    /// Puts the gateway's headers into `headers` and keeps them, for one attempt of several
+    /// (another may go to a target whose client writes them itself).
+    pub fn forwarded_into(&self, headers: &mut http::HeaderMap) {
+        if let Some(f) = &self.forwarded {
             f.apply(headers, self.client_host.as_ref());
         }
     }

@@ -10,10 +10,10 @@
 //! any request; an upgrade is never retried (Envoy does not retry upgrades either).
 
 use super::{Backend, BackendError, Call};
+use crate::UpstreamCall;
 use crate::body::{BackendBody, RequestBody};
 use crate::conn_pool::SendError;
 use crate::resilience::{self, AttemptEnd};
-use crate::{TargetKind, UpstreamCall};
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 
@@ -60,7 +60,7 @@ impl UpstreamCall {
         let guard = target.begin();
         call.target = Some(target.label.clone());
         // The mirror answers requests, not sockets.
-        let (Some(addr), TargetKind::Http { .. }) = (target.addr(), &target.kind) else {
+        let Some(addr) = target.addr() else {
             return Err(BackendError::Failed);
         };
         let breaker = upstream.breaker_permit(&target)?;

@@ -70,8 +70,8 @@ impl Upstream {
         }
     }
 
-    /// The `Host` an HTTP/1.1 request to a target at `authority` carries: the client's with
-    /// `preserve_host`, else the target's.
+    /// The `Host` an HTTP/1.1 request to `target` carries: the client's with `preserve_host`,
+    /// else the target's `host:port` (made once, with the target).
     pub(super) fn host(&self, target: &Target, client_host: Option<&HeaderValue>) -> Option<HeaderValue> {
         if self.preserve_host {
             client_host.cloned()
@@ -375,9 +375,7 @@ async fn mirror(
     permit: Option<crate::BulkheadPermit>,
 ) -> Result<Response<BackendBody>, BackendError> {
     // The echo shows the request as a target would get it, the gateway's headers in it.
-    if let Some(f) = &call.forwarded {
-        f.apply(&mut parts.headers, call.client_host.as_ref());
-    }
+    call.forwarded_into(&mut parts.headers);
     let res = cratopus_mirror::echo(Request::from_parts(parts, body), call.peer).await;
     call.elapsed = Some(started.elapsed());
     call.whole = true;
@@ -464,9 +462,7 @@ fn upstream_request(
     if upstream.http2 {
         parts.version = Version::HTTP_2;
         parts.headers.remove(header::HOST);
-        if let Some(f) = &call.forwarded {
-            f.apply(&mut parts.headers, call.client_host.as_ref());
-        }
+        call.forwarded_into(&mut parts.headers);
         Ok((Request::from_parts(parts, body), None))
     } else {
         parts.version = Version::HTTP_11;
